@@ -1,0 +1,143 @@
+from django import forms
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.password_validation import validate_password
+from django.db import transaction
+
+from environments.models import Environment
+from supervisor_project import contract
+from supervisor_project.redis_client import supervisor_redis
+
+from . import cache
+from .models import Application, Placement
+
+# The admin offers this many ordered environment choices; the API takes any number.
+ADMIN_ENVIRONMENT_SLOTS = 4
+
+
+class OrderedSelects(forms.MultiWidget):
+    """N selects, first to last: the order the application starts in, without any JavaScript."""
+
+    template_name = "apps/widgets/ordered_selects.html"
+
+    def __init__(self, slots=ADMIN_ENVIRONMENT_SLOTS, attrs=None):
+        super().__init__([forms.Select() for _ in range(slots)], attrs)
+
+    def decompress(self, value):
+        return list(value or [])
+
+    def value_from_datadict(self, data, files, name):
+        if name in data:  # the API sends the ordered list itself
+            return data.getlist(name) if hasattr(data, "getlist") else data[name]
+        values = super().value_from_datadict(data, files, name)
+        return [v for v in values if v]
+
+
+class OrderedEnvironmentsField(forms.Field):
+    """A non-empty ordered list of names of known environments, each at most once."""
+
+    widget = OrderedSelects
+    default_error_messages = {
+        "invalid_list": "Give a list of environment names.",
+        "unknown": "Unknown environment: %(names)s. Known: %(known)s.",
+        "duplicate": "Environment %(name)s is listed twice.",
+    }
+
+    known = ()
+
+    def set_choices(self, names):
+        self.known = list(names)
+        for widget in self.widget.widgets:
+            widget.choices = [("", "---------")] + [(n, n) for n in self.known]
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return []
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise forms.ValidationError(self.error_messages["invalid_list"], code="invalid_list")
+        return list(value)
+
+    def validate(self, value):
+        super().validate(value)
+        if not value and self.required:
+            raise forms.ValidationError(self.error_messages["required"], code="required")
+        seen = set()
+        for name in value:
+            if name in seen:
+                raise forms.ValidationError(self.error_messages["duplicate"], code="duplicate", params={"name": name})
+            seen.add(name)
+        unknown = [n for n in value if n not in self.known]
+        if unknown:
+            raise forms.ValidationError(
+                self.error_messages["unknown"],
+                code="unknown",
+                params={"names": ", ".join(unknown), "known": ", ".join(self.known) or "none registered yet"},
+            )
+
+
+class ApplicationCreateForm(forms.ModelForm):
+    """Creating an application: used by the admin's add page and by POST /api/apps/."""
+
+    environments = OrderedEnvironmentsField(
+        help_text="Where the application runs, in start order. One is usual; several for service splitting."
+    )
+    admin_password = forms.CharField(
+        label="Initial admin password", strip=False, widget=forms.PasswordInput(render_value=False)
+    )
+
+    class Meta:
+        model = Application
+        fields = ["name", "display_name", "admin_username"]
+        help_texts = {"name": f"Used in URLs, Redis keys and database names: {contract.NAME_RULE}."}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environments"].set_choices(Environment.objects.values_list("name", flat=True))
+        self.fields["admin_username"].required = True
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if not contract.NAME_RE.match(name):
+            raise forms.ValidationError(f"{name!r} is not a valid name: use {contract.NAME_RULE}.")
+        if name in contract.RESERVED_APP_NAMES:
+            raise forms.ValidationError(
+                f"{name!r} is reserved; pick another name (reserved: {', '.join(sorted(contract.RESERVED_APP_NAMES))})."
+            )
+        return name
+
+    def clean_admin_password(self):
+        password = self.cleaned_data["admin_password"]
+        validate_password(password)
+        return password
+
+    def save(self, commit=True):
+        application = super().save(commit=False)
+        application.admin_password_hash = make_password(self.cleaned_data["admin_password"])
+        if commit:
+            self.save_with_placements(application)
+        return application
+
+    def save_with_placements(self, application):
+        envs = {e.name: e for e in Environment.objects.filter(name__in=self.cleaned_data["environments"])}
+        with transaction.atomic():
+            application.save()
+            Placement.objects.bulk_create(
+                Placement(application=application, environment=envs[name], position=i)
+                for i, name in enumerate(self.cleaned_data["environments"])
+            )
+            transaction.on_commit(lambda: publish_quietly(application.pk))
+        return application
+
+    def _save_m2m(self):
+        pass  # placements are written by save_with_placements
+
+
+def publish_quietly(pk):
+    """Put a new application in the configuration cache; if Redis is away, the next rebuild will."""
+    import redis
+
+    try:
+        cache.publish(supervisor_redis(), Application.objects.with_placements().get(pk=pk))
+    except redis.RedisError:
+        pass

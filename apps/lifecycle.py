@@ -1,0 +1,178 @@
+"""Start, stop, restart and remove applications across their environments: the one implementation behind the
+admin actions, the JSON API and ``manage.py startapp_sequential``.
+
+Environments are taken one after the other in the application's order, because starting writes to the shared
+database. An offline environment fails before anything is sent to it; a start stops at the first failure.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+from rq.job import Job
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from environments import registry
+from supervisor_project import contract
+from supervisor_project.redis_client import command_redis, supervisor_redis
+from workers import channel
+
+from . import cache, status
+from .models import Application
+
+# A lifecycle lock outlives a stuck supervisor process only this long (seconds).
+LOCK_TTL = 3600
+
+
+class OperationInProgress(Exception):
+    def __init__(self, app):
+        super().__init__(f"another start/stop/restart of {app} is in progress; try again when it ends")
+
+
+@dataclass
+class Step:
+    environment: str
+    ok: bool
+    state: str
+    error: str = ""
+    seconds: float = 0.0
+
+    def line(self):
+        if self.ok:
+            return f"{self.environment}: {self.state} ({self.seconds:.1f} s)"
+        return f"{self.environment}: FAILED: {self.error}"
+
+
+@dataclass
+class Outcome:
+    app: str
+    command: str
+    steps: list = field(default_factory=list)
+
+    @property
+    def failure(self):
+        return next((s for s in self.steps if not s.ok), None)
+
+    @property
+    def ok(self):
+        return self.failure is None
+
+
+EXPECTED = {
+    contract.START: contract.RUNNING,
+    contract.RESTART: contract.RUNNING,
+    contract.STOP: contract.STOPPED,
+    contract.REMOVE: "removed",
+}
+DESIRED = {contract.START: contract.RUNNING, contract.RESTART: contract.RUNNING, contract.STOP: contract.STOPPED}
+
+
+def run(application, command, timeout=None, progress=None, drop_database=False, clock=time.monotonic):
+    """Run COMMAND for APPLICATION on each of its environments in order; returns an Outcome.
+
+    TIMEOUT bounds the whole operation (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called
+    with each Step as it completes. Raises OperationInProgress if another operation holds the application.
+    """
+    if connection.in_atomic_block:
+        # Jobs are enqueued on commit: waiting for them inside a transaction would wait forever.
+        raise RuntimeError("lifecycle.run() must not be called inside a database transaction")
+    timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
+    deadline = clock() + timeout
+    r = supervisor_redis()
+    lock = r.lock(contract.lock_key(application.name), timeout=LOCK_TTL)
+    if not lock.acquire(blocking=False):
+        raise OperationInProgress(application.name)
+    try:
+        registry.sync(r)
+        cache.ensure(r)
+        if command in DESIRED:
+            Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
+            application.desired_state = DESIRED[command]
+        # Workers refuse applications they do not find in the cache: make sure this one is there, current.
+        cache.publish(r, Application.objects.with_placements().get(pk=application.pk))
+        payload = {
+            "admin_username": application.admin_username,
+            "admin_password_hash": application.admin_password_hash,
+            "drop_database": drop_database,
+        }
+        outcome = Outcome(application.name, command)
+        placements = application.placements.select_related("environment", "application").order_by("position")
+        for placement in placements:
+            step = _run_on(placement, command, payload, deadline, clock)
+            outcome.steps.append(step)
+            if progress:
+                progress(step)
+            if not step.ok and command in (contract.START, contract.RESTART):
+                break
+        return outcome
+    finally:
+        lock.release()
+
+
+def _run_on(placement, command, payload, deadline, clock):
+    env = placement.environment
+    began = clock()
+    if not env.is_online():
+        return Step(env.name, False, contract.UNKNOWN, env.offline_reason())
+    job_id = channel.enqueue(env.name, command, placement.application.name, payload)
+    result = _wait(job_id, env.name, deadline, clock)
+    seconds = clock() - began
+    if isinstance(result, str):  # the supervisor's own reason: timeout, refusal, crash, environment lost
+        _record_failure(placement, result)
+        return Step(env.name, False, contract.ERROR, result, seconds)
+    status.refresh(supervisor_redis(), [placement])
+    expected = EXPECTED[command] if command in EXPECTED else result.get("state")
+    if result.get("state") != expected:
+        return Step(env.name, False, result.get("state", contract.ERROR), result.get("error") or "", seconds)
+    return Step(env.name, True, result["state"], "", seconds)
+
+
+def _wait(job_id, env_name, deadline, clock):
+    """The job's return value, or a string saying why there is none."""
+    conn = command_redis()
+    job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            if job.get_status(refresh=True) == "queued":
+                job.cancel()  # it must not run later, behind the operator's back
+            return f"no answer from environment {env_name} before the timeout"
+        result = job.latest_result(timeout=max(1, min(int(remaining), 2)))
+        if result is not None:
+            if result.type == Result.Type.SUCCESSFUL:
+                return result.return_value
+            return _last_line(result.exc_string) or f"the command failed on {env_name}"
+        entry = registry.read(supervisor_redis()).get(env_name)
+        if entry is None or entry.get("stopped_at") or not registry.is_alive(entry):
+            return f"environment {env_name} went offline while running the command"
+
+
+def _last_line(text):
+    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _record_failure(placement, message):
+    placement.state = contract.ERROR
+    placement.error = message
+    placement.traceback = ""
+    placement.state_at = timezone.now()
+    placement.save(update_fields=["state", "error", "traceback", "state_at"])
+
+
+def remove(application, drop_database=False, timeout=None):
+    """Stop APPLICATION everywhere and delete it. Refuses (returns the failed Outcome) while an environment
+    that hosts it is offline, so that no database is left behind unaccounted for."""
+    outcome = run(application, contract.REMOVE, timeout=timeout, drop_database=drop_database)
+    if not outcome.ok:
+        return outcome
+    r = supervisor_redis()
+    with transaction.atomic():
+        names = application.environment_names()
+        application.delete()
+    cache.unpublish(r, application.name)
+    status.forget(r, application.name, names)
+    return outcome

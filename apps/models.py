@@ -1,0 +1,77 @@
+from django.db import models
+from django.utils import timezone
+
+from supervisor_project import contract
+
+STATE_CHOICES = [(s, s) for s in contract.RUNTIME_STATES]
+DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
+
+
+class ApplicationQuerySet(models.QuerySet):
+    def with_placements(self):
+        """Placements and their environments in two queries, whatever the number of applications."""
+        return self.prefetch_related(
+            models.Prefetch("placements", queryset=Placement.objects.select_related("environment"))
+        )
+
+
+class Application(models.Model):
+    name = models.CharField(max_length=40, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    desired_state = models.CharField(max_length=10, choices=DESIRED_CHOICES, default=contract.STOPPED)
+    admin_username = models.CharField("initial admin username", max_length=150)
+    # Only the hash ever leaves the form: it is what the worker stores for the initial superuser.
+    admin_password_hash = models.CharField(max_length=256)
+    environments = models.ManyToManyField("environments.Environment", through="Placement", related_name="applications")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ApplicationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "application"
+
+    def __str__(self):
+        return self.name
+
+    def ordered_placements(self):
+        """Placements in start order; uses the prefetch cache when there is one."""
+        return sorted(self.placements.all(), key=lambda p: p.position)
+
+    def environment_names(self):
+        return [p.environment.name for p in self.ordered_placements()]
+
+    def cache_entry(self):
+        """What workers and the proxy read from Redis (the configuration cache)."""
+        return {
+            "name": self.name,
+            "display_name": self.display_name or self.name,
+            "environments": self.environment_names(),
+            "desired_state": self.desired_state,
+        }
+
+
+class Placement(models.Model):
+    """An application on one environment, with the last runtime state the environment reported."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="placements")
+    environment = models.ForeignKey("environments.Environment", on_delete=models.PROTECT, related_name="placements")
+    position = models.PositiveSmallIntegerField(default=0)
+    state = models.CharField(max_length=10, choices=STATE_CHOICES, default=contract.STOPPED)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    state_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["application", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["application", "environment"], name="one_placement_per_environment"),
+        ]
+
+    def __str__(self):
+        return f"{self.application.name} on {self.environment.name}"
+
+    def display_state(self, now=None):
+        """The state to show: a stale value from an offline environment would mislead, so it is unknown."""
+        return self.state if self.environment.is_online(now) else contract.UNKNOWN

@@ -1,0 +1,69 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from supervisor_project.contract import OFFLINE, ONLINE
+
+
+def online_since(now=None):
+    """Heartbeats at or after this instant count as alive."""
+    return (now or timezone.now()) - timedelta(seconds=settings.APP_HEARTBEAT_TIMEOUT)
+
+
+class EnvironmentQuerySet(models.QuerySet):
+    def online(self, now=None):
+        return self.filter(stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
+
+    def offline(self, now=None):
+        return self.exclude(pk__in=self.online(now).values("pk"))
+
+
+class Environment(models.Model):
+    """A worker environment, as it registered itself through Redis (mirrored here by environments.registry)."""
+
+    name = models.SlugField(max_length=40, unique=True)
+    url = models.URLField("URL", max_length=500)
+    proxy_url = models.URLField("proxy URL", max_length=500, blank=True)
+    version = models.CharField(max_length=50, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Set by a graceful stop, so the environment is offline at once rather than after the timeout.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EnvironmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def target_url(self):
+        """Where the supervisor reaches this environment."""
+        return self.proxy_url or self.url
+
+    def is_online(self, now=None):
+        return (
+            self.stopped_at is None
+            and self.last_heartbeat_at is not None
+            and self.last_heartbeat_at >= online_since(now)
+        )
+
+    def status(self, now=None):
+        return ONLINE if self.is_online(now) else OFFLINE
+
+    def offline_reason(self, now=None):
+        if self.stopped_at is not None:
+            return f"environment {self.name} is offline: its worker stopped at {self.stopped_at:%Y-%m-%d %H:%M:%S} UTC"
+        if self.last_heartbeat_at is None:
+            return f"environment {self.name} is offline: it has never sent a heartbeat"
+        age = int(((now or timezone.now()) - self.last_heartbeat_at).total_seconds())
+        return (
+            f"environment {self.name} is offline: last heartbeat {age} s ago "
+            f"(timeout {settings.APP_HEARTBEAT_TIMEOUT} s)"
+        )

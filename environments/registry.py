@@ -1,0 +1,89 @@
+"""The environment registry: workers write their registration and heartbeats to Redis; the supervisor mirrors them.
+
+Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the whole registration as JSON, so a
+heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
+"""
+
+import json
+import time
+from datetime import datetime, timezone as dt_timezone
+
+from django.conf import settings
+
+from supervisor_project.contract import ENVIRONMENTS_KEY
+
+from .models import Environment
+
+MIRRORED_FIELDS = ("url", "proxy_url", "version", "host", "pid", "last_heartbeat_at", "stopped_at")
+
+
+def _ts(value):
+    return None if value is None else datetime.fromtimestamp(value, tz=dt_timezone.utc)
+
+
+def announce(redis, registration, now=None):
+    """Register or heartbeat: write the full registration with a fresh heartbeat time."""
+    entry = dict(registration, heartbeat_at=now if now is not None else time.time(), stopped_at=None)
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
+    return entry
+
+
+def withdraw(redis, registration, now=None):
+    """Graceful stop: keep the entry (so it shows), marked stopped, which makes it offline at once."""
+    raw = redis.hget(ENVIRONMENTS_KEY, registration["name"])
+    entry = json.loads(raw) if raw else dict(registration, heartbeat_at=None)
+    entry["stopped_at"] = now if now is not None else time.time()
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
+
+
+def is_alive(entry, now=None):
+    """Whether a registration's last heartbeat is within the timeout (see Environment.is_online)."""
+    heartbeat = entry.get("heartbeat_at")
+    now = time.time() if now is None else now
+    return heartbeat is not None and now - heartbeat < settings.APP_HEARTBEAT_TIMEOUT
+
+
+def read(redis):
+    """Every registration in Redis, by environment name; malformed entries are skipped."""
+    entries = {}
+    for name, raw in redis.hgetall(ENVIRONMENTS_KEY).items():
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("url"):
+            entries[name.decode()] = entry
+    return entries
+
+
+def sync(redis):
+    """Mirror Redis registrations into the database: new environments are created, changed ones updated.
+
+    Costs one HGETALL and one SELECT whatever the number of environments, plus a bulk write of what changed.
+    Raises redis.ConnectionError when Redis is unavailable; callers then show the last mirrored state.
+    """
+    entries = read(redis)
+    existing = {env.name: env for env in Environment.objects.filter(name__in=entries.keys())}
+    created, changed = [], []
+    for name, entry in entries.items():
+        values = {
+            "url": entry["url"],
+            "proxy_url": entry.get("proxy_url") or "",
+            "version": str(entry.get("version") or ""),
+            "host": str(entry.get("host") or ""),
+            "pid": entry.get("pid"),
+            "last_heartbeat_at": _ts(entry.get("heartbeat_at")),
+            "stopped_at": _ts(entry.get("stopped_at")),
+        }
+        env = existing.get(name)
+        if env is None:
+            created.append(Environment(name=name, **values))
+        elif any(getattr(env, field) != value for field, value in values.items()):
+            for field, value in values.items():
+                setattr(env, field, value)
+            changed.append(env)
+    if created:
+        Environment.objects.bulk_create(created, ignore_conflicts=True)
+    if changed:
+        Environment.objects.bulk_update(changed, MIRRORED_FIELDS)
+    return len(created), len(changed)

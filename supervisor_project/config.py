@@ -1,0 +1,227 @@
+"""Reads and validates the process configuration from environment variables (see DESIGN.md).
+
+Every problem is collected and reported at once, each naming the variable and the fix, so a
+misconfigured supervisor or worker stops at start instead of failing later in a request.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from .contract import NAME_RE, NAME_RULE
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+MODES = ("supervisor", "worker", "")
+ADAPTERS = ("remote", "local")
+DIALECTS = {
+    "sqlite": "django.db.backends.sqlite3",
+    "postgres": "django.db.backends.postgresql",
+}
+DEFAULT_HEARTBEAT_INTERVAL = 120
+
+
+class ConfigError(ImproperlyConfigured):
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__(
+            "App Supervisor cannot start, its configuration is invalid:\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+@dataclass
+class Config:
+    mode: str
+    discovery_adapter: str
+    process_adapter: str
+    supervisor_redis_url: str  # "" = embedded Redis under the storage directory
+    command_redis_url: str
+    environment_name: str
+    environment_url: str
+    environment_proxy_url: str
+    heartbeat_interval: int
+    heartbeat_timeout: int
+    api_token: str
+    storage_dir: Path
+    database: dict
+    secret_key: str
+    debug: bool
+    hosted_apps: list = field(default_factory=list)
+    allowed_hosts: list = field(default_factory=list)
+    csrf_trusted_origins: list = field(default_factory=list)
+
+    @property
+    def is_worker(self):
+        return self.mode == "worker"
+
+
+def _http_url_problem(var, value):
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{var}={value!r} is not an http(s) URL; set it to the address, e.g. http://worker-a:15000"
+    return None
+
+
+def _redis_url_problem(var, value):
+    if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        return f"{var}={value!r} is not a Redis URL; use redis://host:6379/0 (or leave it unset for the embedded Redis)"
+    return None
+
+
+def _int(env, var, default, problems, minimum=1):
+    raw = env.str(var, default="")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{var}={raw!r} is not a whole number of seconds")
+        return default
+    if value < minimum:
+        problems.append(f"{var}={raw!r} must be at least {minimum}")
+        return default
+    return value
+
+
+def _database(env, storage_dir, mode, problems):
+    if env.str("DATABASE_URL", default=""):
+        try:
+            return env.db_url("DATABASE_URL")
+        except Exception as exc:  # django-environ raises several kinds for a bad URL
+            problems.append(f"DATABASE_URL is not a database URL ({exc}); e.g. postgres://user:pass@host:5432/name")
+            return {}
+    dialect = env.str("DB_DIALECT", default="sqlite").lower()
+    if dialect == "postgresql":
+        dialect = "postgres"
+    if dialect not in DIALECTS:
+        problems.append(f"DB_DIALECT={dialect!r} is not supported; use postgres or sqlite")
+        return {}
+    if dialect == "sqlite":
+        name = env.str("DB_DATABASE", default="") or str(storage_dir / f"{mode or 'single'}.sqlite3")
+        return {"ENGINE": DIALECTS["sqlite"], "NAME": name}
+    name = env.str("DB_DATABASE", default="")
+    if not name:
+        problems.append("DB_DATABASE is required with DB_DIALECT=postgres; name this process's own database")
+    port = env.str("DB_PORT", default="5432")
+    if not port.isdigit():
+        problems.append(f"DB_PORT={port!r} is not a port number")
+    return {
+        "ENGINE": DIALECTS["postgres"],
+        "NAME": name,
+        "HOST": env.str("DB_HOST", default="127.0.0.1"),
+        "PORT": port,
+        "USER": env.str("DB_USER", default="postgres"),
+        "PASSWORD": env.str("DB_PASSWORD", default=""),
+    }
+
+
+def load(environ_map=None):
+    """Build the Config from ``environ_map`` (default: os.environ) or raise ConfigError."""
+    env = environ.Env()
+    if environ_map is not None:
+        env.ENVIRON = environ_map
+    problems = []
+
+    mode = env.str("APP_MODE", default="").strip().lower()
+    if mode not in MODES:
+        problems.append(f"APP_MODE={mode!r} is not a role; use supervisor, worker, or leave it unset for a single instance")
+        mode = ""
+
+    discovery = env.str("APP_DISCOVERY_ADAPTER", default="remote" if mode else "local").lower()
+    if discovery not in ADAPTERS:
+        problems.append(f"APP_DISCOVERY_ADAPTER={discovery!r} is not known; use remote or local")
+    expected_process = {"supervisor": "remote", "worker": "local", "": "local"}[mode]
+    process = env.str("APP_PROCESS_ADAPTER", default=expected_process).lower()
+    if process not in ADAPTERS:
+        problems.append(f"APP_PROCESS_ADAPTER={process!r} is not known; use remote or local")
+    elif process != expected_process:
+        problems.append(
+            f"APP_PROCESS_ADAPTER={process} contradicts APP_MODE={mode or '(unset)'}: "
+            f"{'a supervisor sends commands to workers' if mode == 'supervisor' else 'this process runs applications itself'},"
+            f" so use APP_PROCESS_ADAPTER={expected_process}"
+        )
+
+    # The seed misspells the variable; accept both, refuse a disagreement.
+    adapter = env.str("APP_COMMAND_ADAPTER", default="")
+    alias = env.str("APP_COMMAND_ADPATER", default="")
+    if adapter and alias and adapter != alias:
+        problems.append(
+            f"APP_COMMAND_ADAPTER={adapter!r} and APP_COMMAND_ADPATER={alias!r} disagree; set only APP_COMMAND_ADAPTER"
+        )
+    adapter = (adapter or alias or "redis").lower()
+    if adapter != "redis":
+        problems.append(f"APP_COMMAND_ADAPTER={adapter!r} is not supported; the command channel is redis")
+
+    supervisor_redis = env.str("APP_SUPERVISOR_REDIS_URL", default="")
+    command_redis = env.str("APP_COMMAND_REDIS_URL", default="") or supervisor_redis
+    for var, value in (("APP_SUPERVISOR_REDIS_URL", supervisor_redis), ("APP_COMMAND_REDIS_URL", command_redis)):
+        problem = _redis_url_problem(var, value)
+        if problem:
+            problems.append(problem)
+
+    name = env.str("ENVIRONMENT_NAME", default="")
+    url = env.str("ENVIRONMENT_URL", default="").rstrip("/")
+    proxy_url = env.str("ENVIRONMENT_PROXY_URL", default="").rstrip("/")
+    if mode == "worker":
+        if not name:
+            problems.append("ENVIRONMENT_NAME is required with APP_MODE=worker; set it to this environment's id, e.g. env_a")
+        elif not NAME_RE.match(name):
+            problems.append(f"ENVIRONMENT_NAME={name!r} is not valid: use {NAME_RULE}")
+        if not url:
+            problems.append(
+                "ENVIRONMENT_URL is required with APP_MODE=worker; set it to this worker's access URL, "
+                "e.g. http://localhost:15000"
+            )
+        else:
+            problems.append(_http_url_problem("ENVIRONMENT_URL", url))
+        if proxy_url:
+            problems.append(_http_url_problem("ENVIRONMENT_PROXY_URL", proxy_url))
+    problems = [p for p in problems if p]
+
+    interval = _int(env, "APP_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, problems)
+    timeout = _int(env, "APP_HEARTBEAT_TIMEOUT", 2 * interval + 20, problems)
+    if timeout <= interval:
+        problems.append(
+            f"APP_HEARTBEAT_TIMEOUT={timeout} must be longer than APP_HEARTBEAT_INTERVAL={interval}, "
+            "or every environment would flap offline between heartbeats"
+        )
+
+    storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
+    database = _database(env, storage_dir, mode, problems)
+
+    debug_raw = env.str("DEBUG", default="false").lower()
+    if debug_raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        problems.append(f"DEBUG={debug_raw!r} is not a boolean; use true or false")
+    debug = debug_raw in ("1", "true", "yes", "on")
+
+    secret_key = env.str("SECRET_KEY", default="")
+    if not secret_key:
+        # Local use works on checkout; a deployment that forgets the key is told so in the check framework.
+        secret_key = "insecure-development-key-set-SECRET_KEY-in-production"
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        mode=mode,
+        discovery_adapter=discovery,
+        process_adapter=process,
+        supervisor_redis_url=supervisor_redis,
+        command_redis_url=command_redis,
+        environment_name=name,
+        environment_url=url,
+        environment_proxy_url=proxy_url or url,
+        heartbeat_interval=interval,
+        heartbeat_timeout=timeout,
+        api_token=env.str("SUPERVISOR_API_TOKEN", default=""),
+        storage_dir=storage_dir,
+        database=database,
+        secret_key=secret_key,
+        debug=debug,
+        hosted_apps=env.list("APP_HOSTED_APPS", default=[]),
+        allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
+        csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
+    )

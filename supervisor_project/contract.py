@@ -1,0 +1,67 @@
+"""Names shared by the supervisor and the workers: Redis keys, queue names, states and commands.
+
+Both sides import them from here; nothing else spells a key or a state by hand.
+"""
+
+import re
+
+# Application and environment names end up in URLs, Redis keys and database names.
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+NAME_RULE = "lowercase letters, digits, '-' and '_', starting with a letter, at most 40 characters"
+RESERVED_APP_NAMES = frozenset({"admin", "api", "static", "media", "apps", "main"})
+
+# Runtime state of an application on one environment.
+STARTING = "starting"
+RUNNING = "running"
+STOPPING = "stopping"
+STOPPED = "stopped"
+ERROR = "error"
+UNKNOWN = "unknown"  # shown, never stored: the environment is offline
+RUNTIME_STATES = (STARTING, RUNNING, STOPPING, STOPPED, ERROR)
+SETTLED_STATES = (RUNNING, STOPPED, ERROR)
+
+# What the operator asked for.
+DESIRED_STATES = (RUNNING, STOPPED)
+
+# Environment liveness.
+ONLINE = "online"
+OFFLINE = "offline"
+
+# Commands a worker accepts; anything else is refused before the job runs.
+START = "start"
+STOP = "stop"
+RESTART = "restart"
+REMOVE = "remove"
+PING = "ping"
+COMMANDS = (START, STOP, RESTART, REMOVE, PING)
+# The one function a command job may name.
+COMMAND_FUNCTION = "workers.commands.execute"
+
+_PREFIX = "appsup"
+
+# Hash: environment name -> JSON registration (url, proxy_url, version, host, pid, heartbeat times).
+ENVIRONMENTS_KEY = f"{_PREFIX}:environments"
+# Hash: "<app>/<environment>" -> JSON runtime status {state, error, traceback, at}.
+STATUSES_KEY = f"{_PREFIX}:statuses"
+# Hash: application name -> JSON configuration (what workers and the proxy read).
+APPS_KEY = f"{_PREFIX}:apps"
+# Present while the configuration cache is complete; gone after a Redis restart or flush.
+CACHE_READY_KEY = f"{_PREFIX}:config-ready"
+
+
+def status_field(app, environment):
+    return f"{app}/{environment}"
+
+
+def lock_key(app):
+    """Held by the supervisor while one lifecycle operation on APP runs."""
+    return f"{_PREFIX}:lock:app:{app}"
+
+
+def provision_lock_key(app):
+    """Held by a worker while it creates or migrates APP's database, across all workers."""
+    return f"{_PREFIX}:lock:provision:{app}"
+
+
+def queue_name(environment):
+    return f"{_PREFIX}.{environment}"

@@ -1,0 +1,104 @@
+"""The one settings module for every role: configuration comes from environment variables only (DESIGN.md)."""
+
+from .config import BASE_DIR, load
+
+CONFIG = load()
+
+APP_MODE = CONFIG.mode
+APP_DISCOVERY_ADAPTER = CONFIG.discovery_adapter
+APP_PROCESS_ADAPTER = CONFIG.process_adapter
+APP_SUPERVISOR_REDIS_URL = CONFIG.supervisor_redis_url
+APP_COMMAND_REDIS_URL = CONFIG.command_redis_url
+ENVIRONMENT_NAME = CONFIG.environment_name
+ENVIRONMENT_URL = CONFIG.environment_url
+ENVIRONMENT_PROXY_URL = CONFIG.environment_proxy_url
+APP_HEARTBEAT_INTERVAL = CONFIG.heartbeat_interval
+APP_HEARTBEAT_TIMEOUT = CONFIG.heartbeat_timeout
+SUPERVISOR_API_TOKEN = CONFIG.api_token
+APP_STORAGE_DIR = CONFIG.storage_dir
+# Extra Django apps every hosted application gets (its tables live in each application's own database).
+APP_HOSTED_APPS = CONFIG.hosted_apps
+# Seconds a sequential start waits for each environment unless told otherwise.
+APP_COMMAND_TIMEOUT = 120
+
+SECRET_KEY = CONFIG.secret_key
+DEBUG = CONFIG.debug
+ALLOWED_HOSTS = CONFIG.allowed_hosts
+CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
+
+INSTALLED_APPS = [
+    # Ours first: `runworker` must be the agent's, not channels' command of the same name.
+    "workers",
+    "environments",
+    "apps",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_rq",
+    "channels",
+    *APP_HOSTED_APPS,
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "supervisor_project.urls"
+WSGI_APPLICATION = "supervisor_project.wsgi.application"
+ASGI_APPLICATION = "supervisor_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": CONFIG.database}
+DATABASE_ROUTERS = ["workers.routing.HostedDatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = APP_STORAGE_DIR / "static"
+
+RQ = {"COMMIT_MODE": "on_db_commit"}
+# Queues are one per environment and built at run time (workers/commands.py); nothing to declare here.
+RQ_QUEUES = {}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "appsup": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "rq.worker": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
+}

@@ -1,0 +1,158 @@
+"""The worker agent: registers this environment, heartbeats, and runs the commands addressed to it.
+
+Written as small steps (register, heartbeat_if_due, process_one, deregister) that tests call directly; ``run``
+loops over them until a signal sets the stop flag, and keeps retrying with backoff while Redis is away.
+"""
+
+import logging
+import os
+import signal
+import socket
+import time
+
+import redis
+from django.db import close_old_connections
+from rq.exceptions import DequeueTimeout
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+
+from apps import cache, status
+from environments import registry
+from supervisor_project import contract
+from supervisor_project.redis_client import command_redis, supervisor_redis
+
+from .channel import CommandWorker, queue_for
+
+log = logging.getLogger("appsup.worker")
+
+VERSION = "1.0.0"
+# Longest a stop request waits while the agent is idle, and the granularity of backoff sleeps.
+POLL_SECONDS = 1.0
+MAX_BACKOFF = 30.0
+
+
+class Agent:
+    def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep):
+        self.name = name
+        self.interval = interval
+        self.clock = clock
+        self.sleep = sleep
+        self.registration = {
+            "name": name,
+            "url": url,
+            "proxy_url": proxy_url or url,
+            "version": VERSION,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        self.registered = False
+        self.last_heartbeat = None
+        self.stop_requested = False
+        self.queue = queue_for(name, command_redis())
+        self.worker = CommandWorker(
+            [self.queue],
+            connection=command_redis(),
+            name=f"{name}.{socket.gethostname()}.{os.getpid()}",
+            environment=name,
+            is_placed=self.is_placed,
+        )
+
+    # -- steps -------------------------------------------------------------------------------------------
+
+    def register(self):
+        registry.announce(supervisor_redis(), self.registration, now=self.clock())
+        self.last_heartbeat = self.clock()
+        if not self.registered:
+            log.info("environment %s registered (%s)", self.name, self.registration["url"])
+        self.registered = True
+        self.reconcile()
+
+    def heartbeat_if_due(self):
+        if self.last_heartbeat is None or self.clock() - self.last_heartbeat >= self.interval:
+            registry.announce(supervisor_redis(), self.registration, now=self.clock())
+            self.last_heartbeat = self.clock()
+            return True
+        return False
+
+    def process_one(self, timeout=POLL_SECONDS):
+        """Run the next command, waiting up to TIMEOUT seconds for one. Returns True if one ran."""
+        try:
+            job, queue = Queue.dequeue_any(
+                [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=JSONSerializer
+            )
+        except DequeueTimeout:
+            return False
+        close_old_connections()
+        try:
+            self.worker.execute_job(job, queue)
+        finally:
+            close_old_connections()
+        return True
+
+    def deregister(self):
+        registry.withdraw(supervisor_redis(), self.registration, now=self.clock())
+        self.registered = False
+        log.info("environment %s deregistered", self.name)
+
+    def reconcile(self):
+        """A command cut off by a crash leaves a transitional state behind; settle it honestly."""
+        r = supervisor_redis()
+        for app in self._placed_apps(r):
+            entry = status.read(r, app, self.name)
+            if entry and entry["state"] == contract.STARTING:
+                status.write(r, app, self.name, contract.ERROR, error="interrupted: the worker stopped during start")
+            elif entry and entry["state"] == contract.STOPPING:
+                status.write(r, app, self.name, contract.STOPPED)
+
+    def is_placed(self, app):
+        entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
+        return bool(entry) and self.name in entry.get("environments", [])
+
+    def _placed_apps(self, r):
+        import json
+
+        return [
+            name.decode()
+            for name, raw in r.hgetall(contract.APPS_KEY).items()
+            if self.name in json.loads(raw).get("environments", [])
+        ]
+
+    # -- loop --------------------------------------------------------------------------------------------
+
+    def request_stop(self, signum=None, frame=None):
+        if not self.stop_requested:
+            log.info("environment %s: stop requested, finishing the command in hand", self.name)
+        self.stop_requested = True
+
+    def install_signal_handlers(self):
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, once=False):
+        """Loop until stopped. ONCE: register, run what is queued, deregister."""
+        backoff = 1.0
+        try:
+            while not self.stop_requested:
+                try:
+                    if not self.registered:
+                        self.register()
+                    self.heartbeat_if_due()
+                    ran = self.process_one(timeout=POLL_SECONDS)
+                    backoff = 1.0
+                    if once and not ran:
+                        break
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self.registered = False
+                    log.warning("environment %s: Redis unavailable (%s); retrying in %.0f s", self.name, exc, backoff)
+                    self._sleep_unless_stopped(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+        finally:
+            try:
+                self.deregister()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("environment %s: could not deregister, Redis unavailable (%s)", self.name, exc)
+
+    def _sleep_unless_stopped(self, seconds):
+        end = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < end:
+            self.sleep(min(0.2, end - time.monotonic()))
