@@ -32,7 +32,7 @@ MAX_BACKOFF = 30.0
 
 
 class Agent:
-    def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep):
+    def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep, death_penalty_class=None):
         self.name = name
         self.interval = interval
         self.clock = clock
@@ -56,6 +56,8 @@ class Agent:
             environment=name,
             is_placed=self.is_placed,
         )
+        if death_penalty_class is not None:  # job timeouts use SIGALRM by default, which needs the main thread
+            self.worker.death_penalty_class = death_penalty_class
 
     # -- steps -------------------------------------------------------------------------------------------
 

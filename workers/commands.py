@@ -8,8 +8,6 @@ import logging
 import time
 import traceback
 
-from django.conf import settings
-
 from apps import status
 from supervisor_project import contract
 from supervisor_project.redis_client import supervisor_redis
@@ -88,6 +86,5 @@ assert set(HANDLERS) == set(contract.COMMANDS)
 
 
 def execute(command, app, environment, payload):
-    if environment != settings.ENVIRONMENT_NAME:  # the worker class refuses this earlier; never run it here
-        raise ValueError(f"command for {environment} reached {settings.ENVIRONMENT_NAME}")
+    # CommandWorker has already checked the command, the environment and the placement.
     return HANDLERS[command](app, environment, payload or {})

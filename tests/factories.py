@@ -1,0 +1,70 @@
+"""Builders for test data, going through the same code paths as production (registry, forms)."""
+
+import threading
+import time
+
+from rq.timeouts import TimerDeathPenalty
+
+from apps.forms import ApplicationCreateForm
+from environments import registry
+from supervisor_project.redis_client import supervisor_redis
+from workers.agent import Agent
+
+PASSWORD = "correct-horse-battery"
+
+
+def register_environment(name, url=None, proxy_url="", heartbeat_at=None, sync=True):
+    """Register NAME in Redis as its worker would, and mirror it into the database."""
+    r = supervisor_redis()
+    registry.announce(
+        r,
+        {"name": name, "url": url or f"http://{name}.test:8000", "proxy_url": proxy_url, "version": "1.0.0",
+         "host": "testhost", "pid": 1},
+        now=heartbeat_at,
+    )
+    if sync:
+        registry.sync(r)
+
+
+def create_application(name, environments, admin_username="admin", password=PASSWORD, display_name=""):
+    form = ApplicationCreateForm(
+        {"name": name, "display_name": display_name or name.upper(), "environments": list(environments),
+         "admin_username": admin_username, "admin_password": password}
+    )
+    assert form.is_valid(), form.errors
+    return form.save()
+
+
+class ThreadAgent:
+    """A real worker agent for ENVIRONMENT, consuming its queue in a thread of the test process.
+
+    Jobs run with a timer-based timeout (signals only work in the main thread). Use as a context manager.
+    """
+
+    def __init__(self, name, url=None, interval=60):
+        self.agent = Agent(name, url or f"http://{name}.test:8000", "", interval, death_penalty_class=TimerDeathPenalty)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        from django.db import connections
+
+        try:
+            self.agent.register()
+            while not self.agent.stop_requested:
+                self.agent.heartbeat_if_due()
+                self.agent.process_one(timeout=1)
+        finally:
+            connections.close_all()
+
+    def __enter__(self):
+        self.agent.register()
+        registry.sync(supervisor_redis())
+        self.thread.start()
+        return self.agent
+
+    def __exit__(self, *exc):
+        self.agent.request_stop()
+        self.thread.join(10)
+        self.agent.deregister()
+        registry.sync(supervisor_redis())
+        time.sleep(0)

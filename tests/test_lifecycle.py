@@ -1,0 +1,116 @@
+import pytest
+
+from apps import lifecycle
+from apps.models import Placement
+from supervisor_project import contract
+from workers import provisioning
+
+from .factories import PASSWORD, ThreadAgent, create_application, register_environment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_start_runs_each_environment_in_order_and_creates_the_database():
+    with ThreadAgent("env_a"), ThreadAgent("env_b"):
+        app = create_application("crm", ["env_b", "env_a"])
+        seen = []
+        outcome = lifecycle.run(app, contract.START, timeout=60, progress=seen.append)
+
+    assert outcome.ok, outcome.steps
+    assert [s.environment for s in seen] == ["env_b", "env_a"]
+    assert all(s.state == contract.RUNNING for s in seen)
+    assert provisioning.database_exists("crm")
+    states = dict(Placement.objects.values_list("environment__name", "state"))
+    assert states == {"env_a": contract.RUNNING, "env_b": contract.RUNNING}
+
+
+def test_initial_superuser_gets_the_password_given_at_creation():
+    from django.contrib.auth import get_user_model
+
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"], admin_username="boss")
+        assert lifecycle.run(app, contract.START, timeout=60).ok
+    user = get_user_model().objects.using(provisioning.connect("crm")).get(username="boss")
+    assert user.is_superuser and user.check_password(PASSWORD)
+    provisioning.disconnect("crm")
+
+
+def test_offline_environment_fails_before_anything_is_sent():
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)  # heartbeat in 1970: long past the timeout
+    app = create_application("crm", ["env_b", "env_a"])
+
+    outcome = lifecycle.run(app, contract.START, timeout=5)
+
+    assert not outcome.ok
+    assert outcome.failure.environment == "env_b"
+    assert "offline" in outcome.failure.error
+    assert [s.environment for s in outcome.steps] == ["env_b"]  # stopped at the first failure
+    from workers.channel import queue_for
+
+    assert queue_for("env_b").count == 0 and queue_for("env_a").count == 0
+
+
+def test_stop_then_start_again():
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        assert lifecycle.run(app, contract.START, timeout=60).ok
+        stopped = lifecycle.run(app, contract.STOP, timeout=60)
+        assert stopped.ok and stopped.steps[0].state == contract.STOPPED
+        app.refresh_from_db()
+        assert app.desired_state == contract.STOPPED
+        assert lifecycle.run(app, contract.RESTART, timeout=60).ok
+    assert Placement.objects.get().state == contract.RUNNING
+
+
+def test_no_worker_consuming_means_a_timeout_naming_the_environment():
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+
+    outcome = lifecycle.run(app, contract.START, timeout=1)
+
+    assert not outcome.ok
+    assert outcome.failure.environment == "env_a"
+    assert "timeout" in outcome.failure.error
+    placement = Placement.objects.get()
+    assert placement.state == contract.ERROR and "env_a" in placement.error
+
+
+def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(r):
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    r.set(contract.lock_key("crm"), "held")
+
+    with pytest.raises(lifecycle.OperationInProgress, match="crm"):
+        lifecycle.run(app, contract.START, timeout=1)
+
+
+def test_failed_start_reports_error_with_traceback(monkeypatch):
+    def broken_migrate(app):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(provisioning, "migrate", broken_migrate)
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        outcome = lifecycle.run(app, contract.START, timeout=60)
+    assert not outcome.ok
+    assert "disk full" in outcome.failure.error
+    placement = Placement.objects.get()
+    assert placement.state == contract.ERROR
+    assert "RuntimeError: disk full" in placement.error
+    assert "Traceback" in placement.traceback
+
+
+def test_remove_deletes_the_application_and_keeps_its_database_unless_asked():
+    from apps.models import Application
+
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        assert lifecycle.run(app, contract.START, timeout=60).ok
+        assert lifecycle.remove(app, timeout=60).ok
+        assert provisioning.database_exists("crm")
+        other = create_application("erp", ["env_a"])
+        assert lifecycle.run(other, contract.START, timeout=60).ok
+        assert lifecycle.remove(other, drop_database=True, timeout=60).ok
+    assert not Application.objects.exists()
+    assert not provisioning.database_exists("erp")
