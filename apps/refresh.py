@@ -1,7 +1,8 @@
 """Bring what the supervisor shows up to date with Redis, and keep working when Redis is away.
 
-Admin pages and API reads call ``refresh`` first. With Redis unavailable they still answer from the database
-mirror and show the returned warning, instead of failing.
+Admin pages and API reads call ``refresh()`` before loading rows (environment registrations, configuration
+cache) and ``refresh_statuses(placements)`` on the placements they show. With Redis unavailable both return a
+warning and the caller answers from the database mirror, instead of failing.
 """
 
 import logging
@@ -15,19 +16,34 @@ from . import cache, status
 
 log = logging.getLogger("appsup.supervisor")
 
-REDIS_DOWN = "Redis is unavailable ({error}): showing the last known state; starting and stopping will fail until it is back."
+REDIS_DOWN = (
+    "Redis is unavailable ({error}): showing the last known state; "
+    "starting and stopping will fail until it is back."
+)
 
 
-def refresh(placements=()):
-    """Mirror environment registrations, rebuild the configuration cache if Redis lost it, and refresh the
-    runtime state of PLACEMENTS (each with application and environment loaded). Returns a warning or None."""
+def _tolerating_outage(work):
     try:
-        r = supervisor_redis()
-        registry.sync(r)
-        if cache.ensure(r):
-            log.warning("configuration cache was missing from Redis; rebuilt it from the database")
-        status.refresh(r, placements)
+        work(supervisor_redis())
     except redis.RedisError as exc:
         log.warning("Redis unavailable: %s", exc)
         return REDIS_DOWN.format(error=exc)
     return None
+
+
+def refresh():
+    """Mirror environment registrations; rebuild the configuration cache if Redis lost it. Returns a warning
+    or None."""
+
+    def work(r):
+        registry.sync(r)
+        if cache.ensure(r):
+            log.warning("the configuration cache was missing from Redis; rebuilt it from the database")
+
+    return _tolerating_outage(work)
+
+
+def refresh_statuses(placements):
+    """Update PLACEMENTS (application and environment loaded) from the statuses workers reported, in one round
+    trip. Returns a warning or None."""
+    return _tolerating_outage(lambda r: status.refresh(r, placements))
