@@ -4,12 +4,12 @@ JSON keeps whoever can write to Redis from running code through pickle; the allo
 imports the function a job names.
 """
 
-import sys
 import uuid
 
 from django_rq.queues import DjangoRQ
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from rq.utils import now
 from rq.worker import SimpleWorker
 
 from supervisor_project import contract
@@ -19,10 +19,6 @@ from supervisor_project.redis_client import command_redis
 JOB_TIMEOUT = 600
 # Results are read by the supervisor right away; keep them long enough for a slow reader, not forever.
 RESULT_TTL = 3600
-
-
-class CommandRefused(Exception):
-    """A job this worker will not run; the message says why."""
 
 
 class CommandQueue(DjangoRQ):
@@ -92,10 +88,8 @@ class CommandWorker(SimpleWorker):
         if reason is None:
             return super().perform_job(job, queue, execution)
         self.log.warning("%s", reason)
-        self.prepare_job_execution(job, len(self.queues) == 1)
-        try:
-            raise CommandRefused(reason)
-        except CommandRefused:
-            # Recorded like any failed job, so the supervisor waiting on it reads the reason.
-            self._finalize_failure(job, queue, execution, sys.exc_info())
+        # Recorded like any failed job, so the supervisor waiting on it reads the reason. Nothing here may touch
+        # the job's data: it may not even deserialize.
+        job.ended_at = now()
+        self.handle_job_failure(job, queue, exc_string=f"CommandRefused: {reason}", execution=execution)
         return False

@@ -1,0 +1,111 @@
+"""Real processes for the tests that cross process boundaries: worker agents, supervisor and worker web.
+
+Each process gets its configuration the documented way, through environment variables.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def base_env(storage, redis_url, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "ENVIRONMENT_", "DB_", "DJANGO_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        APP_SUPERVISOR_REDIS_URL=redis_url,
+        APP_COMMAND_REDIS_URL=redis_url,
+        APP_STORAGE_DIR=str(storage),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def postgres_env(database):
+    """DB_* variables for DATABASE on the PostgreSQL server the test run uses, when it uses one."""
+    db = settings.DATABASES["default"]
+    if not db["ENGINE"].endswith("postgresql"):
+        return {}
+    return {"DB_DIALECT": "postgres", "DB_HOST": db.get("HOST") or "127.0.0.1", "DB_PORT": db.get("PORT") or "5432",
+            "DB_USER": db.get("USER") or "postgres", "DB_PASSWORD": db.get("PASSWORD") or "", "DB_DATABASE": database}
+
+
+def worker_env(name, port, storage, redis_url, **extra):
+    return base_env(storage, redis_url, APP_MODE="worker", ENVIRONMENT_NAME=name,
+                    ENVIRONMENT_URL=f"http://127.0.0.1:{port}", **extra)
+
+
+def manage(args, env, check=True, timeout=120):
+    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+class Process:
+    """A child process whose output goes to a log file, stopped for sure at the end of the test."""
+
+    def __init__(self, args, env, log_path):
+        self.log_path = Path(log_path)
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def output(self):
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()
+
+
+def runworker(env, log_path):
+    return Process([PYTHON, "manage.py", "runworker"], env, log_path)
+
+
+def daphne(env, port, log_path):
+    return Process([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supervisor_project.asgi:application"],
+                   env, log_path)
+
+
+def wait_for(predicate, timeout=30, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def http_ready(url):
+    def check():
+        try:
+            return requests.get(url, timeout=1).status_code < 500
+        except requests.ConnectionError:
+            return False
+
+    return check

@@ -1,0 +1,108 @@
+"""The worker agent's steps, called directly, with time controlled by a clock argument."""
+
+import pytest
+
+from apps import status
+from environments import registry
+from supervisor_project import contract
+from workers.agent import Agent
+
+from .factories import create_application, register_environment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Clock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_register_announces_name_urls_version_host_and_pid(r):
+    Agent("env_a", "http://localhost:15000", "http://worker_a", 120).register()
+    entry = registry.read(r)["env_a"]
+    assert entry["url"] == "http://localhost:15000"
+    assert entry["proxy_url"] == "http://worker_a"
+    assert entry["version"] and entry["host"] and entry["pid"]
+
+
+def test_proxy_url_defaults_to_the_url(r):
+    Agent("env_a", "http://localhost:15000", "", 120).register()
+    assert registry.read(r)["env_a"]["proxy_url"] == "http://localhost:15000"
+
+
+def test_heartbeat_is_sent_every_interval_and_not_before(r):
+    clock = Clock()
+    agent = Agent("env_a", "http://a", "", 120, clock=clock)
+    agent.register()
+    clock.now += 119
+    assert agent.heartbeat_if_due() is False
+    clock.now += 1
+    assert agent.heartbeat_if_due() is True
+    assert registry.read(r)["env_a"]["heartbeat_at"] == clock.now
+
+
+def test_deregister_marks_the_environment_stopped(r):
+    agent = Agent("env_a", "http://a", "", 120)
+    agent.register()
+    agent.deregister()
+    assert registry.read(r)["env_a"]["stopped_at"] is not None
+
+
+def test_run_once_registers_runs_queued_commands_and_deregisters(r):
+    from workers import channel
+
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    channel.enqueue("env_a", contract.PING, "crm")
+    agent = Agent("env_a", "http://a", "", 120)
+    agent.run(once=True)
+    assert agent.queue.count == 0
+    assert registry.read(r)["env_a"]["stopped_at"] is not None
+
+
+def test_stop_request_ends_the_loop_after_the_command_in_hand(r):
+    agent = Agent("env_a", "http://a", "", 120)
+    agent.process_one = lambda timeout: agent.request_stop() or True
+    agent.run()  # returns: the flag was honoured
+    assert registry.read(r)["env_a"]["stopped_at"] is not None
+
+
+def test_restart_settles_a_start_the_previous_run_left_unfinished(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_a"])
+    from apps import cache
+
+    cache.rebuild(r)
+    status.write(r, "crm", "env_a", contract.STARTING)
+    status.write(r, "erp", "env_a", contract.STOPPING)
+
+    Agent("env_a", "http://a", "", 120).register()
+
+    crm = status.read(r, "crm", "env_a")
+    assert crm["state"] == contract.ERROR and "interrupted" in crm["error"]
+    assert status.read(r, "erp", "env_a")["state"] == contract.STOPPED
+
+
+def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
+    settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    from supervisor_project import redis_client
+
+    redis_client.reset()
+    sleeps = []
+    agent = Agent("env_a", "http://a", "", 120, sleep=sleeps.append)
+    attempts = []
+
+    def failing_register():
+        attempts.append(1)
+        if len(attempts) == 4:
+            agent.request_stop()
+        raise __import__("redis").ConnectionError("down")
+
+    agent.register = failing_register
+    agent._sleep_unless_stopped = lambda seconds: sleeps.append(seconds)
+    agent.run()
+    assert sleeps[:3] == [1.0, 2.0, 4.0]

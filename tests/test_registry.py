@@ -1,0 +1,107 @@
+import time
+
+import pytest
+
+from apps import cache
+from apps.models import Application
+from environments import registry
+from environments.models import Environment
+from supervisor_project import contract
+
+from .factories import create_application, register_environment
+
+pytestmark = pytest.mark.django_db
+
+REGISTRATION = {"name": "env_a", "url": "http://a:15000", "proxy_url": "http://worker_a", "version": "1.0.0",
+                "host": "box", "pid": 42}
+
+
+def test_registration_appears_in_the_supervisor_with_its_urls_and_version(r):
+    registry.announce(r, REGISTRATION)
+    registry.sync(r)
+
+    env = Environment.objects.get(name="env_a")
+    assert (env.url, env.proxy_url, env.version, env.host, env.pid) == (
+        "http://a:15000", "http://worker_a", "1.0.0", "box", 42)
+    assert env.is_online()
+
+
+def test_heartbeat_moves_the_last_heartbeat_forward(r):
+    registry.announce(r, REGISTRATION, now=1000.0)
+    registry.sync(r)
+    registry.announce(r, REGISTRATION, now=1120.0)
+    assert registry.sync(r) == (0, 1)
+    assert Environment.objects.get().last_heartbeat_at.timestamp() == 1120.0
+
+
+def test_unchanged_registrations_are_not_rewritten(r):
+    registry.announce(r, REGISTRATION, now=1000.0)
+    registry.sync(r)
+    assert registry.sync(r) == (0, 0)
+
+
+def test_graceful_stop_makes_the_environment_offline_at_once(r):
+    registry.announce(r, REGISTRATION)
+    registry.withdraw(r, REGISTRATION)
+    registry.sync(r)
+    env = Environment.objects.get()
+    assert not env.is_online()
+    assert "stopped" in env.offline_reason()
+
+
+def test_reregistering_after_a_stop_brings_it_back_online(r):
+    registry.announce(r, REGISTRATION)
+    registry.withdraw(r, REGISTRATION)
+    registry.announce(r, REGISTRATION)
+    registry.sync(r)
+    assert Environment.objects.get().is_online()
+
+
+def test_malformed_entries_are_ignored(r):
+    r.hset(contract.ENVIRONMENTS_KEY, "junk", "{not json")
+    r.hset(contract.ENVIRONMENTS_KEY, "nourl", "{}")
+    registry.announce(r, REGISTRATION)
+    registry.sync(r)
+    assert list(Environment.objects.values_list("name", flat=True)) == ["env_a"]
+
+
+def test_sync_reads_many_environments_in_constant_queries(r, django_assert_max_num_queries):
+    for i in range(200):
+        registry.announce(r, dict(REGISTRATION, name=f"env_{i}"))
+    with django_assert_max_num_queries(4):
+        registry.sync(r)
+    assert Environment.objects.count() == 200
+
+
+def test_a_heartbeat_restores_a_registration_redis_lost(r):
+    registry.announce(r, REGISTRATION)
+    r.flushdb()
+    registry.announce(r, REGISTRATION)
+    assert "env_a" in registry.read(r)
+
+
+def test_configuration_cache_is_rebuilt_from_the_database_when_redis_comes_back_empty(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    cache.rebuild(r)
+    r.flushdb()
+
+    assert cache.ensure(r) is True
+    assert cache.lookup(r, "crm")["environments"] == ["env_a"]
+    assert cache.ensure(r) is False  # complete now: not rebuilt again
+
+
+def test_cache_entry_lists_environments_in_start_order(r):
+    register_environment("env_a")
+    register_environment("env_b")
+    app = create_application("crm", ["env_b", "env_a"])
+    cache.publish(r, Application.objects.with_placements().get(pk=app.pk))
+    assert cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]
+
+
+def test_is_alive_uses_the_timeout_not_the_interval(settings):
+    settings.APP_HEARTBEAT_INTERVAL = 120
+    settings.APP_HEARTBEAT_TIMEOUT = 260
+    now = time.time()
+    assert registry.is_alive({"heartbeat_at": now - 200}, now=now)  # late heartbeat: still online
+    assert not registry.is_alive({"heartbeat_at": now - 261}, now=now)

@@ -1,0 +1,78 @@
+"""`manage.py runworker` as a real process: configuration errors, graceful stop, and riding out a Redis outage."""
+
+import signal
+import subprocess
+
+import pytest
+import redis
+
+from environments import registry
+
+from .conftest import free_port, redis_server_binary
+from .processes import base_env, manage, runworker, wait_for, worker_env
+
+pytestmark = pytest.mark.slow
+
+
+def test_missing_environment_name_is_a_clear_error_and_nonzero_exit(tmp_path, redis_url):
+    env = base_env(tmp_path, redis_url, APP_MODE="worker", ENVIRONMENT_URL="http://127.0.0.1:15000")
+    done = manage(["runworker"], env, check=False)
+    assert done.returncode != 0
+    assert "ENVIRONMENT_NAME is required" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_environment_url_is_a_clear_error(tmp_path, redis_url):
+    env = base_env(tmp_path, redis_url, APP_MODE="worker", ENVIRONMENT_NAME="env_a")
+    done = manage(["runworker"], env, check=False)
+    assert done.returncode != 0 and "ENVIRONMENT_URL is required" in done.stderr
+
+
+def test_sigterm_deregisters_and_exits_zero(tmp_path, redis_url, r):
+    env = worker_env("env_a", 15999, tmp_path, redis_url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(r), what="registration")
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0, agent.output()
+        assert registry.read(r)["env_a"]["stopped_at"] is not None
+    finally:
+        agent.stop()
+
+
+def test_agent_comes_back_registered_after_redis_restarts(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis():
+        return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+
+    server = start_redis()
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: _pings(client), what="redis")
+    env = worker_env("env_a", 15999, tmp_path, url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(client), what="registration")
+        server.terminate()
+        server.wait(10)
+        wait_for(lambda: "Redis unavailable" in agent.output(), what="the agent to notice the outage")
+        server = start_redis()  # comes back empty: nothing persisted
+        wait_for(lambda: _pings(client), what="redis back")
+        registration = wait_for(lambda: registry.read(client).get("env_a"), timeout=40, what="re-registration")
+        assert registration["stopped_at"] is None
+        assert agent.proc.poll() is None  # never restarted
+    finally:
+        agent.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def _pings(client):
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
