@@ -100,3 +100,28 @@ def _hosted_databases_allowed(monkeypatch, django_db_blocker):
 
     for alias in [a for a in connections.settings if is_hosted_alias(a)]:
         disconnect(alias[len(ALIAS_PREFIX):])
+
+
+def _hosted_postgres_databases():
+    from workers import provisioning
+
+    with provisioning._server_connection() as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'app\\_%'").fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture(autouse=True)
+def _drop_hosted_postgres_databases(settings):
+    """On PostgreSQL, hosted applications' databases outlive the test database: drop those a test created."""
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        yield
+        return
+    before = _hosted_postgres_databases()
+    yield
+    from psycopg import sql
+
+    from workers import provisioning
+
+    with provisioning._server_connection() as conn:
+        for name in _hosted_postgres_databases() - before:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -106,3 +106,23 @@ def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
     agent._sleep_unless_stopped = lambda seconds: sleeps.append(seconds)
     agent.run()
     assert sleeps[:3] == [1.0, 2.0, 4.0]
+
+
+def test_heartbeats_continue_while_a_long_command_runs(r, monkeypatch):
+    import time as real_time
+
+    from workers import agent as agent_module
+    from workers import channel
+
+    monkeypatch.setattr(agent_module, "POLL_SECONDS", 0.05)
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    agent = Agent("env_a", "http://a", "", interval=0.1)
+    agent.register()
+    first = registry.read(r)["env_a"]["heartbeat_at"]
+    agent.worker.execute_job = lambda job, queue: real_time.sleep(0.5)  # a command that takes a while
+    channel.enqueue("env_a", contract.PING, "crm")
+
+    assert agent.process_one(timeout=1)
+
+    assert registry.read(r)["env_a"]["heartbeat_at"] > first

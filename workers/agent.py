@@ -4,10 +4,13 @@ Written as small steps (register, heartbeat_if_due, process_one, deregister) tha
 loops over them until a signal sets the stop flag, and keeps retrying with backoff while Redis is away.
 """
 
+import contextlib
+import json
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 
 import redis
@@ -86,10 +89,31 @@ class Agent:
             return False
         close_old_connections()
         try:
-            self.worker.execute_job(job, queue)
+            with self._heartbeating():
+                self.worker.execute_job(job, queue)
         finally:
             close_old_connections()
         return True
+
+    @contextlib.contextmanager
+    def _heartbeating(self):
+        """Keep heartbeating while a long command (a big migration) runs, so the environment stays online."""
+        done = threading.Event()
+
+        def beat():
+            while not done.wait(POLL_SECONDS):
+                try:
+                    self.heartbeat_if_due()
+                except redis.RedisError as exc:
+                    log.warning("environment %s: heartbeat failed (%s)", self.name, exc)
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-{self.name}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def deregister(self):
         registry.withdraw(supervisor_redis(), self.registration, now=self.clock())
@@ -111,8 +135,6 @@ class Agent:
         return bool(entry) and self.name in entry.get("environments", [])
 
     def _placed_apps(self, r):
-        import json
-
         return [
             name.decode()
             for name, raw in r.hgetall(contract.APPS_KEY).items()
