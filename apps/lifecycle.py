@@ -32,6 +32,13 @@ class OperationInProgress(Exception):
         super().__init__(f"another start/stop/restart of {app} is in progress; try again when it ends")
 
 
+# Why a step failed, for callers that answer differently (the API's status codes).
+OFFLINE = "offline"  # nothing was sent
+TIMEOUT = "timeout"  # no answer in time
+LOST = "lost"  # the environment went away while running the command
+FAILED = "failed"  # the worker ran or refused the command, and it did not succeed
+
+
 @dataclass
 class Step:
     environment: str
@@ -39,6 +46,7 @@ class Step:
     state: str
     error: str = ""
     seconds: float = 0.0
+    kind: str = ""  # one of the failure kinds above when not ok
 
     def line(self):
         if self.ok:
@@ -116,22 +124,29 @@ def _run_on(placement, command, payload, deadline, clock):
     env = placement.environment
     began = clock()
     if not env.is_online():
-        return Step(env.name, False, contract.UNKNOWN, env.offline_reason())
+        return Step(env.name, False, contract.UNKNOWN, env.offline_reason(), kind=OFFLINE)
     job_id = channel.enqueue(env.name, command, placement.application.name, payload)
     result = _wait(job_id, env.name, deadline, clock)
     seconds = clock() - began
-    if isinstance(result, str):  # the supervisor's own reason: timeout, refusal, crash, environment lost
-        _record_failure(placement, result)
-        return Step(env.name, False, contract.ERROR, result, seconds)
+    if isinstance(result, Failure):  # the supervisor's own finding: timeout, refusal, crash, environment lost
+        _record_failure(placement, result.message)
+        return Step(env.name, False, contract.ERROR, result.message, seconds, kind=result.kind)
     status.refresh(supervisor_redis(), [placement])
     expected = EXPECTED[command] if command in EXPECTED else result.get("state")
     if result.get("state") != expected:
-        return Step(env.name, False, result.get("state", contract.ERROR), result.get("error") or "", seconds)
+        state = result.get("state", contract.ERROR)
+        return Step(env.name, False, state, result.get("error") or "", seconds, kind=FAILED)
     return Step(env.name, True, result["state"], "", seconds)
 
 
+@dataclass
+class Failure:
+    kind: str
+    message: str
+
+
 def _wait(job_id, env_name, deadline, clock):
-    """The job's return value, or a string saying why there is none."""
+    """The job's return value, or a Failure saying why there is none."""
     conn = command_redis()
     job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     while True:
@@ -139,15 +154,15 @@ def _wait(job_id, env_name, deadline, clock):
         if remaining <= 0:
             if job.get_status(refresh=True) == "queued":
                 job.cancel()  # it must not run later, behind the operator's back
-            return f"no answer from environment {env_name} before the timeout"
+            return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout")
         result = job.latest_result(timeout=max(1, min(int(remaining), 2)))
         if result is not None:
             if result.type == Result.Type.SUCCESSFUL:
                 return result.return_value
-            return _last_line(result.exc_string) or f"the command failed on {env_name}"
+            return Failure(FAILED, _last_line(result.exc_string) or f"the command failed on {env_name}")
         entry = registry.read(supervisor_redis()).get(env_name)
         if entry is None or entry.get("stopped_at") or not registry.is_alive(entry):
-            return f"environment {env_name} went offline while running the command"
+            return Failure(LOST, f"environment {env_name} went offline while running the command")
 
 
 def _last_line(text):

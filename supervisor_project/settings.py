@@ -1,5 +1,7 @@
 """The one settings module for every role: configuration comes from environment variables only (DESIGN.md)."""
 
+from pathlib import Path
+
 from .config import BASE_DIR, load
 
 CONFIG = load()
@@ -73,6 +75,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": CONFIG.database}
+if DATABASES["default"].get("ENGINE", "").endswith("sqlite3"):
+    # SQLite creates the file but not its directory; a fresh checkout has no storage/ yet.
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 DATABASE_ROUTERS = ["workers.routing.HostedDatabaseRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,0 +1,33 @@
+"""JSON API: the environments (DESIGN.md, "JSON API"). Authentication and envelope: supervisor_project.api_auth.
+
+``GET /api/environments/`` answers ``{"environments": [ENV, …]}`` with ENV = ``{"name", "url", "proxy_url",
+"version", "status": "online"|"offline", "last_heartbeat_at": ISO 8601 or null}``, ordered by name. ``proxy_url`` is
+the address the supervisor proxies to (the URL itself when the worker set none); ``version`` is null when unknown.
+With Redis unavailable it answers from the database mirror, 200 with an ``X-Supervisor-Warning`` header.
+"""
+
+from django.utils import timezone
+
+from apps import refresh
+from supervisor_project.api_auth import api_view, iso, json_response, with_warning
+
+from .models import Environment
+
+
+def environment_dict(environment, now=None):
+    return {
+        "name": environment.name,
+        "url": environment.url,
+        "proxy_url": environment.target_url,
+        "version": environment.version or None,
+        "status": environment.status(now),
+        "last_heartbeat_at": iso(environment.last_heartbeat_at),
+    }
+
+
+@api_view("GET")
+def environment_list(request):
+    warning = refresh.refresh()
+    now = timezone.now()
+    environments = [environment_dict(env, now) for env in Environment.objects.all()]
+    return with_warning(json_response({"environments": environments}), warning)
