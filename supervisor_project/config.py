@@ -22,6 +22,7 @@ DIALECTS = {
     "postgres": "django.db.backends.postgresql",
 }
 DEFAULT_HEARTBEAT_INTERVAL = 120
+INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 
 
 class ConfigError(ImproperlyConfigured):
@@ -200,8 +201,8 @@ def load(environ_map=None):
 
     secret_key = env.str("SECRET_KEY", default="")
     if not secret_key:
-        # Local use works on checkout; a deployment that forgets the key is told so in the check framework.
-        secret_key = "insecure-development-key-set-SECRET_KEY-in-production"
+        # Local use works on checkout; a deployment that forgets the key is told so (supervisor_project/checks.py).
+        secret_key = INSECURE_SECRET_KEY
 
     if problems:
         raise ConfigError(problems)
