@@ -22,6 +22,9 @@ class OrderedSelects(forms.MultiWidget):
     def __init__(self, slots=ADMIN_ENVIRONMENT_SLOTS, attrs=None):
         super().__init__([forms.Select() for _ in range(slots)], attrs)
 
+    def use_required_attribute(self, initial):
+        return False  # only the first choice is needed; the field validates that
+
     def decompress(self, value):
         return list(value or [])
 

@@ -107,7 +107,16 @@ def run(application, command, timeout=None, progress=None, drop_database=False, 
             "drop_database": drop_database,
         }
         outcome = Outcome(application.name, command)
-        placements = application.placements.select_related("environment", "application").order_by("position")
+        placements = list(application.placements.select_related("environment", "application").order_by("position"))
+        if command == contract.REMOVE:
+            # Removing from some environments and not others would leave the application half gone.
+            offline = [p.environment for p in placements if not p.environment.is_online()]
+            if offline:
+                step = Step(offline[0].name, False, contract.UNKNOWN, offline[0].offline_reason(), kind=OFFLINE)
+                outcome.steps.append(step)
+                if progress:
+                    progress(step)
+                return outcome
         for placement in placements:
             step = _run_on(placement, command, payload, deadline, clock)
             outcome.steps.append(step)

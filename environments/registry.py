@@ -36,6 +36,12 @@ def withdraw(redis, registration, now=None):
     redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
 
 
+def forget(redis, names):
+    """Drop registrations (an operator deleted those environments); a worker still running re-registers."""
+    if names:
+        redis.hdel(ENVIRONMENTS_KEY, *names)
+
+
 def is_alive(entry, now=None):
     """Whether a registration's last heartbeat is within the timeout (see Environment.is_online)."""
     heartbeat = entry.get("heartbeat_at")

@@ -91,10 +91,12 @@ def _int(env, var, default, problems, minimum=1):
 def _database(env, storage_dir, mode, problems):
     if env.str("DATABASE_URL", default=""):
         try:
-            return env.db_url("DATABASE_URL")
-        except Exception as exc:  # django-environ raises several kinds for a bad URL
-            problems.append(f"DATABASE_URL is not a database URL ({exc}); e.g. postgres://user:pass@host:5432/name")
-            return {}
+            database = env.db_url("DATABASE_URL")
+        except Exception:  # django-environ raises several kinds for a bad URL
+            database = {}
+        if not database.get("ENGINE"):  # and returns {} for some
+            problems.append("DATABASE_URL is not a database URL; e.g. postgres://user:pass@host:5432/name")
+        return database
     dialect = env.str("DB_DIALECT", default="sqlite").lower()
     if dialect == "postgresql":
         dialect = "postgres"
@@ -153,9 +155,10 @@ def load(environ_map=None):
         problems.append(
             f"APP_COMMAND_ADAPTER={adapter!r} and APP_COMMAND_ADPATER={alias!r} disagree; set only APP_COMMAND_ADAPTER"
         )
+    adapter_var = "APP_COMMAND_ADAPTER" if adapter or not alias else "APP_COMMAND_ADPATER"
     adapter = (adapter or alias or "redis").lower()
     if adapter != "redis":
-        problems.append(f"APP_COMMAND_ADAPTER={adapter!r} is not supported; the command channel is redis")
+        problems.append(f"{adapter_var}={adapter!r} is not supported; the command channel is redis")
 
     supervisor_redis = env.str("APP_SUPERVISOR_REDIS_URL", default="")
     command_redis = env.str("APP_COMMAND_REDIS_URL", default="") or supervisor_redis

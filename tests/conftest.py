@@ -75,6 +75,13 @@ def _redis(redis_url, settings, tmp_path):
     redis_client.reset()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests hash many passwords in-process; the production hasher is slow on purpose. (Processes the tests
+    start keep the real hashers.)"""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def r():
     return redis_client.supervisor_redis()

@@ -114,3 +114,18 @@ def test_remove_deletes_the_application_and_keeps_its_database_unless_asked():
         assert lifecycle.remove(other, drop_database=True, timeout=60).ok
     assert not Application.objects.exists()
     assert not provisioning.database_exists("erp")
+
+
+def test_remove_with_an_environment_offline_touches_no_environment():
+    from apps.models import Application
+    from workers.channel import queue_for
+
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    app = create_application("crm", ["env_a", "env_b"])
+
+    outcome = lifecycle.remove(app, timeout=5)
+
+    assert not outcome.ok and outcome.failure.environment == "env_b"
+    assert queue_for("env_a").count == 0
+    assert Application.objects.filter(name="crm").exists()

@@ -1,0 +1,165 @@
+"""The Environments tab: what the workers registered, whether they are alive, and removing the dead ones.
+
+Workers register themselves, so there is nothing to add or edit here; an environment is deleted only once it is
+offline and hosts nothing (its placements are protected), and its registration leaves Redis with it, or the next
+refresh would bring it back.
+"""
+
+import redis
+from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
+from django.contrib.admin.utils import unquote
+from django.contrib.humanize.templatetags.humanize import naturaltime
+from django.db import transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from apps.admin import SupervisorAdmin, badge, placement_badge
+from supervisor_project.contract import OFFLINE, ONLINE
+from supervisor_project.redis_client import supervisor_redis
+
+from . import registry
+from .models import Environment
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(ONLINE, "Online"), (OFFLINE, "Offline")]
+
+    def queryset(self, request, queryset):
+        if self.value() == ONLINE:
+            return queryset.online()
+        if self.value() == OFFLINE:
+            return queryset.offline()
+        return queryset
+
+
+def deletion_blocker(environment):
+    """Why ENVIRONMENT must stay, or None."""
+    if environment.is_online():
+        return f"environment {environment} is online; stop its worker first (a live worker registers again)"
+    hosted = sorted(app.name for app in environment.applications.all())
+    if hosted:
+        return f"environment {environment} hosts {', '.join(hosted)}; delete those applications first"
+    return None
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(SupervisorAdmin):
+    list_display = ("name", "version", "url", "proxy_url", "status_badge", "last_heartbeat")
+    list_filter = (StatusFilter,)
+    search_fields = ("name", "url", "proxy_url")
+    actions = ("delete_selected",)
+    fields = (
+        "name", "status_badge", "version", "url", "proxy_url", "host", "pid",
+        "first_seen_at", "last_heartbeat", "stopped_at", "hosted_applications",
+    )
+    readonly_fields = fields
+
+    # Workers register themselves; what they registered is not the operator's to edit.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="status")
+    def status_badge(self, environment):
+        online = environment.is_online()
+        return badge(ONLINE if online else OFFLINE, "" if online else environment.offline_reason())
+
+    @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
+    def last_heartbeat(self, environment):
+        if environment.last_heartbeat_at is None:
+            return "never"
+        return naturaltime(environment.last_heartbeat_at)
+
+    def get_object(self, request, object_id, from_field=None):
+        environment = super().get_object(request, object_id, from_field)
+        if environment is not None:
+            placements = list(environment.placements.select_related("application").order_by("application__name"))
+            for placement in placements:
+                placement.environment = environment
+            self.refresh_statuses(request, placements)
+            environment.shown_placements = placements
+        return environment
+
+    @admin.display(description="applications")
+    def hosted_applications(self, environment):
+        placements = getattr(environment, "shown_placements", None)
+        if placements is None:
+            placements = environment.placements.select_related("application", "environment")
+        if not placements:
+            return "none"
+        return format_html(
+            '<ul class="appsup-hosted">{}</ul>',
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a> {}</li>',
+                (
+                    (reverse("admin:apps_application_change", args=[p.application.pk]), p.application.name,
+                     placement_badge(p))
+                    for p in placements
+                ),
+            ),
+        )
+
+    # -- delete ----------------------------------------------------------------------------------------------
+
+    def delete_view(self, request, object_id, extra_context=None):
+        self.sync_with_redis(request)
+        environment = self.get_object(request, unquote(object_id))
+        if environment is not None:
+            reason = deletion_blocker(environment)
+            if reason:
+                self.message_user(request, f"Cannot delete {reason}.", messages.ERROR)
+                return HttpResponseRedirect(self.change_url(environment))
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except redis.RedisError as exc:
+            # Django's transaction around the deletion has rolled it back.
+            self.message_user(request, f"Could not delete {environment}: Redis is unavailable ({exc}).", messages.ERROR)
+            return HttpResponseRedirect(self.change_url(environment))
+
+    def response_delete(self, request, obj_display, obj_id):
+        response = super().response_delete(request, obj_display, obj_id)
+        if isinstance(response, HttpResponseRedirect):
+            # Django sends users who may not change the model to the admin index; here nobody may change
+            # environments, and the list is where the operator came from.
+            response = HttpResponseRedirect(reverse("admin:environments_environment_changelist"))
+        return response
+
+    @admin.action(permissions=["delete"], description="Delete selected offline environments")
+    def delete_selected(self, request, queryset):
+        deletable = []
+        for environment in queryset.prefetch_related("applications"):
+            reason = deletion_blocker(environment)
+            if reason:
+                self.message_user(request, f"Cannot delete {reason}.", messages.ERROR)
+            else:
+                deletable.append(environment.pk)
+        if not deletable:
+            return None
+        try:
+            # Django's confirmation page, then its deletion, for the environments that may go; the history entries
+            # roll back with the deletion if Redis refuses.
+            with transaction.atomic():
+                return django_delete_selected(self, request, queryset.filter(pk__in=deletable))
+        except redis.RedisError as exc:
+            self.message_user(request, f"Could not delete environments: Redis is unavailable ({exc}).", messages.ERROR)
+            return None
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            obj.delete()
+            registry.forget(supervisor_redis(), [obj.name])
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            names = list(queryset.values_list("name", flat=True))
+            queryset.delete()
+            registry.forget(supervisor_redis(), names)

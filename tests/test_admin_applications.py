@@ -1,0 +1,420 @@
+"""The Applications tab of the supervisor's admin: real HTTP requests, the real test Redis, real worker agents."""
+
+import re
+
+import pytest
+from django.contrib.auth.hashers import check_password
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from apps import cache, lifecycle, status
+from apps.models import Application, Placement
+from supervisor_project import contract, redis_client
+from workers import provisioning
+from workers.channel import queue_for
+
+from .factories import PASSWORD, ThreadAgent, create_application, register_environment
+
+CHANGELIST = "admin:apps_application_changelist"
+
+
+def changelist_url():
+    return reverse(CHANGELIST)
+
+
+def app_url(view, name):
+    return reverse(f"admin:apps_application_{view}", args=[Application.objects.get(name=name).pk])
+
+
+def row(response, name):
+    """The changelist row of application NAME, as HTML."""
+    rows = re.findall(r"<tr>.*?</tr>", response.content.decode(), re.DOTALL)
+    matches = [r for r in rows if f">{name}</a></th>" in r]
+    assert len(matches) == 1, f"no single row for {name}"
+    return matches[0]
+
+
+def messages_of(response):
+    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+
+
+def states():
+    return dict(Placement.objects.values_list("environment__name", "state"))
+
+
+def select(action, *names, **extra):
+    pks = [Application.objects.get(name=n).pk for n in names]
+    return {"action": action, "_selected_action": pks, **extra}
+
+
+def redis_goes_away(settings):
+    """Point both channels at a port where nothing listens, as when the Redis server is down."""
+    settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.APP_COMMAND_REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_client.reset()
+
+
+# -- the list ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_changelist_shows_each_environment_state_in_start_order(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_b", "env_a"], display_name="Customer relations")
+    status.write(r, "crm", "env_b", contract.RUNNING)
+    status.write(r, "crm", "env_a", contract.ERROR, error="RuntimeError: disk full")
+
+    html = row(admin_client.get(changelist_url()), "crm")
+
+    assert "Customer relations" in html
+    badges = re.findall(r">(env_[ab])</a> <span class=\"appsup-badge appsup-badge-(\w+)\"", html)
+    assert badges == [("env_b", "running"), ("env_a", "error")]
+    assert 'title="RuntimeError: disk full"' in html
+    assert states() == {"env_a": contract.ERROR, "env_b": contract.RUNNING}  # mirrored from what workers reported
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", contract.RUNTIME_STATES)
+def test_each_state_has_its_own_badge(admin_client, r, state):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    status.write(r, "crm", "env_a", state)
+
+    assert f'class="appsup-badge appsup-badge-{state}"' in row(admin_client.get(changelist_url()), "crm")
+
+
+def test_stylesheet_gives_every_badge_a_colour():
+    from django.contrib.staticfiles import finders
+
+    with open(finders.find("apps/admin.css")) as f:
+        css = f.read()
+    for state in (*contract.RUNTIME_STATES, contract.UNKNOWN, contract.ONLINE, contract.OFFLINE):
+        assert re.search(rf"\.appsup-badge-{state}\b[^{{]*\{{[^}}]*background", css), state
+
+
+@pytest.mark.django_db
+def test_offline_environment_shows_unknown_state(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    create_application("crm", ["env_a", "env_b"])
+    Placement.objects.update(state=contract.RUNNING)  # the last thing env_b said, long ago
+
+    html = row(admin_client.get(changelist_url()), "crm")
+
+    assert re.search(r">env_a</a> <span class=\"appsup-badge appsup-badge-running\"", html)
+    assert re.search(r">env_b</a> <span class=\"appsup-badge appsup-badge-unknown\" title=\"environment env_b is "
+                     r"offline: last heartbeat", html)
+
+
+@pytest.mark.django_db
+def test_filtering_by_environment_lists_only_its_applications(admin_client):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_b", "env_a"])
+    create_application("wiki", ["env_b"])
+    env_b = Placement.objects.filter(environment__name="env_b").first().environment
+
+    response = admin_client.get(changelist_url(), {"environments__id__exact": env_b.pk})
+
+    assert [a.name for a in response.context["cl"].result_list] == ["erp", "wiki"]
+
+
+def _queries_for_changelist(client):
+    client.get(changelist_url())  # the first load may rebuild the configuration cache
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(changelist_url()).status_code == 200
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_changelist_costs_the_same_queries_for_5_or_50_applications(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+
+    def add(names):
+        for name in names:
+            create_application(name, ["env_a", "env_b"])
+            status.write(r, name, "env_a", contract.RUNNING)
+
+    add(f"app{i}" for i in range(5))
+    few = _queries_for_changelist(admin_client)
+    add(f"app{i}" for i in range(5, 50))
+    many = _queries_for_changelist(admin_client)
+
+    assert few == many
+
+
+@pytest.mark.django_db
+def test_redis_down_shows_a_warning_and_the_database_state(admin_client, settings):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    Placement.objects.update(state=contract.RUNNING)
+    redis_goes_away(settings)
+
+    listing = admin_client.get(changelist_url())
+    page = admin_client.get(app_url("change", "crm"))
+
+    assert listing.status_code == 200 and page.status_code == 200
+    assert "appsup-badge-running" in row(listing, "crm")
+    for response in (listing, page):
+        [(level, text)] = messages_of(response)
+        assert level == "warning" and text.startswith("Redis is unavailable") and "last known state" in text
+
+
+# -- add and change ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_add_form_creates_the_application_on_environments_in_the_chosen_order(
+    admin_client, r, django_capture_on_commit_callbacks
+):
+    register_environment("env_a")
+    register_environment("env_b")
+    form = admin_client.get(reverse("admin:apps_application_add"))
+    assert 'name="environments_0"' in form.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            reverse("admin:apps_application_add"),
+            {"name": "crm", "display_name": "CRM", "environments_0": "env_b", "environments_1": "env_a",
+             "environments_2": "", "environments_3": "", "admin_username": "boss", "admin_password": PASSWORD},
+        )
+
+    app = Application.objects.get(name="crm")
+    assert response.status_code == 302 and response.url == changelist_url()
+    assert app.environment_names() == ["env_b", "env_a"]
+    assert app.admin_username == "boss" and check_password(PASSWORD, app.admin_password_hash)
+    assert app.desired_state == contract.STOPPED
+    assert cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]  # workers will know it
+
+
+@pytest.mark.django_db
+def test_add_form_refuses_a_reserved_name_and_a_repeated_environment(admin_client):
+    register_environment("env_a")
+
+    response = admin_client.post(
+        reverse("admin:apps_application_add"),
+        {"name": "admin", "environments_0": "env_a", "environments_1": "env_a", "admin_username": "boss",
+         "admin_password": PASSWORD},
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "reserved" in errors["name"][0] and "listed twice" in errors["environments"][0]
+    assert not Application.objects.exists()
+
+
+@pytest.mark.django_db
+def test_change_form_edits_only_the_display_name(admin_client, r, django_capture_on_commit_callbacks):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_b", "env_a"], admin_username="boss")
+    url = app_url("change", "crm")
+
+    html = admin_client.get(url).content.decode()
+    assert 'name="display_name"' in html
+    for field in ("name", "admin_username", "environments_0", "desired_state"):
+        assert f'name="{field}"' not in html
+    assert "env_b → env_a" in html
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            url, {"display_name": "Customers", "name": "hijacked", "admin_username": "eve", "environments_0": "env_a"}
+        )
+
+    assert response.status_code == 302
+    app = Application.objects.get()
+    assert (app.name, app.display_name, app.admin_username) == ("crm", "Customers", "boss")
+    assert app.environment_names() == ["env_b", "env_a"]
+    assert cache.lookup(r, "crm")["display_name"] == "Customers"
+
+
+@pytest.mark.django_db
+def test_change_page_shows_each_placement_with_its_error_and_traceback(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_b", "env_a"])
+    status.write(r, "crm", "env_b", contract.RUNNING)
+    status.write(r, "crm", "env_a", contract.ERROR, error="RuntimeError: disk full",
+                 traceback="Traceback (most recent call last):\n  File \"x.py\"\nRuntimeError: disk full")
+
+    html = admin_client.get(app_url("change", "crm")).content.decode()
+
+    table = html[html.index('class="appsup-placements-table"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr>.*?</tr>", table, re.DOTALL)[1:]
+    assert ">env_b</a>" in rows[0] and "appsup-badge-running" in rows[0] and "<details" not in rows[0]
+    assert ">env_a</a>" in rows[1] and "appsup-badge-error" in rows[1] and "RuntimeError: disk full" in rows[1]
+    assert re.search(r"<details class=\"appsup-traceback\">\s*<summary>Traceback</summary>\s*<pre>Traceback \(most",
+                     rows[1])
+
+
+# -- confirmation before anything is sent -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_start_action_asks_for_confirmation_before_sending(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_b", "env_a"])
+
+    response = admin_client.post(changelist_url(), select("start", "crm", "erp"))
+
+    assert response.status_code == 200
+    assert response.templates[0].name == "admin/apps/application/lifecycle_confirmation.html"
+    html = response.content.decode()
+    assert "Are you sure you want to start these 2 applications" in html
+    assert '<input type="hidden" name="post" value="yes">' in html
+    assert '<input type="hidden" name="action" value="start">' in html
+    assert html.count('name="_selected_action"') == 2
+    assert "environment env_b is offline" in html  # warned before confirming
+    assert queue_for("env_a").count == 0 and queue_for("env_b").count == 0
+    assert set(Application.objects.values_list("desired_state", flat=True)) == {contract.STOPPED}
+
+
+@pytest.mark.django_db
+def test_change_page_buttons_lead_to_the_same_confirmation(admin_client):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+
+    html = admin_client.get(app_url("change", "crm")).content.decode()
+    for command in ("start", "stop", "restart"):
+        assert f'href="{app_url(command, "crm")}"' in html
+        response = admin_client.get(app_url(command, "crm"))
+        assert response.status_code == 200
+        page = response.content.decode()
+        assert f"Are you sure you want to {command} the application <strong>crm</strong>" in page
+        assert 'name="action"' not in page  # it posts back to the button's own URL
+    assert queue_for("env_a").count == 0
+
+
+# -- running commands (real agents; lifecycle refuses to wait inside a transaction) ------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_confirming_the_start_action_starts_every_selected_application(admin_client):
+    with ThreadAgent("env_a"):
+        create_application("crm", ["env_a"])
+        create_application("erp", ["env_a"])
+        create_application("wiki", ["env_a"])
+
+        response = admin_client.post(changelist_url(), select("start", "crm", "erp", post="yes"), follow=True)
+
+    assert response.redirect_chain[-1][0] == changelist_url()
+    [(crm_level, crm), (erp_level, erp)] = messages_of(response)
+    assert crm_level == erp_level == "success"
+    assert crm.startswith("crm (start) — env_a: running (") and erp.startswith("erp (start) — env_a: running (")
+    placements = dict(Placement.objects.values_list("application__name", "state"))
+    assert placements == {"crm": contract.RUNNING, "erp": contract.RUNNING, "wiki": contract.STOPPED}
+    assert Application.objects.get(name="crm").desired_state == contract.RUNNING
+    assert provisioning.database_exists("crm") and provisioning.database_exists("erp")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_and_restart_buttons_run_after_confirmation(admin_client):
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        assert lifecycle.run(app, contract.START, timeout=60).ok
+
+        stopped = admin_client.post(app_url("stop", "crm"), {"post": "yes"}, follow=True)
+        state_after_stop = Placement.objects.get().state
+        restarted = admin_client.post(app_url("restart", "crm"), {"post": "yes"}, follow=True)
+
+    assert stopped.redirect_chain[-1][0] == app_url("change", "crm")
+    assert state_after_stop == contract.STOPPED
+    [(level, text)] = messages_of(stopped)
+    assert level == "success" and text.startswith("crm (stop) — env_a: stopped (")
+    [(level, text)] = messages_of(restarted)
+    assert level == "success" and text.startswith("crm (restart) — env_a: running (")
+    assert Placement.objects.get().state == contract.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_start_on_an_offline_environment_reports_the_environment_and_the_reason(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    create_application("crm", ["env_b", "env_a"])
+
+    response = admin_client.post(changelist_url(), select("start", "crm", post="yes"), follow=True)
+
+    [(level, text), (skip_level, skipped)] = messages_of(response)
+    assert level == "error"
+    assert text.startswith("crm (start) — env_b: FAILED: environment env_b is offline: last heartbeat")
+    assert skip_level == "warning" and "not tried on env_a because env_b failed first" in skipped
+    assert queue_for("env_a").count == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_operation_already_in_progress_is_a_warning(admin_client, r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    r.set(contract.lock_key("crm"), "held")
+
+    response = admin_client.post(app_url("start", "crm"), {"post": "yes"}, follow=True)
+
+    [(level, text)] = messages_of(response)
+    assert level == "warning" and "another start/stop/restart of crm is in progress" in text
+    assert queue_for("env_a").count == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_actions_fail_with_a_clear_message_when_redis_is_down(admin_client, settings):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_a"])
+    redis_goes_away(settings)
+
+    response = admin_client.post(changelist_url(), select("start", "crm", "erp", post="yes"), follow=True)
+
+    assert response.status_code == 200
+    [(level, failed), not_attempted, page_warning] = messages_of(response)
+    assert level == "error" and failed.startswith("Could not start crm: Redis is unavailable (Error 111")
+    assert not_attempted == ("warning", "Not attempted: erp.")
+    assert page_warning[0] == "warning" and page_warning[1].startswith("Redis is unavailable")  # said once
+
+
+# -- delete goes through lifecycle.remove ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_stops_the_application_on_its_environments_first(admin_client, r):
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        assert lifecycle.run(app, contract.START, timeout=60).ok
+        confirmation = admin_client.get(app_url("delete", "crm"))
+        response = admin_client.post(app_url("delete", "crm"), {"post": "yes"}, follow=True)
+
+    assert confirmation.status_code == 200 and "its database is kept" in confirmation.content.decode()
+    assert response.redirect_chain[-1][0] == changelist_url()
+    assert ("success", "The application “crm” was deleted successfully.") in messages_of(response)
+    assert not Application.objects.exists()
+    assert cache.lookup(r, "crm") is None and status.read(r, "crm", "env_a") is None
+    assert provisioning.database_exists("crm")  # its data is kept unless asked otherwise
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_delete_keeps_an_application_whose_environment_is_offline(admin_client):
+    register_environment("env_b", heartbeat_at=0)
+    with ThreadAgent("env_a"):
+        create_application("crm", ["env_a"])
+        create_application("erp", ["env_a", "env_b"])
+        confirmation = admin_client.post(changelist_url(), select("delete_selected", "crm", "erp"))
+        response = admin_client.post(changelist_url(), select("delete_selected", "crm", "erp", post="yes"),
+                                     follow=True)
+
+    assert confirmation.status_code == 200 and "its database is kept" in confirmation.content.decode()
+    assert list(Application.objects.values_list("name", flat=True)) == ["erp"]
+    found = messages_of(response)
+    # Nothing is sent anywhere while one of its environments is offline: erp keeps running on env_a.
+    assert [level for level, _ in found] == ["error", "error", "success"]
+    assert found[0][1].startswith("erp (remove) — env_b: FAILED: environment env_b is offline")
+    assert found[1][1] == (
+        "erp was not deleted: it is deleted once every environment has removed it, and env_b has not. "
+        "Bring env_b back online and try again."
+    )
+    assert found[2] == ("success", "Deleted crm.")

@@ -1,0 +1,240 @@
+"""The Environments tab of the supervisor's admin, through real HTTP requests against the real test Redis."""
+
+import re
+import time
+
+import pytest
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from environments import registry
+from environments.models import Environment
+from supervisor_project import contract, redis_client
+
+from .factories import create_application, register_environment
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:environments_environment_changelist"
+
+
+def changelist(client, **params):
+    return client.get(reverse(CHANGELIST), params)
+
+
+def shown_names(response):
+    return [env.name for env in response.context["cl"].result_list]
+
+
+def row(response, name):
+    """The changelist row of environment NAME, as HTML."""
+    rows = re.findall(r"<tr>.*?</tr>", response.content.decode(), re.DOTALL)
+    matches = [r for r in rows if f">{name}</a>" in r]
+    assert len(matches) == 1, f"no single row for {name}"
+    return matches[0]
+
+
+def messages_of(response):
+    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
+
+
+def change_url(name):
+    return reverse("admin:environments_environment_change", args=[Environment.objects.get(name=name).pk])
+
+
+def delete_url(name):
+    return reverse("admin:environments_environment_delete", args=[Environment.objects.get(name=name).pk])
+
+
+def redis_goes_away(settings):
+    """Point both channels at a port where nothing listens, as when the Redis server is down."""
+    settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"
+    settings.APP_COMMAND_REDIS_URL = "redis://127.0.0.1:1/0"
+    redis_client.reset()
+
+
+def test_changelist_shows_each_registration_with_a_heartbeat_age(admin_client):
+    register_environment("env_a", proxy_url="http://proxy-a.test:9000", heartbeat_at=time.time() - 120)
+
+    html = row(changelist(admin_client), "env_a")
+
+    assert "1.0.0" in html
+    assert "http://env_a.test:8000" in html
+    assert "http://proxy-a.test:9000" in html
+    assert "2\xa0minutes ago" in html
+    assert "appsup-badge-online" in html
+
+
+def test_long_silent_environment_is_shown_offline_and_why(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+
+    response = changelist(admin_client)
+
+    assert "appsup-badge-online" in row(response, "env_a")
+    offline = row(response, "env_b")
+    assert "appsup-badge-offline" in offline and "appsup-badge-online" not in offline
+    assert "last heartbeat" in offline  # the badge's title gives the reason
+
+
+def test_withdrawn_environment_is_offline_on_the_next_page_load(admin_client, r):
+    register_environment("env_a")
+    assert "appsup-badge-online" in row(changelist(admin_client), "env_a")
+
+    registry.withdraw(r, {"name": "env_a"})  # the worker stopped gracefully; nothing synced it yet
+
+    assert "appsup-badge-offline" in row(changelist(admin_client), "env_a")
+
+
+def test_newly_registered_environment_appears_without_any_sync(admin_client):
+    register_environment("env_new", sync=False)
+
+    assert shown_names(changelist(admin_client)) == ["env_new"]
+
+
+def test_status_filter_shows_only_online_or_only_offline_environments(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    register_environment("env_c")
+
+    assert shown_names(changelist(admin_client, status="online")) == ["env_a", "env_c"]
+    assert shown_names(changelist(admin_client, status="offline")) == ["env_b"]
+    assert shown_names(changelist(admin_client)) == ["env_a", "env_b", "env_c"]
+
+
+def test_environments_cannot_be_added_from_the_admin(admin_client):
+    add = reverse("admin:environments_environment_add")
+    assert admin_client.get(add).status_code == 403
+    assert f'href="{add}"' not in changelist(admin_client).content.decode()
+
+
+def test_change_page_shows_the_registration_read_only(admin_client):
+    register_environment("env_a")
+
+    response = admin_client.get(change_url("env_a"))
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "http://env_a.test:8000" in html and "testhost" in html
+    assert 'name="url"' not in html and 'name="name"' not in html
+    posted = admin_client.post(change_url("env_a"), {"name": "renamed", "url": "http://evil.test"})
+    assert posted.status_code == 403
+    assert Environment.objects.get().url == "http://env_a.test:8000"
+
+
+def test_change_page_lists_hosted_applications_with_their_state(admin_client, r):
+    from apps import status
+
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    status.write(r, "crm", "env_a", contract.RUNNING)
+
+    html = admin_client.get(change_url("env_a")).content.decode()
+
+    assert re.search(r">crm</a>\s*<span class=\"appsup-badge appsup-badge-running\"", html)
+
+
+def test_online_environment_cannot_be_deleted_and_the_page_says_why(admin_client):
+    register_environment("env_a")
+
+    page = admin_client.get(delete_url("env_a"), follow=True)
+    posted = admin_client.post(delete_url("env_a"), {"post": "yes"}, follow=True)
+
+    for response in (page, posted):
+        assert response.redirect_chain[-1][0] == change_url("env_a")
+        reason = "environment env_a is online; stop its worker first (a live worker registers again)"
+        assert ("error", f"Cannot delete {reason}.") in messages_of(response)
+    assert Environment.objects.filter(name="env_a").exists()
+
+
+def test_offline_environment_that_hosts_applications_cannot_be_deleted(admin_client):
+    register_environment("env_a", heartbeat_at=0)
+    create_application("crm", ["env_a"])
+
+    response = admin_client.post(delete_url("env_a"), {"post": "yes"}, follow=True)
+
+    assert response.status_code == 200
+    [(level, text)] = messages_of(response)
+    assert level == "error" and "hosts crm" in text and "delete those applications first" in text
+    assert Environment.objects.filter(name="env_a").exists()
+
+
+def test_deleting_an_offline_environment_also_forgets_its_registration(admin_client, r):
+    register_environment("env_a", heartbeat_at=0)
+    assert "delete those" not in admin_client.get(delete_url("env_a")).content.decode()
+
+    response = admin_client.post(delete_url("env_a"), {"post": "yes"}, follow=True)
+
+    assert response.redirect_chain[-1][0] == reverse(CHANGELIST)
+    assert not Environment.objects.exists()
+    assert r.hget(contract.ENVIRONMENTS_KEY, "env_a") is None
+    assert shown_names(changelist(admin_client)) == []  # the refresh did not bring it back
+
+
+def test_bulk_delete_confirms_only_environments_that_may_go(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    register_environment("env_c", heartbeat_at=0)
+    create_application("crm", ["env_c"])
+    pks = {e.name: e.pk for e in Environment.objects.all()}
+    selected = {"action": "delete_selected", "_selected_action": list(pks.values())}
+
+    confirmation = admin_client.post(reverse(CHANGELIST), selected)
+
+    assert confirmation.status_code == 200
+    assert [e.name for e in confirmation.context["queryset"]] == ["env_b"]
+    errors = [text for level, text in messages_of(confirmation) if level == "error"]
+    assert len(errors) == 2
+    assert "env_a is online" in errors[0] and "env_c hosts crm" in errors[1]
+
+    done = admin_client.post(reverse(CHANGELIST), {**selected, "_selected_action": [pks["env_b"]], "post": "yes"},
+                             follow=True)
+
+    assert ("success", "Successfully deleted 1 environment.") in messages_of(done)
+    assert sorted(Environment.objects.values_list("name", flat=True)) == ["env_a", "env_c"]
+
+
+def _queries_for_changelist(client):
+    client.get(reverse(CHANGELIST))  # the first load may mirror new registrations
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(reverse(CHANGELIST)).status_code == 200
+    return len(queries)
+
+
+def test_changelist_costs_the_same_queries_for_5_or_50_environments(admin_client):
+    for i in range(5):
+        register_environment(f"env_{i}", heartbeat_at=0 if i % 2 else None)
+    few = _queries_for_changelist(admin_client)
+    for i in range(5, 50):
+        register_environment(f"env_{i}", heartbeat_at=0 if i % 2 else None)
+    many = _queries_for_changelist(admin_client)
+
+    assert few == many
+
+
+def test_redis_down_shows_a_warning_and_the_last_known_environments(admin_client, settings):
+    register_environment("env_a")
+    redis_goes_away(settings)
+
+    response = changelist(admin_client)
+    page = admin_client.get(change_url("env_a"))
+
+    assert response.status_code == 200 and page.status_code == 200
+    assert shown_names(response) == ["env_a"]
+    for r in (response, page):
+        [(level, text)] = messages_of(r)
+        assert level == "warning" and text.startswith("Redis is unavailable")
+
+
+def test_deleting_while_redis_is_down_keeps_the_environment_and_says_so(admin_client, settings):
+    register_environment("env_a", heartbeat_at=0)
+    redis_goes_away(settings)
+
+    response = admin_client.post(delete_url("env_a"), {"post": "yes"}, follow=True)
+
+    assert response.status_code == 200
+    assert any(level == "error" and "Could not delete env_a: Redis is unavailable" in text
+               for level, text in messages_of(response))
+    assert Environment.objects.filter(name="env_a").exists()
