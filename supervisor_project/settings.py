@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -92,6 +94,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = APP_STORAGE_DIR / "static"
+WHITENOISE_USE_FINDERS = True
 
 RQ = {"COMMIT_MODE": "on_db_commit"}
 # Queues are one per environment and built at run time (workers/commands.py); nothing to declare here.

@@ -103,6 +103,10 @@ def test_register_start_in_order_stop_lose_an_agent_and_get_it_back(cluster, tmp
     assert envs["env_a"]["proxy_url"] == envs["env_a"]["url"]
     assert envs["env_b"]["version"]
 
+    # The admin's static files are served by the supervisor itself.
+    for asset in ("admin/css/base.css", "apps/admin.css"):
+        assert requests.get(f"{cluster.base}/static/{asset}", timeout=10).status_code == 200
+
     # The API refuses missing and wrong credentials.
     assert requests.get(f"{cluster.base}/api/apps/", timeout=10).status_code == 401
     wrong = requests.get(f"{cluster.base}/api/apps/", headers={"Authorization": "Bearer nope"}, timeout=10)
