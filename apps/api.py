@@ -116,6 +116,8 @@ def _create(request):
     not_a_list = environments is not None and not isinstance(environments, list)
     if not_a_list:  # the form would also take "a,b"; the API takes a list and nothing else
         data = {k: v for k, v in data.items() if k != "environments"}
+    # Validate against the environments registered right now, not the last page anyone loaded.
+    warning = refresh.refresh()
     form = ApplicationCreateForm(data)
     if form.is_valid() and not not_a_list:
         try:
@@ -125,11 +127,11 @@ def _create(request):
                                  status=400)
         response = _fresh_app_response(application, status=201)
         response["Location"] = f"/api/apps/{application.name}/"
-        return response
+        return with_warning(response, warning)
     errors = {field: list(messages) for field, messages in form.errors.items()}
     if not_a_list:
         errors["environments"] = [form.fields["environments"].error_messages["invalid_list"]]
-    return json_response({"errors": errors}, status=400)
+    return with_warning(json_response({"errors": errors}, status=400), warning)
 
 
 @api_view("GET", "DELETE")

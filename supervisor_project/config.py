@@ -94,8 +94,10 @@ def _database(env, storage_dir, mode, problems):
             database = env.db_url("DATABASE_URL")
         except Exception:  # django-environ raises several kinds for a bad URL
             database = {}
-        if not database.get("ENGINE"):  # and returns {} for some
-            problems.append("DATABASE_URL is not a database URL; e.g. postgres://user:pass@host:5432/name")
+        if database.get("ENGINE") not in DIALECTS.values():  # django-environ returns {} for some bad URLs
+            problems.append(
+                "DATABASE_URL is not a PostgreSQL or SQLite URL; e.g. postgres://user:pass@host:5432/name"
+            )
         return database
     dialect = env.str("DB_DIALECT", default="sqlite").lower()
     if dialect == "postgresql":
@@ -161,8 +163,9 @@ def load(environ_map=None):
         problems.append(f"{adapter_var}={adapter!r} is not supported; the command channel is redis")
 
     supervisor_redis = env.str("APP_SUPERVISOR_REDIS_URL", default="")
-    command_redis = env.str("APP_COMMAND_REDIS_URL", default="") or supervisor_redis
-    for var, value in (("APP_SUPERVISOR_REDIS_URL", supervisor_redis), ("APP_COMMAND_REDIS_URL", command_redis)):
+    own_command_redis = env.str("APP_COMMAND_REDIS_URL", default="")
+    command_redis = own_command_redis or supervisor_redis
+    for var, value in (("APP_SUPERVISOR_REDIS_URL", supervisor_redis), ("APP_COMMAND_REDIS_URL", own_command_redis)):
         problem = _redis_url_problem(var, value)
         if problem:
             problems.append(problem)

@@ -93,7 +93,6 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = APP_STORAGE_DIR / "static"
 WHITENOISE_USE_FINDERS = True
 
 RQ = {"COMMIT_MODE": "on_db_commit"}

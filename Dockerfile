@@ -1,0 +1,27 @@
+# One image for every role: supervisor web, worker web and worker agent differ only in their environment
+# variables and command (see compose.yaml and the README).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    APP_STORAGE_DIR=/app/storage
+
+WORKDIR /app
+
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+COPY . ./
+
+# Not root. /app/storage belongs to the user, so a named volume mounted there starts out writable.
+RUN useradd --create-home --uid 10001 appsup \
+    && mkdir -p /app/storage \
+    && chown appsup:appsup /app/storage
+USER appsup
+
+# Port 80 as a non-root user: Docker (20.10+) lets containers bind low ports by default; elsewhere pick a port
+# above 1024 with `daphne -p`.
+EXPOSE 80
+CMD ["daphne", "-b", "0.0.0.0", "-p", "80", "supervisor_project.asgi:application"]

@@ -1,0 +1,297 @@
+"""The local cluster (supervisor_project.cluster, run by bin/cluster): real processes, real HTTP.
+
+The slow tests start the whole cluster on free ports with its own storage directory, so they never collide with a
+cluster a developer is running on 14000.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+import requests
+
+from supervisor_project import cluster, contract
+from supervisor_project.config import BASE_DIR
+
+START_TIMEOUT = 180
+STOP_TIMEOUT = 60
+
+
+# -- the plan, without processes -----------------------------------------------------------------------------------
+
+
+def test_the_default_plan_is_the_reference_one():
+    names = cluster.environment_names(2)
+    assert names == ["env_a", "env_b"]
+    assert cluster.plan_ports(14000, names) == {"supervisor": 14000, "env_a": 15000, "env_b": 16000}
+
+
+def test_more_environments_and_another_base_port():
+    names = cluster.environment_names(3)
+    assert cluster.plan_ports(20000, names) == {"supervisor": 20000, "env_a": 21000, "env_b": 22000, "env_c": 23000}
+    with pytest.raises(cluster.ClusterError):
+        cluster.environment_names(0)
+    with pytest.raises(cluster.ClusterError):
+        cluster.plan_ports(64000, names)
+
+
+def test_the_callers_configuration_does_not_leak_into_the_children(tmp_path):
+    caller = {"DATABASE_URL": "postgres://x/y", "DB_DIALECT": "postgres", "APP_MODE": "worker", "PATH": "/bin"}
+    common = cluster.base_environ(caller)
+    assert common == {"PATH": "/bin"}
+    ports = {"supervisor": 14000, "env_a": 15000, "env_b": 16000}
+    supervisor = cluster.role_environ(common, "supervisor", tmp_path, ports, token="t")
+    assert supervisor["APP_MODE"] == "supervisor" and supervisor["SUPERVISOR_API_TOKEN"] == "t"
+    assert supervisor["APP_STORAGE_DIR"] == str(tmp_path / "supervisor")
+    assert supervisor["DB_DATABASE"] == str(tmp_path / "supervisor" / "supervisor.sqlite3")
+    worker = cluster.role_environ(common, "env_a", tmp_path, ports)
+    assert (worker["ENVIRONMENT_NAME"], worker["ENVIRONMENT_URL"]) == ("env_a", "http://127.0.0.1:15000")
+    assert worker["DB_DIALECT"] == "sqlite" and "DATABASE_URL" not in worker
+    assert worker["DB_DATABASE"] == str(tmp_path / "env_a" / "worker.sqlite3")
+    # hosted applications' databases: one per application, whichever environment opens it
+    assert worker["APP_STORAGE_DIR"] == cluster.role_environ(common, "env_b", tmp_path, ports)["APP_STORAGE_DIR"]
+
+
+def test_every_role_configuration_validates(tmp_path):
+    from supervisor_project.config import load
+
+    common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock", APP_HEARTBEAT_INTERVAL="5")
+    ports = cluster.plan_ports(14000, ["env_a"])
+    assert load(cluster.role_environ(common, "supervisor", tmp_path, ports, token="t")).heartbeat_timeout == 30
+    assert load(cluster.role_environ(common, "env_a", tmp_path, ports)).environment_name == "env_a"
+
+
+def test_secrets_are_created_once(tmp_path):
+    path = tmp_path / "secret.txt"
+    first = cluster.read_or_create_secret(path, lambda: "one")
+    assert cluster.read_or_create_secret(path, lambda: "two") == first == "one"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(tmp_path / "s"), "--base-port",
+             str(port), "--envs", "1"],
+            cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert f"port {port} is not free" in result.stdout and "the supervisor needs it" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+# -- the real cluster ----------------------------------------------------------------------------------------------
+
+
+def _free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base_port(envs=2):
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - cluster.PORT_STEP * envs)
+        if all(_free(base + cluster.PORT_STEP * n) for n in range(envs + 1)):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class RunningCluster:
+    def __init__(self, tmp_path):
+        self.storage = tmp_path / "storage"
+        self.log = tmp_path / "cluster.log"
+        self.base_port = free_base_port()
+        env = cluster.base_environ()  # the embedded Redis and SQLite, whatever the suite runs against
+        env.update(NO_COLOR="1", PYTHONUNBUFFERED="1")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(self.storage),
+                 "--base-port", str(self.base_port)],
+                cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        self.state = None
+
+    def output(self):
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        state_file = self.storage / "cluster.json"
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"the cluster exited ({self.proc.returncode}):\n{self.output()}"
+            if state_file.exists():
+                try:
+                    state = json.loads(state_file.read_text())
+                except ValueError:
+                    state = {}
+                if state.get("ready"):
+                    self.state = state
+                    return state
+            time.sleep(0.2)
+        pytest.fail(f"the cluster was not ready after {START_TIMEOUT} s:\n{self.output()}")
+
+    def wait_exit(self):
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the cluster did not stop within {STOP_TIMEOUT} s:\n{self.output()}")
+
+    def kill(self):
+        """Last resort for a failed test: nothing may outlive it."""
+        pids = list((self.state or {}).get("processes", {}).values())
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        for pid in pids:
+            if _group_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def running_cluster(tmp_path):
+    running = RunningCluster(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill()
+
+
+def _api(state, method, path, **kwargs):
+    return requests.request(
+        method,
+        f"{state['supervisor_url']}/api/{path}",
+        headers={"Authorization": f"Bearer {state['api_token']}"},
+        timeout=kwargs.pop("timeout", 30),
+        **kwargs,
+    )
+
+
+def _environments_online(state):
+    """Both environments online, through the JSON API if it is there, else the registry in the embedded Redis."""
+    response = _api(state, "GET", "environments/")
+    if response.status_code != 404:
+        assert response.status_code == 200, response.text
+        return {e["name"] for e in response.json()["environments"] if e["status"] == "online"}
+    client = redis.Redis.from_url(state["redis_url"])
+    try:
+        entries = {k.decode(): json.loads(v) for k, v in client.hgetall(contract.ENVIRONMENTS_KEY).items()}
+    finally:
+        client.close()
+    return {name for name, entry in entries.items() if entry.get("stopped_at") is None}
+
+
+def _admin_login(base_url, password):
+    session = requests.Session()
+    page = session.get(f"{base_url}/admin/login/", timeout=10)
+    assert page.status_code == 200
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    response = session.post(
+        f"{base_url}/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": csrf, "username": "admin", "password": password, "next": "/admin/"},
+        timeout=10,
+    )
+    return response
+
+
+@pytest.mark.slow
+def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
+    state = running_cluster.wait_ready()
+    base = state["supervisor_url"]
+    assert base == f"http://127.0.0.1:{running_cluster.base_port}"
+    assert set(state["processes"]) == {"redis", "supervisor", "env_a.web", "env_a.agent", "env_b.web", "env_b.agent"}
+    pids = list(state["processes"].values())
+    assert all(_alive(pid) for pid in pids)
+    output = running_cluster.output()
+    assert state["api_token"] in output and f"{base}/admin/" in output
+
+    # the supervisor answers, with the admin whose password the cluster printed and kept
+    password = (running_cluster.storage / "admin-password.txt").read_text().strip()
+    assert f"admin / {password}" in output
+    response = _admin_login(base, password)
+    assert response.status_code == 200 and response.url == f"{base}/admin/", response.url
+    assert _admin_login(base, "wrong-password").url.startswith(f"{base}/admin/login/")
+
+    # both environments registered and online; their web processes answer
+    deadline = time.monotonic() + 30
+    while _environments_online(state) != {"env_a", "env_b"}:
+        assert time.monotonic() < deadline, _environments_online(state)
+        time.sleep(0.5)
+    for name, url in state["environments"].items():
+        assert url == f"http://127.0.0.1:{running_cluster.base_port + cluster.PORT_STEP * (1 + 'ab'.index(name[-1]))}"
+        assert requests.get(f"{url}/admin/login/", timeout=10).status_code == 200
+
+    # an application placed on both environments starts on both, with one database (the workers share it)
+    if _api(state, "GET", "apps/").status_code == 200:
+        created = _api(
+            state, "POST", "apps/",
+            json={"name": "crm", "display_name": "CRM", "environments": ["env_a", "env_b"],
+                  "admin_username": "admin", "admin_password": "a-long-password"},
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        started = _api(state, "POST", "apps/crm/start", timeout=150)
+        assert started.status_code == 200, started.text
+        assert {env: s["state"] for env, s in started.json()["statuses"].items()} == {
+            "env_a": "running",
+            "env_b": "running",
+        }
+        assert (running_cluster.storage / "workers" / "apps" / "crm.sqlite3").exists()
+        assert not (running_cluster.storage / "env_a" / "apps").exists()
+
+    # Ctrl-C: everything stops, agents deregister, exit status 0
+    running_cluster.proc.send_signal(signal.SIGINT)
+    assert running_cluster.wait_exit() == 0, running_cluster.output()
+    assert [pid for pid in pids if _alive(pid) or _group_alive(pid)] == []
+    output = running_cluster.output()
+    assert "environment env_a deregistered" in output and "environment env_b deregistered" in output
+    assert output.index("stopping env_a.web") < output.index("stopping supervisor") < output.index("stopping redis")
+    assert not (running_cluster.storage / "cluster.json").exists()
+    assert (running_cluster.storage / "supervisor" / "supervisor.sqlite3").exists()
+    assert (running_cluster.storage / "env_a" / "worker.sqlite3").exists()
+
+
+@pytest.mark.slow
+def test_a_child_that_dies_stops_the_cluster_with_an_error(running_cluster):
+    state = running_cluster.wait_ready()
+    pids = list(state["processes"].values())
+    os.kill(state["processes"]["env_b.web"], signal.SIGKILL)
+    assert running_cluster.wait_exit() == 1
+    output = running_cluster.output()
+    assert "env_b.web (pid" in output and "was killed by SIGKILL unexpectedly" in output
+    assert [pid for pid in pids if _alive(pid) or _group_alive(pid)] == []
+    assert "environment env_a deregistered" in output

@@ -1,0 +1,257 @@
+"""supervisor_project.config: every bad or contradictory value stops start-up with a message naming the variable."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supervisor_project.config import BASE_DIR, ConfigError, load
+
+WORKER = {
+    "APP_MODE": "worker",
+    "ENVIRONMENT_NAME": "env_a",
+    "ENVIRONMENT_URL": "http://localhost:15000",
+}
+
+
+def problems_of(environ):
+    with pytest.raises(ConfigError) as info:
+        load(environ)
+    return info.value.problems, str(info.value)
+
+
+def test_nothing_set_is_a_valid_single_instance(tmp_path):
+    config = load({})
+    assert config.mode == ""
+    assert config.process_adapter == "local"
+    assert config.discovery_adapter == "local"
+    assert config.database["ENGINE"] == "django.db.backends.sqlite3"
+
+
+def test_supervisor_and_worker_as_the_reference_configures_them():
+    supervisor = load(
+        {
+            "APP_MODE": "supervisor",
+            "APP_DISCOVERY_ADAPTER": "remote",
+            "APP_PROCESS_ADAPTER": "remote",
+            "APP_SUPERVISOR_REDIS_URL": "redis://redis:6379/0",
+            "APP_COMMAND_ADPATER": "redis",
+            "APP_COMMAND_REDIS_URL": "redis://redis:6379/0",
+        }
+    )
+    assert (supervisor.mode, supervisor.process_adapter, supervisor.discovery_adapter) == ("supervisor", "remote", "remote")
+    worker = load(dict(WORKER, APP_PROCESS_ADAPTER="local", ENVIRONMENT_PROXY_URL="http://worker-a/"))
+    assert worker.is_worker
+    assert worker.environment_proxy_url == "http://worker-a"
+
+
+@pytest.mark.parametrize(
+    "variable, value, base",
+    [
+        ("APP_MODE", "bogus", {}),
+        ("APP_DISCOVERY_ADAPTER", "etcd", {}),
+        ("APP_PROCESS_ADAPTER", "docker", {}),
+        ("APP_COMMAND_ADAPTER", "kafka", {}),
+        ("APP_COMMAND_ADPATER", "kafka", {}),
+        ("APP_SUPERVISOR_REDIS_URL", "http://redis:6379", {}),
+        ("APP_COMMAND_REDIS_URL", "mysql://redis/0", {}),
+        ("APP_HEARTBEAT_INTERVAL", "often", {}),
+        ("APP_HEARTBEAT_INTERVAL", "0", {}),
+        ("APP_HEARTBEAT_TIMEOUT", "-5", {}),
+        ("APP_HEARTBEAT_TIMEOUT", "10", {"APP_HEARTBEAT_INTERVAL": "30"}),
+        ("DB_DIALECT", "oracle", {}),
+        ("DB_PORT", "fivefourthreetwo", {"DB_DIALECT": "postgres", "DB_DATABASE": "x"}),
+        ("DB_DATABASE", "", {"DB_DIALECT": "postgres"}),
+        ("DEBUG", "maybe", {}),
+        ("ENVIRONMENT_NAME", "Env A", WORKER),
+        ("ENVIRONMENT_URL", "ftp://worker-a", WORKER),
+        ("ENVIRONMENT_URL", "worker-a:15000", WORKER),
+        ("ENVIRONMENT_PROXY_URL", "not a url", WORKER),
+        ("DATABASE_URL", "garbage", {}),  # django-environ returns {} for it rather than raising
+        ("DATABASE_URL", "oracle://u:p@db:1521/x", {}),  # a backend the project does not support
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Engine not recognized")
+def test_a_bad_value_is_refused_naming_the_variable(variable, value, base):
+    problems, message = problems_of(dict(base, **{variable: value}))
+    assert len(problems) == 1, problems
+    assert variable in problems[0]
+    assert message.startswith("App Supervisor cannot start")
+    assert variable in message
+
+
+def test_all_problems_are_reported_at_once():
+    problems, _ = problems_of({"APP_MODE": "bogus", "DB_DIALECT": "oracle", "APP_HEARTBEAT_INTERVAL": "x"})
+    assert len(problems) == 3
+    assert [v for v in ("APP_MODE", "DB_DIALECT", "APP_HEARTBEAT_INTERVAL") if any(v in p for p in problems)] == [
+        "APP_MODE",
+        "DB_DIALECT",
+        "APP_HEARTBEAT_INTERVAL",
+    ]
+
+
+@pytest.mark.parametrize(
+    "mode, adapter, expected",
+    [("supervisor", "local", "remote"), ("worker", "remote", "local"), ("", "remote", "local")],
+)
+def test_a_process_adapter_contradicting_the_mode_is_refused(mode, adapter, expected):
+    environ = dict(WORKER) if mode == "worker" else {"APP_MODE": mode}
+    problems, _ = problems_of(dict(environ, APP_PROCESS_ADAPTER=adapter))
+    assert len(problems) == 1
+    assert "APP_PROCESS_ADAPTER" in problems[0] and "contradicts" in problems[0]
+    assert f"APP_PROCESS_ADAPTER={expected}" in problems[0]
+
+
+def test_the_misspelt_command_adapter_alias_is_accepted():
+    assert load({"APP_COMMAND_ADPATER": "redis"})
+    assert load({"APP_COMMAND_ADAPTER": "redis", "APP_COMMAND_ADPATER": "redis"})
+
+
+def test_the_alias_disagreeing_with_the_variable_is_refused():
+    problems, _ = problems_of({"APP_COMMAND_ADAPTER": "redis", "APP_COMMAND_ADPATER": "kafka"})
+    assert any("APP_COMMAND_ADAPTER" in p and "APP_COMMAND_ADPATER" in p and "disagree" in p for p in problems)
+
+
+def test_a_worker_needs_its_environment_name_and_url():
+    problems, _ = problems_of({"APP_MODE": "worker"})
+    assert len(problems) == 2
+    assert any(p.startswith("ENVIRONMENT_NAME is required") for p in problems)
+    assert any(p.startswith("ENVIRONMENT_URL is required") for p in problems)
+
+
+def test_the_environment_variables_are_not_required_of_a_supervisor():
+    config = load({"APP_MODE": "supervisor"})
+    assert config.environment_name == ""
+
+
+def test_the_proxy_url_defaults_to_the_environment_url():
+    assert load(WORKER).environment_proxy_url == "http://localhost:15000"
+
+
+@pytest.mark.parametrize("interval, timeout", [(None, 260), ("5", 30), ("120", 260), ("1", 22)])
+def test_the_heartbeat_timeout_defaults_to_twice_the_interval_plus_20(interval, timeout):
+    config = load({} if interval is None else {"APP_HEARTBEAT_INTERVAL": interval})
+    assert config.heartbeat_timeout == timeout
+    assert config.heartbeat_interval == (120 if interval is None else int(interval))
+
+
+def test_an_explicit_heartbeat_timeout_is_kept():
+    assert load({"APP_HEARTBEAT_INTERVAL": "5", "APP_HEARTBEAT_TIMEOUT": "7"}).heartbeat_timeout == 7
+
+
+def test_the_default_database_is_sqlite_under_the_storage_directory(tmp_path):
+    config = load({"APP_STORAGE_DIR": str(tmp_path), "APP_MODE": "supervisor"})
+    assert config.storage_dir == tmp_path.resolve()
+    assert config.database == {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "supervisor.sqlite3")}
+    assert load({}).storage_dir == BASE_DIR / "storage"
+
+
+def test_sqlite_takes_db_database_as_its_file():
+    config = load({"DB_DIALECT": "sqlite", "DB_DATABASE": "/data/own.sqlite3"})
+    assert config.database == {"ENGINE": "django.db.backends.sqlite3", "NAME": "/data/own.sqlite3"}
+
+
+@pytest.mark.parametrize("dialect", ["postgres", "postgresql", "POSTGRES"])
+def test_the_seed_db_variables_describe_a_postgres_database(dialect):
+    config = load(
+        {
+            "DB_DIALECT": dialect,
+            "DB_HOST": "db.internal",
+            "DB_PORT": "5433",
+            "DB_DATABASE": "appsup_supervisor",
+            "DB_USER": "appsup",
+            "DB_PASSWORD": "s3cret",
+        }
+    )
+    assert config.database == {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "appsup_supervisor",
+        "HOST": "db.internal",
+        "PORT": "5433",
+        "USER": "appsup",
+        "PASSWORD": "s3cret",
+    }
+
+
+def test_postgres_defaults_for_host_port_and_user():
+    database = load({"DB_DIALECT": "postgres", "DB_DATABASE": "x"}).database
+    assert (database["HOST"], database["PORT"], database["USER"], database["PASSWORD"]) == (
+        "127.0.0.1",
+        "5432",
+        "postgres",
+        "",
+    )
+
+
+def test_database_url_is_accepted_and_wins_over_db_variables():
+    config = load({"DATABASE_URL": "postgres://u:p%40ss@pg:5433/appsup", "DB_DIALECT": "sqlite"})
+    database = config.database
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["NAME"], database["USER"], database["PASSWORD"], database["HOST"], int(database["PORT"])) == (
+        "appsup",
+        "u",
+        "p@ss",
+        "pg",
+        5433,
+    )
+
+
+def test_database_url_for_sqlite():
+    assert load({"DATABASE_URL": "sqlite:////tmp/appsup.sqlite3"}).database["NAME"] == "/tmp/appsup.sqlite3"
+
+
+def test_lists_and_token_are_read():
+    config = load(
+        {
+            "ALLOWED_HOSTS": "a.example,b.example",
+            "CSRF_TRUSTED_ORIGINS": "https://a.example",
+            "SUPERVISOR_API_TOKEN": "t0ken",
+            "APP_HOSTED_APPS": "polls",
+            "DEBUG": "true",
+        }
+    )
+    assert config.allowed_hosts == ["a.example", "b.example"]
+    assert config.csrf_trusted_origins == ["https://a.example"]
+    assert config.api_token == "t0ken"
+    assert config.hosted_apps == ["polls"]
+    assert config.debug is True
+
+
+def _manage(*args, **environ):
+    # Only what the test sets: the suite may run with DB_* or APP_* of its own (CI's PostgreSQL run).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL") and not k.startswith(("DB_", "APP_", "ENVIRONMENT_"))
+    }
+    env.update(environ)
+    return subprocess.run(
+        [sys.executable, str(Path(BASE_DIR) / "manage.py"), *args],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_py_reports_a_bad_configuration_without_a_traceback(tmp_path):
+    result = _manage("check", APP_MODE="bogus", APP_STORAGE_DIR=str(tmp_path))
+    assert result.returncode == 2, result
+    assert "APP_MODE='bogus' is not a role" in result.stderr
+    assert "App Supervisor cannot start" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_manage_py_check_passes_with_a_valid_worker_configuration(tmp_path):
+    result = _manage("check", APP_STORAGE_DIR=str(tmp_path), DB_DIALECT="sqlite", **WORKER)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_supervisor_redis_url_is_reported_once():
+    with pytest.raises(ConfigError) as raised:
+        load({"APP_SUPERVISOR_REDIS_URL": "http://redis:6379"})
+    assert len(raised.value.problems) == 1
+    assert raised.value.problems[0].startswith("APP_SUPERVISOR_REDIS_URL=")
