@@ -5,5 +5,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_project.settings")
 django_application = get_asgi_application()
 
-# HTTP only for now; WebSocket routes for hosted applications join here through channels' ProtocolTypeRouter.
-application = django_application
+from django.conf import settings  # noqa: E402  (after Django is set up)
+
+if settings.APP_MODE == "worker":
+    from workers.serving import build
+else:
+    from proxy.asgi import build
+
+application = build(django_application)
