@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "workers",
     "environments",
     "apps",
+    "proxy",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
