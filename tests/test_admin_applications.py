@@ -4,7 +4,6 @@ import re
 
 import pytest
 from django.contrib.auth.hashers import check_password
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -16,6 +15,8 @@ from workers import provisioning
 from workers.channel import queue_for
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment
+from .pages import changelist_row as row
+from .pages import messages_of
 
 CHANGELIST = "admin:apps_application_changelist"
 
@@ -28,16 +29,6 @@ def app_url(view, name):
     return reverse(f"admin:apps_application_{view}", args=[Application.objects.get(name=name).pk])
 
 
-def row(response, name):
-    """The changelist row of application NAME, as HTML."""
-    rows = re.findall(r"<tr>.*?</tr>", response.content.decode(), re.DOTALL)
-    matches = [r for r in rows if f">{name}</a></th>" in r]
-    assert len(matches) == 1, f"no single row for {name}"
-    return matches[0]
-
-
-def messages_of(response):
-    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
 
 
 def states():

@@ -4,7 +4,6 @@ import re
 import time
 
 import pytest
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -14,6 +13,8 @@ from environments.models import Environment
 from supervisor_project import contract, redis_client
 
 from .factories import create_application, register_environment
+from .pages import changelist_row as row
+from .pages import messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -28,16 +29,6 @@ def shown_names(response):
     return [env.name for env in response.context["cl"].result_list]
 
 
-def row(response, name):
-    """The changelist row of environment NAME, as HTML."""
-    rows = re.findall(r"<tr>.*?</tr>", response.content.decode(), re.DOTALL)
-    matches = [r for r in rows if f">{name}</a>" in r]
-    assert len(matches) == 1, f"no single row for {name}"
-    return matches[0]
-
-
-def messages_of(response):
-    return [(m.level_tag, str(m)) for m in get_messages(response.wsgi_request)]
 
 
 def change_url(name):
