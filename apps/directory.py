@@ -14,6 +14,9 @@ from supervisor_project.contract import APPS_KEY, ENVIRONMENTS_KEY, STATUSES_KEY
 from supervisor_project.redis_client import supervisor_redis
 
 TTL = 1.0
+# Requests for names that do not exist are cached too; past this many entries the expired ones are dropped, so a
+# client asking for random names cannot grow the process without bound.
+MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,10 @@ class Directory:
             return hit[1]
         view = read(name)
         with self._lock:
+            if len(self._entries) >= MAX_ENTRIES:
+                self._entries = {k: v for k, v in self._entries.items() if now - v[0] < self.ttl}
+                if len(self._entries) >= MAX_ENTRIES:
+                    self._entries.clear()
             self._entries[name] = (now, view)
         return view
 

@@ -5,6 +5,9 @@ Both sides import them from here; nothing else spells a key or a state by hand.
 
 import re
 
+# Reported by workers when they register, and by /healthz.
+VERSION = "1.0.0"
+
 # Application and environment names end up in URLs, Redis keys and database names.
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 NAME_RULE = "lowercase letters, digits, '-' and '_', starting with a letter, at most 40 characters"

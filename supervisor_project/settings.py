@@ -27,6 +27,18 @@ SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
+# Hosts and CSRF behind the supervisor's access proxy. The proxy forwards the client's own Host header, so a
+# worker sees the host the browser used (the supervisor's, or its own when reached directly) and Django's CSRF
+# origin check compares the browser's Origin with it, unchanged. We do NOT set USE_X_FORWARDED_HOST: anyone who
+# reaches a worker directly could set X-Forwarded-Host, and it is not needed. Hence ALLOWED_HOSTS of a worker
+# lists every host name clients use to reach it, directly or through the supervisor (the default covers a local
+# cluster). The scheme is the one thing the Host cannot carry: a supervisor behind TLS talks plain HTTP to its
+# workers, so workers take X-Forwarded-Proto (set by the proxy) as the scheme the browser used; a client that
+# forges it only mislabels its own request.
+if APP_MODE == "worker":
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Hosted applications' login_required views send visitors to their own admin login, below their mount point.
+LOGIN_URL = "admin:login"
 
 INSTALLED_APPS = [
     # Ours first: `runworker` must be the agent's, not channels' command of the same name.
@@ -47,6 +59,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Workers only (it steps aside elsewhere): mounts hosted applications at /apps/<name>/. Outermost, so that it
+    # scopes the cookies the session, CSRF and messages middleware set on the way out (workers/hosting.py).
+    "workers.hosting.HostedApplicationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -58,7 +73,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-ROOT_URLCONF = "supervisor_project.urls"
+# A worker serves /healthz and, through workers.hosting, /apps/<name>/…; never the supervisor's admin or API.
+ROOT_URLCONF = "workers.urls" if APP_MODE == "worker" else "supervisor_project.urls"
 WSGI_APPLICATION = "supervisor_project.wsgi.application"
 ASGI_APPLICATION = "supervisor_project.asgi.application"
 
@@ -93,7 +109,15 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Relative on purpose, and handed to the staticfiles storage as it is: a hosted application's pages link
+# /apps/<name>/static/… (the per-request script prefix, added by workers/static.py, since Django's settings add it
+# only once per process), which workers.hosting hands on to WhiteNoise as /static/….
 STATIC_URL = "static/"
+WHITENOISE_STATIC_PREFIX = "/static/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "workers.static.ScriptPrefixedStaticFilesStorage", "OPTIONS": {"base_url": STATIC_URL}},
+}
 WHITENOISE_USE_FINDERS = True
 
 RQ = {"COMMIT_MODE": "on_db_commit"}

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from apps import api as apps_api
 from environments import api as environments_api
 from supervisor_project import api_auth
+from supervisor_project.views import healthz
 
 admin.site.site_header = "App Supervisor"
 admin.site.site_title = "App Supervisor"
@@ -22,6 +23,7 @@ api_patterns = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
 ]
 
 if settings.APP_MODE != "worker":  # the API manages the supervisor's applications; a worker has none

@@ -254,7 +254,9 @@ def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
         time.sleep(0.5)
     for name, url in state["environments"].items():
         assert url == f"http://127.0.0.1:{running_cluster.base_port + cluster.PORT_STEP * (1 + 'ab'.index(name[-1]))}"
-        assert requests.get(f"{url}/admin/login/", timeout=10).status_code == 200
+        health = requests.get(f"{url}/healthz", timeout=10)
+        assert health.status_code == 200 and health.json()["environment"] == name
+        assert requests.get(f"{url}/admin/login/", timeout=10).status_code == 404  # not the supervisor's admin
 
     # an application placed on both environments starts on both, with one database (the workers share it)
     if _api(state, "GET", "apps/").status_code == 200:

@@ -42,3 +42,13 @@ def test_cached_for_the_ttl_then_read_again(r):
     assert d.lookup("crm").statuses["env_a"]["state"] == contract.RUNNING  # still the cached view
     now[0] = 1.0
     assert d.lookup("crm").statuses["env_a"]["state"] == contract.STOPPED
+
+
+def test_the_cache_stays_bounded_when_asked_for_many_unknown_names(monkeypatch):
+    monkeypatch.setattr(directory, "MAX_ENTRIES", 10)
+    now = [0.0]
+    d = directory.Directory(ttl=1.0, clock=lambda: now[0])
+    for i in range(25):
+        now[0] = i * 2.0  # each lookup finds the previous ones expired
+        assert d.lookup(f"nope{i}") is None
+    assert len(d._entries) <= 10

@@ -28,7 +28,6 @@ from .channel import CommandWorker, queue_for
 
 log = logging.getLogger("appsup.worker")
 
-VERSION = "1.0.0"
 # Longest a stop request waits while the agent is idle, and the granularity of backoff sleeps.
 POLL_SECONDS = 1.0
 MAX_BACKOFF = 30.0
@@ -44,7 +43,7 @@ class Agent:
             "name": name,
             "url": url,
             "proxy_url": proxy_url or url,
-            "version": VERSION,
+            "version": contract.VERSION,
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }

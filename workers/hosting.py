@@ -1,0 +1,227 @@
+"""Serving hosted applications at /apps/<name>/… on a worker.
+
+``HostedApplicationMiddleware`` is the outermost middleware of a worker. For a request under /apps/<name>/ it
+
+1. reads the application's view from the per-process directory (Redis, cached for a second; never the
+   supervisor's database) and answers 404/503 with a page that says why unless the application is placed on
+   this environment and running here;
+2. otherwise serves it with the hosted site (workers/hosted_urls.py), the request mounted at /apps/<name>/:
+   the script prefix is set, so every URL the application generates (redirects, admin links, the relative
+   STATIC_URL) carries it; the hosted Django apps read and write the application's own database
+   (workers.routing.current_database);
+3. and on the way out, after the session, CSRF and messages middleware have set their cookies, scopes every cookie
+   to Path=/apps/<name>/ and gives Django's own cookies a per-application name (``sessionid_crm``). Paths keep
+   browsers from mixing applications; the names keep them apart for clients that ignore paths, and from the
+   supervisor's own ``sessionid``/``csrftoken`` (Path=/), which a browser also sends through the access proxy.
+
+It is a middleware rather than ASGI code so that daphne and Django's test client run exactly the same path.
+"""
+
+import logging
+import re
+from dataclasses import dataclass
+from http.cookies import Morsel
+
+import redis
+from django.conf import settings
+from django.core.exceptions import MiddlewareNotUsed
+from django.http import HttpResponse, HttpResponsePermanentRedirect, JsonResponse
+from django.template.loader import render_to_string
+from django.urls import get_script_prefix, set_script_prefix
+
+from apps.directory import directory
+from supervisor_project import contract
+
+from . import provisioning
+from .routing import current_database
+
+log = logging.getLogger("appsup.worker")
+
+HOSTED_URLCONF = "workers.hosted_urls"
+APP_PATH = re.compile(r"^/apps/(?P<name>[^/]*)(?P<rest>/.*)?$", re.DOTALL)
+# Seconds a client is told to wait before retrying an application that is starting.
+STARTING_RETRY_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Why a hosted application cannot answer this request."""
+
+    status: int
+    code: str
+    title: str
+    message: str
+    state: str = ""
+    reason: str = ""
+    retry_after: int | None = None
+
+
+def availability(name, view, environment):
+    """None when NAME's VIEW says it is served here, else why not."""
+    if view is None:
+        return Unavailable(404, "unknown_app", "Unknown application", f"There is no application named “{name}”.")
+    title = view.config.get("display_name") or name
+    if environment not in view.environment_names:
+        where = ", ".join(view.environment_names) or "no environment"
+        return Unavailable(
+            404, "not_on_this_environment", f"{title} is not hosted here",
+            f"Application “{name}” is not placed on environment {environment} (it runs on: {where}).",
+        )
+    entry = view.statuses.get(environment)
+    state = (entry or {}).get("state")
+    if state == contract.RUNNING:
+        return None
+    if state is None:
+        return Unavailable(503, "not_started", f"{title} is not started",
+                           f"Application “{name}” has not been started on environment {environment} yet.")
+    if state == contract.STARTING:
+        return Unavailable(
+            503, "starting", f"{title} is starting",
+            f"Application “{name}” is starting on environment {environment}. Try again in a few seconds.",
+            state=state, retry_after=STARTING_RETRY_AFTER,
+        )
+    if state == contract.STOPPING:
+        return Unavailable(503, "stopping", f"{title} is stopping",
+                           f"Application “{name}” is stopping on environment {environment}.", state=state)
+    if state == contract.STOPPED:
+        return Unavailable(
+            503, "stopped", f"{title} is stopped",
+            f"Application “{name}” is stopped on environment {environment}. An operator can start it from the "
+            "supervisor.", state=state,
+        )
+    if state == contract.ERROR:
+        reason = (entry or {}).get("error") or "no reason was reported"
+        return Unavailable(503, "error", f"{title} failed",
+                           f"Application “{name}” failed on environment {environment}.", state=state, reason=reason)
+    return Unavailable(503, "unavailable", f"{title} is unavailable",
+                       f"Application “{name}” is in state {state!r} on environment {environment}.", state=state)
+
+
+def unavailable_response(request, name, problem):
+    environment = settings.ENVIRONMENT_NAME
+    if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
+        response = JsonResponse(
+            {"error": problem.message, "code": problem.code, "app": name, "environment": environment,
+             "state": problem.state, "reason": problem.reason},
+            status=problem.status,
+        )
+    else:
+        html = render_to_string("workers/unavailable.html", {"problem": problem, "app": name,
+                                                               "environment": environment})
+        response = HttpResponse(html, status=problem.status)
+    response["Cache-Control"] = "no-store"
+    if problem.retry_after is not None:
+        response["Retry-After"] = str(problem.retry_after)
+    return response
+
+
+# -- cookies -----------------------------------------------------------------------------------------------------
+
+
+def framework_cookie_names():
+    """Cookies Django itself sets, which get a per-application name."""
+    return {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, settings.LANGUAGE_COOKIE_NAME, "messages"}
+
+
+def app_cookie_name(base, app):
+    return f"{base}_{app}"
+
+
+def cookies_for_app(cookies, app):
+    """The request's cookies as the application expects them: its own ``sessionid_crm`` read as ``sessionid``;
+    anybody else's ``sessionid`` (the supervisor's, another application's sent by a client ignoring paths) hidden."""
+    names = framework_cookie_names()
+    seen = {key: value for key, value in cookies.items() if key not in names}
+    for base in names:
+        value = cookies.get(app_cookie_name(base, app))
+        if value is not None:
+            seen[base] = value
+    return seen
+
+
+def scoped_path(path, prefix):
+    """A cookie path of the application's world ("/", "/x/", unset) inside its mount PREFIX ("/apps/crm/")."""
+    if path.startswith(prefix):
+        return path
+    if path.startswith("/"):
+        return prefix + path[1:]
+    return prefix
+
+
+def scope_cookies(response, app, prefix):
+    """Rewrite every cookie RESPONSE sets (or deletes) to Path=PREFIX, framework cookies renamed for APP."""
+    cookies = response.cookies
+    if not cookies:
+        return
+    names = framework_cookie_names()
+    renamed = []
+    for key in list(cookies):
+        morsel = cookies[key]
+        morsel["path"] = scoped_path(morsel["path"], prefix)
+        if key in names:
+            own = Morsel()
+            own.set(app_cookie_name(key, app), morsel.value, morsel.coded_value)
+            own.update(morsel)
+            del cookies[key]
+            renamed.append(own)
+    for morsel in renamed:
+        cookies[morsel.key] = morsel
+
+
+# -- middleware --------------------------------------------------------------------------------------------------
+
+
+class HostedApplicationMiddleware:
+    """Outermost middleware of a worker: /apps/<name>/… goes to the hosted application (see module docstring)."""
+
+    def __init__(self, get_response):
+        if settings.APP_MODE != "worker":
+            raise MiddlewareNotUsed("only workers host applications")
+        self.get_response = get_response
+
+    def __call__(self, request):
+        match = APP_PATH.match(request.path_info)
+        if match is None:
+            return self.get_response(request)
+        name, rest = match["name"], match["rest"]
+        if not name:  # /apps/ itself names no application: the worker's own 404
+            return self.get_response(request)
+        if not contract.NAME_RE.match(name) or name in contract.RESERVED_APP_NAMES:
+            return unavailable_response(request, name, availability(name, None, settings.ENVIRONMENT_NAME))
+        if rest is None:  # /apps/crm: relative URLs only work below /apps/crm/
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(f"{request.path}/" + (f"?{query}" if query else ""))
+        try:
+            view = directory.lookup(name)
+        except redis.RedisError as exc:
+            log.warning("cannot read application %s from Redis: %s", name, exc)
+            return unavailable_response(request, name, Unavailable(
+                503, "configuration_unavailable", "Configuration unavailable",
+                "This worker cannot read the applications' configuration (Redis is unreachable). Try again shortly.",
+                retry_after=STARTING_RETRY_AFTER,
+            ))
+        problem = availability(name, view, settings.ENVIRONMENT_NAME)
+        if problem is not None:
+            return unavailable_response(request, name, problem)
+        return self.serve(request, view, rest)
+
+    def serve(self, request, view, rest):
+        name = view.name
+        alias = provisioning.connect(name)
+        outer_prefix = get_script_prefix()
+        prefix = f"{outer_prefix}apps/{name}/"
+        request.path_info = rest
+        request.META["PATH_INFO"] = rest
+        request.META["SCRIPT_NAME"] = prefix[:-1]
+        request.urlconf = HOSTED_URLCONF
+        request.hosted_app = view
+        request.COOKIES = cookies_for_app(request.COOKIES, name)
+        token = current_database.set(alias)
+        set_script_prefix(prefix)
+        try:
+            response = self.get_response(request)
+        finally:
+            set_script_prefix(outer_prefix)
+            current_database.reset(token)
+        scope_cookies(response, name, prefix)
+        return response
