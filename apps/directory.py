@@ -68,12 +68,20 @@ class Directory:
         self._entries = {}
         self._lock = threading.Lock()
 
-    def lookup(self, name):
-        now = self.clock()
+    def cached(self, name):
+        """``(True, view)`` when a fresh view is in memory, else ``(False, None)``: never goes to Redis, so async
+        callers can answer inline and read Redis in a thread only on a miss."""
         with self._lock:
             hit = self._entries.get(name)
-        if hit and now - hit[0] < self.ttl:
-            return hit[1]
+        if hit and self.clock() - hit[0] < self.ttl:
+            return True, hit[1]
+        return False, None
+
+    def lookup(self, name):
+        found, view = self.cached(name)
+        if found:
+            return view
+        now = self.clock()
         view = read(name)
         with self._lock:
             if len(self._entries) >= MAX_ENTRIES:

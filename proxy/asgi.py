@@ -1,3 +1,151 @@
+"""The supervisor's ASGI application: the access proxy under /apps/, Django for everything else.
+
+The proxy works at the ASGI level, on the event loop, never through Django's (synchronous) view stack: a request
+under /apps/<name>/ costs a lookup in the per-process directory (apps.directory, refreshed from Redis at most once a
+second) and the forwarding itself, on one pooled connection to the worker.
+"""
+
+import asyncio
+import logging
+import sys
+
+import redis
+
+from apps import directory as directory_module
+
+from . import forward as http_forward
+from . import headers as h
+from . import pages, targets, upstream
+from . import websocket as ws_forward
+
+logger = logging.getLogger("appsup.proxy")
+
+async def lookup(name):
+    """The application's view, as apps.directory.directory.lookup gives it, without blocking the event loop:
+    from memory inline when fresh, otherwise read from Redis in a thread."""
+    directory = directory_module.directory
+    found, view = directory.cached(name)
+    if found:
+        return view
+    return await asyncio.to_thread(directory.lookup, name)
+
+
+def reset():
+    """Forget cached views (tests change Redis between requests)."""
+    directory_module.directory.clear()
+
+
+def _redirect_to_slash(scope, incoming):
+    location = incoming.raw_path + b"/"
+    if incoming.query:
+        location += b"?" + incoming.query
+    status = 301 if scope["method"] in ("GET", "HEAD") else 308
+    return status, [(b"location", location), (b"content-length", b"0"), (b"cache-control", b"no-store")]
+
+
+async def handle_http(scope, receive, send):
+    request_headers = scope.get("headers") or ()
+    accept = (h.get(request_headers, b"accept") or b"").decode("latin-1")
+    head = scope["method"] == "HEAD"
+
+    async def refuse(refusal, incoming=None):
+        await pages.respond(send, refusal, incoming, accept, head=head)
+
+    try:
+        incoming = targets.parse(scope)
+    except targets.BadRequest as exc:
+        return await refuse(targets.Refusal(400, "bad-request", "Bad request", f"This request is not forwarded: {exc}."))
+    if not targets.valid_name(incoming.name):
+        return await refuse(targets.decide(None, incoming), incoming)
+    try:
+        view = await lookup(incoming.name)
+    except redis.RedisError as exc:
+        logger.error("proxy: cannot read application %s from Redis: %s", incoming.name, exc)
+        return await refuse(targets.Refusal(
+            503, "unavailable", "Supervisor unavailable",
+            "The supervisor cannot read its configuration store (Redis) right now; try again shortly.",
+            app=incoming.name, headers=((b"retry-after", b"5"),)), incoming)
+    if view is not None and incoming.rest == "":
+        status, headers = _redirect_to_slash(scope, incoming)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    decision = targets.decide(view, incoming)
+    if isinstance(decision, targets.Refusal):
+        return await refuse(decision, incoming)
+    try:
+        await http_forward.forward(scope, receive, send, incoming, decision)
+    except http_forward.UpstreamFailed as failure:
+        await pages.respond(send, targets.unreachable(decision, view, failure.detail, status=failure.status),
+                            incoming, accept, head=head)
+
+
+async def handle_websocket(scope, receive, send):
+    try:
+        incoming = targets.parse(scope)
+    except targets.BadRequest as exc:
+        return await ws_forward.refuse(scope, receive, send, str(exc))
+    if not targets.valid_name(incoming.name):
+        return await ws_forward.refuse(scope, receive, send, "no such application")
+    try:
+        view = await lookup(incoming.name)
+    except redis.RedisError as exc:
+        return await ws_forward.refuse(scope, receive, send, f"Redis unavailable: {exc}")
+    decision = targets.decide(view, incoming)
+    if isinstance(decision, targets.Refusal):
+        return await ws_forward.refuse(scope, receive, send, decision.message)
+    await ws_forward.forward(scope, receive, send, incoming, decision)
+
+
+async def _refuse_websocket(scope, receive, send):
+    """Django serves no WebSockets: refuse those outside /apps/ (HTTP 403)."""
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1000})
+
+
+async def _lifespan(scope, receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await upstream.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _close_client_when_twisted_stops():
+    """Daphne sends no ASGI lifespan events: close the pooled client when its (asyncio) reactor shuts down, so a
+    restart does not end with "Unclosed client session" in the log."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    if reactor is None or not hasattr(reactor, "_asyncioEventloop"):
+        return
+    from twisted.internet.defer import Deferred
+
+    def close():
+        return Deferred.fromFuture(asyncio.ensure_future(upstream.close(), loop=reactor._asyncioEventloop))
+
+    reactor.addSystemEventTrigger("before", "shutdown", close)
+
+
 def build(django_application):
     """The supervisor's ASGI application: the access proxy under /apps/, Django for the rest."""
-    return django_application
+    _close_client_when_twisted_stops()
+
+    async def application(scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            if targets.is_proxied(scope["path"]):
+                return await handle_http(scope, receive, send)
+            return await django_application(scope, receive, send)
+        if kind == "websocket":
+            if targets.is_proxied(scope["path"]):
+                return await handle_websocket(scope, receive, send)
+            return await _refuse_websocket(scope, receive, send)
+        if kind == "lifespan":
+            return await _lifespan(scope, receive, send)
+        return await django_application(scope, receive, send)
+
+    application.django_application = django_application
+    return application

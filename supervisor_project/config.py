@@ -22,6 +22,9 @@ DIALECTS = {
     "postgres": "django.db.backends.postgresql",
 }
 DEFAULT_HEARTBEAT_INTERVAL = 120
+# The access proxy's patience with a worker: to open a connection, and between two reads of its answer.
+DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
+DEFAULT_PROXY_READ_TIMEOUT = 60.0
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 
 
@@ -54,6 +57,8 @@ class Config:
     hosted_apps: list = field(default_factory=list)
     allowed_hosts: list = field(default_factory=list)
     csrf_trusted_origins: list = field(default_factory=list)
+    proxy_connect_timeout: float = DEFAULT_PROXY_CONNECT_TIMEOUT
+    proxy_read_timeout: float = DEFAULT_PROXY_READ_TIMEOUT
 
     @property
     def is_worker(self):
@@ -84,6 +89,22 @@ def _int(env, var, default, problems, minimum=1):
         return default
     if value < minimum:
         problems.append(f"{var}={raw!r} must be at least {minimum}")
+        return default
+    return value
+
+
+def _seconds(env, var, default, problems):
+    """A positive number of seconds, fractions allowed (e.g. 0.5)."""
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        problems.append(f"{var}={raw!r} is not a number of seconds; e.g. {var}={default:g}")
+        return default
+    if not value > 0 or value == float("inf"):
+        problems.append(f"{var}={raw!r} must be a positive number of seconds; e.g. {var}={default:g}")
         return default
     return value
 
@@ -197,6 +218,9 @@ def load(environ_map=None):
             "or every environment would flap offline between heartbeats"
         )
 
+    proxy_connect_timeout = _seconds(env, "APP_PROXY_CONNECT_TIMEOUT", DEFAULT_PROXY_CONNECT_TIMEOUT, problems)
+    proxy_read_timeout = _seconds(env, "APP_PROXY_READ_TIMEOUT", DEFAULT_PROXY_READ_TIMEOUT, problems)
+
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
 
@@ -231,4 +255,6 @@ def load(environ_map=None):
         hosted_apps=env.list("APP_HOSTED_APPS", default=[]),
         allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
+        proxy_connect_timeout=proxy_connect_timeout,
+        proxy_read_timeout=proxy_read_timeout,
     )

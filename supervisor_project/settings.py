@@ -22,6 +22,8 @@ APP_STORAGE_DIR = CONFIG.storage_dir
 APP_HOSTED_APPS = CONFIG.hosted_apps
 # Seconds a sequential start waits for each environment unless told otherwise.
 APP_COMMAND_TIMEOUT = 120
+APP_PROXY_CONNECT_TIMEOUT = CONFIG.proxy_connect_timeout
+APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
 
 SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug

@@ -71,6 +71,11 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("ENVIRONMENT_PROXY_URL", "not a url", WORKER),
         ("DATABASE_URL", "garbage", {}),  # django-environ returns {} for it rather than raising
         ("DATABASE_URL", "oracle://u:p@db:1521/x", {}),  # a backend the project does not support
+        ("APP_PROXY_CONNECT_TIMEOUT", "soon", {"APP_MODE": "supervisor"}),
+        ("APP_PROXY_CONNECT_TIMEOUT", "0", {"APP_MODE": "supervisor"}),
+        ("APP_PROXY_READ_TIMEOUT", "-1", {"APP_MODE": "supervisor"}),
+        ("APP_PROXY_READ_TIMEOUT", "nan", {"APP_MODE": "supervisor"}),
+        ("APP_PROXY_READ_TIMEOUT", "inf", {"APP_MODE": "supervisor"}),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -139,6 +144,13 @@ def test_the_heartbeat_timeout_defaults_to_twice_the_interval_plus_20(interval, 
 
 def test_an_explicit_heartbeat_timeout_is_kept():
     assert load({"APP_HEARTBEAT_INTERVAL": "5", "APP_HEARTBEAT_TIMEOUT": "7"}).heartbeat_timeout == 7
+
+
+def test_the_proxy_timeouts_have_defaults_and_take_fractions_of_a_second():
+    config = load({"APP_MODE": "supervisor"})
+    assert (config.proxy_connect_timeout, config.proxy_read_timeout) == (5.0, 60.0)
+    config = load({"APP_MODE": "supervisor", "APP_PROXY_CONNECT_TIMEOUT": "0.5", "APP_PROXY_READ_TIMEOUT": "300"})
+    assert (config.proxy_connect_timeout, config.proxy_read_timeout) == (0.5, 300.0)
 
 
 def test_the_default_database_is_sqlite_under_the_storage_directory(tmp_path):

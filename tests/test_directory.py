@@ -52,3 +52,10 @@ def test_the_cache_stays_bounded_when_asked_for_many_unknown_names(monkeypatch):
         now[0] = i * 2.0  # each lookup finds the previous ones expired
         assert d.lookup(f"nope{i}") is None
     assert len(d._entries) <= 10
+
+
+def test_cached_never_reads_redis(r):
+    d = directory.Directory(ttl=1.0, clock=lambda: 0.0)
+    assert d.cached("crm") == (False, None)
+    d.lookup("crm")
+    assert d.cached("crm") == (True, None)  # a miss is cached too

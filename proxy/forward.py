@@ -1,0 +1,182 @@
+"""Forwarding one HTTP request to a worker and streaming its answer back, at the ASGI level.
+
+The request body is streamed to the worker as the server hands it over; the response body is streamed to the client
+chunk by chunk, paced by the client (flow.WriteGate), so neither is ever held whole in memory.
+"""
+
+import asyncio
+import logging
+from urllib.parse import urlsplit
+
+import aiohttp
+from yarl import URL
+
+from . import headers as h
+from . import targets, upstream
+from .flow import WriteGate
+
+logger = logging.getLogger("appsup.proxy")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was being forwarded."""
+
+
+class UpstreamFailed(Exception):
+    """No usable answer from the worker; ``status`` and ``detail`` say how to tell the client."""
+
+    def __init__(self, status, detail):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class _Body:
+    """The request body: ``complete`` bytes when it came in one piece, else an async iterator of its chunks."""
+
+    def __init__(self):
+        self.complete = None
+        self.stream = None
+        self.client_gone = False
+
+    @classmethod
+    async def read(cls, receive):
+        body = cls()
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        first = message.get("body", b"")
+        if not message.get("more_body", False):
+            body.complete = first
+            return body
+
+        async def stream():
+            if first:
+                yield first
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    body.client_gone = True
+                    raise ClientGone()
+                chunk = msg.get("body", b"")
+                if chunk:
+                    yield chunk
+                if not msg.get("more_body", False):
+                    return
+
+        body.stream = stream()
+        return body
+
+
+def _upstream_url(target, incoming):
+    base = urlsplit(target.base_url)
+    # The registered URL's own path, if any, then the request's path exactly as received (already encoded).
+    path = base.path.rstrip("/") + incoming.raw_path.decode("latin-1")
+    url = URL.build(scheme=base.scheme, host=base.hostname, port=base.port, path=path,
+                    query_string=incoming.query.decode("latin-1"), encoded=True)
+    return url, base.netloc.encode("idna")
+
+
+def _describe(exc):
+    os_error = getattr(exc, "os_error", None)
+    text = (os_error.strerror if os_error is not None and os_error.strerror else None) or str(exc)
+    return text or exc.__class__.__name__
+
+
+async def _open(method, url, req_headers, body):
+    session = upstream.session()
+    data = body.stream if body.stream is not None else (body.complete or None)
+    attempts = 2 if method in IDEMPOTENT and body.stream is None and not body.complete else 1
+    for attempt in range(attempts):
+        try:
+            return await session.request(method, url, headers=req_headers, data=data, allow_redirects=False,
+                                         timeout=upstream.timeouts(), proxy=None)
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamFailed(502, f"no connection within {upstream.connect_timeout():g} s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamFailed(502, f"could not connect ({_describe(exc)})") from None
+        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError):
+            if body.client_gone:
+                raise ClientGone() from None
+            raise UpstreamFailed(504, f"no answer within {upstream.read_timeout():g} s") from None
+        except ClientGone:
+            raise
+        except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
+            if body.client_gone:
+                raise ClientGone() from None
+            # A pooled connection the worker closed just as it was reused: safe to try once more when idempotent.
+            if attempt + 1 < attempts:
+                continue
+            raise UpstreamFailed(502, f"the connection failed ({_describe(exc)})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _response_headers(response, target, scope):
+    source = [(name.lower(), value) for name, value in response.raw_headers]
+    named = h.connection_named(source)
+    origin = h.public_origin(scope)
+    out = []
+    for name, value in source:
+        if h.is_hop_by_hop(name, named):
+            continue
+        if name == b"location":
+            value = h.rewrite_location(value, target.known_urls, origin)
+        out.append((name, value))
+    if target.remember:
+        out.append((b"set-cookie", targets.choice_cookie(target.app, target.environment,
+                                                           h.public_scheme(scope) == "https")))
+    return out
+
+
+async def forward(scope, receive, send, incoming, target):
+    """Forward the request to TARGET and stream the answer. Raises UpstreamFailed before anything was sent."""
+    method = scope["method"]
+    try:
+        body = await _Body.read(receive)
+    except ClientGone:
+        return
+    url, netloc = _upstream_url(target, incoming)
+    raw_headers = h.forwarded_request_headers(scope, incoming, netloc)
+    has_length = any(name == b"content-length" for name, _ in raw_headers)
+    if body.complete and not has_length:
+        raw_headers.append((b"content-length", str(len(body.complete)).encode()))
+    req_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw_headers]
+
+    try:
+        response = await _open(method, url, req_headers, body)
+    except ClientGone:
+        return
+    except UpstreamFailed as failure:
+        logger.warning("%s %s on %s (%s): %s", method, scope["path"], target.environment, target.base_url,
+                       failure.detail)
+        raise
+
+    gate = WriteGate(send)
+    completed = False
+    try:
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": _response_headers(response, target, scope)})
+        try:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await gate.wait()
+                if gate.stopped:
+                    return  # the client went away: stop reading from the worker
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Too late for an error page: cut the connection so the client sees the answer is incomplete.
+            logger.warning("%s %s on %s: the answer broke off (%s)", method, scope["path"], target.environment,
+                           _describe(exc) or exc.__class__.__name__)
+            if not gate.abort():
+                raise
+            return
+        gate.release()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        completed = True
+    finally:
+        gate.release()
+        if completed:
+            response.release()  # the connection goes back to the pool
+        else:
+            response.close()  # a half-read answer: the connection cannot be reused

@@ -1,0 +1,316 @@
+"""Which environment a request under /apps/<name>/ goes to, or why it goes nowhere.
+
+Everything here is decided from the application's view in Redis (apps.directory) and the request's path, query and
+cookie: the only addresses that can come out are the URLs environments registered. Nothing a client sends (Host,
+X-Forwarded-Host, an absolute URL or dot segments in the path) takes part in choosing where to connect.
+"""
+
+import time
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from django.conf import settings
+
+from supervisor_project import contract
+
+PREFIX = "/apps"
+ENV_PARAM = "_env"
+ENV_COOKIE = "appsup_env"
+# A remembered choice is kept for this long (then the page asks again).
+ENV_COOKIE_MAX_AGE = 30 * 24 * 3600
+
+
+def is_proxied(path):
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """The parts of a request the proxy routes on."""
+
+    name: str  # application name as written in the path ("" for /apps/ itself)
+    rest: str  # what follows /apps/<name>: "" or starting with "/"
+    raw_path: bytes  # the path exactly as received, forwarded as is
+    query: bytes  # the query string as received, less any _env parameter
+    requested_env: str | None  # ?_env=<name>, if given
+    cookie_env: str | None  # the remembered choice, if any
+    cookie_header: bytes | None  # the Cookie header less the proxy's own cookie (None if nothing is left)
+
+    @property
+    def app_prefix(self):
+        return f"{PREFIX}/{self.name}/"
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _query_without_env(query):
+    """(query less _env, the last _env value or None), leaving every other parameter byte for byte as it was."""
+    if not query:
+        return b"", None
+    kept, chosen = [], None
+    for part in query.split(b"&"):
+        key, _, value = part.partition(b"=")
+        if unquote(key.decode("latin-1").replace("+", " ")) == ENV_PARAM:
+            chosen = unquote(value.decode("latin-1").replace("+", " "))
+            continue
+        kept.append(part)
+    return b"&".join(kept), chosen
+
+
+def _split_cookies(headers):
+    """(the Cookie header less ENV_COOKIE or None, the ENV_COOKIE value or None)."""
+    values = [v for k, v in headers if k == b"cookie"]
+    if not values:
+        return None, None
+    kept, chosen = [], None
+    for value in values:
+        for part in value.split(b";"):
+            name, _, val = part.strip().partition(b"=")
+            if name == ENV_COOKIE.encode():
+                chosen = val.strip().strip(b'"').decode("latin-1")
+            elif part.strip():
+                kept.append(part.strip())
+    return (b"; ".join(kept) or None), chosen
+
+
+def parse(scope):
+    """The routing facts of an ASGI scope whose path is under /apps. Raises BadRequest for paths never forwarded."""
+    path = scope["path"]
+    raw_path = scope.get("raw_path") or quote(path).encode("ascii")
+    try:
+        decoded = unquote(raw_path.decode("ascii"), errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not valid UTF-8") from None
+    if decoded != path or not is_proxied(path):
+        raise BadRequest("the path is not a path under /apps/")
+    # Dot segments would let the worker (or anything between) resolve the path outside /apps/<name>/.
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise BadRequest("the path contains '.' or '..' segments")
+    name, slash, rest = path[len(PREFIX) + 1:].partition("/")
+    query, requested = _query_without_env(scope.get("query_string") or b"")
+    cookie_header, cookie_env = _split_cookies(scope.get("headers") or ())
+    return Incoming(
+        name=name,
+        rest=slash + rest,
+        raw_path=raw_path,
+        query=query,
+        requested_env=requested,
+        cookie_env=cookie_env,
+        cookie_header=cookie_header,
+    )
+
+
+def valid_name(name):
+    return bool(contract.NAME_RE.match(name)) and name not in contract.RESERVED_APP_NAMES
+
+
+# --- Deciding ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    name: str
+    online: bool
+    state: str  # runtime state of the application there; "unknown" when never reported
+    error: str
+    registered: bool
+    chosen: bool = False
+
+    @property
+    def running(self):
+        return self.state == contract.RUNNING
+
+    @property
+    def shown_state(self):
+        """What a page shows: a stale state from an offline environment is marked as such."""
+        return self.state if self.online else f"{self.state} (last known)"
+
+    def as_dict(self):
+        return {
+            "name": self.name,
+            "status": contract.ONLINE if self.online else contract.OFFLINE,
+            "state": self.state,
+            "error": self.error or None,
+            "registered": self.registered,
+        }
+
+
+def _is_online(registration, now):
+    if not registration or registration.get("stopped_at") is not None:
+        return False
+    heartbeat = registration.get("heartbeat_at")
+    return heartbeat is not None and now - heartbeat < settings.APP_HEARTBEAT_TIMEOUT
+
+
+def environment_states(view, chosen=None, now=None):
+    now = time.time() if now is None else now
+    states = []
+    for env in view.environment_names:
+        registration = view.environments.get(env)
+        status = view.statuses.get(env) or {}
+        states.append(
+            EnvironmentState(
+                name=env,
+                online=_is_online(registration, now),
+                state=status.get("state") or contract.UNKNOWN,
+                error=status.get("error") or "",
+                registered=registration is not None,
+                chosen=env == chosen,
+            )
+        )
+    return states
+
+
+@dataclass(frozen=True)
+class Target:
+    """Forward to BASE_URL (the environment's registered proxy URL, else its URL)."""
+
+    app: str
+    environment: str
+    base_url: str
+    # The environment's registered addresses: Location headers pointing at any of them are rewritten.
+    known_urls: tuple
+    remember: bool  # set the choice cookie on the response
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """No forwarding: answer STATUS with a page of KIND."""
+
+    status: int
+    kind: str  # unknown-application, not-running, choose-environment, unknown-environment, unreachable, bad-request
+    title: str
+    message: str
+    app: str = ""
+    display_name: str = ""
+    environment: str = ""
+    environments: list = field(default_factory=list)  # EnvironmentState, when the page should list them
+    headers: tuple = ()
+
+
+def _registered_base(registration):
+    for key in ("proxy_url", "url"):
+        url = (registration.get(key) or "").rstrip("/")
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https") and parts.hostname:
+                return url
+    return None
+
+
+def _not_running_message(app, env):
+    if not env.online:
+        if env.registered:
+            return (
+                f"{app} is not running on environment {env.name}: the environment is offline "
+                f"(last known state: {env.state})."
+            )
+        return f"{app} is not running on environment {env.name}: the environment has never registered."
+    message = f"{app} is not running on environment {env.name} (state: {env.state})."
+    if env.state in (contract.STARTING, contract.STOPPING):
+        message += " Try again in a moment."
+    if env.error:
+        message += f" Last error: {env.error}"
+    return message
+
+
+def decide(view, incoming, now=None):
+    """Target or Refusal for INCOMING, given the application's VIEW (None when no such application)."""
+    name = incoming.name
+    if view is None:
+        return Refusal(
+            404, "unknown-application", "No such application",
+            f"There is no application named {name!r} on this supervisor." if name else
+            "Name an application: /apps/<name>/.",
+            app=name,
+        )
+    display = view.config.get("display_name") or name
+    names = view.environment_names
+    if not names:
+        return Refusal(503, "not-running", "Application not running",
+                       f"{name} is not placed on any environment.", app=name, display_name=display)
+
+    requested = incoming.requested_env
+    if requested is not None and requested not in names:
+        return Refusal(
+            404, "unknown-environment", "No such environment",
+            f"{name} does not run on an environment named {requested!r}; choose one of: {', '.join(names)}.",
+            app=name, display_name=display, environment=requested,
+            environments=environment_states(view, now=now),
+        )
+    if requested is not None:
+        chosen, remember = requested, True
+    elif len(names) == 1:
+        chosen, remember = names[0], False
+    elif incoming.cookie_env in names:
+        chosen, remember = incoming.cookie_env, False
+    else:
+        states = environment_states(view, now=now)
+        if not any(s.running for s in states):
+            return Refusal(
+                503, "not-running", "Application not running",
+                f"{name} is not running on any of its environments.",
+                app=name, display_name=display, environments=states, headers=((b"retry-after", b"10"),),
+            )
+        return Refusal(
+            300, "choose-environment", "Choose an environment",
+            f"{name} runs on several environments; choose the one to use. The choice is remembered for {name}.",
+            app=name, display_name=display, environments=states,
+        )
+
+    states = environment_states(view, chosen=chosen, now=now)
+    env = next(s for s in states if s.name == chosen)
+    listed = states if len(states) > 1 else []
+    if not env.running:
+        retry = ((b"retry-after", b"5"),) if env.state in (contract.STARTING, contract.STOPPING) else ()
+        return Refusal(
+            503, "not-running", "Application not running", _not_running_message(name, env),
+            app=name, display_name=display, environment=chosen, environments=listed, headers=retry,
+        )
+    registration = view.environments.get(chosen) or {}
+    base = _registered_base(registration)
+    if base is None:
+        return Refusal(
+            502, "unreachable", "Environment unreachable",
+            f"Environment {chosen} has no registered address to forward to: its worker has not registered.",
+            app=name, display_name=display, environment=chosen, environments=listed,
+        )
+    known = tuple(u for u in {(registration.get("url") or "").rstrip("/"),
+                              (registration.get("proxy_url") or "").rstrip("/")} if u)
+    return Target(app=name, environment=chosen, base_url=base, known_urls=known, remember=remember)
+
+
+def unreachable(target, view, detail, status=502, now=None):
+    """The Refusal for a worker that could not be reached (or answered nothing usable)."""
+    states = environment_states(view, chosen=target.environment, now=now) if view is not None else []
+    env = next((s for s in states if s.name == target.environment), None)
+    message = f"Environment {target.environment} did not answer for {target.app}: {detail}."
+    if env is not None and not env.online:
+        message += " The environment is offline (no recent heartbeat from its worker)."
+    return Refusal(
+        status, "unreachable", "Environment unreachable" if status == 502 else "Environment timed out", message,
+        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
+        environment=target.environment, environments=states if len(states) > 1 else [],
+    )
+
+
+def choice_link(incoming, env):
+    """The link that picks ENV for the current path, keeping the rest of the query."""
+    query = incoming.query.decode("latin-1")
+    param = f"{ENV_PARAM}={quote(env, safe='')}"
+    return f"{incoming.raw_path.decode('latin-1')}?{query + '&' if query else ''}{param}"
+
+
+def choice_cookie(app, env, secure):
+    parts = [
+        f"{ENV_COOKIE}={env}",
+        f"Path={PREFIX}/{app}/",
+        f"Max-Age={ENV_COOKIE_MAX_AGE}",
+        "HttpOnly",
+        "SameSite=Lax",
+    ]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode("latin-1")
