@@ -38,20 +38,25 @@ def own_databases():
 
 
 class Cluster:
-    def __init__(self, tmp_path, redis_url):
+    """A supervisor web and two workers (agent, and web when asked), configured the documented way."""
+
+    def __init__(self, tmp_path, redis_url, worker_web=False, worker_overrides=None):
         self.tmp = tmp_path
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.supervisor_env = base_env(
             tmp_path / "supervisor", redis_url, APP_MODE="supervisor", SUPERVISOR_API_TOKEN=TOKEN,
             APP_HEARTBEAT_INTERVAL=INTERVAL, APP_HEARTBEAT_TIMEOUT=TIMEOUT, **postgres_env("appsup_it_sup"))
+        self.worker_ports = {"env_a": free_port(), "env_b": free_port()}
         self.worker_envs = {
             name: worker_env(name, port, tmp_path / name, redis_url, APP_HEARTBEAT_INTERVAL=INTERVAL,
-                             **postgres_env(f"appsup_it_{name}"))
-            for name, port in (("env_a", free_port()), ("env_b", free_port()))
+                             **postgres_env(f"appsup_it_{name}"), **(worker_overrides or {}).get(name, {}))
+            for name, port in self.worker_ports.items()
         }
+        self.worker_web = worker_web
         self.processes = []
         self.agents = {}
+        self.webs = {}
 
     def start(self):
         manage(["migrate", "-v0"], self.supervisor_env)
@@ -60,7 +65,12 @@ class Cluster:
         self.supervisor = self._track(daphne(self.supervisor_env, self.port, self.tmp / "supervisor.log"))
         for name in self.worker_envs:
             self.start_agent(name)
+            if self.worker_web:
+                self.webs[name] = self._track(
+                    daphne(self.worker_envs[name], self.worker_ports[name], self.tmp / f"{name}-web.log"))
         wait_for(http_ready(f"{self.base}/admin/login/"), what="the supervisor web")
+        for name in self.webs:
+            wait_for(http_ready(f"http://127.0.0.1:{self.worker_ports[name]}/healthz"), what=f"{name} web")
 
     def start_agent(self, name):
         self.agents[name] = self._track(runworker(self.worker_envs[name], self.tmp / f"{name}-agent.log"))
