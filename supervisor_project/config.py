@@ -78,33 +78,19 @@ def _redis_url_problem(var, value):
     return None
 
 
-def _int(env, var, default, problems, minimum=1):
-    raw = env.str(var, default="")
-    if raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        problems.append(f"{var}={raw!r} is not a whole number of seconds")
-        return default
-    if value < minimum:
-        problems.append(f"{var}={raw!r} must be at least {minimum}")
-        return default
-    return value
-
-
-def _seconds(env, var, default, problems):
-    """A positive number of seconds, fractions allowed (e.g. 0.5)."""
+def _seconds(env, var, default, problems, whole=False):
+    """A positive number of seconds; fractions allowed unless WHOLE."""
     raw = env.str(var, default="").strip()
     if raw == "":
         return default
+    kind = "a whole number of seconds" if whole else "a positive number of seconds"
     try:
-        value = float(raw)
+        value = (int if whole else float)(raw)
     except ValueError:
-        problems.append(f"{var}={raw!r} is not a number of seconds; e.g. {var}={default:g}")
+        problems.append(f"{var}={raw!r} is not {kind}; e.g. {var}={default:g}")
         return default
-    if not value > 0 or value == float("inf"):
-        problems.append(f"{var}={raw!r} must be a positive number of seconds; e.g. {var}={default:g}")
+    if not 0 < value < float("inf"):
+        problems.append(f"{var}={raw!r} must be {kind} above 0; e.g. {var}={default:g}")
         return default
     return value
 
@@ -210,8 +196,8 @@ def load(environ_map=None):
             problems.append(_http_url_problem("ENVIRONMENT_PROXY_URL", proxy_url))
     problems = [p for p in problems if p]
 
-    interval = _int(env, "APP_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, problems)
-    timeout = _int(env, "APP_HEARTBEAT_TIMEOUT", 2 * interval + 20, problems)
+    interval = _seconds(env, "APP_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL, problems, whole=True)
+    timeout = _seconds(env, "APP_HEARTBEAT_TIMEOUT", 2 * interval + 20, problems, whole=True)
     if timeout <= interval:
         problems.append(
             f"APP_HEARTBEAT_TIMEOUT={timeout} must be longer than APP_HEARTBEAT_INTERVAL={interval}, "
