@@ -1,0 +1,135 @@
+"""Start and stop a local cluster the documented way: ``python -m supervisor_project.cluster``."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_base_port(envs, start=34000):
+    for base in range(start, start + 900, 17):
+        if all(port_free(base + 1000 * k) for k in range(envs + 1)):
+            return base
+    raise RuntimeError("no free base port found")
+
+
+class Cluster:
+    def __init__(self, storage, envs=3):
+        self.storage = Path(storage)
+        self.envs = envs
+        self.base_port = pick_base_port(envs)
+        self.proc = None
+        self.state = None
+
+    def start(self, timeout=180):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "DATABASE_URL", "DJANGO_"))}
+        self.log = open(self.storage / "cluster.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(self.storage),
+             "--base-port", str(self.base_port), "--envs", str(self.envs), "--heartbeat-interval", "2"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        state_file = self.storage / "cluster.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the cluster exited ({self.proc.returncode}); see {self.storage / 'cluster.log'}")
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                state = None
+            if state and state.get("ready"):
+                self.state = state
+                self.token = state["api_token"]
+                self.url = state["supervisor_url"]
+                self.password = (self.storage / "admin-password.txt").read_text().strip()
+                self.secret_key = (self.storage / "secret-key.txt").read_text().strip()
+                return state
+            time.sleep(0.3)
+        raise RuntimeError("the cluster did not become ready in time")
+
+    def pids(self):
+        return [self.state["pid"], *self.state["processes"].values()] if self.state else []
+
+    def stop(self):
+        """SIGTERM the launcher (it stops its children in order); kill its session if it lingers."""
+        if self.proc is None:
+            return []
+        pids = self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+        left = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                left.append(pid)
+            except ProcessLookupError:
+                pass
+        return left
+
+    # -- the JSON API -------------------------------------------------------------------------------------------
+
+    def api(self, method, path, **kwargs):
+        kwargs.setdefault("timeout", 300)
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.request(method, f"{self.url}/api/{path}", headers=headers, **kwargs)
+
+    def create_app(self, name, environments):
+        r = self.api("POST", "apps/", json={
+            "name": name, "display_name": name, "environments": environments,
+            "admin_username": "boss", "admin_password": "correct-horse-battery-staple"})
+        if r.status_code != 201:
+            raise RuntimeError(f"creating {name}: {r.status_code} {r.text[:300]}")
+
+    def command(self, name, command):
+        began = time.perf_counter()
+        r = self.api("POST", f"apps/{name}/{command}")
+        seconds = time.perf_counter() - began
+        if r.status_code != 200:
+            raise RuntimeError(f"{command} {name}: {r.status_code} {r.text[:300]}")
+        return seconds
+
+    def env_url(self, name):
+        return self.state["environments"][name]
+
+    def django_environ(self):
+        """Variables for an in-bench Django process acting as the supervisor against this cluster's Redis."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "DATABASE_URL"))}
+        env.update(
+            DJANGO_SETTINGS_MODULE="supervisor_project.settings", SECRET_KEY=self.secret_key, APP_MODE="supervisor",
+            APP_DISCOVERY_ADAPTER="remote", APP_PROCESS_ADAPTER="remote", APP_COMMAND_ADAPTER="redis",
+            APP_SUPERVISOR_REDIS_URL=self.state["redis_url"], APP_COMMAND_REDIS_URL=self.state["redis_url"],
+            DB_DIALECT="sqlite", DB_DATABASE=str(self.storage / "supervisor" / "supervisor.sqlite3"),
+            APP_STORAGE_DIR=str(self.storage / "supervisor"), APP_HEARTBEAT_INTERVAL="2", PYTHONUNBUFFERED="1")
+        return env
+
+
+def run_json(module, args, env, timeout=900):
+    """Run ``python -m MODULE ARGS`` and return the JSON it prints on its last line."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
