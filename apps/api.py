@@ -8,7 +8,7 @@ APP = ``{"name", "display_name", "environments": [names in start order], "desire
 =====================================  ====================================================================
 call                                   answers
 =====================================  ====================================================================
-``GET /api/apps/``                     200 ``{"apps": [APP, …]}`` (a constant number of queries)
+``GET /api/apps/``                     200 ``{"apps": [APP, …]}`` (apps.listing: a constant number of queries)
 ``GET /api/apps/<name>/``              200 APP; 404 ``{"error"}`` for an unknown application
 ``POST /api/apps/``                    201 APP (and ``Location``); 400 ``{"errors": {field: [messages]}}``,
                                        ``"__all__"`` when the body is not a JSON object
@@ -43,7 +43,7 @@ from django.utils import timezone
 
 from supervisor_project.api_auth import api_view, error, iso, json_response, with_warning
 
-from . import lifecycle, refresh
+from . import lifecycle, listing, refresh
 from .forms import ApplicationCreateForm
 from .models import Application
 
@@ -96,11 +96,8 @@ def app_collection(request):
     if request.method == "POST":
         return _create(request)
     warning = refresh.refresh()
-    applications = list(Application.objects.with_placements())
-    placements = [p for app in applications for p in app.placements.all()]
-    warning = refresh.refresh_statuses(placements) or warning
-    now = timezone.now()
-    return with_warning(json_response({"apps": [app_dict(app, now) for app in applications]}), warning)
+    apps, status_warning = listing.app_dicts()
+    return with_warning(json_response({"apps": apps}), status_warning or warning)
 
 
 def _create(request):

@@ -23,12 +23,12 @@ REDIS_DOWN = (
 
 
 def _tolerating_outage(work):
+    """(what WORK(redis) returned, None), or (None, a warning) when Redis is unavailable."""
     try:
-        work(supervisor_redis())
+        return work(supervisor_redis()), None
     except redis.RedisError as exc:
         log.warning("Redis unavailable: %s", exc)
-        return REDIS_DOWN.format(error=exc)
-    return None
+        return None, REDIS_DOWN.format(error=exc)
 
 
 def refresh():
@@ -40,10 +40,17 @@ def refresh():
         if cache.ensure(r):
             log.warning("the configuration cache was missing from Redis; rebuilt it from the database")
 
-    return _tolerating_outage(work)
+    return _tolerating_outage(work)[1]
 
 
 def refresh_statuses(placements):
     """Update PLACEMENTS (application and environment loaded) from the statuses workers reported, in one round
     trip. Returns a warning or None."""
-    return _tolerating_outage(lambda r: status.refresh(r, placements))
+    return _tolerating_outage(lambda r: status.refresh(r, placements))[1]
+
+
+def reported_statuses(fields):
+    """(the entries workers reported for FIELDS, see status.fetch; a warning or None). With Redis unavailable
+    every entry is None, so callers show the database mirror."""
+    entries, warning = _tolerating_outage(lambda r: status.fetch(r, fields))
+    return (entries if entries is not None else [None] * len(fields)), warning

@@ -132,6 +132,26 @@ def test_list_costs_the_same_number_of_queries_for_one_app_or_many(client, r):
 
 
 @pytest.mark.django_db
+def test_list_mirrors_newly_reported_statuses_into_the_database(client, r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_a"])
+    status.write(r, "crm", "env_a", contract.ERROR, error="RuntimeError: disk full", traceback="Traceback …",
+                 now=1_700_000_000)
+    get(client, "/api/apps/")
+    status.write(r, "crm", "env_a", contract.STARTING, now=1_600_000_000)  # older than what was mirrored
+
+    apps = {a["name"]: a for a in get(client, "/api/apps/").json()["apps"]}
+
+    assert apps["crm"]["statuses"]["env_a"] == {"state": "error", "error": "RuntimeError: disk full",
+                                                "at": "2023-11-14T22:13:20+00:00"}
+    assert apps["erp"]["statuses"]["env_a"]["state"] == "stopped"
+    crm = Placement.objects.get(application__name="crm")
+    assert (crm.state, crm.error, crm.traceback) == ("error", "RuntimeError: disk full", "Traceback …")
+    assert crm.state_at.timestamp() == 1_700_000_000
+
+
+@pytest.mark.django_db
 def test_detail_of_an_unknown_app_is_a_json_404(client):
     response = get(client, "/api/apps/nope/")
     assert response.status_code == 404

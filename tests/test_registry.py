@@ -73,6 +73,20 @@ def test_sync_reads_many_environments_in_constant_queries(r, django_assert_max_n
     assert Environment.objects.count() == 200
 
 
+def test_heartbeats_of_many_environments_are_mirrored_in_constant_queries(r, django_assert_max_num_queries):
+    for i in range(200):
+        registry.announce(r, dict(REGISTRATION, name=f"env_{i}"), now=1_000)
+    registry.sync(r)
+    for i in range(200):
+        registry.announce(r, dict(REGISTRATION, name=f"env_{i}"), now=2_000)
+
+    with django_assert_max_num_queries(4):
+        assert registry.sync(r) == (0, 200)
+
+    beats = set(Environment.objects.values_list("last_heartbeat_at", flat=True))
+    assert {b.timestamp() for b in beats} == {2_000}
+
+
 def test_a_heartbeat_restores_a_registration_redis_lost(r):
     registry.announce(r, REGISTRATION)
     r.flushdb()
