@@ -21,20 +21,26 @@ def _ms(text):
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def parse_wrk(out):
+    """{"rps", "p50_ms", "p99_ms", "errors"} from the stdout of ``wrk --latency``; HTTP errors and socket errors both
+    count as errors."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors:.*", out)
+    if m:
+        errs += sum(int(x) for x in re.findall(r"\d+", m.group(0)))
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
+
+
 def run(url, connections=16, seconds=3.0):
     """{"rps", "p50_ms", "p99_ms", "errors"} for one run against URL."""
     if shutil.which("wrk"):
         out = subprocess.run(["wrk", "-t", "2", "-c", str(connections), "-d", f"{max(1, round(seconds))}s", "--latency", url],
                              capture_output=True, text=True, check=True).stdout
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-        p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-        m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-        errs = int(m.group(1)) if m else 0
-        m = re.search(r"Socket errors:.*", out)
-        if m:
-            errs += sum(int(x) for x in re.findall(r"\d+", m.group(0)))
-        return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
+        return parse_wrk(out)
     return _python_run(url, connections, seconds)
 
 

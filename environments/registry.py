@@ -71,7 +71,9 @@ def sync(redis):
     Raises redis.ConnectionError when Redis is unavailable; callers then show the last mirrored state.
     """
     entries = read(redis)
-    existing = {env.name: env for env in Environment.objects.filter(name__in=entries.keys())}
+    # Plain rows to compare against: most calls find nothing or a few heartbeats changed, and building a model
+    # instance per environment would cost more than the rest of the page.
+    mirrored = {row[0]: row[1:] for row in Environment.objects.values_list("name", "pk", *MIRRORED_FIELDS)}
     created, changed = [], []
     for name, entry in entries.items():
         values = {
@@ -83,15 +85,12 @@ def sync(redis):
             "last_heartbeat_at": _ts(entry.get("heartbeat_at")),
             "stopped_at": _ts(entry.get("stopped_at")),
         }
-        env = existing.get(name)
-        if env is None:
+        row = mirrored.get(name)
+        if row is None:
             created.append(Environment(name=name, **values))
-        elif any(getattr(env, field) != value for field, value in values.items()):
-            for field, value in values.items():
-                setattr(env, field, value)
-            changed.append(env)
+        elif row[1:] != tuple(values[field] for field in MIRRORED_FIELDS):
+            changed.append(Environment(pk=row[0], name=name, **values))
     if created:
         Environment.objects.bulk_create(created, ignore_conflicts=True)
-    if changed:
-        bulk.update(changed, MIRRORED_FIELDS)
+    bulk.update(changed, MIRRORED_FIELDS)
     return len(created), len(changed)
