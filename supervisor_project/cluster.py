@@ -14,8 +14,9 @@ generated once and kept in the storage directory, so they survive restarts. ``ST
 running cluster (URLs, token, process ids) while it runs.
 
 Ctrl-C or SIGTERM stops the workers first (SIGTERM, so agents deregister), then the supervisor, then Redis, and
-kills whatever is still running after a timeout. If any child dies on its own, everything is stopped and the exit
-status is 1.
+kills whatever is still running after a timeout. A worker process (an environment's web or agent) that dies on its own
+is reported and the rest keeps running, so the environment can be watched going offline; SIGUSR1 starts whatever
+died again. If the supervisor or Redis dies, everything is stopped and the exit status is 1.
 
 Plain Python: the parent never sets up Django, it only runs the project's commands.
 """
@@ -221,6 +222,8 @@ class Child:
     def __init__(self, role, argv, env, output, service=True):
         self.role = role
         self.argv = argv
+        self.env = env
+        self.reported = False  # its unexpected exit has been told
         self.service = service  # runs until stopped (versus a one-shot step such as migrate)
         self.output = output
         self.proc = subprocess.Popen(
@@ -276,6 +279,7 @@ class Cluster:
         self.children = []
         self.stop_requested = False
         self.force = False
+        self.restart_requested = False
         self.started_at = time.time()
         self.redis_url = ""
         self.command_redis_url = ""
@@ -297,9 +301,13 @@ class Cluster:
         else:
             self.force = True
 
+    def _on_restart_signal(self, signum, frame):
+        self.restart_requested = True
+
     def install_signal_handlers(self):
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_restart_signal)
 
     # -- start-up --------------------------------------------------------------------------------------------
 
@@ -542,25 +550,44 @@ class Cluster:
         if self.stop_requested:
             raise Stop()
 
-    def _died(self):
+    def _newly_dead(self):
+        dead = []
         for child in self.children:
             code = child.poll()
-            if code is not None:
-                return child, code
-        return None
+            if code is not None and not child.reported:
+                child.reported = True
+                dead.append((child, code))
+        return dead
+
+    def is_worker_role(self, role):
+        # The supervisor and Redis are what every other process needs; an environment's processes are not.
+        return role.split(".")[0] in self.names
+
+    def restart_dead(self):
+        """Start again the worker processes that died, with the same command and variables."""
+        dead = [c for c in self.children if c.poll() is not None and self.is_worker_role(c.role)]
+        if not dead:
+            self.out.say("SIGUSR1: every process is running; nothing to start again")
+        for child in dead:
+            self.children.remove(child)
+            self.start(child.role, child.argv, child.env)
 
     def watch(self):
-        """Until a stop is requested or a child dies. Returns the exit status."""
+        """Until a stop is requested or the supervisor or Redis dies. Returns the exit status."""
         deadline = time.monotonic() + self.ready_timeout
         warned = False
         next_check = 0.0
         while not self.stop_requested:
-            dead = self._died()
-            if dead:
-                child, code = dead
+            for child, code in self._newly_dead():
                 how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-                self.out.say(f"{child.role} (pid {child.pid}) {how} unexpectedly; stopping the cluster")
-                return 1
+                if not self.is_worker_role(child.role):
+                    self.out.say(f"{child.role} (pid {child.pid}) {how} unexpectedly; stopping the cluster")
+                    return 1
+                self.out.say(f"{child.role} (pid {child.pid}) {how} unexpectedly; the rest keeps running. "
+                             f"To start it again: kill -USR1 {os.getpid()}")
+            if self.restart_requested:
+                self.restart_requested = False
+                self.restart_dead()
             now = time.monotonic()
             if not self.ready and now >= next_check:
                 next_check = now + 0.5

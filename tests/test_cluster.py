@@ -288,12 +288,53 @@ def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
 
 
 @pytest.mark.slow
-def test_a_child_that_dies_stops_the_cluster_with_an_error(running_cluster):
+def test_the_supervisor_dying_stops_the_cluster_with_an_error(running_cluster):
     state = running_cluster.wait_ready()
     pids = list(state["processes"].values())
-    os.kill(state["processes"]["env_b.web"], signal.SIGKILL)
+    os.kill(state["processes"]["supervisor"], signal.SIGKILL)
     assert running_cluster.wait_exit() == 1
     output = running_cluster.output()
-    assert "env_b.web (pid" in output and "was killed by SIGKILL unexpectedly" in output
+    assert "supervisor (pid" in output and "was killed by SIGKILL unexpectedly; stopping the cluster" in output
     assert [pid for pid in pids if _alive(pid) or _group_alive(pid)] == []
     assert "environment env_a deregistered" in output
+
+
+def _state(running_cluster):
+    return json.loads((running_cluster.storage / "cluster.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_dead_agent_leaves_the_rest_running_and_sigusr1_starts_it_again(running_cluster):
+    state = running_cluster.wait_ready()
+    killed = state["processes"]["env_b.agent"]
+    os.kill(killed, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while f"To start it again: kill -USR1 {running_cluster.proc.pid}" not in running_cluster.output():
+        assert time.monotonic() < deadline, running_cluster.output()
+        time.sleep(0.1)
+    assert "env_b.agent (pid" in running_cluster.output()
+    assert running_cluster.proc.poll() is None
+    assert requests.get(f"{state['supervisor_url']}/admin/login/", timeout=10).status_code == 200
+
+    asked_at = time.time()
+    running_cluster.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while _state(running_cluster)["processes"]["env_b.agent"] == killed:
+        assert time.monotonic() < deadline, running_cluster.output()
+        time.sleep(0.1)
+    restarted = _state(running_cluster)["processes"]["env_b.agent"]
+    assert _alive(restarted)
+    # The new agent registers again.
+    client = redis.Redis.from_url(state["redis_url"])
+    try:
+        deadline = time.monotonic() + 30
+        while json.loads(client.hget(contract.ENVIRONMENTS_KEY, "env_b"))["heartbeat_at"] < asked_at:
+            assert time.monotonic() < deadline, running_cluster.output()
+            time.sleep(0.2)
+    finally:
+        client.close()
+
+    pids = list(_state(running_cluster)["processes"].values())
+    running_cluster.proc.send_signal(signal.SIGINT)
+    assert running_cluster.wait_exit() == 0, running_cluster.output()
+    assert [pid for pid in pids if _alive(pid) or _group_alive(pid)] == []
