@@ -32,17 +32,20 @@ def verdict(ok):
     return "pass" if ok else "**FAIL**"
 
 
-def rows_proxy(p):
-    how = (f"{p['tool']}, 16 connections, `/apps/bproxy/admin/login/` via the supervisor vs the worker's port; "
-           f"median of {p['rounds']} alternating A/B runs of {p['seconds']:g} s")
-    return [
-        ("proxy cost (rps ratio)", how, "≥ 0.7",
-         f"{p['ratio']:.2f} ({p['rps_proxy']:.0f} vs {p['rps_direct']:.0f} req/s)", verdict(p["ratio"] >= 0.7)),
-        ("proxy latency added", "same runs: p50 / p99 through the supervisor minus direct", "(reported)",
-         f"p50 +{p['p50_proxy'] - p['p50_direct']:.1f} ms ({p['p50_proxy']:.1f} vs {p['p50_direct']:.1f}); "
-         f"p99 +{p['p99_proxy'] - p['p99_direct']:.1f} ms ({p['p99_proxy']:.1f} vs {p['p99_direct']:.1f})"
-         + (f"; {p['errors']} errors" if p["errors"] else ""), "–"),
-    ]
+def rows_proxy(pages):
+    rows = []
+    for label, p in pages.items():
+        how = (f"{p['tool']}, 16 connections, `{p['path']}` via the supervisor vs the worker's port; "
+               f"median of {p['rounds']} alternating A/B runs of {p['seconds']:g} s")
+        rows += [
+            (f"proxy cost, {label} (rps ratio)", how, "≥ 0.7",
+             f"{p['ratio']:.2f} ({p['rps_proxy']:.0f} vs {p['rps_direct']:.0f} req/s)", verdict(p["ratio"] >= 0.7)),
+            (f"proxy latency added, {label}", "same runs: p50 / p99 through the supervisor minus direct", "(reported)",
+             f"p50 {p['p50_proxy'] - p['p50_direct']:+.1f} ms ({p['p50_proxy']:.1f} vs {p['p50_direct']:.1f}); "
+             f"p99 {p['p99_proxy'] - p['p99_direct']:+.1f} ms ({p['p99_proxy']:.1f} vs {p['p99_direct']:.1f})"
+             + (f"; {p['errors']} errors" if p["errors"] else ""), "–"),
+        ]
+    return rows
 
 
 def rows_commands(c):
@@ -100,7 +103,8 @@ def rows_memory(m, quick):
     rss = ", ".join(f"{n} apps {mb:.1f} MB" for n, mb in m["rss"].items())
     lo, mid, hi = m["checkpoints"]
     how = (f"VmRSS of env_c's web (daphne) after starting N apps via the API and fetching each login page; "
-           f"slope {lo}→{hi} apps" + (" (reduced from 1/10/100 in --quick)" if quick else "") + "; one run")
+           f"slope {lo}→{hi} apps" + (" (reduced from 1/10/100 in --quick)" if quick else "")
+           + f"; median of {m['rounds']} samples, each after a round of requests to every app")
     return [("worker memory per app", how, "< 2 MB",
              f"{m['per_app']:.2f} MB/app ({lo}→{mid}: {m['per_app_first']:.2f}); {rss}", verdict(m["per_app"] < 2))]
 
