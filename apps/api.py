@@ -41,7 +41,7 @@ from django.db import IntegrityError
 from django.http import HttpResponse
 from django.utils import timezone
 
-from supervisor_project.api_auth import api_view, error, iso, json_response, with_warning
+from supervisor_project.api_auth import api_view, error, json_response, with_warning
 
 from . import lifecycle, listing, refresh
 from .forms import ApplicationCreateForm
@@ -54,25 +54,12 @@ REDIS_DOWN = "Redis is unavailable ({error}); no command can be sent until it is
 # -- serialization -------------------------------------------------------------------------------------------
 
 
-def status_dict(placement, now=None):
-    return {
-        "state": placement.display_state(now),
-        "error": placement.error or None,
-        "at": iso(placement.state_at),
-    }
-
-
 def app_dict(application, now=None):
     """APP for an application whose placements (and their environments) are loaded or prefetched."""
     now = now or timezone.now()
-    placements = application.ordered_placements()
-    return {
-        "name": application.name,
-        "display_name": application.display_name or application.name,
-        "environments": [p.environment.name for p in placements],
-        "desired_state": application.desired_state,
-        "statuses": {p.environment.name: status_dict(p, now) for p in placements},
-    }
+    placed = [(p.environment.name, listing.status_dict(p.display_state(now), p.error, p.state_at))
+              for p in application.ordered_placements()]
+    return listing.app_dict(application.name, application.display_name, application.desired_state, placed)
 
 
 def _load(name):

@@ -1,4 +1,4 @@
-"""Every application as ``GET /api/apps/`` lists it.
+"""APP, the JSON API's shape of an application (``app_dict``), and every application as ``GET /api/apps/`` lists it.
 
 The list is unpaginated (DESIGN.md fixes its shape), so it is built from plain rows rather than model instances:
 loading 10,000 applications with their placements through the ORM took over a second, rows take a few dozen
@@ -19,7 +19,7 @@ PLACEMENT_COLUMNS = ("pk", "application_id", "environment_id", "state", "error",
 
 
 def app_dicts(now=None):
-    """(APP for every application in name order, a warning or None). APP is apps.api.app_dict's shape."""
+    """(APP for every application in name order, a warning or None)."""
     now = now or timezone.now()
     environments = {env.pk: env for env in Environment.objects.all()}
     online = {pk: env.is_online(now) for pk, env in environments.items()}
@@ -41,19 +41,23 @@ def app_dicts(now=None):
 
     by_app = {}
     for _, app_id, env_id, state, error, state_at in rows:
-        by_app.setdefault(app_id, []).append((environments[env_id].name, {
-            "state": state if online[env_id] else UNKNOWN,
-            "error": error or None,
-            "at": iso(state_at),
-        }))
-    listed = []
-    for pk, name, display_name, desired_state in apps:
-        placed = by_app.get(pk, [])
-        listed.append({
-            "name": name,
-            "display_name": display_name or name,
-            "environments": [env for env, _ in placed],
-            "desired_state": desired_state,
-            "statuses": dict(placed),
-        })
+        shown = state if online[env_id] else UNKNOWN
+        by_app.setdefault(app_id, []).append((environments[env_id].name, status_dict(shown, error, state_at)))
+    listed = [app_dict(name, display_name, desired_state, by_app.get(pk, []))
+              for pk, name, display_name, desired_state in apps]
     return listed, warning
+
+
+def status_dict(state, error, at):
+    return {"state": state, "error": error or None, "at": iso(at)}
+
+
+def app_dict(name, display_name, desired_state, placed):
+    """APP, from PLACED: [(environment name, status_dict), …] in start order."""
+    return {
+        "name": name,
+        "display_name": display_name or name,
+        "environments": [env for env, _ in placed],
+        "desired_state": desired_state,
+        "statuses": dict(placed),
+    }
