@@ -334,7 +334,7 @@ class ApplicationAdmin(SupervisorAdmin):
         Returns whether the application is gone."""
         pk, name = obj.pk, obj.name
         try:
-            outcome = lifecycle.remove(obj)
+            outcome = lifecycle.remove(obj, drop_database=request.POST.get("drop_database") == "yes")
         except lifecycle.OperationInProgress as exc:
             self.message_user(request, f"{name} was not deleted: {exc}.", messages.WARNING)
             return False

@@ -15,12 +15,14 @@ call                                   answers
 ``POST /api/apps/<name>/start``        200 APP once every environment answered; on failure
 (also ``stop``, ``restart``)           ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
-``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below
+``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below.
+                                       Its databases are kept unless ``?drop_database=true``
 =====================================  ====================================================================
 
 Failures of start/stop/restart/delete, all ``{"error": message, "environment": name or null}``:
 
-* 400 — ``?timeout=`` is not a positive number of seconds (at most lifecycle.LOCK_TTL); environment null;
+* 400 — ``?timeout=`` is not a positive number of seconds (at most lifecycle.MAX_TIMEOUT), or
+  ``?drop_database=`` is not true/false; environment null;
 * 404 — no such application; environment null;
 * 409 — an environment is offline (nothing is sent to it, nor to the ones after it on a start), or the command
   failed there (error state, refusal, the worker went away while running it); environment names it;
@@ -142,9 +144,9 @@ def _timeout(request):
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > lifecycle.LOCK_TTL:
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > lifecycle.MAX_TIMEOUT:
         return None, error(
-            f"timeout={raw!r} is not valid: give a number of seconds above 0 and at most {lifecycle.LOCK_TTL}",
+            f"timeout={raw!r} is not valid: give a number of seconds above 0 and at most {lifecycle.MAX_TIMEOUT}",
             400,
             environment=None,
         )
@@ -191,8 +193,15 @@ def app_command(request, name, command):
     return _fresh_app_response(result)
 
 
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
+
+
 def _remove(request, name):
-    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, timeout=timeout))
+    raw = request.GET.get("drop_database", "")
+    if raw.lower() not in TRUE + FALSE:
+        return error(f"drop_database={raw!r} is not valid: give true or false", 400, environment=None)
+    drop = raw.lower() in TRUE
+    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, drop_database=drop, timeout=timeout))
     if isinstance(result, HttpResponse):
         return result
     return HttpResponse(status=204)

@@ -5,12 +5,15 @@ Environments are taken one after the other in the application's order, because s
 database. An offline environment fails before anything is sent to it; a start stops at the first failure.
 """
 
+import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.exceptions import LockError
 from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
@@ -23,8 +26,14 @@ from workers import channel
 from . import cache, status
 from .models import Application
 
-# A lifecycle lock outlives a stuck supervisor process only this long (seconds).
-LOCK_TTL = 3600
+log = logging.getLogger("appsup.supervisor")
+
+# The lifecycle lock expires this many seconds after its holder last renewed it, which it does while it waits for
+# the workers: a supervisor process killed mid-operation (a deploy, the OOM killer) blocks its application this
+# long, not until a long operation's timeout.
+LOCK_TTL = 30
+# The longest an operation may be given (?timeout=, --timeout).
+MAX_TIMEOUT = 3600
 
 
 class OperationInProgress(Exception):
@@ -84,58 +93,77 @@ def run(application, command, timeout=None, progress=None, drop_database=False, 
     TIMEOUT bounds the whole operation (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called
     with each Step as it completes. Raises OperationInProgress if another operation holds the application.
     """
+    with _held(application.name) as renew:
+        return _run_locked(application, command, timeout, progress, drop_database, clock, renew)
+
+
+@contextlib.contextmanager
+def _held(app):
+    """The application's lifecycle lock, for the block; yields a function that renews it."""
     if connection.in_atomic_block:
         # Jobs are enqueued on commit: waiting for them inside a transaction would wait forever.
-        raise RuntimeError("lifecycle.run() must not be called inside a database transaction")
+        raise RuntimeError("lifecycle operations must not run inside a database transaction")
+    lock = supervisor_redis().lock(contract.lock_key(app), timeout=LOCK_TTL)
+    if not lock.acquire(blocking=False):
+        raise OperationInProgress(app)
+
+    def renew():
+        try:
+            lock.reacquire()
+        except LockError as exc:
+            log.warning("lifecycle lock of %s could not be renewed: %s", app, exc)
+
+    try:
+        yield renew
+    finally:
+        with contextlib.suppress(LockError):
+            lock.release()
+
+
+def _run_locked(application, command, timeout, progress, drop_database, clock, renew):
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     deadline = clock() + timeout
     r = supervisor_redis()
-    lock = r.lock(contract.lock_key(application.name), timeout=LOCK_TTL)
-    if not lock.acquire(blocking=False):
-        raise OperationInProgress(application.name)
-    try:
-        registry.sync(r)
-        cache.ensure(r)
-        if command in DESIRED:
-            Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
-            application.desired_state = DESIRED[command]
-        # Workers refuse applications they do not find in the cache: make sure this one is there, current.
-        cache.publish(r, Application.objects.with_placements().get(pk=application.pk))
-        payload = {
-            "admin_username": application.admin_username,
-            "admin_password_hash": application.admin_password_hash,
-            "drop_database": drop_database,
-        }
-        outcome = Outcome(application.name, command)
-        placements = list(application.placements.select_related("environment", "application").order_by("position"))
-        if command == contract.REMOVE:
-            # Removing from some environments and not others would leave the application half gone.
-            offline = [p.environment for p in placements if not p.environment.is_online()]
-            if offline:
-                step = Step(offline[0].name, False, contract.UNKNOWN, offline[0].offline_reason(), kind=OFFLINE)
-                outcome.steps.append(step)
-                if progress:
-                    progress(step)
-                return outcome
-        for placement in placements:
-            step = _run_on(placement, command, payload, deadline, clock)
+    registry.sync(r)
+    cache.ensure(r)
+    if command in DESIRED:
+        Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
+        application.desired_state = DESIRED[command]
+    # Workers refuse applications they do not find in the cache: make sure this one is there, current.
+    cache.publish(r, Application.objects.with_placements().get(pk=application.pk))
+    payload = {
+        "admin_username": application.admin_username,
+        "admin_password_hash": application.admin_password_hash,
+        "drop_database": drop_database,
+    }
+    outcome = Outcome(application.name, command)
+    placements = list(application.placements.select_related("environment", "application").order_by("position"))
+    if command == contract.REMOVE:
+        # Removing from some environments and not others would leave the application half gone.
+        offline = [p.environment for p in placements if not p.environment.is_online()]
+        if offline:
+            step = Step(offline[0].name, False, contract.UNKNOWN, offline[0].offline_reason(), kind=OFFLINE)
             outcome.steps.append(step)
             if progress:
                 progress(step)
-            if not step.ok and command in (contract.START, contract.RESTART):
-                break
-        return outcome
-    finally:
-        lock.release()
+            return outcome
+    for placement in placements:
+        step = _run_on(placement, command, payload, deadline, clock, renew)
+        outcome.steps.append(step)
+        if progress:
+            progress(step)
+        if not step.ok and command in (contract.START, contract.RESTART):
+            break
+    return outcome
 
 
-def _run_on(placement, command, payload, deadline, clock):
+def _run_on(placement, command, payload, deadline, clock, renew):
     env = placement.environment
     began = clock()
     if not env.is_online():
         return Step(env.name, False, contract.UNKNOWN, env.offline_reason(), kind=OFFLINE)
     job_id = channel.enqueue(env.name, command, placement.application.name, payload)
-    result = _wait(job_id, env.name, deadline, clock)
+    result = _wait(job_id, env.name, deadline, clock, renew)
     seconds = clock() - began
     if isinstance(result, Failure):  # the supervisor's own finding: timeout, refusal, crash, environment lost
         _record_failure(placement, result.message)
@@ -154,11 +182,12 @@ class Failure:
     message: str
 
 
-def _wait(job_id, env_name, deadline, clock):
-    """The job's return value, or a Failure saying why there is none."""
+def _wait(job_id, env_name, deadline, clock, renew=lambda: None):
+    """The job's return value, or a Failure saying why there is none. RENEW is called every couple of seconds."""
     conn = command_redis()
     job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
     while True:
+        renew()
         remaining = deadline - clock()
         if remaining <= 0:
             if job.get_status(refresh=True) == "queued":
@@ -188,15 +217,18 @@ def _record_failure(placement, message):
 
 
 def remove(application, drop_database=False, timeout=None):
-    """Stop APPLICATION everywhere and delete it. Refuses (returns the failed Outcome) while an environment
-    that hosts it is offline, so that no database is left behind unaccounted for."""
-    outcome = run(application, contract.REMOVE, timeout=timeout, drop_database=drop_database)
-    if not outcome.ok:
-        return outcome
-    r = supervisor_redis()
-    with transaction.atomic():
-        names = application.environment_names()
-        application.delete()
-    cache.unpublish(r, application.name)
-    status.forget(r, application.name, names)
+    """Stop APPLICATION everywhere and delete it; its databases are kept unless DROP_DATABASE. Refuses (returns
+    the failed Outcome) while an environment that hosts it is offline, so that no database is left behind
+    unaccounted for."""
+    with _held(application.name) as renew:
+        outcome = _run_locked(application, contract.REMOVE, timeout, None, drop_database, time.monotonic, renew)
+        if not outcome.ok:
+            return outcome
+        # Still under the lock: a start slipping in here would provision an application about to be deleted.
+        r = supervisor_redis()
+        with transaction.atomic():
+            names = application.environment_names()
+            application.delete()
+        cache.unpublish(r, application.name)
+        status.forget(r, application.name, names)
     return outcome

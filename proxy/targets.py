@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote, urlsplit
 from django.conf import settings
 
 from supervisor_project import contract
+from supervisor_project.cookies import framework_cookie_names
 
 PREFIX = "/apps"
 ENV_PARAM = "_env"
@@ -60,17 +61,19 @@ def _query_without_env(query):
 
 
 def _split_cookies(headers):
-    """(the Cookie header less ENV_COOKIE or None, the ENV_COOKIE value or None)."""
+    """(the Cookie header for the worker or None, the ENV_COOKIE value or None). The worker gets neither
+    ENV_COOKIE nor the supervisor's own session and CSRF cookies (cookies.framework_cookie_names)."""
     values = [v for k, v in headers if k == b"cookie"]
     if not values:
         return None, None
+    withheld = {name.encode("latin-1") for name in framework_cookie_names()}
     kept, chosen = [], None
     for value in values:
         for part in value.split(b";"):
             name, _, val = part.strip().partition(b"=")
             if name == ENV_COOKIE.encode():
                 chosen = val.strip().strip(b'"').decode("latin-1")
-            elif part.strip():
+            elif part.strip() and name.strip() not in withheld:
                 kept.append(part.strip())
     return (b"; ".join(kept) or None), chosen
 

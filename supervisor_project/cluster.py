@@ -340,7 +340,6 @@ class Cluster:
     def common_environ(self):
         env = base_environ()
         env.setdefault("SECRET_KEY", self.secret_key)
-        env.setdefault("DEBUG", "true")  # a local cluster: Django's error pages help
         env.update(
             PYTHONUNBUFFERED="1",
             DJANGO_SETTINGS_MODULE="supervisor_project.settings",
@@ -691,6 +690,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.heartbeat_interval < 1:
         parser.error("--heartbeat-interval must be at least 1")
+    if not 0 < args.stop_timeout < float("inf"):
+        parser.error(f"--stop-timeout must be a number of seconds above 0, not {args.stop_timeout:g}")
     try:
         cluster = Cluster(
             args.storage,

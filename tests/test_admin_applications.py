@@ -380,12 +380,24 @@ def test_deleting_stops_the_application_on_its_environments_first(admin_client, 
         confirmation = admin_client.get(app_url("delete", "crm"))
         response = admin_client.post(app_url("delete", "crm"), {"post": "yes"}, follow=True)
 
-    assert confirmation.status_code == 200 and "its database is kept" in confirmation.content.decode()
+    assert confirmation.status_code == 200 and 'name="drop_database"' in confirmation.content.decode()
     assert response.redirect_chain[-1][0] == changelist_url()
     assert ("success", "The application “crm” was deleted successfully.") in messages_of(response)
     assert not Application.objects.exists()
     assert cache.lookup(r, "crm") is None and status.read(r, "crm", "env_a") is None
     assert provisioning.database_exists("crm")  # its data is kept unless asked otherwise
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_with_drop_database_ticked_drops_it(admin_client):
+    with ThreadAgent("env_a"):
+        for name in ("crm", "erp"):
+            assert lifecycle.run(create_application(name, ["env_a"]), contract.START, timeout=60).ok
+        admin_client.post(app_url("delete", "crm"), {"post": "yes", "drop_database": "yes"})
+        admin_client.post(changelist_url(), select("delete_selected", "erp", post="yes", drop_database="yes"))
+
+    assert not Application.objects.exists()
+    assert not provisioning.database_exists("crm") and not provisioning.database_exists("erp")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -398,7 +410,7 @@ def test_bulk_delete_keeps_an_application_whose_environment_is_offline(admin_cli
         response = admin_client.post(changelist_url(), select("delete_selected", "crm", "erp", post="yes"),
                                      follow=True)
 
-    assert confirmation.status_code == 200 and "its database is kept" in confirmation.content.decode()
+    assert confirmation.status_code == 200 and 'name="drop_database"' in confirmation.content.decode()
     assert list(Application.objects.values_list("name", flat=True)) == ["erp"]
     found = messages_of(response)
     # Nothing is sent anywhere while one of its environments is offline: erp keeps running on env_a.

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from apps import cache, status
 from apps.models import Application, Placement
 from supervisor_project import contract, redis_client
-from workers import channel
+from workers import channel, provisioning
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment
 
@@ -204,6 +204,7 @@ def test_a_created_app_is_published_to_the_configuration_cache(client, r):
         ({"environments": "env_a"}, "environments", "list"),
         ({"environments": []}, "environments", "required"),
         ({"admin_password": "short"}, "admin_password", "too short"),
+        ({"admin_username": "bad user!"}, "admin_username", "Enter a valid username"),
     ],
 )
 def test_create_refuses_invalid_fields_with_400_naming_them(client, change, field, message):
@@ -367,6 +368,33 @@ def test_delete_stops_the_app_everywhere_and_removes_it(client, r, enqueued):
     assert get(client, "/api/apps/crm/").status_code == 404
     assert not Application.objects.exists()
     assert cache.lookup(r, "crm") is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("query, dropped", [("", False), ("&drop_database=false", False),
+                                            ("&drop_database=true", True)])
+def test_delete_keeps_the_database_unless_asked_to_drop_it(client, query, dropped):
+    with ThreadAgent("env_a"):
+        create_application("crm", ["env_a"])
+        assert post(client, "/api/apps/crm/start?timeout=60").status_code == 200
+        assert provisioning.database_exists("crm")
+
+        assert delete(client, f"/api/apps/crm/?timeout=60{query}").status_code == 204
+
+    assert provisioning.database_exists("crm") is not dropped
+    provisioning.drop_database("crm")
+
+
+@pytest.mark.django_db
+def test_delete_with_a_bad_drop_database_value_is_a_400_and_keeps_the_app(client):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+
+    response = delete(client, "/api/apps/crm/?drop_database=maybe")
+
+    assert response.status_code == 400
+    assert "drop_database='maybe'" in response.json()["error"]
+    assert Application.objects.filter(name="crm").exists()
 
 
 @pytest.mark.django_db(transaction=True)

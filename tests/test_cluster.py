@@ -69,6 +69,15 @@ def test_every_role_configuration_validates(tmp_path):
     assert load(cluster.role_environ(common, "env_a", tmp_path, ports)).environment_name == "env_a"
 
 
+@pytest.mark.parametrize("option", [["--stop-timeout", "-1"], ["--stop-timeout", "nan"], ["--heartbeat-interval", "0"]])
+def test_bad_options_are_refused_naming_them(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exited:
+        cluster.main(["--storage", str(tmp_path), *option])
+    assert exited.value.code == 2
+    assert option[0] in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
 def test_secrets_are_created_once(tmp_path):
     path = tmp_path / "secret.txt"
     first = cluster.read_or_create_secret(path, lambda: "one")

@@ -85,6 +85,36 @@ def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(r):
         lifecycle.run(app, contract.START, timeout=1)
 
 
+def test_a_lock_left_by_a_killed_supervisor_expires_within_the_lock_ttl(r):
+    held = lifecycle._held("crm")
+    held.__enter__()  # and never leaves it, as a process killed mid-operation
+
+    assert 0 < r.ttl(contract.lock_key("crm")) <= lifecycle.LOCK_TTL <= 60
+
+
+def test_an_operation_longer_than_the_lock_ttl_keeps_its_lock(monkeypatch, r):
+    monkeypatch.setattr(lifecycle, "LOCK_TTL", 3)  # the wait polls every 2 s at most
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    ttls = []
+    real_wait = lifecycle._wait
+
+    def wait(*args):
+        def renew_and_look():
+            args[4]()
+            ttls.append(r.pttl(contract.lock_key("crm")))
+
+        return real_wait(*args[:4], renew_and_look)
+
+    monkeypatch.setattr(lifecycle, "_wait", wait)
+
+    outcome = lifecycle.run(app, contract.START, timeout=5)  # nobody consumes env_a's queue: waits 5 s
+
+    assert outcome.failure.kind == lifecycle.TIMEOUT
+    assert len(ttls) >= 3 and all(2000 < ttl <= 3000 for ttl in ttls)  # renewed each round, never expired
+    assert r.get(contract.lock_key("crm")) is None  # released at the end
+
+
 def test_failed_start_reports_error_with_traceback(monkeypatch):
     def broken_migrate(app):
         raise RuntimeError("disk full")

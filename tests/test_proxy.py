@@ -259,11 +259,20 @@ def test_location_headers_pointing_at_the_worker_come_back_pointing_at_the_super
 
 
 def test_cookies_pass_both_ways(proxy_url, crm, upstream_a):
-    response = requests.get(f"{proxy_url}/apps/crm/cookies", headers={"Cookie": "sessionid=abc; csrftoken=def"},
-                            timeout=10)
-    assert header(upstream_a.last(), "Cookie") == ["sessionid=abc; csrftoken=def"]
+    response = requests.get(f"{proxy_url}/apps/crm/cookies",
+                            headers={"Cookie": "sessionid_crm=abc; csrftoken_crm=def; theme=dark"}, timeout=10)
+    assert header(upstream_a.last(), "Cookie") == ["sessionid_crm=abc; csrftoken_crm=def; theme=dark"]
     set_cookies = response.raw.headers.getlist("Set-Cookie")
     assert set_cookies == ["sessionid=s3cr3t; Path=/apps/; HttpOnly", "csrftoken=tok; Path=/apps/"]
+
+
+def test_the_supervisors_own_session_and_csrf_cookies_never_reach_a_worker(proxy_url, crm, upstream_a):
+    requests.get(f"{proxy_url}/apps/crm/cookies", timeout=10,
+                 headers={"Cookie": "sessionid=supervisor-session; csrftoken=t; sessionid_crm=abc; messages=m"})
+    assert header(upstream_a.last(), "Cookie") == ["sessionid_crm=abc"]
+
+    requests.get(f"{proxy_url}/apps/crm/cookies", headers={"Cookie": "sessionid=supervisor-session"}, timeout=10)
+    assert header(upstream_a.last(), "Cookie") == []
 
 
 def test_the_environment_proxy_url_is_used_when_set(proxy_url, r, upstream_a):
@@ -503,12 +512,12 @@ def test_a_websocket_is_proxied_both_ways(proxy_url, r, ws_upstream):
     register_environment("env_ws", url=ws_upstream.url)
     publish(r, "chat", ["env_ws"], {"env_ws": contract.RUNNING})
     url = proxy_url.replace("http://", "ws://") + "/apps/chat/ws/?room=1"
-    with ws_connect(url, subprotocols=["chat"], additional_headers={"Cookie": "sessionid=abc"}) as ws:
+    with ws_connect(url, subprotocols=["chat"], additional_headers={"Cookie": "sessionid=x; sessionid_chat=abc"}) as ws:
         hello = json.loads(ws.recv(timeout=10))
         assert hello["path"] == "/apps/chat/ws/?room=1"
         sent_headers = {k.lower(): v for k, v in hello["headers"]}
         assert sent_headers["host"] == proxy_url.removeprefix("http://")
-        assert sent_headers["cookie"] == "sessionid=abc"
+        assert sent_headers["cookie"] == "sessionid_chat=abc"  # the supervisor's own sessionid stays behind
         assert sent_headers["x-forwarded-for"] == "127.0.0.1"
         assert hello["subprotocol"] == "chat" and ws.subprotocol == "chat"
         ws.send("hello")

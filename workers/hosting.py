@@ -31,6 +31,7 @@ from django.urls import get_script_prefix, set_script_prefix
 
 from apps.directory import directory
 from supervisor_project import contract
+from supervisor_project.cookies import framework_cookie_names
 
 from . import provisioning
 from .routing import current_database
@@ -116,11 +117,6 @@ def unavailable_response(request, name, problem):
 
 
 # -- cookies -----------------------------------------------------------------------------------------------------
-
-
-def framework_cookie_names():
-    """Cookies Django itself sets, which get a per-application name."""
-    return {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME, settings.LANGUAGE_COOKIE_NAME, "messages"}
 
 
 def app_cookie_name(base, app):

@@ -22,9 +22,9 @@ def seconds(value):
         number = float(value)
     except ValueError:
         number = math.nan
-    if not math.isfinite(number) or number <= 0 or number > lifecycle.LOCK_TTL:
+    if not math.isfinite(number) or number <= 0 or number > lifecycle.MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(
-            f"{value!r} is not a number of seconds above 0 and at most {lifecycle.LOCK_TTL}"
+            f"{value!r} is not a number of seconds above 0 and at most {lifecycle.MAX_TIMEOUT}"
         )
     return number
 
