@@ -5,15 +5,12 @@ import sys
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_project.settings")
-    from supervisor_project.config import ConfigError
+    from supervisor_project.config import exit_on_config_error
 
-    try:
+    with exit_on_config_error():
         from django.conf import settings
 
         settings.INSTALLED_APPS  # load the configuration now, to report a bad value without a traceback
-    except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        sys.exit(2)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 
 from environments.models import Environment
@@ -108,6 +109,13 @@ class ApplicationCreateForm(forms.ModelForm):
                 f"{name!r} is reserved; pick another name (reserved: {', '.join(sorted(contract.RESERVED_APP_NAMES))})."
             )
         return name
+
+    def clean_admin_username(self):
+        # Each worker creates the hosted application's superuser with this name: refuse here what Django's auth
+        # would refuse there (the model field already holds it to auth's 150 characters).
+        username = self.cleaned_data["admin_username"]
+        UnicodeUsernameValidator()(username)
+        return username
 
     def clean_admin_password(self):
         password = self.cleaned_data["admin_password"]

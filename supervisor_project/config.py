@@ -4,6 +4,9 @@ Every problem is collected and reported at once, each naming the variable and th
 misconfigured supervisor or worker stops at start instead of failing later in a request.
 """
 
+import contextlib
+import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +29,24 @@ DEFAULT_HEARTBEAT_INTERVAL = 120
 DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
 DEFAULT_PROXY_READ_TIMEOUT = 60.0
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+# The Django apps every process installs, before APP_HOSTED_APPS (settings.INSTALLED_APPS). Known here so that a
+# hosted app repeating one is refused by name instead of by Django's traceback.
+BASE_INSTALLED_APPS = (
+    # Ours first: `runworker` must be the agent's, not channels' command of the same name.
+    "workers",
+    "environments",
+    "apps",
+    "proxy",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_rq",
+    "channels",
+)
 
 
 class ConfigError(ImproperlyConfigured):
@@ -35,6 +56,17 @@ class ConfigError(ImproperlyConfigured):
             "App Supervisor cannot start, its configuration is invalid:\n"
             + "\n".join(f"  - {p}" for p in self.problems)
         )
+
+
+@contextlib.contextmanager
+def exit_on_config_error():
+    """For entry points that load the settings themselves (asgi.py under daphne): report a bad configuration as
+    manage.py does, the message on stderr and exit status 2, without a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        sys.exit(2)
 
 
 @dataclass
@@ -93,6 +125,43 @@ def _seconds(env, var, default, problems, whole=False):
         problems.append(f"{var}={raw!r} must be {kind} above 0; e.g. {var}={default:g}")
         return default
     return value
+
+
+def _is_module(path):
+    try:
+        return importlib.util.find_spec(path) is not None
+    except (ImportError, ValueError):  # a missing parent package; a malformed name such as ".x"
+        return False
+
+
+def _hosted_apps(env, problems):
+    """Dotted module paths of importable Django apps that are not installed already: Django stops with a
+    traceback on a missing module or a repeated app label."""
+    hosted = [path.strip() for path in env.list("APP_HOSTED_APPS", default=[]) if path.strip()]
+    # provisioning.hosted_labels takes an app's label to be the last part of its path, as Django's default does.
+    installed = {path.rsplit(".", 1)[-1]: path for path in BASE_INSTALLED_APPS}
+    for path in hosted:
+        label = path.rsplit(".", 1)[-1]
+        other = installed.get(label)
+        if path in BASE_INSTALLED_APPS:
+            problems.append(
+                f"APP_HOSTED_APPS lists {path!r}, which is always installed (and every hosted application gets "
+                "auth, contenttypes, sessions and admin anyway); remove it from the list"
+            )
+        elif other == path:
+            problems.append(f"APP_HOSTED_APPS lists {path!r} twice; list each app once")
+        elif not _is_module(path):
+            problems.append(
+                f"APP_HOSTED_APPS lists {path!r}, which is not an importable module; "
+                "give each app's dotted module path, e.g. django.contrib.sites"
+            )
+        elif other:
+            problems.append(
+                f"APP_HOSTED_APPS lists {path!r}, whose app label {label!r} is already taken by {other!r}; "
+                "Django needs every app label to be unique"
+            )
+        installed.setdefault(label, path)
+    return hosted
 
 
 def _database(env, storage_dir, mode, problems):
@@ -215,6 +284,8 @@ def load(environ_map=None):
         problems.append(f"DEBUG={debug_raw!r} is not a boolean; use true or false")
     debug = debug_raw in ("1", "true", "yes", "on")
 
+    hosted_apps = _hosted_apps(env, problems)
+
     secret_key = env.str("SECRET_KEY", default="")
     if not secret_key:
         # Local use works on checkout; a deployment that forgets the key is told so (supervisor_project/checks.py).
@@ -238,7 +309,7 @@ def load(environ_map=None):
         database=database,
         secret_key=secret_key,
         debug=debug,
-        hosted_apps=env.list("APP_HOSTED_APPS", default=[]),
+        hosted_apps=hosted_apps,
         allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
         proxy_connect_timeout=proxy_connect_timeout,

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from .config import BASE_DIR, load
+from .config import BASE_DIR, BASE_INSTALLED_APPS, load
 
 CONFIG = load()
 
@@ -42,23 +42,9 @@ if APP_MODE == "worker":
 # Hosted applications' login_required views send visitors to their own admin login, below their mount point.
 LOGIN_URL = "admin:login"
 
-INSTALLED_APPS = [
-    # Ours first: `runworker` must be the agent's, not channels' command of the same name.
-    "workers",
-    "environments",
-    "apps",
-    "proxy",
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "django.contrib.humanize",
-    "django_rq",
-    "channels",
-    *APP_HOSTED_APPS,
-]
+# config.BASE_INSTALLED_APPS (our apps first, so that `runworker` is the agent's, not channels'), then the extra
+# apps of hosted applications.
+INSTALLED_APPS = [*BASE_INSTALLED_APPS, *APP_HOSTED_APPS]
 
 MIDDLEWARE = [
     # Workers only (it steps aside elsewhere): mounts hosted applications at /apps/<name>/. Outermost, so that it

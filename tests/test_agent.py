@@ -1,11 +1,13 @@
 """The worker agent's steps, called directly, with time controlled by a clock argument."""
 
+import logging
+
 import pytest
 
 from apps import status
 from environments import registry
 from supervisor_project import contract
-from workers.agent import Agent
+from workers.agent import Agent, without_password
 
 from .factories import create_application, register_environment
 
@@ -106,6 +108,46 @@ def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
     agent._sleep_unless_stopped = lambda seconds: sleeps.append(seconds)
     agent.run()
     assert sleeps[:3] == [1.0, 2.0, 4.0]
+
+
+def test_an_agent_started_while_redis_is_away_retries_naming_the_url_without_its_password(settings, caplog):
+    settings.APP_SUPERVISOR_REDIS_URL = settings.APP_COMMAND_REDIS_URL = "redis://:s3cret@127.0.0.1:1/0"
+    from supervisor_project import redis_client
+
+    redis_client.reset()
+    agent = Agent("env_a", "http://a", "", 120)  # RQ's worker would connect here; it must wait for run
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 3:
+            agent.request_stop()
+
+    agent._sleep_unless_stopped = sleep
+    log = logging.getLogger("appsup.worker")  # "appsup" does not propagate to the root logger caplog listens on
+    log.addHandler(caplog.handler)
+    try:
+        agent.run()
+    finally:
+        log.removeHandler(caplog.handler)
+
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert "Redis unavailable at redis://:***@127.0.0.1:1/0" in caplog.text
+    assert "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("rediss://appsup:s3cret@redis/1", "rediss://appsup:***@redis/1"),
+        ("redis://redis/0?password=s3cret&db=2", "redis://redis/0?password=***&db=2"),
+        ("unix:///run/redis.sock?db=0", "unix:///run/redis.sock?db=0"),
+    ],
+)
+def test_redis_urls_are_logged_without_their_password(url, shown):
+    assert without_password(url) == shown
 
 
 def test_heartbeats_continue_while_a_long_command_runs(r, monkeypatch):

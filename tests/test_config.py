@@ -76,6 +76,7 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_PROXY_READ_TIMEOUT", "-1", {"APP_MODE": "supervisor"}),
         ("APP_PROXY_READ_TIMEOUT", "nan", {"APP_MODE": "supervisor"}),
         ("APP_PROXY_READ_TIMEOUT", "inf", {"APP_MODE": "supervisor"}),
+        ("APP_HOSTED_APPS", "no.such.app", {}),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -220,15 +221,41 @@ def test_lists_and_token_are_read():
             "ALLOWED_HOSTS": "a.example,b.example",
             "CSRF_TRUSTED_ORIGINS": "https://a.example",
             "SUPERVISOR_API_TOKEN": "t0ken",
-            "APP_HOSTED_APPS": "polls",
+            "APP_HOSTED_APPS": "django.contrib.sites",
             "DEBUG": "true",
         }
     )
     assert config.allowed_hosts == ["a.example", "b.example"]
     assert config.csrf_trusted_origins == ["https://a.example"]
     assert config.api_token == "t0ken"
-    assert config.hosted_apps == ["polls"]
+    assert config.hosted_apps == ["django.contrib.sites"]
     assert config.debug is True
+
+
+def test_hosted_apps_are_listed_in_order_without_blanks_or_spaces():
+    config = load({"APP_HOSTED_APPS": "django.contrib.sites, django.contrib.sitemaps,"})
+    assert config.hosted_apps == ["django.contrib.sites", "django.contrib.sitemaps"]
+
+
+@pytest.mark.parametrize(
+    "value, entry, reason",
+    [
+        ("no.such.app", "no.such.app", "not an importable module"),  # its parent package is missing
+        ("django.contrib.nosuchapp", "django.contrib.nosuchapp", "not an importable module"),
+        ("django.contrib.sites,blog-app", "blog-app", "not an importable module"),
+        (".sites", ".sites", "not an importable module"),
+        ("django.contrib.admin", "django.contrib.admin", "always installed"),
+        ("django.contrib.sessions", "django.contrib.sessions", "always installed"),
+        ("workers", "workers", "always installed"),
+        ("django.contrib.sites,django.contrib.sites", "django.contrib.sites", "twice"),
+        ("django.contrib.gis.admin", "django.contrib.gis.admin", "label 'admin' is already taken"),
+    ],
+)
+def test_a_hosted_app_that_django_could_not_install_is_refused_naming_it(value, entry, reason):
+    problems, _ = problems_of({"APP_HOSTED_APPS": value})
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"APP_HOSTED_APPS lists {entry!r}")
+    assert reason in problems[0]
 
 
 def _manage(*args, **environ):
@@ -254,6 +281,14 @@ def test_manage_py_reports_a_bad_configuration_without_a_traceback(tmp_path):
     assert result.returncode == 2, result
     assert "APP_MODE='bogus' is not a role" in result.stderr
     assert "App Supervisor cannot start" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("value", ["no.such.app", "django.contrib.admin"])
+def test_manage_py_reports_a_bad_hosted_app_without_a_traceback(tmp_path, value):
+    result = _manage("check", APP_HOSTED_APPS=value, APP_STORAGE_DIR=str(tmp_path))
+    assert result.returncode == 2, result
+    assert f"APP_HOSTED_APPS lists {value!r}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

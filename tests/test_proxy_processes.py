@@ -74,10 +74,11 @@ def test_the_supervisor_proxies_applications_to_their_environments(supervisor, w
     host = base.removeprefix("http://")
 
     # Straight through to the one environment, through its proxy URL, path and query as sent.
-    echo = requests.get(f"{base}/apps/crm/admin/?q=%2F1", headers={"Cookie": "sessionid=x"}, timeout=10).json()
+    echo = requests.get(f"{base}/apps/crm/admin/?q=%2F1", headers={"Cookie": "sessionid=x; sessionid_crm=y"},
+                        timeout=10).json()
     assert (echo["server"], echo["target"]) == ("A", "/apps/crm/admin/?q=%2F1")
     assert header(echo, "Host") == [host] and header(echo, "X-Forwarded-Host") == [host]
-    assert header(echo, "X-Forwarded-For") == ["127.0.0.1"] and header(echo, "Cookie") == ["sessionid=x"]
+    assert header(echo, "X-Forwarded-For") == ["127.0.0.1"] and header(echo, "Cookie") == ["sessionid_crm=y"]
 
     # An upload arrives whole.
     data = os.urandom(5 * 1024 * 1024)

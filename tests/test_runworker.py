@@ -2,6 +2,7 @@
 
 import signal
 import subprocess
+import time
 
 import pytest
 import redis
@@ -69,6 +70,50 @@ def test_agent_comes_back_registered_after_redis_restarts(tmp_path):
         agent.stop()
         server.terminate()
         server.wait(10)
+
+
+def test_an_agent_started_while_redis_is_down_retries_until_stopped_and_exits_zero(tmp_path):
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = worker_env("env_a", 15999, tmp_path, url)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        shown = url.replace("s3cret", "***")
+        wait_for(lambda: agent.output().count(f"Redis unavailable at {shown}") >= 2, what="the agent to retry")
+        assert agent.proc.poll() is None
+        agent.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert agent.wait(15) == 0, agent.output()
+        assert time.monotonic() - started < 5
+        assert "Traceback" not in agent.output()
+        assert "s3cret" not in agent.output()
+    finally:
+        agent.stop()
+
+
+def test_an_agent_started_while_redis_is_down_registers_once_redis_comes_up(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = worker_env("env_a", 15999, tmp_path, url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    server = None
+    try:
+        wait_for(lambda: f"Redis unavailable at {url}" in agent.output(), what="the agent to notice Redis is down")
+        server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        client = redis.Redis.from_url(url)
+        registration = wait_for(lambda: _pings(client) and registry.read(client).get("env_a"), timeout=40,
+                                what="registration")
+        assert registration["stopped_at"] is None
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0, agent.output()
+        assert registry.read(client)["env_a"]["stopped_at"] is not None
+    finally:
+        agent.stop()
+        if server:
+            server.terminate()
+            server.wait(10)
 
 
 def _pings(client):

@@ -5,6 +5,7 @@ loops over them until a signal sets the stop flag, and keeps retrying with backo
 """
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -12,8 +13,10 @@ import signal
 import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import redis
+from django.conf import settings
 from django.db import close_old_connections
 from rq.exceptions import DequeueTimeout
 from rq.queue import Queue
@@ -50,16 +53,23 @@ class Agent:
         self.registered = False
         self.last_heartbeat = None
         self.stop_requested = False
+        self.death_penalty_class = death_penalty_class
         self.queue = queue_for(name, command_redis())
-        self.worker = CommandWorker(
+
+    @functools.cached_property
+    def worker(self):
+        # Made on first use, not in __init__: RQ's worker talks to Redis as it is made, and an agent started while
+        # Redis is away must wait for it in run's retry loop, like any later outage.
+        worker = CommandWorker(
             [self.queue],
             connection=command_redis(),
-            name=f"{name}.{socket.gethostname()}.{os.getpid()}",
-            environment=name,
+            name=f"{self.name}.{socket.gethostname()}.{os.getpid()}",
+            environment=self.name,
             is_placed=self.is_placed,
         )
-        if death_penalty_class is not None:  # job timeouts use SIGALRM by default, which needs the main thread
-            self.worker.death_penalty_class = death_penalty_class
+        if self.death_penalty_class is not None:  # job timeouts use SIGALRM by default, which needs the main thread
+            worker.death_penalty_class = self.death_penalty_class
+        return worker
 
     # -- steps -------------------------------------------------------------------------------------------
 
@@ -166,16 +176,40 @@ class Agent:
                         break
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     self.registered = False
-                    log.warning("environment %s: Redis unavailable (%s); retrying in %.0f s", self.name, exc, backoff)
+                    log.warning(
+                        "environment %s: Redis unavailable at %s (%s); retrying in %.0f s",
+                        self.name, redis_location(), exc, backoff,
+                    )
                     self._sleep_unless_stopped(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
         finally:
             try:
                 self.deregister()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("environment %s: could not deregister, Redis unavailable (%s)", self.name, exc)
+                log.warning(
+                    "environment %s: could not deregister, Redis unavailable at %s (%s)", self.name, redis_location(), exc
+                )
 
     def _sleep_unless_stopped(self, seconds):
         end = time.monotonic() + seconds
         while not self.stop_requested and time.monotonic() < end:
             self.sleep(min(0.2, end - time.monotonic()))
+
+
+def redis_location():
+    """The Redis URLs the agent uses, fit for a log: passwords hidden."""
+    urls = (settings.APP_SUPERVISOR_REDIS_URL, settings.APP_COMMAND_REDIS_URL)
+    return " and ".join(dict.fromkeys(without_password(url) if url else "the embedded Redis" for url in urls))
+
+
+def without_password(url):
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    # redis-py also takes the password as a query parameter.
+    query = "&".join(
+        "password=***" if item.split("=", 1)[0] == "password" else item for item in parts.query.split("&")
+    )
+    # Spelt out: urlunsplit would drop the empty host of unix:///path.
+    return f"{parts.scheme}://{userinfo}{at}{host}{parts.path}" + (f"?{query}" if query else "")
