@@ -582,7 +582,7 @@ class Cluster:
                 if not self.is_worker_role(child.role):
                     self.out.say(f"{child.role} (pid {child.pid}) {how} unexpectedly; stopping the cluster")
                     return 1
-                self.out.say(f"{child.role} (pid {child.pid}) {how} unexpectedly; the rest keeps running. "
+                self.out.say(f"{child.role} (pid {child.pid}) {how}; the rest keeps running. "
                              f"To start it again: kill -USR1 {os.getpid()}")
             if self.restart_requested:
                 self.restart_requested = False
