@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,21 +10,19 @@ from pathlib import Path
 
 import requests
 
+from supervisor_project import cluster as cluster_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def port_free(port):
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """The test the local cluster itself applies before it starts anything on PORT."""
+    return cluster_command.port_problem(port, "bench") is None
 
 
 def pick_base_port(envs, start=34000):
     for base in range(start, start + 900, 17):
-        if all(port_free(base + 1000 * k) for k in range(envs + 1)):
+        if all(port_free(base + cluster_command.PORT_STEP * k) for k in range(envs + 1)):
             return base
     raise RuntimeError("no free base port found")
 
