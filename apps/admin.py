@@ -21,7 +21,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from supervisor_project import contract
+from exchange import contract
 
 from . import lifecycle, refresh
 from .forms import ApplicationCreateForm, publish_quietly

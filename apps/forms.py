@@ -5,8 +5,8 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 
 from environments.models import Environment
-from supervisor_project import contract
-from supervisor_project.redis_client import supervisor_redis
+from exchange import contract
+from exchange.redis_client import supervisor_redis
 
 from . import cache
 from .models import Application, Placement

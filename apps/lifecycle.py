@@ -18,12 +18,12 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from environments import registry
-from supervisor_project import contract
-from supervisor_project.redis_client import command_redis, supervisor_redis
-from workers import channel
+from environments import mirror as registry_mirror
+from exchange import channel, contract, registry, status
+from exchange.redis_client import command_redis, supervisor_redis
 
-from . import cache, status
+from . import cache
+from . import mirror as status_mirror
 from .models import Application
 
 log = logging.getLogger("appsup.supervisor")
@@ -124,7 +124,7 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     deadline = clock() + timeout
     r = supervisor_redis()
-    registry.sync(r)
+    registry_mirror.sync(r)
     cache.ensure(r)
     if command in DESIRED:
         Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
@@ -168,7 +168,7 @@ def _run_on(placement, command, payload, deadline, clock, renew):
     if isinstance(result, Failure):  # the supervisor's own finding: timeout, refusal, crash, environment lost
         _record_failure(placement, result.message)
         return Step(env.name, False, contract.ERROR, result.message, seconds, kind=result.kind)
-    status.refresh(supervisor_redis(), [placement])
+    status_mirror.refresh(supervisor_redis(), [placement])
     expected = EXPECTED[command] if command in EXPECTED else result.get("state")
     if result.get("state") != expected:
         state = result.get("state", contract.ERROR)

@@ -9,10 +9,11 @@ since the last read are shown and mirrored into the database, as ``status.refres
 from django.utils import timezone
 
 from environments.models import Environment
+from exchange.contract import UNKNOWN, status_field
 from supervisor_project.api_auth import iso
-from supervisor_project.contract import UNKNOWN, status_field
 
-from . import refresh, status
+from . import mirror as status_mirror
+from . import refresh
 from .models import Application, Placement
 
 PLACEMENT_COLUMNS = ("pk", "application_id", "environment_id", "state", "error", "state_at")
@@ -32,12 +33,12 @@ def app_dicts(now=None):
     changed = []
     for i, entry in enumerate(entries):
         pk, app_id, env_id, state, error, state_at = rows[i]
-        if status.is_newer(entry, state_at):
+        if status_mirror.is_newer(entry, state_at):
             placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
-            status.apply(placement, entry)
+            status_mirror.apply(placement, entry)
             changed.append(placement)
             rows[i] = (pk, app_id, env_id, placement.state, placement.error, placement.state_at)
-    status.save(changed)
+    status_mirror.save(changed)
 
     by_app = {}
     for _, app_id, env_id, state, error, state_at in rows:

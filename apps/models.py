@@ -1,7 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
-from supervisor_project import contract
+from exchange import contract
 
 STATE_CHOICES = [(s, s) for s in contract.RUNTIME_STATES]
 DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]

@@ -9,10 +9,12 @@ import logging
 
 import redis
 
-from environments import registry
-from supervisor_project.redis_client import supervisor_redis
+from environments import mirror as registry_mirror
+from exchange import status
+from exchange.redis_client import supervisor_redis
 
-from . import cache, status
+from . import cache
+from . import mirror as status_mirror
 
 log = logging.getLogger("appsup.supervisor")
 
@@ -36,7 +38,7 @@ def refresh():
     or None."""
 
     def work(r):
-        registry.sync(r)
+        registry_mirror.sync(r)
         if cache.ensure(r):
             log.warning("the configuration cache was missing from Redis; rebuilt it from the database")
 
@@ -46,7 +48,7 @@ def refresh():
 def refresh_statuses(placements):
     """Update PLACEMENTS (application and environment loaded) from the statuses workers reported, in one round
     trip. Returns a warning or None."""
-    return _tolerating_outage(lambda r: status.refresh(r, placements))[1]
+    return _tolerating_outage(lambda r: status_mirror.refresh(r, placements))[1]
 
 
 def reported_statuses(fields):

@@ -53,9 +53,8 @@ def main():
     from rq.serializers import JSONSerializer
 
     from apps import lifecycle
-    from supervisor_project import contract
-    from supervisor_project.redis_client import command_redis
-    from workers import channel
+    from exchange import channel, contract
+    from exchange.redis_client import command_redis
 
     rounds, per_round = int(sys.argv[1]), int(sys.argv[2])
     plain = Queue(PLAIN_QUEUE, connection=command_redis(), serializer=JSONSerializer)

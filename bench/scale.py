@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import requests
@@ -166,7 +167,7 @@ def stop(proc):
 
 def heartbeat_all(redis, environments, now):
     """What N agents' heartbeats do to Redis (registry.announce each), sent in one pipeline."""
-    from environments import registry
+    from exchange import registry
 
     pipe = redis.pipeline(transaction=False)
     for e in environments:
@@ -184,10 +185,10 @@ def populate(n_envs, n_apps, sync_repeats):
     from django.utils import timezone
 
     from apps.models import Application, Placement
-    from environments import registry
+    from environments import mirror as registry_mirror
     from environments.models import Environment
-    from supervisor_project import contract
-    from supervisor_project.redis_client import supervisor_redis
+    from exchange import contract
+    from exchange.redis_client import supervisor_redis
 
     call_command("migrate", verbosity=0)
     r = supervisor_redis()
@@ -225,7 +226,7 @@ def populate(n_envs, n_apps, sync_repeats):
         heartbeat_all(r, envs, at)
         with CaptureQueriesContext(connection) as ctx:
             began = time.perf_counter()
-            registry.sync(r)
+            registry_mirror.sync(r)
             sync_ms.append((time.perf_counter() - began) * 1000)
         since = datetime.fromtimestamp(at, dt_timezone.utc)
         mirrored = Environment.objects.filter(last_heartbeat_at__gte=since).count()
@@ -242,7 +243,7 @@ def main():
         result = populate(*map(int, sys.argv[2:5]))
     else:  # heartbeat
         from environments.models import Environment
-        from supervisor_project.redis_client import supervisor_redis
+        from exchange.redis_client import supervisor_redis
 
         at = time.time()
         heartbeat_all(supervisor_redis(), Environment.objects.all(), at)

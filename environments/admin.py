@@ -16,10 +16,10 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from apps.admin import SupervisorAdmin, badge, placement_badge
-from supervisor_project.contract import OFFLINE, ONLINE
-from supervisor_project.redis_client import supervisor_redis
+from exchange import registry
+from exchange.contract import OFFLINE, ONLINE
+from exchange.redis_client import supervisor_redis
 
-from . import registry
 from .models import Environment
 
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from supervisor_project.contract import OFFLINE, ONLINE
+from exchange.contract import OFFLINE, ONLINE
 
 
 def online_since(now=None):

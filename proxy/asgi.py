@@ -1,7 +1,7 @@
 """The supervisor's ASGI application: the access proxy under /apps/, Django for everything else.
 
 The proxy works at the ASGI level, on the event loop, never through Django's (synchronous) view stack: a request
-under /apps/<name>/ costs a lookup in the per-process directory (apps.directory, refreshed from Redis at most once a
+under /apps/<name>/ costs a lookup in the per-process directory (exchange.directory, refreshed from Redis at most once a
 second) and the forwarding itself, on one pooled connection to the worker.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 import redis
 
-from apps import directory as directory_module
+from exchange import directory as directory_module
 
 from . import forward as http_forward
 from . import headers as h
@@ -21,7 +21,7 @@ from . import websocket as ws_forward
 logger = logging.getLogger("appsup.proxy")
 
 async def lookup(name):
-    """The application's view, as apps.directory.directory.lookup gives it, without blocking the event loop:
+    """The application's view, as exchange.directory.directory.lookup gives it, without blocking the event loop:
     from memory inline when fresh, otherwise read from Redis in a thread."""
     directory = directory_module.directory
     found, view = directory.cached(name)

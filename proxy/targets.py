@@ -1,6 +1,6 @@
 """Which environment a request under /apps/<name>/ goes to, or why it goes nowhere.
 
-Everything here is decided from the application's view in Redis (apps.directory) and the request's path, query and
+Everything here is decided from the application's view in Redis (exchange.directory) and the request's path, query and
 cookie: the only addresses that can come out are the URLs environments registered. Nothing a client sends (Host,
 X-Forwarded-Host, an absolute URL or dot segments in the path) takes part in choosing where to connect.
 """
@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 
-from supervisor_project import contract
+from exchange import contract
 from supervisor_project.cookies import framework_cookie_names
 
 PREFIX = "/apps"

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from .contract import NAME_RE, NAME_RULE
+from exchange.contract import NAME_RE, NAME_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

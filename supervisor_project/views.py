@@ -2,7 +2,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.http import require_safe
 
-from .contract import VERSION
+from exchange.contract import VERSION
 
 
 @require_safe

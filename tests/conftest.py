@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from supervisor_project import redis_client
+from exchange import redis_client
 from workers.provisioning import is_hosted_alias
 
 

@@ -6,8 +6,9 @@ import time
 from rq.timeouts import TimerDeathPenalty
 
 from apps.forms import ApplicationCreateForm
-from environments import registry
-from supervisor_project.redis_client import supervisor_redis
+from environments import mirror as registry_mirror
+from exchange import registry
+from exchange.redis_client import supervisor_redis
 from workers.agent import Agent
 
 PASSWORD = "correct-horse-battery"
@@ -23,7 +24,7 @@ def register_environment(name, url=None, proxy_url="", heartbeat_at=None, sync=T
         now=heartbeat_at,
     )
     if sync:
-        registry.sync(r)
+        registry_mirror.sync(r)
 
 
 def create_application(name, environments, admin_username="admin", password=PASSWORD, display_name=""):
@@ -58,7 +59,7 @@ class ThreadAgent:
 
     def __enter__(self):
         self.agent.register()
-        registry.sync(supervisor_redis())
+        registry_mirror.sync(supervisor_redis())
         self.thread.start()
         return self.agent
 
@@ -66,5 +67,5 @@ class ThreadAgent:
         self.agent.request_stop()
         self.thread.join(10)
         self.agent.deregister()
-        registry.sync(supervisor_redis())
+        registry_mirror.sync(supervisor_redis())
         time.sleep(0)

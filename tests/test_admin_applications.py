@@ -8,11 +8,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from apps import cache, lifecycle, status
+from apps import lifecycle
 from apps.models import Application, Placement
-from supervisor_project import contract, redis_client
+from exchange import cache as config_cache
+from exchange import contract, redis_client, status
+from exchange.channel import queue_for
 from workers import provisioning
-from workers.channel import queue_for
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment
 from .pages import changelist_row as row
@@ -180,7 +181,7 @@ def test_add_form_creates_the_application_on_environments_in_the_chosen_order(
     assert app.environment_names() == ["env_b", "env_a"]
     assert app.admin_username == "boss" and check_password(PASSWORD, app.admin_password_hash)
     assert app.desired_state == contract.STOPPED
-    assert cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]  # workers will know it
+    assert config_cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]  # workers will know it
 
 
 @pytest.mark.django_db
@@ -221,7 +222,7 @@ def test_change_form_edits_only_the_display_name(admin_client, r, django_capture
     app = Application.objects.get()
     assert (app.name, app.display_name, app.admin_username) == ("crm", "Customers", "boss")
     assert app.environment_names() == ["env_b", "env_a"]
-    assert cache.lookup(r, "crm")["display_name"] == "Customers"
+    assert config_cache.lookup(r, "crm")["display_name"] == "Customers"
 
 
 @pytest.mark.django_db
@@ -384,7 +385,7 @@ def test_deleting_stops_the_application_on_its_environments_first(admin_client, 
     assert response.redirect_chain[-1][0] == changelist_url()
     assert ("success", "The application “crm” was deleted successfully.") in messages_of(response)
     assert not Application.objects.exists()
-    assert cache.lookup(r, "crm") is None and status.read(r, "crm", "env_a") is None
+    assert config_cache.lookup(r, "crm") is None and status.read(r, "crm", "env_a") is None
     assert provisioning.database_exists("crm")  # its data is kept unless asked otherwise
 
 

@@ -8,9 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from environments import registry
 from environments.models import Environment
-from supervisor_project import contract, redis_client
+from exchange import contract, redis_client, registry
 
 from .factories import create_application, register_environment
 from .pages import changelist_row as row
@@ -116,7 +115,7 @@ def test_change_page_shows_the_registration_read_only(admin_client):
 
 
 def test_change_page_lists_hosted_applications_with_their_state(admin_client, r):
-    from apps import status
+    from exchange import status
 
     register_environment("env_a")
     create_application("crm", ["env_a"])

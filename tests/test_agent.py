@@ -4,9 +4,7 @@ import logging
 
 import pytest
 
-from apps import status
-from environments import registry
-from supervisor_project import contract
+from exchange import contract, registry, status
 from workers.agent import Agent, without_password
 
 from .factories import create_application, register_environment
@@ -54,7 +52,7 @@ def test_deregister_marks_the_environment_stopped(r):
 
 
 def test_run_once_registers_runs_queued_commands_and_deregisters(r):
-    from workers import channel
+    from exchange import channel
 
     register_environment("env_a")
     create_application("crm", ["env_a"])
@@ -91,7 +89,7 @@ def test_restart_settles_a_start_the_previous_run_left_unfinished(r):
 
 def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
     settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    from supervisor_project import redis_client
+    from exchange import redis_client
 
     redis_client.reset()
     sleeps = []
@@ -112,7 +110,7 @@ def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
 
 def test_an_agent_started_while_redis_is_away_retries_naming_the_url_without_its_password(settings, caplog):
     settings.APP_SUPERVISOR_REDIS_URL = settings.APP_COMMAND_REDIS_URL = "redis://:s3cret@127.0.0.1:1/0"
-    from supervisor_project import redis_client
+    from exchange import redis_client
 
     redis_client.reset()
     agent = Agent("env_a", "http://a", "", 120)  # RQ's worker would connect here; it must wait for run
@@ -153,8 +151,8 @@ def test_redis_urls_are_logged_without_their_password(url, shown):
 def test_heartbeats_continue_while_a_long_command_runs(r, monkeypatch):
     import time as real_time
 
+    from exchange import channel
     from workers import agent as agent_module
-    from workers import channel
 
     monkeypatch.setattr(agent_module, "POLL_SECONDS", 0.05)
     register_environment("env_a")

@@ -8,10 +8,11 @@ from django.contrib.auth.hashers import check_password
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps import cache, status
+from apps import cache
 from apps.models import Application, Placement
-from supervisor_project import contract, redis_client
-from workers import channel, provisioning
+from exchange import cache as config_cache
+from exchange import channel, contract, redis_client, status
+from workers import provisioning
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment
 
@@ -190,7 +191,7 @@ def test_create_answers_201_with_the_app_and_stores_only_a_password_hash(client)
 def test_a_created_app_is_published_to_the_configuration_cache(client, r):
     register_environment("env_a")
     assert post(client, "/api/apps/", dict(NEW_APP, environments=["env_a"])).status_code == 201
-    assert cache.lookup(r, "crm")["environments"] == ["env_a"]
+    assert config_cache.lookup(r, "crm")["environments"] == ["env_a"]
 
 
 @pytest.mark.django_db
@@ -367,7 +368,7 @@ def test_delete_stops_the_app_everywhere_and_removes_it(client, r, enqueued):
     assert enqueued == [("start", "env_a"), ("remove", "env_a")]
     assert get(client, "/api/apps/crm/").status_code == 404
     assert not Application.objects.exists()
-    assert cache.lookup(r, "crm") is None
+    assert config_cache.lookup(r, "crm") is None
 
 
 @pytest.mark.django_db(transaction=True)

@@ -5,7 +5,7 @@ from datetime import datetime
 import pytest
 
 from environments.models import Environment
-from supervisor_project import redis_client
+from exchange import redis_client
 
 from .factories import register_environment
 

@@ -6,9 +6,8 @@ from rq.job import Job
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from supervisor_project import contract
-from supervisor_project.redis_client import command_redis
-from workers import channel
+from exchange import channel, contract
+from exchange.redis_client import command_redis
 from workers.agent import Agent
 
 from .factories import create_application, register_environment

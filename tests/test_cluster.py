@@ -18,7 +18,8 @@ import pytest
 import redis
 import requests
 
-from supervisor_project import cluster, contract
+from exchange import contract
+from supervisor_project import cluster
 from supervisor_project.config import BASE_DIR
 
 START_TIMEOUT = 180

@@ -9,8 +9,8 @@ import requests
 
 from workers import provisioning
 
-from .processes import base_env, daphne, http_ready, manage, postgres_env, runworker, wait_for, worker_env
 from .conftest import free_port
+from .processes import base_env, daphne, http_ready, manage, postgres_env, runworker, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,8 +1,8 @@
 import pytest
 
-from apps import cache, directory, status
+from apps import cache
 from apps.models import Application
-from supervisor_project import contract
+from exchange import contract, directory, status
 
 from .factories import create_application, register_environment
 

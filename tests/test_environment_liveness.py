@@ -4,7 +4,7 @@ import pytest
 from django.utils import timezone
 
 from environments.models import Environment
-from supervisor_project import contract
+from exchange import contract
 
 from .factories import create_application, register_environment
 

@@ -17,10 +17,10 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.db import router
 from django.test import Client
 
-from apps import cache, lifecycle, status
-from apps.directory import directory
+from apps import cache, lifecycle
 from apps.models import Application
-from supervisor_project import contract, redis_client
+from exchange import contract, redis_client, status
+from exchange.directory import directory
 from workers import commands, provisioning
 from workers.hosting import HostedApplicationMiddleware
 from workers.routing import using

@@ -2,7 +2,7 @@ import pytest
 
 from apps import lifecycle
 from apps.models import Placement
-from supervisor_project import contract
+from exchange import contract
 from workers import provisioning
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment
@@ -46,7 +46,7 @@ def test_offline_environment_fails_before_anything_is_sent():
     assert outcome.failure.environment == "env_b"
     assert "offline" in outcome.failure.error
     assert [s.environment for s in outcome.steps] == ["env_b"]  # stopped at the first failure
-    from workers.channel import queue_for
+    from exchange.channel import queue_for
 
     assert queue_for("env_b").count == 0 and queue_for("env_a").count == 0
 
@@ -148,7 +148,7 @@ def test_remove_deletes_the_application_and_keeps_its_database_unless_asked():
 
 def test_remove_with_an_environment_offline_touches_no_environment():
     from apps.models import Application
-    from workers.channel import queue_for
+    from exchange.channel import queue_for
 
     register_environment("env_a")
     register_environment("env_b", heartbeat_at=0)

@@ -10,7 +10,7 @@ from django.contrib.auth.hashers import make_password
 from django.db import connections
 
 from apps import lifecycle
-from supervisor_project import contract
+from exchange import contract
 from workers import provisioning
 
 from .factories import ThreadAgent, create_application
@@ -86,7 +86,7 @@ def test_two_workers_starting_the_same_app_never_migrate_at_once(monkeypatch):
             active.remove(app)
 
     monkeypatch.setattr(provisioning, "migrate", observed_migrate)
-    from workers import channel
+    from exchange import channel
 
     with ThreadAgent("env_a"), ThreadAgent("env_b"):
         app = create_application("shared", ["env_a", "env_b"])

@@ -13,12 +13,12 @@ import requests
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from apps import cache, directory, status
+from apps import cache
 from apps.models import Application
+from exchange import contract, directory, status
 from proxy import asgi as proxy_asgi
 from proxy import headers as proxy_headers
 from proxy import pages, targets
-from supervisor_project import contract
 
 from .conftest import free_port
 from .factories import create_application, register_environment
@@ -425,7 +425,7 @@ def test_an_offline_environment_is_said_to_be_offline(proxy_url, r):
 
 
 def test_without_redis_the_proxy_says_the_supervisor_is_unavailable(proxy_url, crm, settings):
-    from supervisor_project import redis_client
+    from exchange import redis_client
 
     settings.APP_SUPERVISOR_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     redis_client.reset()

@@ -12,9 +12,9 @@ import pytest
 import requests
 from websockets.sync.client import connect as ws_connect
 
-from apps import cache, status
+from apps import cache
 from apps.models import Application
-from supervisor_project import contract
+from exchange import contract, status
 
 from .conftest import free_port
 from .factories import create_application, register_environment

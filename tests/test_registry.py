@@ -4,9 +4,10 @@ import pytest
 
 from apps import cache
 from apps.models import Application
-from environments import registry
+from environments import mirror as registry_mirror
 from environments.models import Environment
-from supervisor_project import contract
+from exchange import cache as config_cache
+from exchange import contract, registry
 
 from .factories import create_application, register_environment
 
@@ -18,7 +19,7 @@ REGISTRATION = {"name": "env_a", "url": "http://a:15000", "proxy_url": "http://w
 
 def test_registration_appears_in_the_supervisor_with_its_urls_and_version(r):
     registry.announce(r, REGISTRATION)
-    registry.sync(r)
+    registry_mirror.sync(r)
 
     env = Environment.objects.get(name="env_a")
     assert (env.url, env.proxy_url, env.version, env.host, env.pid) == (
@@ -28,22 +29,22 @@ def test_registration_appears_in_the_supervisor_with_its_urls_and_version(r):
 
 def test_heartbeat_moves_the_last_heartbeat_forward(r):
     registry.announce(r, REGISTRATION, now=1000.0)
-    registry.sync(r)
+    registry_mirror.sync(r)
     registry.announce(r, REGISTRATION, now=1120.0)
-    assert registry.sync(r) == (0, 1)
+    assert registry_mirror.sync(r) == (0, 1)
     assert Environment.objects.get().last_heartbeat_at.timestamp() == 1120.0
 
 
 def test_unchanged_registrations_are_not_rewritten(r):
     registry.announce(r, REGISTRATION, now=1000.0)
-    registry.sync(r)
-    assert registry.sync(r) == (0, 0)
+    registry_mirror.sync(r)
+    assert registry_mirror.sync(r) == (0, 0)
 
 
 def test_graceful_stop_makes_the_environment_offline_at_once(r):
     registry.announce(r, REGISTRATION)
     registry.withdraw(r, REGISTRATION)
-    registry.sync(r)
+    registry_mirror.sync(r)
     env = Environment.objects.get()
     assert not env.is_online()
     assert "stopped" in env.offline_reason()
@@ -53,7 +54,7 @@ def test_reregistering_after_a_stop_brings_it_back_online(r):
     registry.announce(r, REGISTRATION)
     registry.withdraw(r, REGISTRATION)
     registry.announce(r, REGISTRATION)
-    registry.sync(r)
+    registry_mirror.sync(r)
     assert Environment.objects.get().is_online()
 
 
@@ -61,7 +62,7 @@ def test_malformed_entries_are_ignored(r):
     r.hset(contract.ENVIRONMENTS_KEY, "junk", "{not json")
     r.hset(contract.ENVIRONMENTS_KEY, "nourl", "{}")
     registry.announce(r, REGISTRATION)
-    registry.sync(r)
+    registry_mirror.sync(r)
     assert list(Environment.objects.values_list("name", flat=True)) == ["env_a"]
 
 
@@ -69,19 +70,19 @@ def test_sync_reads_many_environments_in_constant_queries(r, django_assert_max_n
     for i in range(200):
         registry.announce(r, dict(REGISTRATION, name=f"env_{i}"))
     with django_assert_max_num_queries(4):
-        registry.sync(r)
+        registry_mirror.sync(r)
     assert Environment.objects.count() == 200
 
 
 def test_heartbeats_of_many_environments_are_mirrored_in_constant_queries(r, django_assert_max_num_queries):
     for i in range(200):
         registry.announce(r, dict(REGISTRATION, name=f"env_{i}"), now=1_000)
-    registry.sync(r)
+    registry_mirror.sync(r)
     for i in range(200):
         registry.announce(r, dict(REGISTRATION, name=f"env_{i}"), now=2_000)
 
     with django_assert_max_num_queries(4):
-        assert registry.sync(r) == (0, 200)
+        assert registry_mirror.sync(r) == (0, 200)
 
     beats = set(Environment.objects.values_list("last_heartbeat_at", flat=True))
     assert {b.timestamp() for b in beats} == {2_000}
@@ -101,7 +102,7 @@ def test_configuration_cache_is_rebuilt_from_the_database_when_redis_comes_back_
     r.flushdb()
 
     assert cache.ensure(r) is True
-    assert cache.lookup(r, "crm")["environments"] == ["env_a"]
+    assert config_cache.lookup(r, "crm")["environments"] == ["env_a"]
     assert cache.ensure(r) is False  # complete now: not rebuilt again
 
 
@@ -110,7 +111,7 @@ def test_cache_entry_lists_environments_in_start_order(r):
     register_environment("env_b")
     app = create_application("crm", ["env_b", "env_a"])
     cache.publish(r, Application.objects.with_placements().get(pk=app.pk))
-    assert cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]
+    assert config_cache.lookup(r, "crm")["environments"] == ["env_b", "env_a"]
 
 
 def test_is_alive_uses_the_timeout_not_the_interval(settings):

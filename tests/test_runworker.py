@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 
-from environments import registry
+from exchange import registry
 
 from .conftest import free_port, redis_server_binary
 from .processes import base_env, manage, runworker, wait_for, worker_env

@@ -6,8 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.models import Placement
-from supervisor_project import contract, redis_client
-from workers import channel
+from exchange import channel, contract, redis_client
 
 from .factories import ThreadAgent, create_application, register_environment
 

@@ -13,9 +13,9 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher, make_password
 
 from apps import lifecycle
 from apps.models import Application
-from environments import registry
-from supervisor_project import contract
-from supervisor_project.redis_client import supervisor_redis
+from environments import mirror as registry_mirror
+from exchange import contract, registry
+from exchange.redis_client import supervisor_redis
 from workers import provisioning
 
 from .conftest import free_port
@@ -55,7 +55,7 @@ def worker(tmp_path, redis_url):
         base = f"http://127.0.0.1:{port}"
         wait_for(http_ready(f"{base}/healthz"), what="the worker web")
         wait_for(lambda: "env_a" in registry.read(supervisor_redis()), what="the agent's registration")
-        registry.sync(supervisor_redis())
+        registry_mirror.sync(supervisor_redis())
         yield base, processes
     finally:
         for process in reversed(processes):

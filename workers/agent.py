@@ -6,7 +6,6 @@ loops over them until a signal sets the stop flag, and keeps retrying with backo
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import signal
@@ -22,12 +21,11 @@ from rq.exceptions import DequeueTimeout
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from apps import cache, status
-from environments import registry
-from supervisor_project import contract
-from supervisor_project.redis_client import command_redis, supervisor_redis
+from exchange import cache, contract, registry, status
+from exchange.channel import queue_for
+from exchange.redis_client import command_redis, supervisor_redis
 
-from .channel import CommandWorker, queue_for
+from .channel import CommandWorker
 
 log = logging.getLogger("appsup.worker")
 
@@ -144,11 +142,7 @@ class Agent:
         return bool(entry) and self.name in entry.get("environments", [])
 
     def _placed_apps(self, r):
-        return [
-            name.decode()
-            for name, raw in r.hgetall(contract.APPS_KEY).items()
-            if self.name in json.loads(raw).get("environments", [])
-        ]
+        return cache.placed_on(r, self.name)
 
     # -- loop --------------------------------------------------------------------------------------------
 

@@ -8,12 +8,11 @@ import logging
 import time
 import traceback
 
-from apps import status
-from supervisor_project import contract
-from supervisor_project.redis_client import supervisor_redis
+from exchange import contract, status
+from exchange.channel import JOB_TIMEOUT
+from exchange.redis_client import supervisor_redis
 
 from . import provisioning
-from .channel import JOB_TIMEOUT
 
 log = logging.getLogger("appsup.worker")
 

@@ -29,8 +29,8 @@ from django.http import HttpResponse, HttpResponsePermanentRedirect, JsonRespons
 from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
 
-from apps.directory import directory
-from supervisor_project import contract
+from exchange import contract
+from exchange.directory import directory
 from supervisor_project.cookies import framework_cookie_names
 
 from . import provisioning

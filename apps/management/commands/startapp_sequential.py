@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps import lifecycle
 from apps.models import Application
-from supervisor_project import contract
+from exchange import contract
 
 
 def seconds(value):

@@ -10,8 +10,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from supervisor_project.contract import APPS_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
-from supervisor_project.redis_client import supervisor_redis
+from exchange.contract import APPS_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
+from exchange.redis_client import supervisor_redis
 
 TTL = 1.0
 # Requests for names that do not exist are cached too; past this many entries the expired ones are dropped, so a

@@ -1,0 +1,43 @@
+"""Runtime status of applications per environment, as workers report it.
+
+Workers write each transition to one Redis hash (contract.STATUSES_KEY); the supervisor mirrors it onto its
+Placement rows (apps.mirror).
+"""
+
+import json
+import time
+
+from .contract import STATUSES_KEY, status_field
+
+
+def write(redis, app, environment, state, error="", traceback="", now=None):
+    entry = {"state": state, "error": error, "traceback": traceback, "at": now if now is not None else time.time()}
+    redis.hset(STATUSES_KEY, status_field(app, environment), json.dumps(entry))
+    return entry
+
+
+def read(redis, app, environment):
+    return decode(redis.hget(STATUSES_KEY, status_field(app, environment)))
+
+
+def forget(redis, app, environments):
+    if environments:
+        redis.hdel(STATUSES_KEY, *[status_field(app, env) for env in environments])
+
+
+def fetch(redis, fields):
+    """The reported entries for FIELDS (``status_field`` names) in one HMGET: None where none or malformed."""
+    if not fields:
+        return []
+    return [decode(raw) for raw in redis.hmget(STATUSES_KEY, fields)]
+
+
+def decode(raw):
+    """A status entry, or None when RAW is missing or malformed."""
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) and isinstance(entry.get("at"), (int, float)) else None
