@@ -26,9 +26,11 @@ SETTLED_STATES = (RUNNING, STOPPED, ERROR)
 # What the operator asked for.
 DESIRED_STATES = (RUNNING, STOPPED)
 
-# Environment liveness.
+# Environment liveness: DEGRADED = the agent heartbeats but its web process does not answer.
 ONLINE = "online"
+DEGRADED = "degraded"
 OFFLINE = "offline"
+ENVIRONMENT_STATUSES = (ONLINE, DEGRADED, OFFLINE)
 
 # Commands a worker accepts; anything else is refused before the job runs.
 START = "start"
@@ -50,6 +52,12 @@ STATUSES_KEY = f"{_PREFIX}:statuses"
 APPS_KEY = f"{_PREFIX}:apps"
 # Present while the configuration cache is complete; gone after a Redis restart or flush.
 CACHE_READY_KEY = f"{_PREFIX}:config-ready"
+
+
+# Pub/sub channel: one JSON object per change (exchange.events). Subscribers drop cached views at once.
+EVENTS_CHANNEL = f"{_PREFIX}:events"
+# String: the runsupervisor instance that holds the controller lease (expires unless renewed).
+CONTROLLER_LEASE_KEY = f"{_PREFIX}:controller-lease"
 
 
 def status_field(app, environment):

@@ -10,7 +10,7 @@ import time
 
 from django.conf import settings
 
-from .contract import ENVIRONMENTS_KEY
+from .contract import DEGRADED, ENVIRONMENTS_KEY, OFFLINE, ONLINE
 
 
 def announce(redis, registration, now=None):
@@ -22,8 +22,7 @@ def announce(redis, registration, now=None):
 
 def withdraw(redis, registration, now=None):
     """Graceful stop: keep the entry (so it shows), marked stopped, which makes it offline at once."""
-    raw = redis.hget(ENVIRONMENTS_KEY, registration["name"])
-    entry = json.loads(raw) if raw else dict(registration, heartbeat_at=None)
+    entry = decode(redis.hget(ENVIRONMENTS_KEY, registration["name"])) or dict(registration, heartbeat_at=None)
     entry["stopped_at"] = now if now is not None else time.time()
     redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
 
@@ -38,17 +37,42 @@ def is_alive(entry, now=None):
     """Whether a registration's last heartbeat is within the timeout (see Environment.is_online)."""
     heartbeat = entry.get("heartbeat_at")
     now = time.time() if now is None else now
-    return heartbeat is not None and now - heartbeat < settings.APP_HEARTBEAT_TIMEOUT
+    return entry.get("stopped_at") is None and heartbeat is not None and now - heartbeat < settings.APP_HEARTBEAT_TIMEOUT
+
+
+def status_of(entry, now=None):
+    """ONLINE, DEGRADED (the agent heartbeats, its web process does not answer it) or OFFLINE."""
+    if entry is None or not is_alive(entry, now):
+        return OFFLINE
+    return DEGRADED if entry.get("web_ok") is False else ONLINE
+
+
+def _number_or_none(value):
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def decode(raw):
+    """A registration, or None when RAW is missing or malformed (wrongly typed fields included)."""
+    try:
+        entry = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
+        return None
+    if not all(_number_or_none(entry.get(key)) for key in ("heartbeat_at", "stopped_at", "pid")):
+        return None
+    if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem")):
+        return None
+    if entry.get("web_ok") not in (None, True, False):
+        return None
+    return entry
 
 
 def read(redis):
     """Every registration in Redis, by environment name; malformed entries are skipped."""
     entries = {}
     for name, raw in redis.hgetall(ENVIRONMENTS_KEY).items():
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("url"):
-            entries[name.decode()] = entry
+        entry = decode(raw)
+        if entry is not None:
+            entries[name.decode(errors="replace")] = entry
     return entries

@@ -7,12 +7,18 @@ Placement rows (apps.mirror).
 import json
 import time
 
+from . import events
 from .contract import STATUSES_KEY, status_field
 
 
 def write(redis, app, environment, state, error="", traceback="", now=None):
+    """Record a transition and announce it (exchange.events), so that every process drops its cached view at once."""
     entry = {"state": state, "error": error, "traceback": traceback, "at": now if now is not None else time.time()}
-    redis.hset(STATUSES_KEY, status_field(app, environment), json.dumps(entry))
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(STATUSES_KEY, status_field(app, environment), json.dumps(entry))
+    events.publish(pipe, events.PLACEMENT, app=app, environment=environment, state=state, error=error or None,
+                   at=entry["at"])
+    pipe.execute()
     return entry
 
 
