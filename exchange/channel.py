@@ -36,12 +36,19 @@ def queue_for(environment, connection=None):
     )
 
 
-def enqueue(environment, command, app, payload=None, connection=None):
-    """Send COMMAND for APP to ENVIRONMENT's queue; the job is created after the current transaction commits."""
+def enqueue(environment, command, app, payload=None, connection=None, expires_at=None):
+    """Send COMMAND for APP to ENVIRONMENT's queue; the job is created after the current transaction commits.
+
+    EXPIRES_AT (epoch seconds) is when the sender stops waiting for the answer: a worker that picks the job up
+    later refuses it as stale, so that a command reported as failed never runs behind the operator's back.
+    """
     job_id = f"{command}-{app}-{environment}-{uuid.uuid4().hex[:12]}"
+    kwargs = {"command": command, "app": app, "environment": environment, "payload": payload or {}}
+    if expires_at is not None:
+        kwargs["expires_at"] = expires_at
     queue_for(environment, connection).enqueue_call(
         func=contract.COMMAND_FUNCTION,
-        kwargs={"command": command, "app": app, "environment": environment, "payload": payload or {}},
+        kwargs=kwargs,
         job_id=job_id,
         result_ttl=RESULT_TTL,
         failure_ttl=RESULT_TTL,

@@ -1,6 +1,10 @@
 """The environment registry: workers write their registration and heartbeats to Redis; the supervisor mirrors them
 (environments.mirror).
 
+A registration is {name, url, proxy_url, version, host, pid, heartbeat_at, stopped_at} plus what the agent
+observed: web_ok (false while its web process does not answer), problem (why, for people), refusal and refusal_at
+(the last command it refused, and when).
+
 Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the whole registration as JSON, so a
 heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
 """
@@ -59,9 +63,9 @@ def decode(raw):
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
         return None
-    if not all(_number_or_none(entry.get(key)) for key in ("heartbeat_at", "stopped_at", "pid")):
+    if not all(_number_or_none(entry.get(key)) for key in ("heartbeat_at", "stopped_at", "pid", "refusal_at")):
         return None
-    if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem")):
+    if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem", "refusal")):
         return None
     if entry.get("web_ok") not in (None, True, False):
         return None
