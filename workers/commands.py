@@ -84,6 +84,6 @@ HANDLERS = {
 assert set(HANDLERS) == set(contract.COMMANDS)
 
 
-def execute(command, app, environment, payload):
-    # CommandWorker has already checked the command, the environment and the placement.
+def execute(command, app, environment, payload, expires_at=None):
+    # CommandWorker has already checked the command, the environment, the placement and the expiry.
     return HANDLERS[command](app, environment, payload or {})
