@@ -12,8 +12,10 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -25,7 +27,7 @@ from exchange import contract
 
 from . import lifecycle, refresh
 from .forms import ApplicationCreateForm, publish_quietly
-from .models import Application
+from .models import Application, Placement
 
 LIFECYCLE_COMMANDS = (contract.START, contract.STOP, contract.RESTART)
 
@@ -53,6 +55,28 @@ def placement_badge(placement):
     return badge(shown, title)
 
 
+class NeedsAttentionFilter(admin.SimpleListFilter):
+    """Applications whose observed state differs from the desired one, or that failed."""
+
+    title = "attention"
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Needs attention"), ("no", "In sync")]
+
+    def queryset(self, request, queryset):
+        if self.value() not in ("yes", "no"):
+            return queryset
+        from environments.models import Environment
+
+        drifted = Placement.objects.filter(application=OuterRef("pk")).filter(
+            ~Q(state=OuterRef("desired_state")) | Q(state=contract.ERROR)
+            | ~Q(environment__in=Environment.objects.online())
+        )
+        attention = Exists(drifted) | Q(attempts__gt=0)
+        return queryset.filter(attention) if self.value() == "yes" else queryset.exclude(attention)
+
+
 def placement_rows(placements):
     """What the placement table and the confirmation page show for each placement."""
     return [
@@ -66,50 +90,29 @@ def placement_rows(placements):
 
 
 class SupervisorAdmin(admin.ModelAdmin):
-    """Shared by both tabs: refresh from Redis before loading rows, tolerate Redis being away."""
+    """Shared by both tabs: pages only read the database, which the controller keeps mirrored from Redis, and say
+    so when that mirror may be stale (Redis down, no controller running)."""
 
     class Media:
         css = {"all": ["apps/admin.css"]}
 
-    def sync_with_redis(self, request):
-        """Mirror registrations and rebuild a lost configuration cache, once per request."""
-        if not getattr(request, "_appsup_synced", False):
-            request._appsup_synced = True
-            self._note_outage(request, refresh.refresh())
-
-    def refresh_statuses(self, request, placements):
-        self._note_outage(request, refresh.refresh_statuses(placements))
-
     @staticmethod
-    def _note_outage(request, warning):
-        # The registry refresh and the status refresh meet the same outage; one message will say it.
-        if warning and not hasattr(request, "_appsup_outage"):
-            request._appsup_outage = warning
-
-    @staticmethod
-    def with_outage_warning(request, response):
-        """Warn on the page this response renders. A redirect does not: the page it leads to refreshes, and
-        warns, itself."""
-        warning = getattr(request, "_appsup_outage", None)
-        if warning and isinstance(response, TemplateResponse):
-            messages.warning(request, warning)
+    def with_staleness_warning(request, response):
+        """Warn on the page this response renders (a redirect does not: the page it leads to warns itself)."""
+        if isinstance(response, TemplateResponse):
+            warning = refresh.staleness_warning()
+            if warning:
+                messages.warning(request, warning)
         return response
 
     def changelist_view(self, request, extra_context=None):
-        self.sync_with_redis(request)
-        return self.with_outage_warning(request, super().changelist_view(request, extra_context))
+        return self.with_staleness_warning(request, super().changelist_view(request, extra_context))
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        self.sync_with_redis(request)
-        return self.with_outage_warning(request, super().changeform_view(request, object_id, form_url, extra_context))
+        return self.with_staleness_warning(request, super().changeform_view(request, object_id, form_url, extra_context))
 
     def delete_view(self, request, object_id, extra_context=None):
-        self.sync_with_redis(request)
-        return self.with_outage_warning(request, super().delete_view(request, object_id, extra_context))
-
-    def history_view(self, request, object_id, extra_context=None):
-        self.sync_with_redis(request)
-        return self.with_outage_warning(request, super().history_view(request, object_id, extra_context))
+        return self.with_staleness_warning(request, super().delete_view(request, object_id, extra_context))
 
     def change_url(self, obj):
         return reverse(
@@ -122,8 +125,8 @@ class SupervisorAdmin(admin.ModelAdmin):
 @admin.register(Application)
 class ApplicationAdmin(SupervisorAdmin):
     add_form = ApplicationCreateForm
-    list_display = ("name", "display_name", "environment_states", "desired_state")
-    list_filter = ("desired_state", "environments")
+    list_display = ("name", "display_name", "environment_states", "desired_state", "convergence")
+    list_filter = ("desired_state", NeedsAttentionFilter, "environments")
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "delete_selected")
 
@@ -132,13 +135,14 @@ class ApplicationAdmin(SupervisorAdmin):
     )
     fieldsets = (
         (None, {"fields": ("name", "display_name", "environment_order", "admin_username", "desired_state")}),
-        ("Environments", {"fields": ("placement_table",)}),
+        ("Environments", {"fields": ("placement_table", "convergence")}),
         ("Record", {"fields": ("created_at", "updated_at"), "classes": ["collapse"]}),
     )
     # Only the display name changes after creation: the name is in URLs, databases and Redis keys, and moving
     # an application between environments is not something an edit can do.
     readonly_fields = (
-        "name", "environment_order", "admin_username", "desired_state", "placement_table", "created_at", "updated_at"
+        "name", "environment_order", "admin_username", "desired_state", "placement_table", "convergence",
+        "created_at", "updated_at",
     )
 
     # -- rows ---------------------------------------------------------------------------------------------
@@ -146,18 +150,29 @@ class ApplicationAdmin(SupervisorAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
 
-    def get_changelist_instance(self, request):
-        cl = super().get_changelist_instance(request)
-        # Evaluate the page once (placements prefetched), then update every shown placement in one round trip.
-        cl.result_list = list(cl.result_list)
-        self.refresh_statuses(request, [p for app in cl.result_list for p in app.placements.all()])
-        return cl
-
-    def get_object(self, request, object_id, from_field=None):
-        application = super().get_object(request, object_id, from_field)
-        if application is not None:
-            self.refresh_statuses(request, application.ordered_placements())
-        return application
+    @admin.display(description="convergence")
+    def convergence(self, application):
+        """Desired vs observed at a glance: in sync, or what differs, why, and when the controller tries again."""
+        drift = application.drift()
+        if not drift:
+            return mark_safe('<span class="appsup-converged">in sync</span>')
+        parts = [format_html("<strong>desired {}</strong>: {}", application.desired_state,
+                             ", ".join(f"{p.environment.name} {p.display_state()}" for p in drift))]
+        if application.waiting_for:
+            parts.append(format_html("waiting for {}", application.waiting_for))
+        if application.next_attempt_at and application.attempts:
+            parts.append(format_html("next retry {} (after {} failed attempt{})",
+                                     naturaltime(application.next_attempt_at), application.attempts,
+                                     "" if application.attempts == 1 else "s"))
+        errors = [p for p in drift if p.error]
+        if application.last_error and application.attempts:
+            parts.append(format_html('last error ({}): <span class="appsup-error">{}</span>',
+                                     naturaltime(application.last_error_at), application.last_error))
+        elif errors:
+            parts.append(format_html('last error on {} ({}): <span class="appsup-error">{}</span>',
+                                     errors[0].environment.name, naturaltime(errors[0].state_at), errors[0].error))
+        return format_html('<div class="appsup-drift">{}</div>', format_html_join(mark_safe("<br>"), "{}",
+                                                                                   ((part,) for part in parts)))
 
     @admin.display(description="environments (start order) and state")
     def environment_states(self, application):
@@ -236,7 +251,6 @@ class ApplicationAdmin(SupervisorAdmin):
 
     def lifecycle_view(self, request, object_id, command):
         """The change page's Start/Stop/Restart buttons: the same confirmation, then the same run."""
-        self.sync_with_redis(request)
         application = self.get_object(request, unquote(object_id))
         if application is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
@@ -245,7 +259,7 @@ class ApplicationAdmin(SupervisorAdmin):
         if request.method == "POST" and request.POST.get("post") == "yes":
             self.run_lifecycle(request, [application], command)
             return HttpResponseRedirect(self.change_url(application))
-        return self.with_outage_warning(request, self.lifecycle_confirmation(request, [application], command))
+        return self.with_staleness_warning(request, self.lifecycle_confirmation(request, [application], command))
 
     def lifecycle_confirmation(self, request, applications, command, action_name=None):
         """Nothing is sent until the operator confirms (the delete-confirmation pattern: POST with post=yes)."""
@@ -293,7 +307,16 @@ class ApplicationAdmin(SupervisorAdmin):
             self.message_user(request, f"{application} ({outcome.command}) — {step.line()}", level)
         tried = {step.environment for step in outcome.steps}
         skipped = [name for name in application.environment_names() if name not in tried]
-        if skipped:
+        if outcome.waiting_for and outcome.command in lifecycle.DESIRED:
+            waiting = outcome.waiting_for + skipped
+            self.message_user(
+                request,
+                f"{application} stays desired {lifecycle.DESIRED[outcome.command]}: pending on {', '.join(waiting)}; "
+                f"the controller completes the {outcome.command} there once {', '.join(outcome.waiting_for)} "
+                "is back online.",
+                messages.WARNING,
+            )
+        elif skipped:
             self.message_user(
                 request,
                 f"{application} ({outcome.command}) — not tried on {', '.join(skipped)} "
@@ -309,7 +332,6 @@ class ApplicationAdmin(SupervisorAdmin):
             return super().delete_view(request, object_id, extra_context)  # Django's confirmation page
         # Confirmed. Not inside Django's transaction around delete_view: removal waits for the workers, and
         # commands are only sent once a transaction commits.
-        self.sync_with_redis(request)
         application = self.get_object(request, unquote(object_id))
         if application is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)

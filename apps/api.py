@@ -84,9 +84,8 @@ def _fresh_app_response(application, status=200):
 def app_collection(request):
     if request.method == "POST":
         return _create(request)
-    warning = refresh.refresh()
-    apps, status_warning = listing.app_dicts()
-    return with_warning(json_response({"apps": apps}), status_warning or warning)
+    apps, warning = listing.app_dicts()
+    return with_warning(json_response({"apps": apps}), warning)
 
 
 def _create(request):
@@ -124,12 +123,10 @@ def _create(request):
 def app_detail(request, name):
     if request.method == "DELETE":
         return _remove(request, name)
-    warning = refresh.refresh()
     application = _load(name)
     if application is None:
         return _unknown(name)
-    warning = refresh.refresh_statuses(application.placements.all()) or warning
-    return with_warning(json_response(app_dict(application)), warning)
+    return with_warning(json_response(app_dict(application)), refresh.staleness_warning())
 
 
 # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -157,12 +154,27 @@ def _failure_status(step):
     return 504 if step.kind == lifecycle.TIMEOUT else 409
 
 
-def _failure(command, application, step):
+def _failure(outcome, application):
+    step = outcome.failure
     detail = step.error or f"it ended {step.state}"
+    extra = {}
+    waiting = outcome.waiting_for
+    if waiting and outcome.command in lifecycle.DESIRED:
+        # The intent is kept: say plainly what ran and what waits, and for what.
+        desired = lifecycle.DESIRED[outcome.command]
+        done = [s.environment for s in outcome.steps if s.ok]
+        extra["pending"] = {
+            "desired_state": desired,
+            "done": done,
+            "waiting_for": waiting,
+            "message": f"{application.name} stays desired {desired}: the controller completes the "
+                       f"{outcome.command} on {', '.join(waiting)} once it is back online",
+        }
     return error(
-        f"{command} {application.name} failed on {step.environment}: {detail}",
+        f"{outcome.command} {application.name} failed on {step.environment}: {detail}",
         _failure_status(step),
         environment=step.environment,
+        **extra,
     )
 
 
@@ -181,7 +193,7 @@ def _operate(request, name, work):
     except redis.RedisError as exc:
         return error(REDIS_DOWN.format(error=exc), 503, environment=None)
     if not outcome.ok:
-        return _failure(outcome.command, application, outcome.failure)
+        return _failure(outcome, application)
     return application
 
 

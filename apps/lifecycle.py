@@ -77,6 +77,11 @@ class Outcome:
     def ok(self):
         return self.failure is None
 
+    @property
+    def waiting_for(self):
+        """Environments that were offline, where the desired state is left for the controller to complete."""
+        return [s.environment for s in self.steps if s.kind == OFFLINE]
+
 
 EXPECTED = {
     contract.START: contract.RUNNING,
@@ -90,11 +95,27 @@ DESIRED = {contract.START: contract.RUNNING, contract.RESTART: contract.RUNNING,
 def run(application, command, timeout=None, progress=None, drop_database=False, clock=time.monotonic):
     """Run COMMAND for APPLICATION on each of its environments in order; returns an Outcome.
 
-    TIMEOUT bounds the whole operation (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called
-    with each Step as it completes. Raises OperationInProgress if another operation holds the application.
+    START, STOP and RESTART first record the desired state, which is kept when an environment is offline: the
+    controller (runsupervisor) completes the command there once it is back. TIMEOUT bounds the whole operation
+    (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called with each Step as it completes. Raises
+    OperationInProgress if another operation holds the application.
     """
     with _held(application.name) as renew:
         return _run_locked(application, command, timeout, progress, drop_database, clock, renew)
+
+
+def converge(application, environments, timeout=None, clock=time.monotonic):
+    """The controller's action: bring APPLICATION to its desired state on ENVIRONMENTS (names, in start order),
+    without changing that desired state. Returns None, sending nothing, when the operator changed the desired
+    state since the controller read it (checked under the lock, so a start the operator no longer wants is never
+    sent)."""
+    desired = application.desired_state
+    with _held(application.name) as renew:
+        current = Application.objects.filter(pk=application.pk).values_list("desired_state", flat=True).first()
+        if current != desired:
+            return None
+        command = contract.START if desired == contract.RUNNING else contract.STOP
+        return _run_locked(application, command, timeout, None, False, clock, renew, only=environments)
 
 
 @contextlib.contextmanager
@@ -120,13 +141,12 @@ def _held(app):
             lock.release()
 
 
-def _run_locked(application, command, timeout, progress, drop_database, clock, renew):
+def _run_locked(application, command, timeout, progress, drop_database, clock, renew, only=None):
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     deadline = clock() + timeout
     r = supervisor_redis()
-    registry_mirror.sync(r)
-    cache.ensure(r)
-    if command in DESIRED:
+    registry_mirror.sync(r)  # liveness as of now, not as of the controller's last pass
+    if command in DESIRED and only is None:
         Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
         application.desired_state = DESIRED[command]
     # Workers refuse applications they do not find in the cache: make sure this one is there, current.
@@ -138,6 +158,8 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
     }
     outcome = Outcome(application.name, command)
     placements = list(application.placements.select_related("environment", "application").order_by("position"))
+    if only is not None:
+        placements = [p for p in placements if p.environment.name in only]
     if command == contract.REMOVE:
         # Removing from some environments and not others would leave the application half gone.
         offline = [p.environment for p in placements if not p.environment.is_online()]
@@ -162,7 +184,10 @@ def _run_on(placement, command, payload, deadline, clock, renew):
     began = clock()
     if not env.is_online():
         return Step(env.name, False, contract.UNKNOWN, env.offline_reason(), kind=OFFLINE)
-    job_id = channel.enqueue(env.name, command, placement.application.name, payload)
+    # The job expires when this operation stops waiting for it: a worker that picks it up later refuses it, so a
+    # command answered as failed never runs behind the operator's back.
+    expires_at = time.time() + max(0.0, deadline - clock())
+    job_id = channel.enqueue(env.name, command, placement.application.name, payload, expires_at=expires_at)
     result = _wait(job_id, env.name, deadline, clock, renew)
     seconds = clock() - began
     if isinstance(result, Failure):  # the supervisor's own finding: timeout, refusal, crash, environment lost

@@ -2,17 +2,15 @@
 
 The list is unpaginated (DESIGN.md fixes its shape), so it is built from plain rows rather than model instances:
 loading 10,000 applications with their placements through the ORM took over a second, rows take a few dozen
-milliseconds. Three queries and one HMGET whatever the number of applications; statuses that workers reported
-since the last read are shown and mirrored into the database, as ``status.refresh`` does for a page of rows.
+milliseconds. Four queries whatever the number of applications.
 """
 
 from django.utils import timezone
 
 from environments.models import Environment
-from exchange.contract import UNKNOWN, status_field
+from exchange.contract import UNKNOWN
 from supervisor_project.api_auth import iso
 
-from . import mirror as status_mirror
 from . import refresh
 from .models import Application, Placement
 
@@ -20,33 +18,20 @@ PLACEMENT_COLUMNS = ("pk", "application_id", "environment_id", "state", "error",
 
 
 def app_dicts(now=None):
-    """(APP for every application in name order, a warning or None)."""
+    """(APP for every application in name order, a warning or None). Reads the database only: the controller
+    keeps it mirrored from what workers report."""
     now = now or timezone.now()
     environments = {env.pk: env for env in Environment.objects.all()}
     online = {pk: env.is_online(now) for pk, env in environments.items()}
     apps = list(Application.objects.order_by("name").values_list("pk", "name", "display_name", "desired_state"))
-    names = {pk: name for pk, name, _, _ in apps}
-    rows = list(Placement.objects.order_by("application_id", "position").values_list(*PLACEMENT_COLUMNS))
-
-    fields = [status_field(names[app_id], environments[env_id].name) for _, app_id, env_id, *_ in rows]
-    entries, warning = refresh.reported_statuses(fields)
-    changed = []
-    for i, entry in enumerate(entries):
-        pk, app_id, env_id, state, error, state_at = rows[i]
-        if status_mirror.is_newer(entry, state_at):
-            placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
-            status_mirror.apply(placement, entry)
-            changed.append(placement)
-            rows[i] = (pk, app_id, env_id, placement.state, placement.error, placement.state_at)
-    status_mirror.save(changed)
-
+    rows = Placement.objects.order_by("application_id", "position").values_list(*PLACEMENT_COLUMNS)
     by_app = {}
     for _, app_id, env_id, state, error, state_at in rows:
         shown = state if online[env_id] else UNKNOWN
         by_app.setdefault(app_id, []).append((environments[env_id].name, status_dict(shown, error, state_at)))
     listed = [app_dict(name, display_name, desired_state, by_app.get(pk, []))
               for pk, name, display_name, desired_state in apps]
-    return listed, warning
+    return listed, refresh.staleness_warning(now)
 
 
 def status_dict(state, error, at):

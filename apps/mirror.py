@@ -6,7 +6,7 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 
 from exchange import status
-from exchange.contract import status_field
+from exchange.contract import STATUSES_KEY, status_field
 from supervisor_project import bulk
 
 STATUS_FIELDS = ("state", "error", "traceback", "state_at")
@@ -44,3 +44,21 @@ def refresh(redis, placements):
 def save(placements):
     """Write the mirrored status of PLACEMENTS (changed by ``apply``) in one statement."""
     bulk.update(placements, STATUS_FIELDS)
+
+
+def refresh_all(redis):
+    """Mirror every reported status onto its placement: one HGETALL, one SELECT of plain rows, one UPDATE for
+    what changed. Returns the changed placements."""
+    from .models import Placement
+
+    reported = redis.hgetall(STATUSES_KEY)
+    changed = []
+    rows = Placement.objects.values_list("pk", "application__name", "environment__name", "state", "error", "state_at")
+    for pk, app, env, state, error, state_at in rows:
+        entry = status.decode(reported.get(status_field(app, env).encode()))
+        if is_newer(entry, state_at):
+            placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
+            apply(placement, entry)
+            changed.append(placement)
+    save(changed)
+    return changed

@@ -25,6 +25,14 @@ class Application(models.Model):
     environments = models.ManyToManyField("environments.Environment", through="Placement", related_name="applications")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by the controller (runsupervisor) only: how its work to reach the desired state goes.
+    attempts = models.PositiveIntegerField("failed attempts", default=0,
+                                           help_text="consecutive attempts of the controller that failed")
+    next_attempt_at = models.DateTimeField("next retry", null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    waiting_for = models.CharField(max_length=500, blank=True,
+                                   help_text="why the controller is not acting now (an offline environment, say)")
 
     objects = ApplicationQuerySet.as_manager()
 
@@ -41,6 +49,10 @@ class Application(models.Model):
 
     def environment_names(self):
         return [p.environment.name for p in self.ordered_placements()]
+
+    def drift(self, now=None):
+        """Placements whose observed state is not the desired one (an offline environment's counts: unknown)."""
+        return [p for p in self.ordered_placements() if p.display_state(now) != self.desired_state]
 
     def cache_entry(self):
         """What workers and the proxy read from Redis (the configuration cache)."""

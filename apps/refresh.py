@@ -1,20 +1,19 @@
-"""Bring what the supervisor shows up to date with Redis, and keep working when Redis is away.
+"""How fresh what the supervisor shows is, and bringing it up to date before a write.
 
-Admin pages and API reads call ``refresh()`` before loading rows (environment registrations, configuration
-cache) and ``refresh_statuses(placements)`` on the placements they show. With Redis unavailable both return a
-warning and the caller answers from the database mirror, instead of failing.
+Pages and API reads only read the database, which the controller (runsupervisor) keeps mirrored from Redis; they
+say so when that mirror may be out of date (``staleness_warning``). Writes that validate against the workers'
+registrations (creating an application) first mirror them (``refresh``), tolerating Redis being away.
 """
 
 import logging
+from datetime import timedelta
 
 import redis
+from django.utils import timezone
 
+from controller.models import ControllerState
 from environments import mirror as registry_mirror
-from exchange import status
 from exchange.redis_client import supervisor_redis
-
-from . import cache
-from . import mirror as status_mirror
 
 log = logging.getLogger("appsup.supervisor")
 
@@ -22,37 +21,32 @@ REDIS_DOWN = (
     "Redis is unavailable ({error}): showing the last known state; "
     "starting and stopping will fail until it is back."
 )
-
-
-def _tolerating_outage(work):
-    """(what WORK(redis) returned, None), or (None, a warning) when Redis is unavailable."""
-    try:
-        return work(supervisor_redis()), None
-    except redis.RedisError as exc:
-        log.warning("Redis unavailable: %s", exc)
-        return None, REDIS_DOWN.format(error=exc)
+# A controller passes every half second; past this, what pages show is no longer being kept up to date.
+CONTROLLER_SILENT_AFTER = timedelta(seconds=15)
+NO_CONTROLLER = (
+    "No supervisor controller has run {since}: states shown may be out of date and nothing converges by itself. "
+    "Start one with `python manage.py runsupervisor`."
+)
 
 
 def refresh():
-    """Mirror environment registrations; rebuild the configuration cache if Redis lost it. Returns a warning
-    or None."""
-
-    def work(r):
-        registry_mirror.sync(r)
-        if cache.ensure(r):
-            log.warning("the configuration cache was missing from Redis; rebuilt it from the database")
-
-    return _tolerating_outage(work)[1]
+    """Mirror environment registrations now. Returns a warning, or None."""
+    try:
+        registry_mirror.sync(supervisor_redis())
+    except redis.RedisError as exc:
+        log.warning("Redis unavailable: %s", exc)
+        return REDIS_DOWN.format(error=exc)
+    return None
 
 
-def refresh_statuses(placements):
-    """Update PLACEMENTS (application and environment loaded) from the statuses workers reported, in one round
-    trip. Returns a warning or None."""
-    return _tolerating_outage(lambda r: status_mirror.refresh(r, placements))[1]
-
-
-def reported_statuses(fields):
-    """(the entries workers reported for FIELDS, see status.fetch; a warning or None). With Redis unavailable
-    every entry is None, so callers show the database mirror."""
-    entries, warning = _tolerating_outage(lambda r: status.fetch(r, fields))
-    return (entries if entries is not None else [None] * len(fields)), warning
+def staleness_warning(now=None):
+    """Why what the database shows may be stale (Redis down, no controller running), or None. One query."""
+    now = now or timezone.now()
+    state = ControllerState.objects.filter(pk=1).first()
+    if state is None or state.seen_at is None:
+        return NO_CONTROLLER.format(since="yet")
+    if now - state.seen_at > CONTROLLER_SILENT_AFTER:
+        return NO_CONTROLLER.format(since=f"for {int((now - state.seen_at).total_seconds())} s")
+    if state.redis_error:
+        return REDIS_DOWN.format(error=state.redis_error)
+    return None

@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from apps.admin import SupervisorAdmin, badge, placement_badge
 from exchange import registry
-from exchange.contract import OFFLINE, ONLINE
+from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
 
 from .models import Environment
@@ -28,11 +28,13 @@ class StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [(ONLINE, "Online"), (OFFLINE, "Offline")]
+        return [(ONLINE, "Online"), (DEGRADED, "Degraded"), (OFFLINE, "Offline")]
 
     def queryset(self, request, queryset):
         if self.value() == ONLINE:
-            return queryset.online()
+            return queryset.online().exclude(web_ok=False)
+        if self.value() == DEGRADED:
+            return queryset.online().filter(web_ok=False)
         if self.value() == OFFLINE:
             return queryset.offline()
         return queryset
@@ -56,7 +58,7 @@ class EnvironmentAdmin(SupervisorAdmin):
     actions = ("delete_selected",)
     fields = (
         "name", "status_badge", "version", "url", "proxy_url", "host", "pid",
-        "first_seen_at", "last_heartbeat", "stopped_at", "hosted_applications",
+        "first_seen_at", "last_heartbeat", "stopped_at", "last_refusal", "hosted_applications",
     )
     readonly_fields = fields
 
@@ -69,8 +71,18 @@ class EnvironmentAdmin(SupervisorAdmin):
 
     @admin.display(description="status")
     def status_badge(self, environment):
-        online = environment.is_online()
-        return badge(ONLINE if online else OFFLINE, "" if online else environment.offline_reason())
+        reason = environment.status_reason()
+        shown = badge(environment.status(), reason)
+        if reason and environment.status() == DEGRADED:
+            return format_html('{} <span class="appsup-reason">{}</span>', shown, environment.problem)
+        return shown
+
+    @admin.display(description="last refused command")
+    def last_refusal(self, environment):
+        if not environment.refusal:
+            return "none"
+        return format_html('{} <span class="appsup-error">{}</span>', naturaltime(environment.refusal_at),
+                           environment.refusal)
 
     @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
     def last_heartbeat(self, environment):
@@ -84,7 +96,6 @@ class EnvironmentAdmin(SupervisorAdmin):
             placements = list(environment.placements.select_related("application").order_by("application__name"))
             for placement in placements:
                 placement.environment = environment
-            self.refresh_statuses(request, placements)
             environment.shown_placements = placements
         return environment
 
@@ -111,7 +122,6 @@ class EnvironmentAdmin(SupervisorAdmin):
     # -- delete ----------------------------------------------------------------------------------------------
 
     def delete_view(self, request, object_id, extra_context=None):
-        self.sync_with_redis(request)
         environment = self.get_object(request, unquote(object_id))
         if environment is not None:
             reason = deletion_blocker(environment)

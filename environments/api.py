@@ -27,7 +27,7 @@ def environment_dict(environment, now=None):
 
 @api_view("GET")
 def environment_list(request):
-    warning = refresh.refresh()
+    warning = refresh.staleness_warning()
     now = timezone.now()
     environments = [environment_dict(env, now) for env in Environment.objects.all()]
     return with_warning(json_response({"environments": environments}), warning)

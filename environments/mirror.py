@@ -4,11 +4,15 @@ from datetime import datetime
 from datetime import timezone as dt_timezone
 
 from exchange import registry
+from exchange.contract import NAME_RE
 from supervisor_project import bulk
 
 from .models import Environment
 
-MIRRORED_FIELDS = ("url", "proxy_url", "version", "host", "pid", "last_heartbeat_at", "stopped_at")
+MIRRORED_FIELDS = (
+    "url", "proxy_url", "version", "host", "pid", "last_heartbeat_at", "stopped_at", "web_ok", "problem", "refusal",
+    "refusal_at",
+)
 
 
 def _ts(value):
@@ -28,6 +32,8 @@ def sync(redis):
     mirrored = {row[0]: row[1:] for row in Environment.objects.values_list("name", "pk", *MIRRORED_FIELDS)}
     created, changed = [], []
     for name, entry in entries.items():
+        if not NAME_RE.match(name):
+            continue  # not a name an environment can have: never shown, never a proxy target
         values = {
             "url": entry["url"],
             "proxy_url": entry.get("proxy_url") or "",
@@ -36,6 +42,10 @@ def sync(redis):
             "pid": entry.get("pid"),
             "last_heartbeat_at": _ts(entry.get("heartbeat_at")),
             "stopped_at": _ts(entry.get("stopped_at")),
+            "web_ok": entry.get("web_ok"),
+            "problem": entry.get("problem") or "",
+            "refusal": entry.get("refusal") or "",
+            "refusal_at": _ts(entry.get("refusal_at")),
         }
         row = mirrored.get(name)
         if row is None:

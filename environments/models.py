@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from exchange.contract import OFFLINE, ONLINE
+from exchange.contract import DEGRADED, OFFLINE, ONLINE
 
 
 def online_since(now=None):
@@ -33,6 +33,12 @@ class Environment(models.Model):
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Set by a graceful stop, so the environment is offline at once rather than after the timeout.
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # What the agent observes of its own web process: False while it does not answer (degraded), with why.
+    web_ok = models.BooleanField("web answers", null=True, blank=True)
+    problem = models.TextField(blank=True)
+    # The last command the agent refused (malformed, stale, not allowed), and when.
+    refusal = models.TextField("last refused command", blank=True)
+    refusal_at = models.DateTimeField(null=True, blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -55,7 +61,18 @@ class Environment(models.Model):
         )
 
     def status(self, now=None):
-        return ONLINE if self.is_online(now) else OFFLINE
+        """ONLINE, DEGRADED (commands run, the proxy does not route there) or OFFLINE."""
+        if not self.is_online(now):
+            return OFFLINE
+        return DEGRADED if self.web_ok is False else ONLINE
+
+    def status_reason(self, now=None):
+        status = self.status(now)
+        if status == OFFLINE:
+            return self.offline_reason(now)
+        if status == DEGRADED:
+            return f"environment {self.name} is degraded: {self.problem or 'its web process does not answer'}"
+        return ""
 
     def offline_reason(self, now=None):
         if self.stopped_at is not None:

@@ -27,6 +27,10 @@ def replace_all(redis, entries):
     pipe.execute()
 
 
+def size(redis):
+    return redis.hlen(APPS_KEY)
+
+
 def is_ready(redis):
     return bool(redis.exists(CACHE_READY_KEY))
 

@@ -51,8 +51,15 @@ def status_of(entry, now=None):
     return DEGRADED if entry.get("web_ok") is False else ONLINE
 
 
-def _number_or_none(value):
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+def _time_or_none(value):
+    """None, or epoch seconds that a datetime can hold."""
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1e11
+
+
+def _pid_or_none(value):
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31)
 
 
 def decode(raw):
@@ -63,7 +70,8 @@ def decode(raw):
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
         return None
-    if not all(_number_or_none(entry.get(key)) for key in ("heartbeat_at", "stopped_at", "pid", "refusal_at")):
+    times = ("heartbeat_at", "stopped_at", "refusal_at")
+    if not all(_time_or_none(entry.get(key)) for key in times) or not _pid_or_none(entry.get("pid")):
         return None
     if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem", "refusal")):
         return None

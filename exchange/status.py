@@ -5,10 +5,11 @@ Placement rows (apps.mirror).
 """
 
 import json
+import math
 import time
 
 from . import events
-from .contract import STATUSES_KEY, status_field
+from .contract import RUNTIME_STATES, STATUSES_KEY, status_field
 
 
 def write(redis, app, environment, state, error="", traceback="", now=None):
@@ -46,4 +47,11 @@ def decode(raw):
         entry = json.loads(raw)
     except ValueError:
         return None
-    return entry if isinstance(entry, dict) and isinstance(entry.get("at"), (int, float)) else None
+    if not isinstance(entry, dict) or entry.get("state") not in RUNTIME_STATES:
+        return None
+    at = entry.get("at")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or not 0 <= at < 1e11:
+        return None
+    if not all(isinstance(entry.get(key) or "", str) for key in ("error", "traceback")):
+        return None
+    return entry

@@ -36,6 +36,7 @@ BASE_INSTALLED_APPS = (
     "workers",
     "environments",
     "apps",
+    "controller",
     "proxy",
     "django.contrib.admin",
     "django.contrib.auth",

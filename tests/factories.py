@@ -3,6 +3,7 @@
 import threading
 import time
 
+import pytest
 from rq.timeouts import TimerDeathPenalty
 
 from apps.forms import ApplicationCreateForm
@@ -69,3 +70,25 @@ class ThreadAgent:
         self.agent.deregister()
         registry_mirror.sync(supervisor_redis())
         time.sleep(0)
+
+
+@pytest.fixture
+def controller_running(db):
+    """Pages warn while no controller runs; these tests look at the pages of a deployment where one does."""
+    mirror()
+
+
+def mirror():
+    """A controller's pass as pages see it: Redis mirrored into the database, and the controller recorded as
+    running (pages warn otherwise)."""
+    import redis
+
+    from controller.loop import Controller
+
+    controller = Controller()
+    try:
+        controller.mirror()
+    except redis.RedisError as exc:
+        controller.record_health(exc)  # what pages then say about Redis
+    else:
+        controller.record_health()

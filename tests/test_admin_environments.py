@@ -11,7 +11,7 @@ from django.urls import reverse
 from environments.models import Environment
 from exchange import contract, redis_client, registry
 
-from .factories import create_application, register_environment
+from .factories import create_application, mirror, register_environment
 from .pages import changelist_row as row
 from .pages import messages_of
 
@@ -39,10 +39,17 @@ def delete_url(name):
 
 
 def redis_goes_away(settings):
-    """Point both channels at a port where nothing listens, as when the Redis server is down."""
+    """Point both channels at a port where nothing listens, as when the Redis server is down; the controller's
+    next pass finds out."""
     settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.APP_COMMAND_REDIS_URL = "redis://127.0.0.1:1/0"
     redis_client.reset()
+    mirror()
+
+
+@pytest.fixture(autouse=True)
+def _controller(controller_running):
+    pass
 
 
 def test_changelist_shows_each_registration_with_a_heartbeat_age(admin_client):
@@ -69,17 +76,21 @@ def test_long_silent_environment_is_shown_offline_and_why(admin_client):
     assert "last heartbeat" in offline  # the badge's title gives the reason
 
 
-def test_withdrawn_environment_is_offline_on_the_next_page_load(admin_client, r):
+def test_withdrawn_environment_is_offline_after_the_controllers_next_pass(admin_client, r):
     register_environment("env_a")
     assert "appsup-badge-online" in row(changelist(admin_client), "env_a")
 
-    registry.withdraw(r, {"name": "env_a"})  # the worker stopped gracefully; nothing synced it yet
+    registry.withdraw(r, {"name": "env_a"})  # the worker stopped gracefully
+    mirror()
 
     assert "appsup-badge-offline" in row(changelist(admin_client), "env_a")
 
 
-def test_newly_registered_environment_appears_without_any_sync(admin_client):
+def test_page_views_only_read_a_registration_reaches_the_page_through_the_controller(admin_client):
     register_environment("env_new", sync=False)
+    assert shown_names(changelist(admin_client)) == []  # a page view writes nothing
+
+    mirror()
 
     assert shown_names(changelist(admin_client)) == ["env_new"]
 
@@ -121,6 +132,7 @@ def test_change_page_lists_hosted_applications_with_their_state(admin_client, r)
     create_application("crm", ["env_a"])
     status.write(r, "crm", "env_a", contract.RUNNING)
 
+    mirror()
     html = admin_client.get(change_url("env_a")).content.decode()
 
     assert re.search(r">crm</a>\s*<span class=\"appsup-badge appsup-badge-running\"", html)

@@ -14,7 +14,7 @@ from exchange import cache as config_cache
 from exchange import channel, contract, redis_client, status
 from workers import provisioning
 
-from .factories import PASSWORD, ThreadAgent, create_application, register_environment
+from .factories import PASSWORD, ThreadAgent, create_application, mirror, register_environment
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -37,6 +37,7 @@ def redis_down(settings):
     settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.APP_COMMAND_REDIS_URL = "redis://127.0.0.1:1/0"
     redis_client.reset()
+    mirror()  # the controller's pass finds Redis away, and records it for the pages
 
 
 @pytest.fixture
@@ -66,6 +67,11 @@ def delete(client, path):
     return client.delete(path, headers=AUTH)
 
 
+@pytest.fixture(autouse=True)
+def _controller(controller_running):
+    pass
+
+
 # -- reads ---------------------------------------------------------------------------------------------------
 
 
@@ -76,6 +82,7 @@ def test_list_shows_each_app_with_ordered_environments_and_statuses(client, r):
     create_application("crm", ["env_b", "env_a"], display_name="Customer relations")
     status.write(r, "crm", "env_a", contract.RUNNING, now=1_700_000_000)
     status.write(r, "crm", "env_b", contract.RUNNING, now=1_700_000_000)
+    mirror()
 
     response = get(client, "/api/apps/")
 
@@ -133,14 +140,15 @@ def test_list_costs_the_same_number_of_queries_for_one_app_or_many(client, r):
 
 
 @pytest.mark.django_db
-def test_list_mirrors_newly_reported_statuses_into_the_database(client, r):
+def test_list_shows_what_the_controller_mirrored_and_an_older_report_never_replaces_it(client, r):
     register_environment("env_a")
     create_application("crm", ["env_a"])
     create_application("erp", ["env_a"])
     status.write(r, "crm", "env_a", contract.ERROR, error="RuntimeError: disk full", traceback="Traceback …",
                  now=1_700_000_000)
-    get(client, "/api/apps/")
+    mirror()
     status.write(r, "crm", "env_a", contract.STARTING, now=1_600_000_000)  # older than what was mirrored
+    mirror()
 
     apps = {a["name"]: a for a in get(client, "/api/apps/").json()["apps"]}
 
@@ -269,7 +277,7 @@ def test_start_runs_each_environment_in_order_and_answers_the_app(client, enqueu
 
 
 @pytest.mark.django_db(transaction=True)
-def test_start_with_an_offline_environment_fails_naming_it_and_sends_nothing(client, enqueued):
+def test_start_with_an_offline_environment_fails_naming_it_sends_nothing_and_keeps_the_intent(client, enqueued):
     register_environment("env_a")
     register_environment("env_b", heartbeat_at=0)
     create_application("crm", ["env_b", "env_a"])
@@ -278,9 +286,12 @@ def test_start_with_an_offline_environment_fails_naming_it_and_sends_nothing(cli
 
     assert response.status_code == 409
     body = response.json()
-    assert set(body) == {"error", "environment"}
+    assert set(body) == {"error", "environment", "pending"}
     assert body["environment"] == "env_b"
     assert "env_b" in body["error"] and "offline" in body["error"]
+    assert body["pending"]["desired_state"] == "running" and body["pending"]["waiting_for"] == ["env_b"]
+    assert body["pending"]["done"] == []
+    assert Application.objects.get(name="crm").desired_state == "running"
     assert enqueued == []
     assert channel.queue_for("env_b").count == 0 and channel.queue_for("env_a").count == 0
 

@@ -7,7 +7,7 @@ import pytest
 from environments.models import Environment
 from exchange import redis_client
 
-from .factories import register_environment
+from .factories import mirror, register_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +29,10 @@ def redis_down(settings):
     settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"
     settings.APP_COMMAND_REDIS_URL = "redis://127.0.0.1:1/0"
     redis_client.reset()
+    mirror()  # the controller's pass finds Redis away, and records it for the pages
 
 
-def test_environments_are_listed_with_status_and_heartbeat(api):
+def test_environments_are_listed_with_status_and_heartbeat(api, controller_running):
     register_environment("env_a", url="http://worker-a:15000", proxy_url="http://10.0.0.5:15000")
     register_environment("env_b", heartbeat_at=0)  # heartbeat in 1970: offline
 
@@ -69,8 +70,12 @@ def test_proxy_url_defaults_to_the_url_and_a_silent_environment_has_no_heartbeat
     }
 
 
-def test_a_registration_that_reached_redis_only_is_listed(api):
+def test_a_registration_is_listed_once_the_controller_mirrored_it(api):
     register_environment("env_a", sync=False)
+    assert api("/api/environments/").json()["environments"] == []  # reads never write
+
+    mirror()
+
     assert [e["name"] for e in api("/api/environments/").json()["environments"]] == ["env_a"]
 
 

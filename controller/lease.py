@@ -1,0 +1,49 @@
+"""One acting controller among several: a Redis lock with a short TTL that its holder renews every pass (the
+leader election of Kubernetes' controllers). A holder that dies or loses Redis stops renewing, and another
+controller takes over once the lease expires."""
+
+import os
+import socket
+import uuid
+
+from redis.exceptions import LockError
+from redis.lock import Lock
+
+from exchange.contract import CONTROLLER_LEASE_KEY
+
+# Long enough to survive a slow pass, short enough that a standby takes over quickly.
+LEASE_TTL = 10
+
+
+def holder_id():
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(self, redis, holder=None, ttl=LEASE_TTL):
+        self.holder = holder or holder_id()
+        self.lock = Lock(redis, CONTROLLER_LEASE_KEY, timeout=ttl, thread_local=False)
+        self.held = False
+
+    def hold(self):
+        """Acquire the lease, or renew it if this controller holds it. Returns whether it holds it now."""
+        if self.held:
+            try:
+                self.lock.reacquire()
+                return True
+            except LockError:  # expired, taken over, or lost with Redis's data: compete again
+                self.held = False
+        self.held = bool(self.lock.acquire(blocking=False, token=self.holder))
+        return self.held
+
+    def release(self):
+        if self.held:
+            self.held = False
+            try:
+                self.lock.release()
+            except LockError:
+                pass
+
+    def current_holder(self):
+        raw = self.lock.redis.get(CONTROLLER_LEASE_KEY)
+        return raw.decode() if raw else None

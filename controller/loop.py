@@ -1,0 +1,260 @@
+"""The supervisor's controller (``manage.py runsupervisor``): closes the gap between the desired state in the
+database and what Redis and the workers report, continuously, the way a Kubernetes controller does.
+
+Written as small steps that answer "was there work?" and that tests call directly with a clock:
+
+- ``hold_lease``: several controllers may run; the one holding the Redis lease acts, the others wait;
+- ``rebuild_cache_if_missing``: a configuration cache lost or partly lost (Redis restarted, flushed, failed over)
+  is rebuilt from the database within a pass, without waiting for anyone to load a page;
+- ``mirror``: registrations, heartbeats and reported states are copied into the database (pages only read them),
+  and a change of an environment's status is published as an event;
+- ``reconcile_one``: one application whose observed state differs from its desired state is brought to it, on the
+  environments that are reachable, sequentially and under its lock. Level-triggered: each pass compares from
+  scratch, so an operation cut off by a crash (a supervisor killed between env_a and env_b, an agent killed
+  mid-start) is finished like any other drift. A failure moves the application's next attempt forward
+  (exponential backoff, capped); an offline environment is waited for, not retried against.
+
+``run`` only loops: the fast steps every pass, ``reconcile_one`` in a background thread so that a long start
+never delays the cache rebuild or the mirror.
+"""
+
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+import redis
+from django.db import close_old_connections
+from django.db.models import Exists, OuterRef, Q
+
+from apps import cache, lifecycle
+from apps import mirror as status_mirror
+from apps.models import Application, Placement
+from environments import mirror as registry_mirror
+from environments.models import Environment
+from exchange import contract, events
+from exchange.redis_client import supervisor_redis
+
+from .lease import Lease
+from .models import ControllerState
+
+log = logging.getLogger("appsup.controller")
+
+PASS_SECONDS = 0.5
+BACKOFF_BASE = 5.0
+BACKOFF_CAP = 300.0
+# How many drifting applications one reconcile pass looks at before giving up for this pass.
+CANDIDATES_PER_PASS = 50
+
+
+def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
+    """Seconds before attempt number ATTEMPTS + 1, after ATTEMPTS consecutive failures."""
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
+def plan(application, now):
+    """(command, environment names to act on now, environment names waited for) for APPLICATION, from its
+    placements as mirrored. A start goes in order and stops at the first unreachable environment, as an operator's
+    sequential start would; a stop acts wherever it can."""
+    desired = application.desired_state
+    act, waiting = [], []
+    for placement in application.ordered_placements():
+        if placement.state == desired:
+            continue
+        if not placement.environment.is_online(now):
+            waiting.append(placement.environment.name)
+            if desired == contract.RUNNING:
+                break
+            continue
+        act.append(placement.environment.name)
+    command = contract.START if desired == contract.RUNNING else contract.STOP
+    return command, act, waiting
+
+
+class Controller:
+    def __init__(self, clock=time.time, sleep=time.sleep, holder=None, timeout=None):
+        self.clock = clock
+        self.sleep = sleep
+        self.timeout = timeout  # of each converge operation; default settings.APP_COMMAND_TIMEOUT
+        self.lease = Lease(supervisor_redis(), holder=holder)
+        self.environment_statuses = None  # name -> status, as of the last mirror
+        self.stop_requested = False
+        self._reconciler = None
+        self._pending = None
+
+    def now(self):
+        return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
+
+    # -- steps -----------------------------------------------------------------------------------------------
+
+    def hold_lease(self):
+        held_before = self.lease.held
+        held = self.lease.hold()
+        if held and not held_before:
+            log.info("controller %s holds the lease and acts", self.lease.holder)
+        elif held_before and not held:
+            log.warning("controller %s lost the lease; standing by", self.lease.holder)
+        return held
+
+    def rebuild_cache_if_missing(self):
+        if cache.ensure(supervisor_redis()):
+            log.warning("the configuration cache was missing or incomplete in Redis; rebuilt it from the database")
+            return True
+        return False
+
+    def mirror(self):
+        """Copy registrations and reported states into the database; publish environments' status changes.
+        Returns whether anything changed."""
+        r = supervisor_redis()
+        created, changed = registry_mirror.sync(r)
+        placements = status_mirror.refresh_all(r)
+        now = self.now()
+        statuses = {env.name: (env.status(now), env.status_reason(now)) for env in Environment.objects.all()}
+        flips = 0
+        if self.environment_statuses is not None:
+            for name, (status, reason) in statuses.items():
+                if self.environment_statuses.get(name, (None,))[0] != status:
+                    flips += 1
+                    log.info("environment %s is %s%s", name, status, f": {reason}" if reason else "")
+                    events.publish(r, events.ENVIRONMENT, name=name, status=status, problem=reason or None)
+        self.environment_statuses = statuses
+        return bool(created or changed or placements or flips)
+
+    def candidates(self, now):
+        """Applications with a placement whose mirrored state is not the desired one, whose next attempt is due."""
+        drifted = Placement.objects.filter(application=OuterRef("pk")).exclude(state=OuterRef("desired_state"))
+        due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+        return (
+            Application.objects.filter(Exists(drifted))
+            .filter(due)
+            .with_placements()
+            .order_by("next_attempt_at", "name")[:CANDIDATES_PER_PASS]
+        )
+
+    def reconcile_one(self):
+        """Act on one drifting application. Returns True if a command was sent."""
+        now = self.now()
+        for application in self.candidates(now):
+            command, act, waiting = plan(application, now)
+            self._note_waiting(application, waiting)
+            if not act:
+                continue
+            log.info("%s: %s on %s (desired %s)", application.name, command, ", ".join(act),
+                     application.desired_state)
+            try:
+                outcome = lifecycle.converge(application, act, timeout=self.timeout)
+            except lifecycle.OperationInProgress:
+                continue  # an operator's command (or another controller's) is on it
+            if outcome is None:
+                continue  # the desired state changed under us; the next pass sees the new one
+            self._record(application, outcome)
+            return True
+        return False
+
+    def _note_waiting(self, application, waiting):
+        text = ", ".join(f"{name} (offline)" for name in waiting)
+        if text != application.waiting_for:
+            Application.objects.filter(pk=application.pk).update(waiting_for=text)
+            application.waiting_for = text
+
+    def _record(self, application, outcome):
+        failure = outcome.failure
+        if failure is None or failure.kind == lifecycle.OFFLINE:
+            # Done, or stopped by an environment going offline: wait for it, without counting a failure.
+            Application.objects.filter(pk=application.pk).update(attempts=0, next_attempt_at=None)
+            return
+        attempts = application.attempts + 1
+        delay = backoff(attempts)
+        message = f"{outcome.command} failed on {failure.environment}: {failure.error or failure.state}"
+        log.warning("%s: %s; attempt %d failed, next in %.0f s", application.name, message, attempts, delay)
+        Application.objects.filter(pk=application.pk).update(
+            attempts=attempts,
+            next_attempt_at=self.now() + timedelta(seconds=delay),
+            last_error=message,
+            last_error_at=self.now(),
+        )
+
+    def record_health(self, error=None):
+        """What pages show about the controller and Redis (they never ask Redis themselves)."""
+        state = ControllerState.current()
+        now = self.now()
+        state.holder = self.lease.holder if self.lease.held else state.holder
+        state.seen_at = now
+        if error is None:
+            state.redis_error, state.redis_error_since = "", None
+        else:
+            state.redis_error = str(error) or type(error).__name__
+            state.redis_error_since = state.redis_error_since or now
+        state.save()
+
+    # -- loop ------------------------------------------------------------------------------------------------
+
+    def run_pass(self, reconcile_inline=True):
+        """One pass of every step. Returns whether it holds the lease."""
+        close_old_connections()
+        try:
+            if not self.hold_lease():
+                return False
+            self.rebuild_cache_if_missing()
+            self.mirror()
+            if reconcile_inline:
+                while self.reconcile_one():
+                    pass
+            else:
+                self._reconcile_in_background()
+            self.record_health()
+            return True
+        except redis.RedisError as exc:
+            log.warning("Redis unavailable: %s; retrying", exc)
+            self.lease.held = False
+            self.record_health(exc)
+            return False
+
+    def _reconcile_in_background(self):
+        if self._pending is not None and not self._pending.done():
+            return
+        if self._pending is not None and self._pending.exception() is not None:
+            log.error("reconcile failed: %r", self._pending.exception())
+        if self._reconciler is None:
+            self._reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
+        self._pending = self._reconciler.submit(self._reconcile_all)
+
+    def _reconcile_all(self):
+        try:
+            while not self.stop_requested and self.lease.held and self.reconcile_one():
+                pass
+        finally:
+            close_old_connections()
+
+    def run(self, once=False):
+        try:
+            while not self.stop_requested:
+                self.run_pass(reconcile_inline=once)
+                if once:
+                    break
+                self._sleep_unless_stopped(PASS_SECONDS)
+        finally:
+            if self._reconciler is not None:
+                self._reconciler.shutdown(wait=True)
+            try:
+                self.lease.release()
+            except redis.RedisError:
+                pass
+
+    def request_stop(self, signum=None, frame=None):
+        if not self.stop_requested:
+            log.info("controller: stop requested, finishing the operation in hand")
+        self.stop_requested = True
+
+    def install_signal_handlers(self):
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _sleep_unless_stopped(self, seconds):
+        end = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < end:
+            self.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+
