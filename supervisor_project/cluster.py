@@ -84,6 +84,9 @@ MAX_SOCKET_PATH = 100
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
 
 
+CONTROLLER_ROLE = "supervisor.controller"
+
+
 class ClusterError(Exception):
     """A problem that stops the cluster with a message (and no traceback)."""
 
@@ -447,6 +450,7 @@ class Cluster:
             return [python, "-m", "daphne", "-b", HOST, "-p", str(port), "supervisor_project.asgi:application"]
 
         self.start("supervisor", daphne(self.ports["supervisor"]), env_of["supervisor"])
+        self.start(CONTROLLER_ROLE, [python, MANAGE, "runsupervisor"], env_of["supervisor"])
         for name in self.names:
             self.start(f"{name}.web", daphne(self.ports[name]), env_of[name])
             self.start(f"{name}.agent", [python, MANAGE, "runworker"], env_of[name])
@@ -559,8 +563,9 @@ class Cluster:
         return dead
 
     def is_worker_role(self, role):
-        # The supervisor and Redis are what every other process needs; an environment's processes are not.
-        return role.split(".")[0] in self.names
+        # The supervisor and Redis are what every other process needs; an environment's processes and the
+        # controller are not (nothing is lost while it is away; it converges again once started).
+        return role == CONTROLLER_ROLE or role.split(".")[0] in self.names
 
     def restart_dead(self):
         """Start again the worker processes that died, with the same command and variables."""

@@ -244,7 +244,9 @@ def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
     state = running_cluster.wait_ready()
     base = state["supervisor_url"]
     assert base == f"http://127.0.0.1:{running_cluster.base_port}"
-    assert set(state["processes"]) == {"redis", "supervisor", "env_a.web", "env_a.agent", "env_b.web", "env_b.agent"}
+    assert set(state["processes"]) == {
+        "redis", "supervisor", "supervisor.controller", "env_a.web", "env_a.agent", "env_b.web", "env_b.agent",
+    }
     pids = list(state["processes"].values())
     assert all(_alive(pid) for pid in pids)
     output = running_cluster.output()

@@ -69,12 +69,14 @@ def ours(service):
 
 
 def by_role():
-    roles = {"supervisor": [], "web": [], "agent": []}
+    roles = {"supervisor": [], "controller": [], "web": [], "agent": []}
     for name in SERVICES:
         if not ours(name):
             continue
         env = environment(name)
-        if env.get("APP_MODE") == "supervisor":
+        if "runsupervisor" in command_text(name):
+            roles["controller"].append(name)
+        elif env.get("APP_MODE") == "supervisor":
             roles["supervisor"].append(name)
         elif "runworker" in command_text(name):
             roles["agent"].append(name)
@@ -154,6 +156,7 @@ def requirement_names():
 def test_the_services_of_the_reference_example_are_there():
     roles = by_role()
     assert len(roles["supervisor"]) == 1
+    assert len(roles["controller"]) == 1
     assert len(roles["web"]) == 2
     assert len(roles["agent"]) == 2
     images = {SERVICES[name].get("image", "").split(":")[0] for name in SERVICES if not ours(name)}
@@ -198,6 +201,15 @@ def test_every_worker_web_has_an_agent_with_the_same_variables():
         assert environment(agents[name]) == environment(web)
         assert SERVICES[agents[name]].get("volumes") == SERVICES[web].get("volumes")
         assert command(agents[name]) == ["python", "manage.py", "runworker"]
+
+
+def test_the_controller_runs_with_the_supervisors_variables_once_its_migrations_ran():
+    roles = by_role()
+    [supervisor], [controller] = roles["supervisor"], roles["controller"]
+    assert environment(controller) == environment(supervisor)
+    assert command(controller) == ["python", "manage.py", "runsupervisor"]
+    assert SERVICES[controller]["depends_on"] == {supervisor: {"condition": "service_healthy"}}
+    assert not published(controller), "the controller serves nothing"
 
 
 def test_each_role_has_its_own_database_and_storage():
@@ -266,6 +278,7 @@ def test_web_services_migrate_then_serve_the_asgi_application_on_the_published_p
 def test_management_commands_named_exist():
     assert (BASE_DIR / "manage.py").exists()
     assert (BASE_DIR / "workers/management/commands/runworker.py").exists()
+    assert (BASE_DIR / "controller/management/commands/runsupervisor.py").exists()
     assert (BASE_DIR / "apps/management/commands/ensureadmin.py").exists()  # in the compose.yaml header
 
 
