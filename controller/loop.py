@@ -117,7 +117,7 @@ class Controller:
             for name, (status, reason) in statuses.items():
                 if self.environment_statuses.get(name, (None,))[0] != status:
                     flips += 1
-                    log.info("environment %s is %s%s", name, status, f": {reason}" if reason else "")
+                    log.info("%s", reason or f"environment {name} is {status}")
                     events.publish(r, events.ENVIRONMENT, name=name, status=status, problem=reason or None)
         self.environment_statuses = statuses
         return bool(created or changed or placements or flips)

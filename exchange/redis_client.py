@@ -14,9 +14,9 @@ _lock = threading.Lock()
 _clients = {}
 _embedded = {}
 
-# Short enough that an outage is noticed quickly, longer than any single command we send.
-SOCKET_TIMEOUT = 10
-CONNECT_TIMEOUT = 3
+# A hung Redis costs a request a few seconds, not ten; longer than any blocking read we make (2 s at most).
+SOCKET_TIMEOUT = 5
+CONNECT_TIMEOUT = 2
 
 
 def embedded_url(storage_dir):
