@@ -31,7 +31,7 @@ log = logging.getLogger("appsup.supervisor")
 # The lifecycle lock expires this many seconds after its holder last renewed it, which it does while it waits for
 # the workers: a supervisor process killed mid-operation (a deploy, the OOM killer) blocks its application this
 # long, not until a long operation's timeout.
-LOCK_TTL = 30
+LOCK_TTL = 15
 # The longest an operation may be given (?timeout=, --timeout).
 MAX_TIMEOUT = 3600
 

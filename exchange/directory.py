@@ -1,17 +1,43 @@
 """What the request path needs to know about one application, read from Redis, never from the supervisor's database.
 
 Used by the worker serving hosted applications and by the supervisor's access proxy on every request, so each
-process keeps what it read for at most ``TTL`` seconds: a change (stop, start, a new environment URL) is seen
-within a second, and a busy application costs two Redis round trips a second, not two per request.
+process keeps what it read:
+
+- **fresh** for at most ``TTL`` seconds, and less when an event says it changed: every status write, configuration
+  change and cache rebuild is announced on Redis pub/sub (exchange.events), and a ``Directory`` that listens drops
+  the named application's freshness (or everyone's) at once. So a stop answers 503 on the very next request, and a
+  busy application still costs about one Redis round trip a second, not one per request.
+- **last known** for as long as the process runs: Redis is a cache that can be lost (restart without persistence,
+  FLUSHALL, failover) or unreachable for a while. Neither fails a request of a running application:
+
+  * Redis unreachable (any ``redis.RedisError``): the last known view is answered. Only a process that never read
+    the application raises (the callers answer 503).
+  * Redis reachable but missing data: while the configuration cache is incomplete (``CACHE_READY_KEY`` absent; the
+    supervisor's controller rebuilds it within a second), a missing application entry means "don't know", so the
+    last known configuration is kept. A missing registration or status of one of the application's environments
+    means "don't know" too (agents publish theirs again within a second), so the last known one is kept. A real
+    removal deletes the entry while the cache is complete: that is None (404), and the last known view is dropped.
+
+One read is one pipeline round trip: the configuration entry, the cache's readiness, and the registrations and
+statuses of the environments the last known view names (a second trip only when the configuration names other
+environments, i.e. on the first read of an application or after it was placed elsewhere).
 """
 
-import json
+import logging
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
-from exchange.contract import APPS_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
-from exchange.redis_client import supervisor_redis
+import redis as redis_lib
+
+from . import cache, events, registry
+from . import status as status_module
+from .contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
+from .redis_client import CONNECT_TIMEOUT, resolve_url, supervisor_redis
+
+log = logging.getLogger("appsup.directory")
 
 TTL = 1.0
 # Requests for names that do not exist are cached too; past this many entries the expired ones are dropped, so a
@@ -25,75 +51,298 @@ class AppView:
     config: dict  # the configuration cache entry (apps.models.Application.cache_entry)
     environments: dict = field(default_factory=dict)  # name -> registration, for this app's environments
     statuses: dict = field(default_factory=dict)  # environment name -> {state, error, traceback, at}
+    # False when some of it was kept from an earlier view because Redis had lost it (see the module docstring).
+    complete: bool = True
 
     @property
     def environment_names(self):
         return list(self.config.get("environments", []))
 
 
-def _loads(raw):
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
+def _environment_names(config):
+    return [env for env in config.get("environments", []) if isinstance(env, str)]
 
 
-def read(name, redis=None):
-    """The application's view from Redis, or None when no such application is configured."""
-    r = redis or supervisor_redis()
-    config = _loads(r.hget(APPS_KEY, name))
-    if not config:
-        return None
-    envs = list(config.get("environments", []))
-    if not envs:
-        return AppView(name, config)
+def _fetch(r, name, previous=None):
+    """``(view, known)`` for NAME from Redis: VIEW None when there is no such application; KNOWN False when that
+    None only means "the cache is incomplete and nothing was known before". PREVIOUS, the last known view, fills
+    in what Redis has lost and names the environments to read in the first round trip."""
+    guess = _environment_names(previous.config) if previous is not None else []
     pipe = r.pipeline(transaction=False)
-    pipe.hmget(ENVIRONMENTS_KEY, envs)
-    pipe.hmget(STATUSES_KEY, [status_field(name, env) for env in envs])
-    registrations, statuses = pipe.execute()
-    return AppView(
-        name,
-        config,
-        {env: reg for env, reg in zip(envs, map(_loads, registrations)) if reg},
-        {env: st for env, st in zip(envs, map(_loads, statuses)) if st},
-    )
+    pipe.hget(APPS_KEY, name)
+    pipe.exists(CACHE_READY_KEY)
+    if guess:
+        pipe.hmget(ENVIRONMENTS_KEY, guess)
+        pipe.hmget(STATUSES_KEY, [status_field(name, env) for env in guess])
+    results = pipe.execute()
+    raw_config, ready = results[0], bool(results[1])
+    registrations, statuses = {}, {}
+    if guess:
+        registrations.update(zip(guess, results[2]))
+        statuses.update(zip(guess, results[3]))
+
+    complete = True
+    config = cache.decode(raw_config)
+    if config is None:
+        if ready or previous is None:
+            return None, ready
+        config, complete = previous.config, False  # the cache is being rebuilt: keep what we knew
+
+    envs = _environment_names(config)
+    others = [env for env in envs if env not in registrations]
+    if others:
+        pipe = r.pipeline(transaction=False)
+        pipe.hmget(ENVIRONMENTS_KEY, others)
+        pipe.hmget(STATUSES_KEY, [status_field(name, env) for env in others])
+        more_registrations, more_statuses = pipe.execute()
+        registrations.update(zip(others, more_registrations))
+        statuses.update(zip(others, more_statuses))
+
+    view_registrations, view_statuses = {}, {}
+    for env in envs:
+        raw = registrations.get(env)
+        if raw is None:  # lost (or never there): keep the last known one
+            kept = previous.environments.get(env) if previous is not None else None
+            if kept is not None:
+                view_registrations[env], complete = kept, False
+        else:
+            entry = registry.decode(raw)  # malformed: skipped
+            if entry is not None:
+                view_registrations[env] = entry
+        raw = statuses.get(env)
+        if raw is None:
+            kept = previous.statuses.get(env) if previous is not None else None
+            if kept is not None:
+                view_statuses[env], complete = kept, False
+        else:
+            entry = status_module.decode(raw)
+            if entry is not None:
+                view_statuses[env] = entry
+    return AppView(name, config, view_registrations, view_statuses, complete), True
+
+
+def read(name, redis=None, previous=None):
+    """The application's view from Redis, or None when no such application is configured (or, with the cache
+    incomplete, none is known)."""
+    return _fetch(redis or supervisor_redis(), name, previous)[0]
+
+
+class _WatchedSocket:
+    """The event listener's socket, made to tell other threads whether an event reached the process unhandled.
+
+    A read first waits for data without consuming it (so data not yet read shows as readable to select), then marks
+    the listener busy from the moment it consumes until it comes back for more, which it does only after handling
+    everything it read. So "readable, or busy" is exact: no window in which a published event has left the kernel
+    but not yet reached the directory's handler."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._timeout = sock.gettimeout()
+        self.busy = False
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def settimeout(self, timeout):
+        self._timeout = timeout
+        self._sock.settimeout(timeout)
+
+    def _wait(self):
+        self.busy = False  # back for more: what was read before has been handled
+        if self._timeout != 0:
+            readable, _, _ = select.select([self._sock], [], [], self._timeout)
+            if not readable:
+                raise socket.timeout("timed out")
+        self.busy = True
+
+    def recv_into(self, buffer, *args, **kwargs):
+        self._wait()
+        return self._sock.recv_into(buffer, *args, **kwargs)
+
+    def recv(self, *args, **kwargs):
+        self._wait()
+        return self._sock.recv(*args, **kwargs)
+
+    def unhandled(self):
+        """Whether data has reached this socket that the listener has not handled yet (called by other threads)."""
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)  # first, then busy: see the class docstring
+        except (OSError, ValueError, TypeError):  # closed: the listener reconnects and invalidates everything
+            return False
+        return bool(readable) or self.busy
+
+
+def events_client():
+    """A client of its own for the event listener: the shared ones are closed by redis_client.reset(), which must
+    not pull a subscription's socket from under the listener's thread; and its sockets are _WatchedSockets."""
+    from django.conf import settings
+
+    pool = redis_lib.ConnectionPool.from_url(resolve_url(settings.APP_SUPERVISOR_REDIS_URL),
+                                             socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=5)
+    base = pool.connection_class
+
+    def _connect(self):
+        return _WatchedSocket(base._connect(self))
+
+    pool.connection_class = type(f"Watched{base.__name__}", (base,), {"_connect": _connect})
+    return redis_lib.Redis(connection_pool=pool)
+
+
+class _Watched:
+    """The listener's client, noting the subscription it opens (Directory._event_pending looks at its socket)."""
+
+    def __init__(self, client, directory):
+        self.client = client
+        self.directory = directory
+
+    def pubsub(self, **kwargs):
+        pubsub = self.client.pubsub(**kwargs)
+        self.directory._subscription = pubsub
+        return pubsub
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fetched_at: float | None  # None: not fresh (an event said it changed), kept as the last known view
+    view: AppView | None
+    known: bool  # False: VIEW is None only because the cache was incomplete; nothing to fall back on
 
 
 class Directory:
-    """A per-process cache of ``read`` results, each kept for TTL seconds (misses too)."""
+    """A per-process cache of views: fresh for TTL seconds unless an event says otherwise, and the last known view of
+    each application kept for Redis outages and losses (see the module docstring).
 
-    def __init__(self, ttl=TTL, clock=time.monotonic):
+    With ``listen``, the first lookup starts this process's event listener (exchange.events.listen_once)."""
+
+    def __init__(self, ttl=TTL, clock=time.monotonic, redis=supervisor_redis, listen=False, listen_key=None,
+                 events_connect=events_client):
         self.ttl = ttl
         self.clock = clock
+        self.redis = redis  # () -> a Redis client
+        self.events_connect = events_connect  # () -> a Redis client for the listener's subscription
+        self.listen_events = listen
+        self.listen_key = listen_key or f"directory-{id(self)}"
+        self.listener = None
+        self._subscription = None  # the listener's PubSub, whose socket tells whether an event is on its way
         self._entries = {}
+        self._changes = 0  # bumped by every invalidation: a read that overlapped one is not stored as fresh
         self._lock = threading.Lock()
+
+    # -- events ---------------------------------------------------------------------------------------------------
+
+    def listen(self):
+        """Start (once per process and key) the listener that invalidates views on events; returns it."""
+        listener = self.listener
+        if listener is None or not listener.thread.is_alive():
+            listener = self.listener = events.listen_once(self.listen_key, self._connect_events, self.handle_event)
+        return listener
+
+    def _connect_events(self):
+        return _Watched(self.events_connect(), self)
+
+    def _event_pending(self):
+        """Whether an event has reached this process that the listener has not handled yet: the listener thread
+        may not have run when the next request asks (the publisher's reply, and so its next request, can arrive
+        before that thread gets the GIL). A fresh view is not trusted then."""
+        sock = getattr(getattr(self._subscription, "connection", None), "_sock", None)
+        if isinstance(sock, _WatchedSocket):
+            return sock.unhandled()
+        if sock is None:
+            return False
+        try:  # a client of another kind (Directory(events_connect=...)): what is still in the kernel, at least
+            return bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError, TypeError):
+            return False
+
+    def stop_listening(self):
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+
+    def handle_event(self, event):
+        """An exchange.events event; None when the listener (re)subscribed and may have missed some."""
+        if event is None:
+            return self.invalidate()
+        kind = event.get("type")
+        name = event.get("app") if kind == events.PLACEMENT else event.get("name") if kind == events.APP else None
+        if kind in (events.PLACEMENT, events.APP) and isinstance(name, str):
+            return self.invalidate(name)
+        return self.invalidate()  # environment, cache, or anything unexpected: everything may have changed
+
+    def invalidate(self, name=None):
+        """Make NAME's view (every view when None) not fresh; the last known views are kept for outages."""
+        with self._lock:
+            self._changes += 1
+            if name is None:
+                self._entries = {key: _Entry(None, e.view, e.known) for key, e in self._entries.items()}
+            else:
+                entry = self._entries.get(name)
+                if entry is not None:
+                    self._entries[name] = _Entry(None, entry.view, entry.known)
+
+    # -- lookups --------------------------------------------------------------------------------------------------
 
     def cached(self, name):
         """``(True, view)`` when a fresh view is in memory, else ``(False, None)``: never goes to Redis, so async
         callers can answer inline and read Redis in a thread only on a miss."""
+        if self.listen_events:
+            self.listen()
         with self._lock:
             hit = self._entries.get(name)
-        if hit and self.clock() - hit[0] < self.ttl:
-            return True, hit[1]
+        if hit is not None and hit.fetched_at is not None and self.clock() - hit.fetched_at < self.ttl:
+            if self.listen_events and self._event_pending():
+                return False, None
+            return True, hit.view
         return False, None
 
     def lookup(self, name):
+        """NAME's view (None: no such application). Raises redis.RedisError only when Redis cannot be read and
+        nothing is known of NAME."""
         found, view = self.cached(name)
         if found:
             return view
-        now = self.clock()
-        view = read(name)
         with self._lock:
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries = {k: v for k, v in self._entries.items() if now - v[0] < self.ttl}
-                if len(self._entries) >= MAX_ENTRIES:
-                    self._entries.clear()
-            self._entries[name] = (now, view)
+            last = self._entries.get(name)
+            changes = self._changes
+        previous = last.view if last is not None else None
+        now = self.clock()
+        try:
+            view, known = _fetch(self.redis(), name, previous)
+        except redis_lib.RedisError as exc:
+            if last is None or not (last.known or last.view is not None):
+                raise
+            log.warning("Redis unreachable, %s answered from its last known view: %s", name, exc)
+            # Try Redis again after a TTL, not on every request (a reconnecting listener invalidates sooner).
+            self._store(name, _Entry(now, last.view, last.known), changes, now)
+            return last.view
+        self._store(name, _Entry(now, view, known), changes, now)
         return view
 
-    def clear(self):
+    def _store(self, name, entry, changes, now):
         with self._lock:
+            if self._changes != changes:  # an event arrived while reading: keep it as last known, not fresh
+                entry = _Entry(None, entry.view, entry.known)
+            if name not in self._entries and len(self._entries) >= MAX_ENTRIES:
+                self._evict(now)
+            self._entries[name] = entry
+
+    def _evict(self, now):
+        """Drop what is neither fresh nor an application's last known view; then every miss; then everything."""
+
+        def fresh(e):
+            return e.fetched_at is not None and now - e.fetched_at < self.ttl
+
+        self._entries = {k: e for k, e in self._entries.items() if e.view is not None or fresh(e)}
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries = {k: e for k, e in self._entries.items() if e.view is not None}
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+
+    def clear(self):
+        """Forget everything, last known views included (tests change Redis between requests)."""
+        with self._lock:
+            self._changes += 1
             self._entries.clear()
 
 
-directory = Directory()
+directory = Directory(listen=True, listen_key="directory")

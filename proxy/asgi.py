@@ -1,8 +1,9 @@
 """The supervisor's ASGI application: the access proxy under /apps/, Django for everything else.
 
 The proxy works at the ASGI level, on the event loop, never through Django's (synchronous) view stack: a request
-under /apps/<name>/ costs a lookup in the per-process directory (exchange.directory, refreshed from Redis at most once a
-second) and the forwarding itself, on one pooled connection to the worker.
+under /apps/<name>/ costs a lookup in the per-process directory (exchange.directory: refreshed from Redis at most once a
+second, at once when an event says the application changed, and answering its last known view while Redis is lost
+or unreachable) and the forwarding itself, on one pooled connection to the worker.
 """
 
 import asyncio
@@ -59,7 +60,7 @@ async def handle_http(scope, receive, send):
         return await refuse(targets.decide(None, incoming), incoming)
     try:
         view = await lookup(incoming.name)
-    except redis.RedisError as exc:
+    except redis.RedisError as exc:  # only when this process has never read the application
         logger.error("proxy: cannot read application %s from Redis: %s", incoming.name, exc)
         return await refuse(targets.Refusal(
             503, "unavailable", "Supervisor unavailable",

@@ -76,8 +76,9 @@ def render_html(refusal, incoming):
     for item in _environments(refusal, incoming):
         env = item["env"]
         environments.append(
-            {"name": env.name, "online": env.online, "state": env.state, "shown_state": env.shown_state,
-             "error": env.error, "running": env.running, "chosen": env.chosen, "link": item["link"]}
+            {"name": env.name, "online": env.online, "status": env.status, "reason": env.reason, "state": env.state,
+             "shown_state": env.shown_state, "error": env.error, "running": env.running, "usable": env.usable,
+             "chosen": env.chosen, "link": item["link"]}
         )
     return render_to_string(
         TEMPLATE,

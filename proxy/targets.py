@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
-from django.conf import settings
-
-from exchange import contract
+from exchange import contract, registry
 from supervisor_project.cookies import framework_cookie_names
 
 PREFIX = "/apps"
@@ -115,36 +113,60 @@ def valid_name(name):
 @dataclass(frozen=True)
 class EnvironmentState:
     name: str
-    online: bool
+    status: str  # online, degraded (its agent heartbeats, its web does not answer it) or offline
     state: str  # runtime state of the application there; "unknown" when never reported
     error: str
     registered: bool
     chosen: bool = False
+    reason: str = ""  # why the environment is degraded or offline, for people
+
+    @property
+    def online(self):
+        return self.status == contract.ONLINE
+
+    @property
+    def degraded(self):
+        return self.status == contract.DEGRADED
 
     @property
     def running(self):
         return self.state == contract.RUNNING
 
     @property
+    def usable(self):
+        """Whether requests may go there: running, and not degraded (an offline environment's web may still
+        answer; only a degraded one is known not to)."""
+        return self.running and not self.degraded
+
+    @property
     def shown_state(self):
         """What a page shows: a stale state from an offline environment is marked as such."""
-        return self.state if self.online else f"{self.state} (last known)"
+        return self.state if self.status != contract.OFFLINE else f"{self.state} (last known)"
 
     def as_dict(self):
         return {
             "name": self.name,
-            "status": contract.ONLINE if self.online else contract.OFFLINE,
+            "status": self.status,
+            "reason": self.reason or None,
             "state": self.state,
             "error": self.error or None,
             "registered": self.registered,
         }
 
 
-def _is_online(registration, now):
-    if not registration or registration.get("stopped_at") is not None:
-        return False
-    heartbeat = registration.get("heartbeat_at")
-    return heartbeat is not None and now - heartbeat < settings.APP_HEARTBEAT_TIMEOUT
+def _reason(status, registration, now):
+    if status == contract.DEGRADED:
+        return registration.get("problem") or "its web process does not answer its agent"
+    if status == contract.OFFLINE:
+        if registration is None:
+            return "its worker has never registered"
+        if registration.get("stopped_at") is not None:
+            return "its worker stopped"
+        heartbeat = registration.get("heartbeat_at")
+        if heartbeat is None:
+            return "no heartbeat from its worker"
+        return f"no heartbeat from its worker for {max(0, int(now - heartbeat))} s"
+    return ""
 
 
 def environment_states(view, chosen=None, now=None):
@@ -153,14 +175,16 @@ def environment_states(view, chosen=None, now=None):
     for env in view.environment_names:
         registration = view.environments.get(env)
         status = view.statuses.get(env) or {}
+        liveness = registry.status_of(registration, now)
         states.append(
             EnvironmentState(
                 name=env,
-                online=_is_online(registration, now),
+                status=liveness,
                 state=status.get("state") or contract.UNKNOWN,
                 error=status.get("error") or "",
                 registered=registration is not None,
                 chosen=env == chosen,
+                reason=_reason(liveness, registration, now),
             )
         )
     return states
@@ -183,7 +207,8 @@ class Refusal:
     """No forwarding: answer STATUS with a page of KIND."""
 
     status: int
-    kind: str  # unknown-application, not-running, choose-environment, unknown-environment, unreachable, bad-request
+    kind: str  # unknown-application, not-running, degraded, choose-environment, unknown-environment, unreachable,
+    # bad-request
     title: str
     message: str
     app: str = ""
@@ -203,8 +228,13 @@ def _registered_base(registration):
     return None
 
 
+def _degraded_message(app, env):
+    return (f"{app} cannot be reached on environment {env.name}: the environment is degraded ({env.reason}). "
+            "Its worker is alive but its web process does not answer; try again shortly.")
+
+
 def _not_running_message(app, env):
-    if not env.online:
+    if env.status == contract.OFFLINE:
         if env.registered:
             return (
                 f"{app} is not running on environment {env.name}: the environment is offline "
@@ -216,6 +246,8 @@ def _not_running_message(app, env):
         message += " Try again in a moment."
     if env.error:
         message += f" Last error: {env.error}"
+    if env.degraded:
+        message += f" The environment is degraded: {env.reason}."
     return message
 
 
@@ -251,7 +283,14 @@ def decide(view, incoming, now=None):
         chosen, remember = incoming.cookie_env, False
     else:
         states = environment_states(view, now=now)
-        if not any(s.running for s in states):
+        if not any(s.usable for s in states):
+            if any(s.running for s in states):
+                return Refusal(
+                    503, "degraded", "Environments degraded",
+                    f"{name} runs only on degraded environments: "
+                    + "; ".join(f"{s.name}: {s.reason}" for s in states if s.running) + ".",
+                    app=name, display_name=display, environments=states, headers=((b"retry-after", b"10"),),
+                )
             return Refusal(
                 503, "not-running", "Application not running",
                 f"{name} is not running on any of its environments.",
@@ -266,6 +305,12 @@ def decide(view, incoming, now=None):
     states = environment_states(view, chosen=chosen, now=now)
     env = next(s for s in states if s.name == chosen)
     listed = states if len(states) > 1 else []
+    if env.running and env.degraded:
+        return Refusal(
+            503, "degraded", "Environment degraded", _degraded_message(name, env),
+            app=name, display_name=display, environment=chosen, environments=listed,
+            headers=((b"retry-after", b"10"),),
+        )
     if not env.running:
         retry = ((b"retry-after", b"5"),) if env.state in (contract.STARTING, contract.STOPPING) else ()
         return Refusal(
@@ -290,8 +335,8 @@ def unreachable(target, view, detail, status=502, now=None):
     states = environment_states(view, chosen=target.environment, now=now) if view is not None else []
     env = next((s for s in states if s.name == target.environment), None)
     message = f"Environment {target.environment} did not answer for {target.app}: {detail}."
-    if env is not None and not env.online:
-        message += " The environment is offline (no recent heartbeat from its worker)."
+    if env is not None and env.status == contract.OFFLINE:
+        message += f" The environment is offline ({env.reason})."
     return Refusal(
         status, "unreachable", "Environment unreachable" if status == 502 else "Environment timed out", message,
         app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,

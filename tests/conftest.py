@@ -131,3 +131,11 @@ def _drop_hosted_postgres_databases(settings):
     with provisioning._server_connection() as conn:
         for name in _hosted_postgres_databases() - before:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def controller_running(db):
+    """Pages warn while no controller runs; tests that look at pages do so as in a deployment where one does."""
+    from .factories import mirror
+
+    mirror()

@@ -3,7 +3,6 @@
 import threading
 import time
 
-import pytest
 from rq.timeouts import TimerDeathPenalty
 
 from apps.forms import ApplicationCreateForm
@@ -70,12 +69,6 @@ class ThreadAgent:
         self.agent.deregister()
         registry_mirror.sync(supervisor_redis())
         time.sleep(0)
-
-
-@pytest.fixture
-def controller_running(db):
-    """Pages warn while no controller runs; these tests look at the pages of a deployment where one does."""
-    mirror()
 
 
 def mirror():

@@ -1,9 +1,14 @@
+import time
+
 import pytest
+import redis as redis_lib
 
 from apps import cache
 from apps.models import Application
-from exchange import contract, directory, status
+from exchange import cache as config_cache
+from exchange import contract, directory, events, registry, status
 
+from .conftest import free_port
 from .factories import create_application, register_environment
 
 pytestmark = pytest.mark.django_db
@@ -59,3 +64,263 @@ def test_cached_never_reads_redis(r):
     assert d.cached("crm") == (False, None)
     d.lookup("crm")
     assert d.cached("crm") == (True, None)  # a miss is cached too
+
+
+# --- Redis lost or unreachable: the last known view -------------------------------------------------------------
+
+
+
+def _registration(name, url=None, **extra):
+    return dict({"name": name, "url": url or f"http://{name}.test:8000", "proxy_url": "", "version": "1.0.0",
+                 "host": "testhost", "pid": 1}, **extra)
+
+
+def _configure(r, name="crm", environments=("env_a",), state=contract.RUNNING, ready=True):
+    """The configuration cache (complete when READY), registrations and statuses, as the supervisor and agents
+    write them."""
+    entry = {"name": name, "display_name": name.upper(), "environments": list(environments)}
+    if ready:
+        config_cache.replace_all(r, {name: entry})
+    else:
+        config_cache.write(r, name, entry)
+    for env in environments:
+        registry.announce(r, _registration(env))
+        if state:
+            status.write(r, name, env, state)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds=1.0):
+        self.now += seconds
+
+
+class Switchable:
+    """The Redis client a Directory reads through, which a test can point at a dead port."""
+
+    def __init__(self, client):
+        self.client = client
+        self.pipelines = 0
+
+    def __call__(self):
+        return self
+
+    def pipeline(self, *args, **kwargs):
+        self.pipelines += 1
+        return self.client.pipeline(*args, **kwargs)
+
+    def break_(self):
+        self.client = redis_lib.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+
+
+def test_redis_unreachable_answers_the_last_known_view(r):
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    before = d.lookup("crm")
+    assert before.statuses["env_a"]["state"] == contract.RUNNING
+
+    redis.break_()
+    for _ in range(3):
+        clock.advance()
+        assert d.lookup("crm") is before
+
+
+def test_redis_unreachable_is_retried_once_per_ttl_not_per_request(r):
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    d.lookup("crm")
+    redis.break_()
+    clock.advance()
+    tries = redis.pipelines
+    for _ in range(5):
+        assert d.lookup("crm") is not None
+    assert redis.pipelines == tries + 1
+    redis.client = r  # back
+    status.write(r, "crm", "env_a", contract.STOPPED)
+    clock.advance()
+    assert d.lookup("crm").statuses["env_a"]["state"] == contract.STOPPED
+
+
+def test_redis_unreachable_with_nothing_known_raises(r):
+    redis = Switchable(r)
+    redis.break_()
+    d = directory.Directory(ttl=1.0, clock=Clock(), redis=redis)
+    with pytest.raises(redis_lib.RedisError):
+        d.lookup("crm")
+
+
+def test_an_unknown_name_stays_unknown_when_redis_is_unreachable(r):
+    config_cache.replace_all(r, {})
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    assert d.lookup("nope") is None
+    redis.break_()
+    clock.advance()
+    assert d.lookup("nope") is None  # the last view: no such application
+
+
+def test_after_flushall_the_last_known_view_is_kept(r):
+    _configure(r)
+    clock = Clock()
+    d = directory.Directory(ttl=1.0, clock=clock)
+    before = d.lookup("crm")
+    assert before.complete
+
+    r.flushall()
+    clock.advance()
+    after = d.lookup("crm")
+    assert after.config == before.config
+    assert after.environments == before.environments and after.statuses == before.statuses
+    assert not after.complete
+
+
+def test_after_flushall_what_is_published_again_is_used_and_what_is_not_yet_is_kept(r):
+    _configure(r, environments=("env_a", "env_b"))
+    clock = Clock()
+    d = directory.Directory(ttl=1.0, clock=clock)
+    before = d.lookup("crm")
+
+    r.flushall()
+    # The cache is rebuilt first; env_a's agent publishes again, env_b's not yet.
+    config_cache.replace_all(r, {"crm": before.config})
+    registry.announce(r, _registration("env_a", url="http://moved.test:8000"))
+    status.write(r, "crm", "env_a", contract.STOPPED)
+    clock.advance()
+    after = d.lookup("crm")
+    assert after.environments["env_a"]["url"] == "http://moved.test:8000"
+    assert after.statuses["env_a"]["state"] == contract.STOPPED
+    assert after.environments["env_b"] == before.environments["env_b"]
+    assert after.statuses["env_b"] == before.statuses["env_b"]
+    assert not after.complete
+
+    registry.announce(r, _registration("env_b"))
+    status.write(r, "crm", "env_b", contract.RUNNING)
+    clock.advance()
+    assert d.lookup("crm").complete
+
+
+def test_a_new_configuration_written_while_the_cache_is_incomplete_is_used(r):
+    _configure(r)
+    clock = Clock()
+    d = directory.Directory(ttl=1.0, clock=clock)
+    d.lookup("crm")
+    r.flushall()
+    config_cache.write(r, "crm", {"name": "crm", "display_name": "New", "environments": ["env_a"]})
+    clock.advance()
+    view = d.lookup("crm")
+    assert view.config["display_name"] == "New"
+    assert view.statuses["env_a"]["state"] == contract.RUNNING  # kept
+
+
+def test_a_removal_while_the_cache_is_complete_is_a_404_and_forgets_the_last_view(r):
+    _configure(r)
+    clock = Clock()
+    d = directory.Directory(ttl=1.0, clock=clock)
+    assert d.lookup("crm") is not None
+
+    config_cache.remove(r, "crm")
+    clock.advance()
+    assert d.lookup("crm") is None
+
+    r.flushall()  # then a loss: nothing to fall back on, the application is gone
+    clock.advance()
+    assert d.lookup("crm") is None
+
+
+def test_an_application_never_seen_while_the_cache_is_incomplete_is_none(r):
+    d = directory.Directory(ttl=1.0, clock=Clock())
+    assert d.lookup("crm") is None
+
+
+def test_a_view_is_read_in_one_round_trip(r):
+    _configure(r, environments=("env_a", "env_b"))
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    d.lookup("crm")  # first read: the environments are not known before the configuration
+    for _ in range(3):
+        clock.advance()
+        before = redis.pipelines
+        d.lookup("crm")
+        assert redis.pipelines == before + 1
+
+
+def test_an_invalidated_view_is_read_again_but_kept_for_outages(r):
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=60.0, clock=clock, redis=redis)
+    d.lookup("crm")
+    status.write(r, "crm", "env_a", contract.STOPPED)
+    assert d.lookup("crm").statuses["env_a"]["state"] == contract.RUNNING  # cached
+    d.handle_event({"type": "placement", "app": "crm"})
+    assert d.lookup("crm").statuses["env_a"]["state"] == contract.STOPPED
+
+    d.handle_event(None)  # (re)subscribed: everything may have changed
+    assert d.cached("crm") == (False, None)
+    redis.break_()
+    assert d.lookup("crm").statuses["env_a"]["state"] == contract.STOPPED  # the last known view
+
+
+def test_events_for_other_applications_leave_a_view_fresh(r):
+    _configure(r)
+    d = directory.Directory(ttl=60.0, clock=Clock())
+    d.lookup("crm")
+    d.handle_event({"type": "placement", "app": "erp"})
+    d.handle_event({"type": "app", "name": "erp"})
+    assert d.cached("crm")[0]
+    d.handle_event({"type": "environment", "name": "env_a"})
+    assert not d.cached("crm")[0]
+
+
+def test_a_read_overlapping_an_event_is_not_kept_as_fresh(r):
+    _configure(r)
+    d = directory.Directory(ttl=60.0, clock=Clock())
+
+    class Racing(Switchable):
+        def pipeline(self, *args, **kwargs):
+            d.invalidate("crm")  # the event lands while the read is under way
+            return super().pipeline(*args, **kwargs)
+
+    d.redis = Racing(r)
+    assert d.lookup("crm") is not None
+    assert d.cached("crm") == (False, None)
+
+
+# --- Events: answers are in force when given --------------------------------------------------------------------
+
+
+@pytest.fixture
+def listening():
+    d = directory.Directory(ttl=60.0, listen=True, listen_key=f"test-{time.monotonic_ns()}")
+    assert events.wait_subscribed(d.listen())
+    yield d
+    d.stop_listening()
+
+
+def test_a_status_write_is_seen_by_the_next_lookup(r, listening):
+    _configure(r)
+    assert events.wait_subscribed(listening.listen())
+    misses = 0
+    for i in range(200):
+        state = contract.STOPPED if i % 2 == 0 else contract.RUNNING
+        status.write(r, "crm", "env_a", state)
+        if listening.lookup("crm").statuses["env_a"]["state"] != state:
+            misses += 1
+    assert misses == 0
+
+
+def test_a_configuration_change_and_a_cache_rebuild_are_seen_by_the_next_lookup(r, listening):
+    _configure(r)
+    assert listening.lookup("crm").config["display_name"] == "CRM"
+    config_cache.write(r, "crm", {"name": "crm", "display_name": "Changed", "environments": ["env_a"]})
+    events.publish(r, events.APP, name="crm")
+    assert listening.lookup("crm").config["display_name"] == "Changed"
+    config_cache.replace_all(r, {"crm": {"name": "crm", "display_name": "Rebuilt", "environments": ["env_a"]}})
+    events.publish(r, events.CACHE, action="rebuilt")
+    assert listening.lookup("crm").config["display_name"] == "Rebuilt"

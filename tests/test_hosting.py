@@ -385,3 +385,22 @@ def test_the_worker_asgi_application_refuses_websockets_and_speaks_lifespan():
         assert (await http.receive_output(2))["status"] == 204
 
     asyncio.run(scenario())
+
+
+# -- Redis lost or unreachable: the last known view ----------------------------------------------------------------
+
+
+def test_a_running_application_is_served_through_a_flushall_and_a_redis_outage(client, settings):
+    start("crm")
+    assert client.get("/apps/crm/admin/login/").status_code == 200
+
+    redis_client.supervisor_redis().flushall()
+    directory.invalidate()  # as the (re)subscribing event listener does
+    assert client.get("/apps/crm/admin/login/").status_code == 200
+
+    settings.APP_SUPERVISOR_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    redis_client.reset()
+    directory.invalidate()
+    assert client.get("/apps/crm/admin/login/").status_code == 200
+    # Never read, nothing to fall back on: the worker says it cannot tell.
+    assert client.get("/apps/erp/admin/login/").status_code == 503

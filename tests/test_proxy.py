@@ -584,3 +584,123 @@ def test_location_rewriting_respects_a_path_prefix_in_the_registered_url():
 def test_only_the_env_parameter_is_taken_out_of_the_query():
     assert targets._query_without_env(b"a=1&_env=env_b&b=%2F&_env=env_c") == (b"a=1&b=%2F", "env_c")
     assert targets._query_without_env(b"x_env=1&%5Fenv=env_a") == (b"x_env=1", "env_a")
+
+
+# --- Degraded environments -----------------------------------------------------------------------------------------
+
+
+def _degrade(r, name, url, problem="the agent's probe of http://127.0.0.1:1/healthz timed out"):
+    from exchange import registry
+
+    registry.announce(r, {"name": name, "url": url, "proxy_url": "", "version": "1.0.0", "host": "testhost",
+                          "pid": 1, "web_ok": False, "problem": problem})
+    from environments import mirror
+
+    mirror.sync(r)
+    directory.directory.clear()
+
+
+def test_a_degraded_environment_is_not_routed_to_and_the_page_says_why(proxy_url, crm, r, upstream_a):
+    _degrade(r, "env_a", upstream_a.url)
+    response = requests.get(f"{proxy_url}/apps/crm/admin/", timeout=10)
+    assert response.status_code == 503
+    assert "degraded" in response.text and "probe of http://127.0.0.1:1/healthz timed out" in response.text
+    as_json = requests.get(f"{proxy_url}/apps/crm/", headers={"Accept": "application/json"}, timeout=10)
+    body = as_json.json()
+    assert (as_json.status_code, body["error"], body["environment"]) == (503, "degraded", "env_a")
+    assert "timed out" in body["message"]
+    assert upstream_a.last() is None
+
+
+def test_the_environment_list_shows_online_degraded_and_offline_with_why(proxy_url, r, upstream_a, upstream_b):
+    from exchange import registry
+
+    register_environment("env_a", url=upstream_a.url)
+    _degrade(r, "env_b", upstream_b.url, problem="web process refused the connection")
+    registry.announce(r, {"name": "env_c", "url": "http://env-c.test:8000", "proxy_url": "", "version": "1.0.0",
+                          "host": "testhost", "pid": 1}, now=time.time() - 10_000)
+    from environments import mirror
+
+    mirror.sync(r)
+    publish(r, "shop", ["env_a", "env_b", "env_c"],
+            {"env_a": contract.RUNNING, "env_b": contract.RUNNING, "env_c": contract.RUNNING})
+
+    page = requests.get(f"{proxy_url}/apps/shop/", timeout=10)
+    assert page.status_code == 300
+    assert "web process refused the connection" in page.text and "no heartbeat from its worker" in page.text
+    assert "?_env=env_a" in page.text and "?_env=env_b" not in page.text  # no link to a degraded environment
+    body = requests.get(f"{proxy_url}/apps/shop/", headers={"Accept": "application/json"}, timeout=10).json()
+    listed = {e["name"]: (e["status"], e["reason"]) for e in body["environments"]}
+    assert listed["env_a"] == ("online", None)
+    assert listed["env_b"] == ("degraded", "web process refused the connection")
+    assert listed["env_c"][0] == "offline" and "no heartbeat" in listed["env_c"][1]
+
+    # A remembered (or requested) degraded environment is refused, listing the others.
+    chosen = requests.get(f"{proxy_url}/apps/shop/x", headers={"Accept": "application/json",
+                                                              "Cookie": "appsup_env=env_b"}, timeout=10)
+    assert chosen.status_code == 503 and chosen.json()["error"] == "degraded"
+    assert len(chosen.json()["environments"]) == 3
+    assert upstream_b.last() is None
+
+
+def test_running_only_on_degraded_environments_is_a_503(proxy_url, r, upstream_a, upstream_b):
+    _degrade(r, "env_a", upstream_a.url, problem="a")
+    _degrade(r, "env_b", upstream_b.url, problem="b")
+    publish(r, "shop", ["env_a", "env_b"], {"env_a": contract.RUNNING, "env_b": contract.RUNNING})
+    response = requests.get(f"{proxy_url}/apps/shop/", headers={"Accept": "application/json"}, timeout=10)
+    assert response.status_code == 503 and response.json()["error"] == "degraded"
+    assert "env_a: a" in response.json()["message"]
+
+
+def test_liveness_comes_from_the_registry():
+    from exchange.directory import AppView
+
+    now = time.time()
+    view = AppView("crm", {"environments": ["a", "b", "c", "d"]},
+                   {"a": {"url": "http://a", "heartbeat_at": now},
+                    "b": {"url": "http://b", "heartbeat_at": now, "web_ok": False, "problem": "down"},
+                    "c": {"url": "http://c", "heartbeat_at": now, "stopped_at": now}},
+                   {})
+    states = {s.name: (s.status, s.reason) for s in targets.environment_states(view, now=now)}
+    assert states == {"a": ("online", ""), "b": ("degraded", "down"), "c": ("offline", "its worker stopped"),
+                      "d": ("offline", "its worker has never registered")}
+
+
+# --- Redis lost or unreachable -------------------------------------------------------------------------------------
+
+
+def test_the_proxy_keeps_serving_through_a_flushall(proxy_url, crm, r, upstream_a):
+    assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).json()["server"] == "A"
+    r.flushall()
+    directory.directory.invalidate()
+    for _ in range(3):
+        response = requests.get(f"{proxy_url}/apps/crm/", timeout=10)
+        assert response.status_code == 200 and response.json()["server"] == "A"
+
+
+def test_the_proxy_keeps_serving_when_redis_becomes_unreachable(proxy_url, crm, settings, upstream_a):
+    from exchange import redis_client
+
+    assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).json()["server"] == "A"
+    settings.APP_SUPERVISOR_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    redis_client.reset()
+    directory.directory.invalidate()
+    response = requests.get(f"{proxy_url}/apps/crm/", timeout=10)
+    assert response.status_code == 200 and response.json()["server"] == "A"
+    # Nothing known of an application: the supervisor says it cannot tell.
+    assert requests.get(f"{proxy_url}/apps/erp/", timeout=10).status_code == 503
+
+
+def test_a_stop_is_a_503_on_the_very_next_request(proxy_url, crm, r):
+    from exchange import events
+
+    directory.directory.ttl = 60.0
+    try:
+        assert events.wait_subscribed(directory.directory.listen())
+        for _ in range(10):
+            status.write(r, "crm", "env_a", contract.STOPPED)
+            assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).status_code == 503
+            status.write(r, "crm", "env_a", contract.RUNNING)
+            assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).status_code == 200
+    finally:
+        directory.directory.ttl = directory.TTL

@@ -161,3 +161,30 @@ def test_hosted_admin_over_http_login_add_user_static_files_and_stop(worker):
 
     web_log = processes[0].output()
     assert "Traceback" not in web_log, web_log
+
+
+def test_a_status_write_is_in_force_on_the_very_next_request(worker, redis_url):
+    """Events (exchange.events): the worker web drops its cached view when a status is written, so a stop is a 503
+    on the very next request and a start a 200, well within the directory's one-second TTL."""
+    import redis as redis_lib
+
+    from exchange import status
+
+    base, processes = worker
+    started_application("crm")
+    url = f"{base}/apps/crm/admin/login/"
+    http = requests.Session()
+    wait_for(lambda: http.get(url, timeout=10).status_code == 200, what="crm served")
+    time.sleep(1)  # the web's listener subscribes on its first lookup
+    plain = redis_lib.Redis.from_url(redis_url)
+    misses = []
+    for i in range(20):
+        status.write(plain, "crm", "env_a", contract.STOPPED)
+        stopped = http.get(url, timeout=10).status_code
+        status.write(plain, "crm", "env_a", contract.RUNNING)
+        running = http.get(url, timeout=10).status_code
+        if (stopped, running) != (503, 200):
+            misses.append((i, stopped, running))
+    print(f"\n20 stop/start writes, each followed at once by a request: {len(misses)} misses")
+    assert misses == []
+    assert "Traceback" not in processes[0].output()

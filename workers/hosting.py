@@ -2,7 +2,8 @@
 
 ``HostedApplicationMiddleware`` is the outermost middleware of a worker. For a request under /apps/<name>/ it
 
-1. reads the application's view from the per-process directory (Redis, cached for a second; never the
+1. reads the application's view from the per-process directory (Redis, cached for at most a second and dropped at
+   once when an event says it changed; the last known view kept through Redis outages and losses; never the
    supervisor's database) and answers 404/503 with a page that says why unless the application is placed on
    this environment and running here;
 2. otherwise serves it with the hosted site (workers/hosted_urls.py), the request mounted at /apps/<name>/:
@@ -189,7 +190,7 @@ class HostedApplicationMiddleware:
             return HttpResponsePermanentRedirect(f"{request.path}/" + (f"?{query}" if query else ""))
         try:
             view = directory.lookup(name)
-        except redis.RedisError as exc:
+        except redis.RedisError as exc:  # only when this process has never read the application
             log.warning("cannot read application %s from Redis: %s", name, exc)
             return unavailable_response(request, name, Unavailable(
                 503, "configuration_unavailable", "Configuration unavailable",

@@ -1,0 +1,123 @@
+"""Convergence after faults, with real processes: a supervisor web, its controller (runsupervisor) and worker agents
+on the real test Redis. Nobody calls the API to repair anything: the controller does."""
+
+import json
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from exchange import contract
+from exchange.channel import queue_for
+
+from .processes import wait_for
+from .test_control_plane_processes import Cluster, own_databases  # noqa: F401  (a fixture)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def cluster(tmp_path, redis_url, own_databases):  # noqa: F811
+    c = Cluster(tmp_path, redis_url)
+    # Long enough that an agent killed outright still counts as online while the test acts.
+    c.supervisor_env["APP_HEARTBEAT_TIMEOUT"] = "10"
+    try:
+        c.start()
+        wait_for(lambda: {c.status_of("env_a"), c.status_of("env_b")} <= {"online", "degraded"}
+                 and c.status_of("env_a") is not None and c.status_of("env_b") is not None,
+                 what="both environments registered")
+        yield c
+    finally:
+        c.stop()
+
+
+def create(cluster, name, environments):
+    created = cluster.api("POST", "apps/", json={
+        "name": name, "display_name": name.upper(), "environments": environments,
+        "admin_username": "boss", "admin_password": "correct-horse-battery"})
+    assert created.status_code == 201, created.text
+
+
+def reported(r, app, env):
+    raw = r.hget(contract.STATUSES_KEY, contract.status_field(app, env))
+    return None if raw is None else json.loads(raw)["state"]
+
+
+def running_everywhere(r, app, envs):
+    return all(reported(r, app, env) == contract.RUNNING for env in envs)
+
+
+def test_a_start_cut_off_by_a_supervisor_crash_is_finished_by_the_controller(cluster, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    create(cluster, "crm", ["env_a", "env_b"])
+    cluster.agents["env_b"].signal(signal.SIGKILL)  # env_b's job will wait in its queue, still "online"
+    cluster.agents["env_b"].wait(10)
+
+    answer = {}
+    caller = threading.Thread(
+        target=lambda: answer.setdefault("response", _quietly(cluster.api, "POST", "apps/crm/start?timeout=4")))
+    caller.start()
+    wait_for(lambda: queue_for("env_b", r).count > 0, timeout=30, what="env_b's start enqueued")
+    assert reported(r, "crm", "env_a") == contract.RUNNING
+    cluster.supervisor.signal(signal.SIGKILL)  # the supervisor dies in the middle of the sequential start
+    crashed_at = time.monotonic()
+    caller.join(10)
+    assert r.exists(contract.lock_key("crm"))  # its lock is left behind, until it expires
+
+    time.sleep(4.5)  # the queued job outlives what its sender waited for: it must never run now
+    cluster.start_agent("env_b")
+
+    wait_for(lambda: running_everywhere(r, "crm", ["env_a", "env_b"]), timeout=60, interval=0.2,
+             what="crm running on both environments")
+    converged = time.monotonic() - crashed_at
+    assert converged < 60
+    print(f"\nstart cut off by a supervisor crash: running on both {converged:.1f} s after the crash")
+
+
+def _quietly(call, *args):
+    try:
+        return call(*args)
+    except Exception as exc:  # the supervisor is killed under the call
+        return exc
+
+
+def test_a_start_pending_on_an_offline_environment_completes_when_it_returns(cluster, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    create(cluster, "crm", ["env_a", "env_b"])
+    cluster.agents["env_b"].signal(signal.SIGTERM)  # a graceful stop: offline at once
+    assert cluster.agents["env_b"].wait(15) == 0
+    wait_for(lambda: cluster.status_of("env_b") == "offline", timeout=5, what="env_b offline")
+
+    refused = cluster.api("POST", "apps/crm/start?timeout=30")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["pending"]["waiting_for"] == ["env_b"]
+    assert refused.json()["pending"]["done"] == ["env_a"]
+    assert cluster.api("GET", "apps/crm/").json()["desired_state"] == "running"
+
+    cluster.start_agent("env_b")
+    back_at = time.monotonic()
+    wait_for(lambda: reported(r, "crm", "env_b") == contract.RUNNING, timeout=30, interval=0.2,
+             what="crm running on env_b")
+    print(f"\nstart pending on an offline environment: running {time.monotonic() - back_at:.1f} s after its return")
+
+
+def test_a_stop_is_kept_while_an_environment_is_offline_and_completed_when_it_returns(cluster, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    create(cluster, "crm", ["env_a", "env_b"])
+    assert cluster.api("POST", "apps/crm/start").status_code == 200
+    cluster.agents["env_b"].signal(signal.SIGTERM)
+    assert cluster.agents["env_b"].wait(15) == 0
+    wait_for(lambda: cluster.status_of("env_b") == "offline", timeout=5, what="env_b offline")
+
+    refused = cluster.api("POST", "apps/crm/stop")
+    assert refused.status_code == 409
+    assert refused.json()["pending"] == {
+        "desired_state": "stopped", "done": ["env_a"], "waiting_for": ["env_b"],
+        "message": "crm stays desired stopped: the controller completes the stop on env_b once it is back online"}
+
+    cluster.start_agent("env_b")
+    wait_for(lambda: reported(r, "crm", "env_b") == contract.STOPPED, timeout=30, interval=0.2,
+             what="crm stopped on env_b")
+    assert reported(r, "crm", "env_a") == contract.STOPPED

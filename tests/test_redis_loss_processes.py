@@ -1,0 +1,217 @@
+"""Losing Redis fails no request of a running application (DESIGN.md, "Convergence"), end to end.
+
+Everything runs as deployed, configured by environment variables: a Redis server of the test's own (started without
+persistence, so a restart loses everything; the shared test Redis is not used because this test kills its server),
+a supervisor web (daphne, APP_MODE=supervisor) with its controller (`manage.py runsupervisor`, when this checkout has
+it), and environment env_a (a worker web under daphne and its `manage.py runworker` agent). An application is
+created and started through the supervisor's JSON API; then a few threads load it through the supervisor's proxy
+while Redis is (1) flushed, and (2) killed outright and started again a second later, empty.
+"""
+
+import subprocess
+import threading
+import time
+
+import pytest
+import redis as redis_lib
+import requests
+
+from workers import provisioning
+
+from .conftest import free_port, redis_server_binary
+from .processes import (
+    PYTHON,
+    Process,
+    base_env,
+    daphne,
+    http_ready,
+    manage,
+    postgres_env,
+    runworker,
+    wait_for,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+TOKEN = "redis-loss-token"
+INTERVAL, TIMEOUT = 1, 4
+DATABASES = ["appsup_it_rl_sup", "appsup_it_rl_env_a"]
+LOAD_SECONDS = 6.0
+FAULT_AT = 2.0
+THREADS = 4
+
+
+class RedisServer:
+    """redis-server on PORT, without persistence (a restart starts empty)."""
+
+    def __init__(self, port, workdir):
+        self.port = port
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis_lib.Redis.from_url(self.url)
+
+        def up():
+            try:
+                return client.ping()
+            except redis_lib.ConnectionError:
+                return False
+
+        wait_for(up, timeout=10, what="redis-server")
+        client.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def own_databases():
+    if not postgres_env("x"):
+        yield
+        return
+    from psycopg import sql
+
+    with provisioning._server_connection() as conn:
+        for name in DATABASES:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield
+    with provisioning._server_connection() as conn:
+        for name in DATABASES + ["app_crm"]:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def controller_available(env):
+    return manage(["help", "runsupervisor"], env, check=False).returncode == 0
+
+
+@pytest.fixture
+def deployment(tmp_path, own_databases):
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    port, worker_port = free_port(), free_port()
+    supervisor_env = base_env(tmp_path / "supervisor", server.url, APP_MODE="supervisor", SUPERVISOR_API_TOKEN=TOKEN,
+                              APP_HEARTBEAT_INTERVAL=INTERVAL, APP_HEARTBEAT_TIMEOUT=TIMEOUT,
+                              **postgres_env(DATABASES[0]))
+    env_a = worker_env("env_a", worker_port, tmp_path / "env_a", server.url, APP_HEARTBEAT_INTERVAL=INTERVAL,
+                       APP_HEARTBEAT_TIMEOUT=TIMEOUT, **postgres_env(DATABASES[1]))
+    processes = []
+    try:
+        manage(["migrate", "-v0"], supervisor_env)
+        manage(["migrate", "-v0"], env_a)
+        processes.append(daphne(supervisor_env, port, tmp_path / "supervisor-web.log"))
+        processes.append(daphne(env_a, worker_port, tmp_path / "env_a-web.log"))
+        processes.append(runworker(env_a, tmp_path / "env_a-agent.log"))
+        controller = controller_available(supervisor_env)
+        if controller:
+            processes.append(Process([PYTHON, "manage.py", "runsupervisor"], supervisor_env,
+                                     tmp_path / "runsupervisor.log"))
+        base = f"http://127.0.0.1:{port}"
+        wait_for(http_ready(f"{base}/admin/login/"), what="the supervisor web")
+        wait_for(http_ready(f"http://127.0.0.1:{worker_port}/healthz"), what="the worker web")
+        yield {"base": base, "redis": server, "processes": processes, "controller": controller}
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        server.stop()
+
+
+def api(base, method, path, **kwargs):
+    return requests.request(method, f"{base}/api/{path}", headers={"Authorization": f"Bearer {TOKEN}"},
+                            timeout=120, **kwargs)
+
+
+def load(url, fault, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS):
+    """GET URL from THREADS threads for SECONDS, calling FAULT once after FAULT_AT seconds. Returns (requests,
+    failures), failures as (status or exception, seconds since the start)."""
+    began = time.monotonic()
+    done = threading.Event()
+    counts, failures, lock = [0], [], threading.Lock()
+
+    def client():
+        http = requests.Session()
+        while not done.is_set():
+            try:
+                outcome = http.get(url, timeout=10).status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with lock:
+                counts[0] += 1
+                if outcome != 200:
+                    failures.append((outcome, round(time.monotonic() - began, 3)))
+
+    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    time.sleep(fault_at)
+    fault()
+    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    done.set()
+    for worker in workers:
+        worker.join(20)
+    return counts[0], failures
+
+
+def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restarted_empty(deployment):
+    base, server = deployment["base"], deployment["redis"]
+
+    def env_a_online():
+        listed = api(base, "GET", "environments/").json()["environments"]
+        return any(e["name"] == "env_a" and e["status"] == "online" for e in listed)
+
+    wait_for(env_a_online, what="env_a online")
+    created = api(base, "POST", "apps/", json={"name": "crm", "display_name": "CRM", "environments": ["env_a"],
+                                               "admin_username": "boss", "admin_password": "correct-horse-battery"})
+    assert created.status_code == 201, created.text
+    started = api(base, "POST", "apps/crm/start")
+    assert started.status_code == 200, started.text
+    url = f"{base}/apps/crm/admin/login/"
+    wait_for(lambda: requests.get(url, timeout=10).status_code == 200, what="crm served through the supervisor")
+    time.sleep(1.5)  # every process has read crm and subscribed to events
+
+    client = redis_lib.Redis.from_url(server.url)
+    flushed_requests, flushed_failures = load(url, client.flushall)
+    client.close()
+
+    def restart_empty():
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+
+    restarted_requests, restarted_failures = load(url, restart_empty)
+
+    print(f"\nFLUSHALL: {flushed_requests} requests, {len(flushed_failures)} failed {flushed_failures[:10]}"
+          f"\nredis-server SIGKILL + restart empty after 1 s: {restarted_requests} requests, "
+          f"{len(restarted_failures)} failed {restarted_failures[:10]}"
+          f"\ncontroller (runsupervisor) running: {deployment['controller']}")
+    assert flushed_requests > 50 and restarted_requests > 50
+    assert flushed_failures == []
+    assert restarted_failures == []
+
+    # And afterwards the application is still served, and (with the controller) the cache is whole again.
+    assert requests.get(url, timeout=10).status_code == 200
+    if deployment["controller"]:
+        check = redis_lib.Redis.from_url(server.url)
+        from exchange.contract import APPS_KEY, CACHE_READY_KEY
+
+        wait_for(lambda: check.exists(CACHE_READY_KEY) and check.hexists(APPS_KEY, "crm"), timeout=10,
+                 what="the configuration cache rebuilt")
+        check.close()
+    for web in deployment["processes"][:2]:  # the supervisor's and the worker's web
+        assert "Traceback" not in web.output(), web.output()
