@@ -109,3 +109,8 @@ def http_ready(url):
             return False
 
     return check
+
+
+def runworker_without_web_probe(env, log_path):
+    """An agent with no web process of its own to watch: its web is reported unknown, the environment online."""
+    return Process([PYTHON, "manage.py", "runworker", "--no-web-probe"], env, log_path)

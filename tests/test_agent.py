@@ -87,7 +87,7 @@ def test_restart_settles_a_start_the_previous_run_left_unfinished(r):
     assert status.read(r, "erp", "env_a")["state"] == contract.STOPPED
 
 
-def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
+def test_redis_outage_is_retried_at_most_a_second_apart_until_stopped(settings):
     settings.APP_SUPERVISOR_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     from exchange import redis_client
 
@@ -98,14 +98,15 @@ def test_redis_outage_is_retried_with_backoff_until_stopped(settings):
 
     def failing_register():
         attempts.append(1)
-        if len(attempts) == 4:
+        if len(attempts) == 6:
             agent.request_stop()
         raise __import__("redis").ConnectionError("down")
 
     agent.register = failing_register
     agent._sleep_unless_stopped = lambda seconds: sleeps.append(seconds)
     agent.run()
-    assert sleeps[:3] == [1.0, 2.0, 4.0]
+    # Backs off quickly to one second and stays there: an agent is back within a second of Redis.
+    assert sleeps[:6] == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0]
 
 
 def test_an_agent_started_while_redis_is_away_retries_naming_the_url_without_its_password(settings, caplog):
@@ -129,7 +130,7 @@ def test_an_agent_started_while_redis_is_away_retries_naming_the_url_without_its
     finally:
         log.removeHandler(caplog.handler)
 
-    assert sleeps == [1.0, 2.0, 4.0]
+    assert sleeps == [0.25, 0.5, 1.0]
     assert "Redis unavailable at redis://:***@127.0.0.1:1/0" in caplog.text
     assert "s3cret" not in caplog.text
 

@@ -91,3 +91,44 @@ def test_command_addressed_to_another_environment_is_refused(agent):
 
 def test_empty_queue_returns_after_the_poll_timeout(agent):
     assert agent.process_one(timeout=1) is False
+
+
+def test_command_past_its_expiry_is_refused_as_stale(agent):
+    import time
+
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm", expires_at=time.time() - 5)
+    assert agent.process_one(timeout=1)
+    result = outcome(job_id)
+    assert result.type == Result.Type.FAILED
+    assert "stale" in result.exc_string
+
+
+def test_command_before_its_expiry_runs(agent):
+    import time
+
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm", expires_at=time.time() + 60)
+    agent.process_one(timeout=1)
+    assert outcome(job_id).type == Result.Type.SUCCESSFUL
+
+
+def test_expiry_that_is_not_a_time_is_refused(agent):
+    create_application("crm", ["env_a"])
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
+    job = queue.enqueue_call(contract.COMMAND_FUNCTION, kwargs={
+        "command": "ping", "app": "crm", "environment": "env_a", "payload": {}, "expires_at": "tomorrow"})
+    agent.process_one(timeout=1)
+    assert "'tomorrow' is not a time" in outcome(job.id).exc_string
+
+
+def test_a_refusal_is_shown_in_the_registration_at_once(agent):
+    from exchange import registry
+
+    register_environment("env_b")
+    create_application("crm", ["env_b"])
+    job_id = channel.enqueue("env_a", contract.START, "crm")
+    agent.process_one(timeout=1)
+    entry = registry.read(command_redis())["env_a"]
+    assert job_id in entry["refusal"] and "not placed" in entry["refusal"]
+    assert isinstance(entry["refusal_at"], float)

@@ -2,12 +2,12 @@
 
 Everything runs as deployed, configured by environment variables: a Redis server of the test's own (started without
 persistence, so a restart loses everything; the shared test Redis is not used because this test kills its server),
-a supervisor web (daphne, APP_MODE=supervisor) with its controller (`manage.py runsupervisor`, when this checkout has
-it), and environment env_a (a worker web under daphne and its `manage.py runworker` agent). An application is
+a supervisor web (daphne, APP_MODE=supervisor) with its controller (`manage.py runsupervisor`), and environment env_a (a worker web under daphne and its `manage.py runworker` agent). An application is
 created and started through the supervisor's JSON API; then a few threads load it through the supervisor's proxy
 while Redis is (1) flushed, and (2) killed outright and started again a second later, empty.
 """
 
+import json
 import subprocess
 import threading
 import time
@@ -16,6 +16,7 @@ import pytest
 import redis as redis_lib
 import requests
 
+from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
 from workers import provisioning
 
 from .conftest import free_port, redis_server_binary
@@ -95,10 +96,6 @@ def own_databases():
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def controller_available(env):
-    return manage(["help", "runsupervisor"], env, check=False).returncode == 0
-
-
 @pytest.fixture
 def deployment(tmp_path, own_databases):
     workdir = tmp_path / "redis"
@@ -118,14 +115,12 @@ def deployment(tmp_path, own_databases):
         processes.append(daphne(supervisor_env, port, tmp_path / "supervisor-web.log"))
         processes.append(daphne(env_a, worker_port, tmp_path / "env_a-web.log"))
         processes.append(runworker(env_a, tmp_path / "env_a-agent.log"))
-        controller = controller_available(supervisor_env)
-        if controller:
-            processes.append(Process([PYTHON, "manage.py", "runsupervisor"], supervisor_env,
-                                     tmp_path / "runsupervisor.log"))
+        processes.append(Process([PYTHON, "manage.py", "runsupervisor"], supervisor_env,
+                                 tmp_path / "runsupervisor.log"))
         base = f"http://127.0.0.1:{port}"
         wait_for(http_ready(f"{base}/admin/login/"), what="the supervisor web")
         wait_for(http_ready(f"http://127.0.0.1:{worker_port}/healthz"), what="the worker web")
-        yield {"base": base, "redis": server, "processes": processes, "controller": controller}
+        yield {"base": base, "redis": server, "processes": processes}
     finally:
         for process in reversed(processes):
             process.stop()
@@ -168,8 +163,8 @@ def load(url, fault, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS):
     return counts[0], failures
 
 
-def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restarted_empty(deployment):
-    base, server = deployment["base"], deployment["redis"]
+def running_crm(base):
+    """crm created and started through the API, on env_a; its login page's URL through the supervisor."""
 
     def env_a_online():
         listed = api(base, "GET", "environments/").json()["environments"]
@@ -181,11 +176,17 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
     assert created.status_code == 201, created.text
     started = api(base, "POST", "apps/crm/start")
     assert started.status_code == 200, started.text
-    url = f"{base}/apps/crm/admin/login/"
+    return f"{base}/apps/crm/admin/login/"
+
+
+def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restarted_empty(deployment):
+    base, server = deployment["base"], deployment["redis"]
+    url = running_crm(base)
     wait_for(lambda: requests.get(url, timeout=10).status_code == 200, what="crm served through the supervisor")
     time.sleep(1.5)  # every process has read crm and subscribed to events
 
     client = redis_lib.Redis.from_url(server.url)
+    started_at = json.loads(client.hget(STATUSES_KEY, status_field("crm", "env_a")))["at"]
     flushed_requests, flushed_failures = load(url, client.flushall)
     client.close()
 
@@ -198,20 +199,33 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
 
     print(f"\nFLUSHALL: {flushed_requests} requests, {len(flushed_failures)} failed {flushed_failures[:10]}"
           f"\nredis-server SIGKILL + restart empty after 1 s: {restarted_requests} requests, "
-          f"{len(restarted_failures)} failed {restarted_failures[:10]}"
-          f"\ncontroller (runsupervisor) running: {deployment['controller']}")
+          f"{len(restarted_failures)} failed {restarted_failures[:10]}")
     assert flushed_requests > 50 and restarted_requests > 50
     assert flushed_failures == []
     assert restarted_failures == []
 
-    # And afterwards the application is still served, and (with the controller) the cache is whole again.
+    # Afterwards the application is still served, the cache is whole again, the agent published its registration
+    # and the state it holds in its own database again, and nothing was started (migrated) again.
     assert requests.get(url, timeout=10).status_code == 200
-    if deployment["controller"]:
-        check = redis_lib.Redis.from_url(server.url)
-        from exchange.contract import APPS_KEY, CACHE_READY_KEY
-
-        wait_for(lambda: check.exists(CACHE_READY_KEY) and check.hexists(APPS_KEY, "crm"), timeout=10,
-                 what="the configuration cache rebuilt")
-        check.close()
+    check = redis_lib.Redis.from_url(server.url)
+    wait_for(lambda: check.exists(CACHE_READY_KEY) and check.hexists(APPS_KEY, "crm"), timeout=10,
+             what="the configuration cache rebuilt")
+    wait_for(lambda: check.hexists(ENVIRONMENTS_KEY, "env_a") and check.hexists(STATUSES_KEY, "crm/env_a"),
+             timeout=5, what="env_a's registration and crm's state published again")
+    again = json.loads(check.hget(STATUSES_KEY, status_field("crm", "env_a")))
+    assert again["state"] == "running" and again["at"] == started_at
+    check.close()
     for web in deployment["processes"][:2]:  # the supervisor's and the worker's web
         assert "Traceback" not in web.output(), web.output()
+
+
+def test_a_stop_answers_503_on_the_very_next_request_and_a_start_200(deployment):
+    base = deployment["base"]
+    url = running_crm(base)
+    http = requests.Session()
+    assert http.get(url, timeout=10).status_code == 200
+    for _ in range(3):
+        assert api(base, "POST", "apps/crm/stop").status_code == 200
+        assert http.get(url, timeout=10).status_code == 503
+        assert api(base, "POST", "apps/crm/start").status_code == 200
+        assert http.get(url, timeout=10).status_code == 200

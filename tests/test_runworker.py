@@ -10,7 +10,7 @@ import redis
 from exchange import registry
 
 from .conftest import free_port, redis_server_binary
-from .processes import base_env, manage, runworker, wait_for, worker_env
+from .processes import base_env, manage, runworker, runworker_without_web_probe, wait_for, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -121,3 +121,47 @@ def _pings(client):
         return client.ping()
     except redis.ConnectionError:
         return False
+
+
+def test_an_agent_is_registered_again_within_a_second_or_so_of_redis_coming_back(tmp_path):
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+
+    def start_redis():
+        return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+
+    server = start_redis()
+    client = redis.Redis.from_url(url)
+    wait_for(lambda: _pings(client), what="redis")
+    env = worker_env("env_a", 15999, tmp_path, url, APP_HEARTBEAT_INTERVAL=60)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(client), what="registration")
+        server.terminate()
+        server.wait(10)
+        time.sleep(8)  # long enough for a doubling backoff to have grown well past a second
+        server = start_redis()
+        wait_for(lambda: _pings(client), interval=0.01, what="redis back")
+        back_at = time.monotonic()
+        wait_for(lambda: registry.read(client).get("env_a"), timeout=10, interval=0.02, what="re-registration")
+        assert time.monotonic() - back_at < 1.5
+        assert agent.proc.poll() is None
+    finally:
+        agent.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def test_no_web_probe_leaves_the_web_unknown(tmp_path, redis_url, r):
+    env = worker_env("env_a", free_port(), tmp_path, redis_url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker_without_web_probe(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(r), what="registration")
+        time.sleep(1.5)
+        assert "web_ok" not in registry.read(r)["env_a"]
+        assert registry.status_of(registry.read(r)["env_a"]) == "online"
+    finally:
+        agent.stop()

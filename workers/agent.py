@@ -1,7 +1,8 @@
 """The worker agent: registers this environment, heartbeats, and runs the commands addressed to it.
 
-Written as small steps (register, heartbeat_if_due, process_one, deregister) that tests call directly; ``run``
-loops over them until a signal sets the stop flag, and keeps retrying with backoff while Redis is away.
+Written as small steps (register, ensure_registered, heartbeat_if_due, probe_if_due, process_one, deregister)
+that tests call directly; ``run`` loops over them until a signal sets the stop flag, and keeps retrying while
+Redis is away. Nothing a job holds may end the loop: a malformed job is dropped, reported and survived.
 """
 
 import contextlib
@@ -15,31 +16,75 @@ import time
 from urllib.parse import urlsplit
 
 import redis
+import requests
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from rq.exceptions import DequeueTimeout
+from rq.job import Job, JobStatus
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 
 from exchange import cache, contract, registry, status
-from exchange.channel import queue_for
+from exchange.channel import RESULT_TTL, queue_for
 from exchange.redis_client import command_redis, supervisor_redis
 
+from . import commands
 from .channel import CommandWorker
+from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
 
 # Longest a stop request waits while the agent is idle, and the granularity of backoff sleeps.
 POLL_SECONDS = 1.0
-MAX_BACKOFF = 30.0
+# Back from an outage within a second of Redis: retries are never further apart than this.
+MIN_BACKOFF = 0.25
+MAX_BACKOFF = 1.0
+# The web process is probed this often at most (and at least every heartbeat interval), each probe bounded.
+PROBE_PERIOD = 5.0
+PROBE_TIMEOUT = 2.0
+# A refusal shown in the registration is for people; a malformed job must not grow it without bound.
+REFUSAL_MAX = 300
+# Redis connection trouble: the retry path, never a poison job.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def probe_web(base_url, timeout=PROBE_TIMEOUT):
+    """Whether the web process at BASE_URL answers /healthz: ``(True, "")`` or ``(False, why)``."""
+    url = base_url.rstrip("/") + "/healthz"
+    try:
+        response = requests.get(url, timeout=timeout, allow_redirects=False)
+    except requests.Timeout:
+        return False, f"the web process at {base_url} does not answer /healthz within {timeout:.0f} s"
+    except requests.ConnectionError as exc:
+        return False, f"the web process at {base_url} does not answer /healthz: {_reason(exc)}"
+    except requests.RequestException as exc:
+        return False, f"the web process at {base_url} does not answer /healthz: {exc}"
+    if response.status_code != 200:
+        return False, f"the web process at {base_url} answers /healthz with HTTP {response.status_code}"
+    return True, ""
+
+
+def _reason(exc):
+    text = str(exc)
+    return "connection refused" if "refused" in text.lower() else text
 
 
 class Agent:
-    def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep, death_penalty_class=None):
+    def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep, death_penalty_class=None,
+                 probe=None, probe_period=None):
+        """PROBE: () -> (web_ok, problem), called every PROBE_PERIOD seconds (probe_web bound to the web's URL);
+        None leaves web_ok unknown, for agents with no web of their own to watch (tests, a bare agent)."""
         self.name = name
         self.interval = interval
         self.clock = clock
         self.sleep = sleep
+        self.probe = probe
+        self.probe_period = probe_period or min(interval, PROBE_PERIOD)
+        self.last_probe = None
+        # The registration is changed by the loop, the heartbeat thread and the prober; announced as one snapshot.
+        self._lock = threading.RLock()
         self.registration = {
             "name": name,
             "url": url,
@@ -64,6 +109,7 @@ class Agent:
             name=f"{self.name}.{socket.gethostname()}.{os.getpid()}",
             environment=self.name,
             is_placed=self.is_placed,
+            on_refusal=self.record_refusal,
         )
         if self.death_penalty_class is not None:  # job timeouts use SIGALRM by default, which needs the main thread
             worker.death_penalty_class = self.death_penalty_class
@@ -71,36 +117,140 @@ class Agent:
 
     # -- steps -------------------------------------------------------------------------------------------
 
+    def announce(self):
+        """Write the registration with a fresh heartbeat. Returns False when Redis had lost it (a restart without
+        persistence, FLUSHALL): then whatever else this agent published is gone too."""
+        r = supervisor_redis()
+        with self._lock:
+            pipe = r.pipeline(transaction=True)
+            pipe.hexists(contract.ENVIRONMENTS_KEY, self.name)
+            registry.announce(pipe, dict(self.registration), now=self.clock())
+            existed = pipe.execute()[0]
+            self.last_heartbeat = self.clock()
+        if not existed and self.registered:
+            log.warning("environment %s: Redis lost this environment's registration; registering again", self.name)
+            self.registered = False  # the loop registers again, which publishes the states again
+        return bool(existed)
+
     def register(self):
-        registry.announce(supervisor_redis(), self.registration, now=self.clock())
-        self.last_heartbeat = self.clock()
+        self.announce()
         if not self.registered:
             log.info("environment %s registered (%s)", self.name, self.registration["url"])
         self.registered = True
+        self.fail_interrupted_jobs()
         self.reconcile()
+        self.republish()
+
+    def ensure_registered(self):
+        """Register unless registered and Redis still has the registration: one HEXISTS per loop turn notices a
+        Redis that lost its data within a second. Returns True when it (re)registered."""
+        if self.registered:
+            if supervisor_redis().hexists(contract.ENVIRONMENTS_KEY, self.name):
+                return False
+            log.warning("environment %s: Redis lost this environment's registration; registering again", self.name)
+            self.registered = False
+        self.register()
+        return True
 
     def heartbeat_if_due(self):
         if self.last_heartbeat is None or self.clock() - self.last_heartbeat >= self.interval:
-            registry.announce(supervisor_redis(), self.registration, now=self.clock())
-            self.last_heartbeat = self.clock()
+            self.announce()
             return True
         return False
 
+    def probe_if_due(self):
+        """Probe the web process when due; on a change of web_ok, heartbeat at once. Returns True if it probed."""
+        if self.probe is None or (self.last_probe is not None and self.clock() - self.last_probe < self.probe_period):
+            return False
+        self.last_probe = self.clock()
+        try:
+            web_ok, problem = self.probe()
+        except Exception as exc:  # a probe's own bug must not pass for a healthy web, nor end the agent
+            log.exception("environment %s: the web probe failed", self.name)
+            web_ok, problem = False, f"the web probe failed: {type(exc).__name__}: {exc}"
+        with self._lock:
+            changed = self.registration.get("web_ok") != web_ok
+            self.registration["web_ok"] = bool(web_ok)
+            self.registration["problem"] = problem or ""
+        if changed:
+            if web_ok:
+                log.info("environment %s: the web process answers", self.name)
+            else:
+                log.warning("environment %s: %s", self.name, problem)
+            if self.registered:
+                self.announce()
+        return True
+
+    def record_refusal(self, job_id, reason):
+        """Show the last refused command in the registration, at once, so operators see it."""
+        message = f"job {job_id}: {reason}"
+        if len(message) > REFUSAL_MAX:
+            message = message[: REFUSAL_MAX - 1] + "…"
+        with self._lock:
+            self.registration["refusal"] = message
+            self.registration["refusal_at"] = self.clock()
+        self.announce()
+
     def process_one(self, timeout=POLL_SECONDS):
-        """Run the next command, waiting up to TIMEOUT seconds for one. Returns True if one ran."""
+        """Run the next command, waiting up to TIMEOUT seconds for one. Returns True if one was taken.
+
+        A job that RQ cannot even read (a bad id, a malformed hash) or that fails outside the command itself is
+        dropped and reported, never retried: one bad job must not stop this environment's commands.
+        """
         try:
             job, queue = Queue.dequeue_any(
                 [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=JSONSerializer
             )
         except DequeueTimeout:
             return False
+        except REDIS_DOWN:
+            raise
+        except Exception as exc:  # rq attaches the id of the job it could not fetch
+            job_id = getattr(exc, "job_id", None)
+            if job_id is None:
+                raise
+            self.drop_poison(job_id, exc)
+            return True
         close_old_connections()
         try:
             with self._heartbeating():
                 self.worker.execute_job(job, queue)
+        except REDIS_DOWN:
+            raise
+        except Exception as exc:
+            self.drop_poison(job.id, exc)
         finally:
+            # A refused job never reaches RQ's own bookkeeping that takes it off the intermediate list.
+            self.queue.connection.lrem(self.queue.intermediate_queue_key, 0, job.id)
             close_old_connections()
         return True
+
+    def drop_poison(self, job_id, exc):
+        """Take a job that cannot be run off every list it is on, answer whoever waits on it, and report it."""
+        reason = f"refused: malformed job ({type(exc).__name__}: {exc})"
+        log.error("environment %s: job %r dropped, %s", self.name, job_id, reason, exc_info=exc)
+        conn = self.queue.connection
+        started_key = self.queue.started_job_registry.key
+        started = [entry for entry in conn.zrange(started_key, 0, -1)
+                   if entry.decode(errors="replace").split(":", 1)[0] == job_id]
+        pipe = conn.pipeline(transaction=False)
+        pipe.lrem(self.queue.key, 0, job_id)
+        pipe.lrem(self.queue.intermediate_queue_key, 0, job_id)
+        if started:
+            pipe.zrem(started_key, *started)
+        pipe.execute()
+        try:
+            job = Job(id=job_id, connection=conn, serializer=JSONSerializer)
+        except ValueError:
+            pass  # not even a valid id: nobody can be waiting on it
+        else:
+            # The supervisor waits on the job's latest result: give it one rather than its whole timeout.
+            with conn.pipeline() as pipe:
+                pipe.hset(job.key, "status", JobStatus.FAILED.value)
+                Result.create_failure(job, RESULT_TTL, f"CommandRefused: {reason}", worker_name=self.worker.name,
+                                      pipeline=pipe)
+                pipe.execute()
+        self.record_refusal(job_id, reason)
 
     @contextlib.contextmanager
     def _heartbeating(self):
@@ -123,19 +273,89 @@ class Agent:
             thread.join()
 
     def deregister(self):
-        registry.withdraw(supervisor_redis(), self.registration, now=self.clock())
+        with self._lock:
+            registry.withdraw(supervisor_redis(), dict(self.registration), now=self.clock())
         self.registered = False
         log.info("environment %s deregistered", self.name)
 
+    def fail_interrupted_jobs(self):
+        """Fail the jobs of this queue that a previous agent process left started (it was killed mid-command):
+        the supervisor waiting on one reads the failure now instead of waiting out its timeout.
+
+        One agent runs per environment, so a started job whose worker is not this process was cut off. Returns
+        the ids of the jobs it failed."""
+        conn = self.queue.connection
+        started = StartedJobRegistry(queue=self.queue)
+        own = self.worker.name
+        failed = []
+        for job_id, execution_id in started.get_job_and_execution_ids(cleanup=False):
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+            except Exception as exc:  # gone or malformed: nothing left to answer, only the entry to drop
+                log.warning("environment %s: started job %r cannot be read (%s); dropped", self.name, job_id, exc)
+                conn.zrem(started.key, f"{job_id}:{execution_id}")
+                continue
+            if job.worker_name == own:
+                continue
+            message = f"interrupted: the agent of {self.name} stopped while running {_describe(job)}"
+            with conn.pipeline() as pipe:
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                job.failed_job_registry.add(job, ttl=job.failure_ttl or RESULT_TTL, exc_string=message, pipeline=pipe)
+                Result.create_failure(job, job.failure_ttl or RESULT_TTL, message, worker_name=own, pipeline=pipe)
+                pipe.zrem(started.key, f"{job_id}:{execution_id}")
+                pipe.execute()
+            log.warning("environment %s: job %s %s", self.name, job_id, message)
+            failed.append(job_id)
+        return failed
+
     def reconcile(self):
-        """A command cut off by a crash leaves a transitional state behind; settle it honestly."""
+        """A command cut off by a crash leaves a transitional state behind; settle it honestly, in Redis and in
+        this worker's own record."""
         r = supervisor_redis()
+        transitional = {}
         for app in self._placed_apps(r):
             entry = status.read(r, app, self.name)
-            if entry and entry["state"] == contract.STARTING:
-                status.write(r, app, self.name, contract.ERROR, error="interrupted: the worker stopped during start")
-            elif entry and entry["state"] == contract.STOPPING:
-                status.write(r, app, self.name, contract.STOPPED)
+            if entry and entry["state"] in (contract.STARTING, contract.STOPPING):
+                transitional[app] = entry["state"]
+        for held in self._held_states():
+            if held.state in (contract.STARTING, contract.STOPPING):
+                transitional.setdefault(held.app, held.state)
+        for app, state in sorted(transitional.items()):
+            if state == contract.STARTING:
+                commands._report(app, self.name, contract.ERROR, error="interrupted: the worker stopped during start")
+            else:
+                commands._report(app, self.name, contract.STOPPED)
+
+    def republish(self):
+        """Publish again the states this worker holds that Redis lost, each with its original time: a start is
+        never run again for that (no re-migration). An application the configuration cache, when complete, no
+        longer places here was removed while this agent was away: forgotten, not published."""
+        r = supervisor_redis()
+        held = self._held_states()
+        if not held:
+            return []
+        cache_ready = cache.is_ready(r)
+        placed = set(self._placed_apps(r)) if cache_ready else set()
+        present = r.hmget(contract.STATUSES_KEY, [contract.status_field(h.app, self.name) for h in held])
+        published = []
+        for state, raw in zip(held, present):
+            if cache_ready and state.app not in placed:
+                commands.forget(state.app)
+                continue
+            if raw is None:
+                status.write(r, state.app, self.name, state.state, error=state.error, traceback=state.traceback,
+                             now=state.at)
+                published.append(state.app)
+        if published:
+            log.info("environment %s: published again the states of %s", self.name, ", ".join(published))
+        return published
+
+    def _held_states(self):
+        try:
+            return list(HostedState.objects.all())
+        except DatabaseError:
+            log.exception("environment %s: cannot read the states held in this worker's database", self.name)
+            return []
 
     def is_placed(self, app):
         entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
@@ -157,37 +377,74 @@ class Agent:
 
     def run(self, once=False):
         """Loop until stopped. ONCE: register, run what is queued, deregister."""
-        backoff = 1.0
+        backoff = MIN_BACKOFF
+        failures = 0
+        prober = self._start_prober()
         try:
             while not self.stop_requested:
                 try:
-                    if not self.registered:
-                        self.register()
+                    self.ensure_registered()
                     self.heartbeat_if_due()
                     ran = self.process_one(timeout=POLL_SECONDS)
-                    backoff = 1.0
+                    backoff, failures = MIN_BACKOFF, 0
                     if once and not ran:
                         break
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                except REDIS_DOWN as exc:
                     self.registered = False
-                    log.warning(
-                        "environment %s: Redis unavailable at %s (%s); retrying in %.0f s",
-                        self.name, redis_location(), exc, backoff,
-                    )
+                    failures += 1
+                    if failures & (failures - 1) == 0:  # 1st, 2nd, 4th, 8th… try: the outage is logged, not flooded
+                        log.warning(
+                            "environment %s: Redis unavailable at %s (%s); retrying every %.0f s (attempt %d)",
+                            self.name, redis_location(), exc, MAX_BACKOFF, failures,
+                        )
                     self._sleep_unless_stopped(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
+                except Exception:  # a bug or a surprise from Redis's data: logged, and the agent lives on
+                    log.exception("environment %s: unexpected error; carrying on", self.name)
+                    close_old_connections()
+                    self._sleep_unless_stopped(MAX_BACKOFF)
         finally:
+            if prober is not None:
+                prober.set()
             try:
                 self.deregister()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except REDIS_DOWN as exc:
                 log.warning(
                     "environment %s: could not deregister, Redis unavailable at %s (%s)", self.name, redis_location(), exc
                 )
+
+    def _start_prober(self):
+        """Probe the web in a thread of its own: a slow answer (up to PROBE_TIMEOUT) never delays a command."""
+        if self.probe is None:
+            return None
+        done = threading.Event()
+
+        def loop():
+            while not done.is_set() and not self.stop_requested:
+                try:
+                    self.probe_if_due()
+                except redis.RedisError as exc:  # the loop's own retry path deals with Redis
+                    log.debug("environment %s: could not announce the probe's result (%s)", self.name, exc)
+                except Exception:
+                    log.exception("environment %s: web probe loop", self.name)
+                done.wait(0.2)
+
+        threading.Thread(target=loop, name=f"probe-{self.name}", daemon=True).start()
+        return done
 
     def _sleep_unless_stopped(self, seconds):
         end = time.monotonic() + seconds
         while not self.stop_requested and time.monotonic() < end:
             self.sleep(min(0.2, end - time.monotonic()))
+
+
+def _describe(job):
+    """'start crm' for a command job, whatever can be read otherwise."""
+    try:
+        kwargs = job.kwargs or {}
+        return f"{kwargs.get('command', 'a command')} {kwargs.get('app', '')}".strip()
+    except Exception:  # the job's data may not deserialize
+        return f"job {job.id}"
 
 
 def redis_location():

@@ -4,22 +4,90 @@ Each command is idempotent and reports every transition to the status hash, so t
 reading Redis) sees starting/running, stopping/stopped, or error with its message and traceback.
 """
 
+import contextlib
 import logging
+import threading
 import time
 import traceback
+
+from django.db import DatabaseError
+from redis.exceptions import LockError
 
 from exchange import contract, status
 from exchange.channel import JOB_TIMEOUT
 from exchange.redis_client import supervisor_redis
 
 from . import provisioning
+from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
 
+# The provision lock expires this long after its holder stops renewing it (a worker killed mid-start), so a
+# crash freezes the application's starts for seconds, not for a whole JOB_TIMEOUT. Renewed every third of it.
+PROVISION_LOCK_TTL = 15
+
 
 def _report(app, environment, state, error="", tb=""):
-    status.write(supervisor_redis(), app, environment, state, error=error, traceback=tb)
+    entry = status.write(supervisor_redis(), app, environment, state, error=error, traceback=tb)
+    remember(app, entry)
     return {"app": app, "environment": environment, "state": state, "error": error}
+
+
+def remember(app, entry):
+    """Keep the reported ENTRY in this worker's own database: Redis may lose it, the agent publishes it again."""
+    try:
+        HostedState.objects.update_or_create(
+            app=app,
+            defaults={"state": entry["state"], "error": entry.get("error") or "",
+                      "traceback": entry.get("traceback") or "", "at": entry["at"]},
+        )
+    except DatabaseError:  # the report in Redis stands; only a later republish would miss it
+        log.exception("%s: could not record its state in this worker's database", app)
+
+
+def forget(app):
+    try:
+        HostedState.objects.filter(app=app).delete()
+    except DatabaseError:
+        log.exception("%s: could not forget its state in this worker's database", app)
+
+
+@contextlib.contextmanager
+def provision_lock(app, ttl=None, wait=JOB_TIMEOUT):
+    """Hold APP's provision lock across all workers, waiting up to WAIT seconds for another holder.
+
+    The lock lives TTL seconds and a thread renews it while the block runs: if this process dies, the lock goes
+    with it a few seconds later. (thread_local=False: the renewing thread must see the token this one took.)
+    """
+    ttl = ttl or PROVISION_LOCK_TTL
+    lock = supervisor_redis().lock(
+        contract.provision_lock_key(app), timeout=ttl, blocking_timeout=wait, thread_local=False
+    )
+    if not lock.acquire():
+        raise TimeoutError(f"another environment kept {app}'s database locked for {wait} s")
+    done = threading.Event()
+
+    def renew():
+        while not done.wait(ttl / 3):
+            try:
+                lock.reacquire()
+            except LockError as exc:  # expired or taken (Redis lost it): nothing to renew any more
+                log.warning("%s: provision lock lost while held (%s)", app, exc)
+                return
+            except Exception as exc:  # Redis away for a moment: try again at the next turn
+                log.warning("%s: could not renew the provision lock (%s)", app, exc)
+
+    renewer = threading.Thread(target=renew, name=f"provision-lock-{app}", daemon=True)
+    renewer.start()
+    try:
+        yield lock
+    finally:
+        done.set()
+        renewer.join()
+        try:
+            lock.release()
+        except LockError:  # it expired or Redis lost it; either way it is not held any more
+            log.warning("%s: provision lock was already gone at release", app)
 
 
 def _failed(app, environment, exc):
@@ -31,17 +99,10 @@ def start(app, environment, payload):
     _report(app, environment, contract.STARTING)
     try:
         # Starting writes to the application's database; two workers must never migrate it at once.
-        lock = supervisor_redis().lock(
-            contract.provision_lock_key(app), timeout=JOB_TIMEOUT, blocking_timeout=JOB_TIMEOUT
-        )
-        if not lock.acquire():
-            raise TimeoutError(f"another environment kept {app}'s database locked for {JOB_TIMEOUT} s")
-        try:
+        with provision_lock(app):
             provisioning.create_database(app)
             provisioning.migrate(app)
             provisioning.ensure_superuser(app, payload.get("admin_username"), payload.get("admin_password_hash"))
-        finally:
-            lock.release()
     except Exception as exc:
         return _failed(app, environment, exc)
     return _report(app, environment, contract.RUNNING)
@@ -67,6 +128,7 @@ def remove(app, environment, payload):
         except Exception as exc:
             return _failed(app, environment, exc)
     status.forget(supervisor_redis(), app, [environment])
+    forget(app)
     return {"app": app, "environment": environment, "state": "removed", "error": "", "database_dropped": dropped}
 
 

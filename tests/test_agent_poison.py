@@ -1,0 +1,124 @@
+"""Poison jobs: whatever a job in the queue holds, the agent drops it, reports it and goes on with the next one."""
+
+import signal
+
+import pytest
+import redis
+from rq.job import Job
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from exchange import channel, contract, registry
+from exchange.redis_client import command_redis
+from workers.agent import Agent
+
+from .factories import create_application, register_environment
+from .processes import manage, runworker, wait_for, worker_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUEUE_KEY = f"rq:queue:{contract.queue_name('env_a')}"
+
+
+@pytest.fixture
+def agent():
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    a = Agent("env_a", "http://env_a.test", "", 60)
+    a.register()
+    return a
+
+
+def plain_redis():
+    """A client of its own, as anyone who can write to Redis would have."""
+    return redis.Redis(connection_pool=redis.ConnectionPool(**command_redis().connection_pool.connection_kwargs))
+
+
+def plant(form):
+    """Put a malformed job of FORM on env_a's queue; returns its id."""
+    r = plain_redis()
+    if form == "bad id":
+        r.rpush(QUEUE_KEY, "bad.id")
+        return "bad.id"
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    field, value = {"created_at": ("created_at", "yesterday"), "timeout": ("timeout", "forever"),
+                    "status": ("status", "weird"), "enqueued_at": ("enqueued_at", "nope")}[form]
+    r.hset(f"rq:job:{job_id}", field, value)
+    return job_id
+
+
+def assert_good_job_runs_after(agent):
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    assert agent.process_one(timeout=1)
+    result = Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer).latest_result()
+    assert result.type == Result.Type.SUCCESSFUL
+
+
+@pytest.mark.parametrize("form", ["bad id", "created_at", "timeout", "status", "enqueued_at"])
+def test_a_malformed_job_is_dropped_reported_and_survived(agent, form, r):
+    job_id = plant(form)
+
+    assert agent.process_one(timeout=1)  # taken, not raised
+
+    conn = command_redis()
+    assert conn.llen(QUEUE_KEY) == 0
+    assert conn.llen(f"{QUEUE_KEY}:intermediate") == 0
+    assert conn.zcard(f"rq:wip:{contract.queue_name('env_a')}") == 0
+    entry = registry.read(r)["env_a"]
+    assert job_id in entry["refusal"] and "malformed" in entry["refusal"]
+    assert isinstance(entry["refusal_at"], float)
+    assert_good_job_runs_after(agent)
+
+
+def test_whoever_waits_on_a_malformed_job_gets_a_failure_at_once(agent):
+    job_id = plant("status")
+    agent.process_one(timeout=1)
+    result = Result.fetch_latest(Job(job_id, connection=command_redis(), serializer=JSONSerializer),
+                                 serializer=JSONSerializer)
+    assert result.type == Result.Type.FAILED and "malformed" in result.exc_string
+
+
+def test_the_loop_lives_on_through_malformed_jobs(agent):
+    for form in ("bad id", "timeout", "status"):
+        plant(form)
+    good = channel.enqueue("env_a", contract.PING, "crm")
+    agent.run(once=True)  # would exit 1 through an exception before
+    result = Job.fetch(good, connection=command_redis(), serializer=JSONSerializer).latest_result()
+    assert result.type == Result.Type.SUCCESSFUL
+
+
+def test_an_unexpected_error_in_the_loop_is_logged_and_the_loop_goes_on(agent):
+    calls = []
+
+    def process_one(timeout):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("surprise")
+        agent.request_stop()
+        return False
+
+    agent.process_one = process_one
+    agent._sleep_unless_stopped = lambda seconds: None
+    agent.run()
+    assert len(calls) == 2
+
+
+@pytest.mark.slow
+def test_a_real_agent_survives_a_bad_job_id_and_still_answers(tmp_path, redis_url, r):
+    env = worker_env("env_a", 15999, tmp_path, redis_url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(r), what="registration")
+        plain_redis().rpush(QUEUE_KEY, "bad.id")
+        wait_for(lambda: "bad.id" in (registry.read(r)["env_a"].get("refusal") or ""), what="the refusal shown")
+        assert agent.proc.poll() is None, agent.output()
+        job_id = channel.enqueue("env_a", contract.PING, "crm")
+        job = Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer)
+        result = wait_for(lambda: job.latest_result(), timeout=15, what="the ping's answer")
+        assert result.type == Result.Type.SUCCESSFUL, result.exc_string
+        assert agent.proc.poll() is None
+        agent.signal(signal.SIGTERM)
+        assert agent.wait(15) == 0, agent.output()
+    finally:
+        agent.stop()
