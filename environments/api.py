@@ -1,7 +1,8 @@
 """JSON API: the environments (DESIGN.md, "JSON API"). Authentication and envelope: supervisor_project.api_auth.
 
 ``GET /api/environments/`` answers ``{"environments": [ENV, …]}`` with ENV = ``{"name", "url", "proxy_url",
-"version", "status": "online"|"offline", "last_heartbeat_at": ISO 8601 or null}``, ordered by name. ``proxy_url`` is
+"version", "status": "online"|"degraded"|"offline", "problem": why it is not online (or null),
+"last_heartbeat_at": ISO 8601 or null}``, ordered by name. ``proxy_url`` is
 the address the supervisor proxies to (the URL itself when the worker set none); ``version`` is null when unknown.
 With Redis unavailable it answers from the database mirror, 200 with an ``X-Supervisor-Warning`` header.
 """
@@ -21,6 +22,7 @@ def environment_dict(environment, now=None):
         "proxy_url": environment.target_url,
         "version": environment.version or None,
         "status": environment.status(now),
+        "problem": environment.status_reason(now) or None,
         "last_heartbeat_at": iso(environment.last_heartbeat_at),
     }
 

@@ -43,7 +43,8 @@ def test_environments_are_listed_with_status_and_heartbeat(api, controller_runni
     body = response.json()
     assert list(body) == ["environments"]
     env_a, env_b = body["environments"]
-    assert set(env_a) == {"name", "url", "proxy_url", "version", "status", "last_heartbeat_at"}
+    assert set(env_a) == {"name", "url", "proxy_url", "version", "status", "problem", "last_heartbeat_at"}
+    assert env_a["problem"] is None and "last heartbeat" in env_b["problem"]
     assert env_a["name"] == "env_a"
     assert env_a["url"] == "http://worker-a:15000"
     assert env_a["proxy_url"] == "http://10.0.0.5:15000"
@@ -66,6 +67,7 @@ def test_proxy_url_defaults_to_the_url_and_a_silent_environment_has_no_heartbeat
         "proxy_url": "http://env_c.test:8000",
         "version": None,
         "status": "offline",
+        "problem": "environment env_c is offline: it has never sent a heartbeat",
         "last_heartbeat_at": None,
     }
 

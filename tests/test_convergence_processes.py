@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis
+import requests
 
 from exchange import contract
 from exchange.channel import queue_for
@@ -121,3 +122,61 @@ def test_a_stop_is_kept_while_an_environment_is_offline_and_completed_when_it_re
     wait_for(lambda: reported(r, "crm", "env_b") == contract.STOPPED, timeout=30, interval=0.2,
              what="crm stopped on env_b")
     assert reported(r, "crm", "env_a") == contract.STOPPED
+
+
+def test_an_agent_killed_mid_start_blocks_nothing_and_the_start_completes_by_itself(cluster, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    create(cluster, "crm", ["env_a"])
+    create(cluster, "erp", ["env_a"])
+    # Another holder of crm's database lock, which dies without releasing it: the lock outlives it by its TTL.
+    r.set(contract.provision_lock_key("crm"), "a holder that died", ex=15)
+
+    answer = {}
+    caller = threading.Thread(
+        target=lambda: answer.setdefault("response", _quietly(cluster.api, "POST", "apps/crm/start")))
+    caller.start()
+    wait_for(lambda: reported(r, "crm", "env_a") == contract.STARTING, timeout=30, what="crm starting")
+    cluster.agents["env_a"].signal(signal.SIGKILL)  # mid-start: the job is taken, the state says starting
+    cluster.agents["env_a"].wait(10)
+    killed_at = time.monotonic()
+    cluster.start_agent("env_a")
+
+    caller.join(30)
+    assert not caller.is_alive(), "the supervisor waited on a command nobody runs"
+    failed = answer["response"]
+    assert failed.status_code == 409 and "interrupted" in failed.json()["error"], failed.text
+
+    other = cluster.api("POST", "apps/erp/start?timeout=30")
+    assert other.status_code == 200, other.text
+    assert time.monotonic() - killed_at < 30
+
+    wait_for(lambda: reported(r, "crm", "env_a") == contract.RUNNING, timeout=30, interval=0.2,
+             what="the interrupted start completed by the controller")
+    print("\nagent killed mid-start: crm running "
+          f"{time.monotonic() - killed_at:.1f} s after the kill")
+
+
+def test_a_killed_worker_web_makes_its_environment_degraded_and_the_proxy_avoids_it(tmp_path, redis_url,
+                                                                                       own_databases):  # noqa: F811
+    c = Cluster(tmp_path, redis_url, worker_web=True)
+    try:
+        c.start()
+        wait_for(lambda: c.status_of("env_a") == "online", what="env_a online")
+        create(c, "crm", ["env_a"])
+        assert c.api("POST", "apps/crm/start").status_code == 200
+        url = f"{c.base}/apps/crm/admin/login/"
+        assert requests.get(url, timeout=10).status_code == 200
+
+        c.webs["env_a"].signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: c.status_of("env_a") == "degraded", timeout=int(c.supervisor_env["APP_HEARTBEAT_TIMEOUT"]),
+                 what="env_a degraded within the heartbeat timeout")
+        degraded_after = time.monotonic() - killed_at
+        env_a = c.environments()["env_a"]
+        assert "does not answer /healthz" in (env_a.get("problem") or ""), env_a
+
+        refused = requests.get(url, timeout=10, headers={"Accept": "application/json"})
+        assert refused.status_code == 503 and "degraded" in refused.text
+        print(f"\nworker web killed: env_a degraded after {degraded_after:.1f} s")
+    finally:
+        c.stop()
