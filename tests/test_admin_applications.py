@@ -435,3 +435,38 @@ def test_bulk_delete_keeps_an_application_whose_environment_is_offline(admin_cli
         "Bring env_b back online and try again."
     )
     assert found[2] == ("success", "Deleted crm.")
+
+
+# -- convergence ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_list_shows_drift_what_it_waits_for_the_next_retry_and_the_last_error(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    create_application("crm", ["env_a", "env_b"])
+    create_application("erp", ["env_a"])
+    create_application("hr", ["env_a"])
+    Application.objects.filter(name__in=["crm", "erp"]).update(desired_state=contract.RUNNING)
+    Placement.objects.filter(application__name="hr").update(state=contract.STOPPED)
+    Placement.objects.filter(application__name="crm", environment__name="env_a").update(state=contract.RUNNING)
+    Application.objects.filter(name="crm").update(waiting_for="env_b (offline)")
+    Application.objects.filter(name="erp").update(
+        attempts=2, next_attempt_at=timezone.now() + timedelta(seconds=10),
+        last_error="start failed on env_a: OperationalError: disk full", last_error_at=timezone.now())
+
+    response = admin_client.get(changelist_url())
+
+    crm, erp, hr = (row(response, name) for name in ("crm", "erp", "hr"))
+    assert "desired running</strong>: env_b unknown" in crm and "waiting for env_b (offline)" in crm
+    assert "desired running</strong>: env_a stopped" in erp
+    assert "next retry" in erp and "after 2 failed attempts" in erp and "disk full" in erp
+    assert "in sync" in hr
+    attention = admin_client.get(changelist_url(), {"attention": "yes"}).context["cl"].result_list
+    assert [a.name for a in attention] == ["crm", "erp"]
+    calm = admin_client.get(changelist_url(), {"attention": "no"}).context["cl"].result_list
+    assert [a.name for a in calm] == ["hr"]
