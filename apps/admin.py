@@ -125,7 +125,7 @@ class SupervisorAdmin(admin.ModelAdmin):
 @admin.register(Application)
 class ApplicationAdmin(SupervisorAdmin):
     add_form = ApplicationCreateForm
-    list_display = ("name", "display_name", "environment_states", "desired_state", "convergence")
+    list_display = ("name", "display_name", "environment_states", "convergence")
     list_filter = ("desired_state", NeedsAttentionFilter, "environments")
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "delete_selected")
@@ -150,29 +150,28 @@ class ApplicationAdmin(SupervisorAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
 
-    @admin.display(description="convergence")
+    @admin.display(description="desired state and convergence", ordering="desired_state")
     def convergence(self, application):
         """Desired vs observed at a glance: in sync, or what differs, why, and when the controller tries again."""
         drift = application.drift()
         if not drift:
-            return mark_safe('<span class="appsup-converged">in sync</span>')
-        parts = [format_html("<strong>desired {}</strong>: {}", application.desired_state,
-                             ", ".join(f"{p.environment.name} {p.display_state()}" for p in drift))]
+            return format_html('<span class="appsup-converged">{} · in sync</span>', application.desired_state)
+        parts = [format_html("<strong>wants {}</strong>", application.desired_state)]
+        parts += [format_html("{}: {}", p.environment.name, p.display_state()) for p in drift]
         if application.waiting_for:
             parts.append(format_html("waiting for {}", application.waiting_for))
         if application.next_attempt_at and application.attempts:
-            parts.append(format_html("next retry {} (after {} failed attempt{})",
-                                     naturaltime(application.next_attempt_at), application.attempts,
-                                     "" if application.attempts == 1 else "s"))
+            parts.append(format_html("next retry {} ({} failed)", naturaltime(application.next_attempt_at),
+                                     application.attempts))
         errors = [p for p in drift if p.error]
         if application.last_error and application.attempts:
-            parts.append(format_html('last error ({}): <span class="appsup-error">{}</span>',
-                                     naturaltime(application.last_error_at), application.last_error))
+            parts.append(format_html('<span class="appsup-error">{}</span> ({})', application.last_error,
+                                     naturaltime(application.last_error_at)))
         elif errors:
-            parts.append(format_html('last error on {} ({}): <span class="appsup-error">{}</span>',
-                                     errors[0].environment.name, naturaltime(errors[0].state_at), errors[0].error))
-        return format_html('<div class="appsup-drift">{}</div>', format_html_join(mark_safe("<br>"), "{}",
-                                                                                   ((part,) for part in parts)))
+            parts.append(format_html('<span class="appsup-error">{}: {}</span> ({})', errors[0].environment.name,
+                                     errors[0].error, naturaltime(errors[0].state_at)))
+        return format_html('<div class="appsup-drift">{}</div>',
+                           format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts)))
 
     @admin.display(description="environments (start order) and state")
     def environment_states(self, application):

@@ -85,6 +85,9 @@ COLORS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
 
 
 CONTROLLER_ROLE = "supervisor.controller"
+# The access-log line of a health probe, which web processes answer every few seconds.
+HEALTH_PROBE = b'"GET /healthz" 200'
+
 
 
 class ClusterError(Exception):
@@ -244,6 +247,8 @@ class Child:
 
     def _pump(self):
         for raw in iter(self.proc.stdout.readline, b""):
+            if HEALTH_PROBE in raw:
+                continue  # the agent probes its web every few seconds: not news
             self.output.line(self.role, raw.decode("utf-8", "replace"))
         self.proc.stdout.close()
 
@@ -277,7 +282,7 @@ class Cluster:
         self.heartbeat_interval = heartbeat_interval
         self.stop_timeout = stop_timeout
         self.ready_timeout = ready_timeout
-        longest_role = max(len("supervisor.migrate"), *(len(f"{name}.migrate") for name in self.names))
+        longest_role = max(len(CONTROLLER_ROLE), *(len(f"{name}.migrate") for name in self.names))
         self.out = output or Output(width=longest_role)
         self.children = []
         self.stop_requested = False

@@ -462,10 +462,10 @@ def test_the_list_shows_drift_what_it_waits_for_the_next_retry_and_the_last_erro
     response = admin_client.get(changelist_url())
 
     crm, erp, hr = (row(response, name) for name in ("crm", "erp", "hr"))
-    assert "desired running</strong>: env_b unknown" in crm and "waiting for env_b (offline)" in crm
-    assert "desired running</strong>: env_a stopped" in erp
-    assert "next retry" in erp and "after 2 failed attempts" in erp and "disk full" in erp
-    assert "in sync" in hr
+    assert "wants running</strong><br>env_b: unknown<br>waiting for env_b (offline)" in crm
+    assert "wants running</strong><br>env_a: stopped" in erp
+    assert "next retry" in erp and "(2 failed)" in erp and "disk full" in erp
+    assert "stopped · in sync" in hr
     attention = admin_client.get(changelist_url(), {"attention": "yes"}).context["cl"].result_list
     assert [a.name for a in attention] == ["crm", "erp"]
     calm = admin_client.get(changelist_url(), {"attention": "no"}).context["cl"].result_list

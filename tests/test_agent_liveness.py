@@ -68,6 +68,20 @@ def test_the_probe_runs_every_few_seconds_and_not_in_between(r):
     assert Agent("env_a", "http://a", "", 2, probe=web).probe_period == 2  # never rarer than a heartbeat
 
 
+def test_a_web_that_does_not_answer_is_probed_every_second_until_it_does(r):
+    clock, web = Clock(), Web()
+    web.answer = (False, "connection refused")
+    agent = Agent("env_a", "http://a", "", 120, clock=clock, probe=web)
+    agent.probe_if_due()
+    clock.now += 0.9
+    assert agent.probe_if_due() is False
+    clock.now += 0.1
+    web.answer = (True, "")
+    assert agent.probe_if_due() is True and agent.registration["web_ok"] is True
+    clock.now += 1
+    assert agent.probe_if_due() is False  # answering again: back to the usual period
+
+
 def test_an_unchanged_result_waits_for_the_next_heartbeat(r):
     clock, web = Clock(), Web()
     agent = Agent("env_a", "http://a", "", 120, clock=clock, probe=web)

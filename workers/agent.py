@@ -44,6 +44,7 @@ MAX_BACKOFF = 1.0
 # The web process is probed this often at most (and at least every heartbeat interval), each probe bounded.
 PROBE_PERIOD = 5.0
 PROBE_TIMEOUT = 2.0
+FAILING_PROBE_PERIOD = 1.0
 # A refusal shown in the registration is for people; a malformed job must not grow it without bound.
 REFUSAL_MAX = 300
 # Redis connection trouble: the retry path, never a poison job.
@@ -160,7 +161,10 @@ class Agent:
 
     def probe_if_due(self):
         """Probe the web process when due; on a change of web_ok, heartbeat at once. Returns True if it probed."""
-        if self.probe is None or (self.last_probe is not None and self.clock() - self.last_probe < self.probe_period):
+        # A web that does not answer (starting, say) is probed every second, so that it is online soon after it is.
+        period = min(FAILING_PROBE_PERIOD, self.probe_period) if self.registration.get("web_ok") is False \
+            else self.probe_period
+        if self.probe is None or (self.last_probe is not None and self.clock() - self.last_probe < period):
             return False
         self.last_probe = self.clock()
         try:
