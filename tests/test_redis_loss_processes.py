@@ -8,7 +8,6 @@ while Redis is (1) flushed, and (2) killed outright and started again a second l
 """
 
 import json
-import subprocess
 import threading
 import time
 
@@ -19,10 +18,11 @@ import requests
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
 from workers import provisioning
 
-from .conftest import free_port, redis_server_binary
+from .conftest import free_port
 from .processes import (
     PYTHON,
     Process,
+    RedisServer,
     base_env,
     daphne,
     http_ready,
@@ -41,42 +41,6 @@ DATABASES = ["appsup_it_rl_sup", "appsup_it_rl_env_a"]
 LOAD_SECONDS = 6.0
 FAULT_AT = 2.0
 THREADS = 4
-
-
-class RedisServer:
-    """redis-server on PORT, without persistence (a restart starts empty)."""
-
-    def __init__(self, port, workdir):
-        self.port = port
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis.from_url(self.url)
-
-        def up():
-            try:
-                return client.ping()
-            except redis_lib.ConnectionError:
-                return False
-
-        wait_for(up, timeout=10, what="redis-server")
-        client.close()
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture

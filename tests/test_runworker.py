@@ -1,7 +1,6 @@
 """`manage.py runworker` as a real process: configuration errors, graceful stop, and riding out a Redis outage."""
 
 import signal
-import subprocess
 import time
 
 import pytest
@@ -9,8 +8,8 @@ import redis
 
 from exchange import registry
 
-from .conftest import free_port, redis_server_binary
-from .processes import base_env, manage, runworker, runworker_without_web_probe, wait_for, worker_env
+from .conftest import free_port
+from .processes import RedisServer, base_env, manage, runworker, runworker_without_web_probe, wait_for, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,36 +41,6 @@ def test_sigterm_deregisters_and_exits_zero(tmp_path, redis_url, r):
         agent.stop()
 
 
-def test_agent_comes_back_registered_after_redis_restarts(tmp_path):
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-
-    def start_redis():
-        return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-
-    server = start_redis()
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: _pings(client), what="redis")
-    env = worker_env("env_a", 15999, tmp_path, url, APP_HEARTBEAT_INTERVAL=1)
-    manage(["migrate", "-v0"], env)
-    agent = runworker(env, tmp_path / "agent.log")
-    try:
-        wait_for(lambda: "env_a" in registry.read(client), what="registration")
-        server.terminate()
-        server.wait(10)
-        wait_for(lambda: "Redis unavailable" in agent.output(), what="the agent to notice the outage")
-        server = start_redis()  # comes back empty: nothing persisted
-        wait_for(lambda: _pings(client), what="redis back")
-        registration = wait_for(lambda: registry.read(client).get("env_a"), timeout=40, what="re-registration")
-        assert registration["stopped_at"] is None
-        assert agent.proc.poll() is None  # never restarted
-    finally:
-        agent.stop()
-        server.terminate()
-        server.wait(10)
-
-
 def test_an_agent_started_while_redis_is_down_retries_until_stopped_and_exits_zero(tmp_path):
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
     env = worker_env("env_a", 15999, tmp_path, url)
@@ -100,10 +69,10 @@ def test_an_agent_started_while_redis_is_down_registers_once_redis_comes_up(tmp_
     server = None
     try:
         wait_for(lambda: f"Redis unavailable at {url}" in agent.output(), what="the agent to notice Redis is down")
-        server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                   "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        server = RedisServer(port, tmp_path)
+        server.start()
         client = redis.Redis.from_url(url)
-        registration = wait_for(lambda: _pings(client) and registry.read(client).get("env_a"), timeout=40,
+        registration = wait_for(lambda: registry.read(client).get("env_a"), timeout=40,
                                 what="registration")
         assert registration["stopped_at"] is None
         agent.signal(signal.SIGTERM)
@@ -112,46 +81,31 @@ def test_an_agent_started_while_redis_is_down_registers_once_redis_comes_up(tmp_
     finally:
         agent.stop()
         if server:
-            server.terminate()
-            server.wait(10)
+            server.stop()
 
 
-def _pings(client):
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
-
-
-def test_an_agent_is_registered_again_within_a_second_or_so_of_redis_coming_back(tmp_path):
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-
-    def start_redis():
-        return subprocess.Popen([redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
-
-    server = start_redis()
-    client = redis.Redis.from_url(url)
-    wait_for(lambda: _pings(client), what="redis")
-    env = worker_env("env_a", 15999, tmp_path, url, APP_HEARTBEAT_INTERVAL=60)
+def test_an_agent_is_registered_again_within_a_second_or_so_of_redis_coming_back_empty(tmp_path):
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    env = worker_env("env_a", 15999, tmp_path, server.url, APP_HEARTBEAT_INTERVAL=60)
     manage(["migrate", "-v0"], env)
     agent = runworker(env, tmp_path / "agent.log")
     try:
         wait_for(lambda: "env_a" in registry.read(client), what="registration")
-        server.terminate()
-        server.wait(10)
+        server.kill()
+        wait_for(lambda: "Redis unavailable" in agent.output(), what="the agent to notice the outage")
         time.sleep(8)  # long enough for a doubling backoff to have grown well past a second
-        server = start_redis()
-        wait_for(lambda: _pings(client), interval=0.01, what="redis back")
+        server.start()  # comes back empty: nothing persisted
         back_at = time.monotonic()
-        wait_for(lambda: registry.read(client).get("env_a"), timeout=10, interval=0.02, what="re-registration")
+        registration = wait_for(lambda: registry.read(client).get("env_a"), timeout=10, interval=0.02,
+                                what="re-registration")
         assert time.monotonic() - back_at < 1.5
-        assert agent.proc.poll() is None
+        assert registration["stopped_at"] is None
+        assert agent.proc.poll() is None  # never restarted
     finally:
         agent.stop()
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 def test_no_web_probe_leaves_the_web_unknown(tmp_path, redis_url, r):
