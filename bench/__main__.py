@@ -82,19 +82,13 @@ def rows_scale(s, quick):
         qb, qs = big["queries"][label], small["queries"][label]
         rows.append((f"scale: {label} queries", f"in-process test Client + CaptureQueriesContext, {versus}",
                      "equal", f"{qb} vs {qs}", verdict(qb == qs)))
-    all_ms = ", ".join(f"{x:.0f}" for x in http["heartbeat_all_ms"])
-    rest = http["ms"]["Environments admin"]
-    rows.append(("heartbeats: next Environments admin page", f"{daphne}: all {big['envs']} environments heartbeat "
-                 "(registry.announce, one Redis pipeline, from a subprocess), then one GET of the page, which "
-                 f"mirrors them (checked in the database); {size}; median of {http['heartbeat_repeats']}",
-                 "< 300 ms", f"{http['heartbeat_ms']:.0f} ms ({all_ms}; {rest:.0f} ms with nothing to process)",
-                 verdict(http["heartbeat_ms"] < 300)))
-    rows.append(("heartbeats: registry.sync", f"in-process, one call after all {big['envs']} environments "
-                 f"heartbeat (registry.announce, one Redis pipeline); {size}; median of {big['sync_repeats']}",
+    rows.append(("heartbeats: the controller's mirror", f"in-process, one `Controller.mirror()` (registrations, "
+                 f"every reported state, environment statuses) after all {big['envs']} environments heartbeat "
+                 f"(registry.announce, one Redis pipeline); {size}; median of {big['sync_repeats']}",
                  "< 300 ms", f"{big['sync_ms']:.0f} ms (at {small['envs']} envs: {small['sync_ms']:.0f} ms)",
                  verdict(big["sync_ms"] < 300)))
-    rows.append(("heartbeats: registry.sync queries", f"same calls, CaptureQueriesContext, {versus}", "equal",
-                 f"{big['sync_queries']} vs {small['sync_queries']}",
+    rows.append(("heartbeats: the controller's mirror queries", f"same calls, CaptureQueriesContext, {versus}",
+                 "equal", f"{big['sync_queries']} vs {small['sync_queries']}",
                  verdict(big["sync_queries"] == small["sync_queries"])))
     return rows
 

@@ -2,17 +2,16 @@
 
 A supervisor-only setup per size (temporary SQLite database, a Redis database of its own on the cluster's Redis)
 with N environments registered in Redis and 10×N applications, one placement each. A subprocess populates it and,
-in-process, counts each page's queries and times ``registry.sync`` after every environment heartbeats, at both
-sizes. Against the big one, a real supervisor web process (daphne, started the documented way) is timed over HTTP:
-the Environments and Applications admin changelists, GET /api/apps/, and the Environments admin page right after
-all N environments heartbeat. ``measure`` runs in the orchestrator; ``main`` runs in the subprocesses.
+in-process, counts each page's queries and times the controller's mirror (``Controller.mirror``: where heartbeats
+and reported states reach the database; pages only read) after every environment heartbeats, at both sizes.
+Against the big one, a real supervisor web process (daphne, started the documented way) is timed over HTTP: the
+Environments and Applications admin changelists and GET /api/apps/. ``measure`` runs in the orchestrator; ``main`` runs in the subprocesses.
 """
 
 import contextlib
 import json
 import re
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,6 @@ PAGES = {
     "Applications admin": "/admin/apps/application/",
     "GET /api/apps/": "/api/apps/",
 }
-HEARTBEAT_PAGE = "Environments admin"
 USERNAME, PASSWORD = "bench", "bench-password"
 TOKEN = "bench-scale"
 
@@ -55,14 +53,14 @@ def measure(cluster, quick):
             results[envs] = run_json("bench.scale", ["populate", str(envs), str(envs * 10), str(heartbeat_repeats)],
                                      env)
         big, small = sizes
-        http = measure_http(environs[big], Path(tmp), cluster.base_port + 500, big, repeats, heartbeat_repeats)
+        http = measure_http(environs[big], Path(tmp), cluster.base_port + 500, big, repeats)
     return {"sizes": sizes, "big": results[big], "small": results[small], "http": http}
 
 
 # -- over HTTP, against daphne (orchestrator) -------------------------------------------------------------------
 
 
-def measure_http(env, tmp, first_port, n_envs, repeats, heartbeat_repeats):
+def measure_http(env, tmp, first_port, n_envs, repeats):
     port = next(p for p in range(first_port, first_port + 100) if port_free(p))
     url = f"http://127.0.0.1:{port}"
     log = open(tmp / "daphne.log", "w")
@@ -84,8 +82,6 @@ def measure_http(env, tmp, first_port, n_envs, repeats, heartbeat_repeats):
                 raise RuntimeError(f"GET {PAGES[label]}: {response.status_code} at {response.url}")
             return ms, response
 
-        # Fresh heartbeats first, so every environment is online while pages are timed.
-        heartbeat(env)
         for label in PAGES:  # warm up
             _, response = get(label)
             if label == "GET /api/apps/" and len(response.json()["apps"]) != n_envs * 10:
@@ -95,21 +91,10 @@ def measure_http(env, tmp, first_port, n_envs, repeats, heartbeat_repeats):
             for label in PAGES:
                 times[label].append(get(label)[0])
 
-        after_heartbeats = []
-        for _ in range(heartbeat_repeats):
-            at = heartbeat(env)
-            after_heartbeats.append(get(HEARTBEAT_PAGE)[0])
-            # Read from the database file: asking the supervisor would itself process the heartbeats.
-            mirrored = mirrored_since(env["DB_DATABASE"], at)
-            if mirrored != n_envs:
-                raise RuntimeError(f"the {HEARTBEAT_PAGE} page mirrored {mirrored} of {n_envs} heartbeats; "
-                                   "the figure no longer measures where heartbeats are processed")
     finally:
         stop(proc)
         log.close()
-    return {"port": port, "repeats": repeats, "ms": {k: statistics.median(v) for k, v in times.items()},
-            "heartbeat_repeats": heartbeat_repeats, "heartbeat_ms": statistics.median(after_heartbeats),
-            "heartbeat_all_ms": after_heartbeats}
+    return {"port": port, "repeats": repeats, "ms": {k: statistics.median(v) for k, v in times.items()}}
 
 
 def wait_healthy(proc, url, log_path, timeout=60):
@@ -137,19 +122,6 @@ def login(url):
     if done.status_code != 200 or done.url != url + "/admin/" or "sessionid" not in session.cookies:
         raise RuntimeError(f"admin login failed: {done.status_code} at {done.url}")
     return session
-
-
-def heartbeat(env):
-    """Every environment heartbeats now (in a Django subprocess, through registry.announce); returns the time."""
-    return run_json("bench.scale", ["heartbeat"], env)["at"]
-
-
-def mirrored_since(db_path, at):
-    """How many environments' mirrored last heartbeat is AT or later."""
-    since = datetime.fromtimestamp(at, dt_timezone.utc).replace(tzinfo=None)  # Django keeps UTC, naive, in SQLite
-    with contextlib.closing(sqlite3.connect(db_path)) as db:
-        rows = db.execute("SELECT last_heartbeat_at FROM environments_environment").fetchall()
-    return sum(value is not None and datetime.fromisoformat(value) >= since for (value,) in rows)
 
 
 def stop(proc):
@@ -185,7 +157,7 @@ def populate(n_envs, n_apps, sync_repeats):
     from django.utils import timezone
 
     from apps.models import Application, Placement
-    from environments import mirror as registry_mirror
+    from controller.loop import Controller
     from environments.models import Environment
     from exchange import contract
     from exchange.redis_client import supervisor_redis
@@ -212,7 +184,7 @@ def populate(n_envs, n_apps, sync_repeats):
     client.force_login(get_user_model().objects.get(username=USERNAME))
     queries = {}
     for label, path in PAGES.items():
-        assert client.get(path).status_code == 200, path  # warm up: mirrors the heartbeats, fills the cache
+        assert client.get(path).status_code == 200, path  # warm up
         with CaptureQueriesContext(connection) as ctx:
             response = client.get(path)
             if hasattr(response, "streaming_content"):
@@ -220,17 +192,19 @@ def populate(n_envs, n_apps, sync_repeats):
         assert response.status_code == 200, (path, response.status_code)
         queries[label] = len(ctx.captured_queries)
 
+    controller = Controller()
+    controller.mirror()  # warm up: the controller has mirrored before
     sync_ms = []
     for _ in range(sync_repeats):
         at = time.time()
         heartbeat_all(r, envs, at)
         with CaptureQueriesContext(connection) as ctx:
             began = time.perf_counter()
-            registry_mirror.sync(r)
+            controller.mirror()
             sync_ms.append((time.perf_counter() - began) * 1000)
         since = datetime.fromtimestamp(at, dt_timezone.utc)
         mirrored = Environment.objects.filter(last_heartbeat_at__gte=since).count()
-        assert mirrored == n_envs, f"registry.sync mirrored {mirrored} of {n_envs} heartbeats"
+        assert mirrored == n_envs, f"the controller mirrored {mirrored} of {n_envs} heartbeats"
     return {"envs": n_envs, "apps": n_apps, "queries": queries, "sync_repeats": sync_repeats,
             "sync_ms": statistics.median(sync_ms), "sync_all_ms": sync_ms, "sync_queries": len(ctx.captured_queries)}
 
@@ -239,16 +213,7 @@ def main():
     import django
 
     django.setup()
-    if sys.argv[1] == "populate":
-        result = populate(*map(int, sys.argv[2:5]))
-    else:  # heartbeat
-        from environments.models import Environment
-        from exchange.redis_client import supervisor_redis
-
-        at = time.time()
-        heartbeat_all(supervisor_redis(), Environment.objects.all(), at)
-        result = {"at": at}
-    print(json.dumps(result))
+    print(json.dumps(populate(*map(int, sys.argv[2:5]))))
 
 
 if __name__ == "__main__":

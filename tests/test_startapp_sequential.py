@@ -31,7 +31,7 @@ def test_starts_each_environment_in_order_with_a_line_as_each_completes():
     assert set(Placement.objects.values_list("state", flat=True)) == {contract.RUNNING}
 
 
-def test_an_offline_environment_fails_naming_it_and_nothing_is_sent():
+def test_an_offline_environment_fails_naming_it_nothing_is_sent_and_the_start_is_left_pending():
     register_environment("env_a")
     register_environment("env_b", heartbeat_at=0)
     create_application("crm", ["env_b", "env_a"])
@@ -41,6 +41,8 @@ def test_an_offline_environment_fails_naming_it_and_nothing_is_sent():
         call_command("startapp_sequential", "crm", "--timeout", "5", stdout=out)
 
     assert out.getvalue().startswith("env_b: FAILED: environment env_b is offline")
+    assert out.getvalue().splitlines()[-1] == (
+        "crm stays desired running: the controller (runsupervisor) completes the start on env_b once it is back online")
     assert channel.queue_for("env_b").count == 0 and channel.queue_for("env_a").count == 0
 
 

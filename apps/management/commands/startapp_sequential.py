@@ -61,6 +61,10 @@ class Command(BaseCommand):
         except redis.RedisError as exc:
             raise CommandError(f"Redis is unavailable ({exc}); no command can be sent until it is back")
         failure = outcome.failure
+        if outcome.waiting_for:
+            self.stdout.write(self.style.WARNING(
+                f"{app} stays desired running: the controller (runsupervisor) completes the start on "
+                f"{', '.join(outcome.waiting_for)} once it is back online"))
         if failure is not None:
             raise CommandError(
                 f"starting {app} failed on {failure.environment}: {failure.error or f'it ended {failure.state}'}"
