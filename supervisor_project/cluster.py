@@ -9,8 +9,8 @@ Starts, each as a child process in its own session with its output prefixed by i
   and the agent, ``manage.py runworker``.
 
 Every role has its own SQLite database under ``STORAGE/<role>/``; the hosted applications' databases live under
-``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token and secret key are
-generated once and kept in the storage directory, so they survive restarts. ``STORAGE/cluster.json`` describes the
+``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token, secret key and
+shared secret (APP_SHARED_SECRET) are generated once and kept in the storage directory, so they survive restarts. ``STORAGE/cluster.json`` describes the
 running cluster (URLs, token, process ids) while it runs.
 
 Ctrl-C or SIGTERM stops the workers first (SIGTERM, so agents deregister), then the supervisor, then Redis, and
@@ -54,6 +54,7 @@ WORKERS_STORAGE = "workers"  # APP_STORAGE_DIR of every worker, under the storag
 CLUSTER_OWNED = frozenset(
     {
         "APP_MODE",
+        "APP_SHARED_SECRET",
         "APP_DISCOVERY_ADAPTER",
         "APP_PROCESS_ADAPTER",
         "APP_SUPERVISOR_REDIS_URL",
@@ -294,6 +295,7 @@ class Cluster:
         self.token = ""
         self.password = ""
         self.secret_key = ""
+        self.shared_secret = ""
         self.started_any = False
         self.ready = False
         self.state_file = self.storage / "cluster.json"
@@ -344,11 +346,13 @@ class Cluster:
         )
         self.token = read_or_create_secret(self.storage / "api-token.txt", lambda: secrets.token_urlsafe(32))
         self.secret_key = read_or_create_secret(self.storage / "secret-key.txt", lambda: secrets.token_urlsafe(50))
+        self.shared_secret = read_or_create_secret(self.storage / "shared-secret.txt", lambda: secrets.token_hex(32))
 
     def common_environ(self):
         env = base_environ()
         env.setdefault("SECRET_KEY", self.secret_key)
         env.update(
+            APP_SHARED_SECRET=self.shared_secret,
             PYTHONUNBUFFERED="1",
             DJANGO_SETTINGS_MODULE="supervisor_project.settings",
             APP_DISCOVERY_ADAPTER="remote",

@@ -28,6 +28,8 @@ DEFAULT_HEARTBEAT_INTERVAL = 120
 # The access proxy's patience with a worker: to open a connection, and between two reads of its answer.
 DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
 DEFAULT_PROXY_READ_TIMEOUT = 60.0
+# Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
+MIN_SHARED_SECRET = 16
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 # The Django apps every process installs, before APP_HOSTED_APPS (settings.INSTALLED_APPS). Known here so that a
 # hosted app repeating one is refused by name instead of by Django's traceback.
@@ -92,6 +94,7 @@ class Config:
     csrf_trusted_origins: list = field(default_factory=list)
     proxy_connect_timeout: float = DEFAULT_PROXY_CONNECT_TIMEOUT
     proxy_read_timeout: float = DEFAULT_PROXY_READ_TIMEOUT
+    shared_secret: str = ""
 
     @property
     def is_worker(self):
@@ -287,6 +290,17 @@ def load(environ_map=None):
 
     hosted_apps = _hosted_apps(env, problems)
 
+    shared_secret = env.str("APP_SHARED_SECRET", default="")
+    if mode and not shared_secret:
+        problems.append(
+            f"APP_SHARED_SECRET is required with APP_MODE={mode}: set the same long random value on the supervisor, "
+            "its controller and every worker (it signs commands and registrations), e.g. the output of "
+            "`openssl rand -hex 32`"
+        )
+    elif mode and len(shared_secret) < MIN_SHARED_SECRET:
+        problems.append(f"APP_SHARED_SECRET is too short ({len(shared_secret)} characters): use at least "
+                        f"{MIN_SHARED_SECRET} random characters, e.g. the output of `openssl rand -hex 32`")
+
     secret_key = env.str("SECRET_KEY", default="")
     if not secret_key:
         # Local use works on checkout; a deployment that forgets the key is told so (supervisor_project/checks.py).
@@ -315,4 +329,5 @@ def load(environ_map=None):
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
         proxy_connect_timeout=proxy_connect_timeout,
         proxy_read_timeout=proxy_read_timeout,
+        shared_secret=shared_secret,
     )

@@ -17,6 +17,8 @@ ENVIRONMENT_PROXY_URL = CONFIG.environment_proxy_url
 APP_HEARTBEAT_INTERVAL = CONFIG.heartbeat_interval
 APP_HEARTBEAT_TIMEOUT = CONFIG.heartbeat_timeout
 SUPERVISOR_API_TOKEN = CONFIG.api_token
+# Signs commands and registrations (exchange.signing); shared by the supervisor and all its workers.
+APP_SHARED_SECRET = CONFIG.shared_secret
 APP_STORAGE_DIR = CONFIG.storage_dir
 # Extra Django apps every hosted application gets (its tables live in each application's own database).
 APP_HOSTED_APPS = CONFIG.hosted_apps

@@ -18,6 +18,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from exchange import redis_client
 from workers.provisioning import is_hosted_alias
 
+from .processes import SHARED_SECRET
+
 
 def free_port():
     with socket.socket() as s:
@@ -68,6 +70,7 @@ def _redis(redis_url, settings, tmp_path):
     settings.APP_SUPERVISOR_REDIS_URL = redis_url
     settings.APP_COMMAND_REDIS_URL = redis_url
     settings.APP_STORAGE_DIR = tmp_path / "storage"
+    settings.APP_SHARED_SECRET = SHARED_SECRET  # what the processes the tests start get too
     redis_client.reset()
     redis_client.supervisor_redis().flushdb()
     yield

@@ -16,6 +16,8 @@ from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# What every process a test starts shares, as one deployment's processes do (tests/conftest.py sets it in-process).
+SHARED_SECRET = "test-shared-secret-0123456789abcdef"
 
 
 def base_env(storage, redis_url, **extra):
@@ -25,6 +27,7 @@ def base_env(storage, redis_url, **extra):
         APP_SUPERVISOR_REDIS_URL=redis_url,
         APP_COMMAND_REDIS_URL=redis_url,
         APP_STORAGE_DIR=str(storage),
+        APP_SHARED_SECRET=SHARED_SECRET,
         PYTHONUNBUFFERED="1",
     )
     env.update({k: str(v) for k, v in extra.items()})

@@ -64,7 +64,8 @@ def test_the_callers_configuration_does_not_leak_into_the_children(tmp_path):
 def test_every_role_configuration_validates(tmp_path):
     from supervisor_project.config import load
 
-    common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock", APP_HEARTBEAT_INTERVAL="5")
+    common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock", APP_HEARTBEAT_INTERVAL="5",
+                  APP_SHARED_SECRET="0123456789abcdef0123456789abcdef")
     ports = cluster.plan_ports(14000, ["env_a"])
     assert load(cluster.role_environ(common, "supervisor", tmp_path, ports, token="t")).heartbeat_timeout == 30
     assert load(cluster.role_environ(common, "env_a", tmp_path, ports)).environment_name == "env_a"

@@ -9,7 +9,10 @@ import pytest
 
 from supervisor_project.config import BASE_DIR, ConfigError, load
 
+SECRET = {"APP_SHARED_SECRET": "0123456789abcdef0123456789abcdef"}
+SUPERVISOR = {"APP_MODE": "supervisor", **SECRET}
 WORKER = {
+    **SECRET,
     "APP_MODE": "worker",
     "ENVIRONMENT_NAME": "env_a",
     "ENVIRONMENT_URL": "http://localhost:15000",
@@ -33,7 +36,7 @@ def test_nothing_set_is_a_valid_single_instance(tmp_path):
 def test_supervisor_and_worker_as_the_reference_configures_them():
     supervisor = load(
         {
-            "APP_MODE": "supervisor",
+            **SUPERVISOR,
             "APP_DISCOVERY_ADAPTER": "remote",
             "APP_PROCESS_ADAPTER": "remote",
             "APP_SUPERVISOR_REDIS_URL": "redis://redis:6379/0",
@@ -71,11 +74,11 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("ENVIRONMENT_PROXY_URL", "not a url", WORKER),
         ("DATABASE_URL", "garbage", {}),  # django-environ returns {} for it rather than raising
         ("DATABASE_URL", "oracle://u:p@db:1521/x", {}),  # a backend the project does not support
-        ("APP_PROXY_CONNECT_TIMEOUT", "soon", {"APP_MODE": "supervisor"}),
-        ("APP_PROXY_CONNECT_TIMEOUT", "0", {"APP_MODE": "supervisor"}),
-        ("APP_PROXY_READ_TIMEOUT", "-1", {"APP_MODE": "supervisor"}),
-        ("APP_PROXY_READ_TIMEOUT", "nan", {"APP_MODE": "supervisor"}),
-        ("APP_PROXY_READ_TIMEOUT", "inf", {"APP_MODE": "supervisor"}),
+        ("APP_PROXY_CONNECT_TIMEOUT", "soon", SUPERVISOR),
+        ("APP_PROXY_CONNECT_TIMEOUT", "0", SUPERVISOR),
+        ("APP_PROXY_READ_TIMEOUT", "-1", SUPERVISOR),
+        ("APP_PROXY_READ_TIMEOUT", "nan", SUPERVISOR),
+        ("APP_PROXY_READ_TIMEOUT", "inf", SUPERVISOR),
         ("APP_HOSTED_APPS", "no.such.app", {}),
     ],
 )
@@ -103,7 +106,7 @@ def test_all_problems_are_reported_at_once():
     [("supervisor", "local", "remote"), ("worker", "remote", "local"), ("", "remote", "local")],
 )
 def test_a_process_adapter_contradicting_the_mode_is_refused(mode, adapter, expected):
-    environ = dict(WORKER) if mode == "worker" else {"APP_MODE": mode}
+    environ = dict(WORKER) if mode == "worker" else dict(SECRET, APP_MODE=mode)
     problems, _ = problems_of(dict(environ, APP_PROCESS_ADAPTER=adapter))
     assert len(problems) == 1
     assert "APP_PROCESS_ADAPTER" in problems[0] and "contradicts" in problems[0]
@@ -121,14 +124,14 @@ def test_the_alias_disagreeing_with_the_variable_is_refused():
 
 
 def test_a_worker_needs_its_environment_name_and_url():
-    problems, _ = problems_of({"APP_MODE": "worker"})
+    problems, _ = problems_of(dict(SECRET, APP_MODE="worker"))
     assert len(problems) == 2
     assert any(p.startswith("ENVIRONMENT_NAME is required") for p in problems)
     assert any(p.startswith("ENVIRONMENT_URL is required") for p in problems)
 
 
 def test_the_environment_variables_are_not_required_of_a_supervisor():
-    config = load({"APP_MODE": "supervisor"})
+    config = load(SUPERVISOR)
     assert config.environment_name == ""
 
 
@@ -148,14 +151,14 @@ def test_an_explicit_heartbeat_timeout_is_kept():
 
 
 def test_the_proxy_timeouts_have_defaults_and_take_fractions_of_a_second():
-    config = load({"APP_MODE": "supervisor"})
+    config = load(SUPERVISOR)
     assert (config.proxy_connect_timeout, config.proxy_read_timeout) == (5.0, 60.0)
-    config = load({"APP_MODE": "supervisor", "APP_PROXY_CONNECT_TIMEOUT": "0.5", "APP_PROXY_READ_TIMEOUT": "300"})
+    config = load({**SUPERVISOR, "APP_PROXY_CONNECT_TIMEOUT": "0.5", "APP_PROXY_READ_TIMEOUT": "300"})
     assert (config.proxy_connect_timeout, config.proxy_read_timeout) == (0.5, 300.0)
 
 
 def test_the_default_database_is_sqlite_under_the_storage_directory(tmp_path):
-    config = load({"APP_STORAGE_DIR": str(tmp_path), "APP_MODE": "supervisor"})
+    config = load({"APP_STORAGE_DIR": str(tmp_path), **SUPERVISOR})
     assert config.storage_dir == tmp_path.resolve()
     assert config.database == {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "supervisor.sqlite3")}
     assert load({}).storage_dir == BASE_DIR / "storage"
@@ -302,3 +305,29 @@ def test_a_bad_supervisor_redis_url_is_reported_once():
         load({"APP_SUPERVISOR_REDIS_URL": "http://redis:6379"})
     assert len(raised.value.problems) == 1
     assert raised.value.problems[0].startswith("APP_SUPERVISOR_REDIS_URL=")
+
+
+@pytest.mark.parametrize("base", [SUPERVISOR, WORKER], ids=["supervisor", "worker"])
+def test_a_supervisor_or_worker_without_the_shared_secret_is_refused_naming_it(base):
+    environ = {k: v for k, v in base.items() if k != "APP_SHARED_SECRET"}
+    problems, _ = problems_of(environ)
+    assert len(problems) == 1 and problems[0].startswith(f"APP_SHARED_SECRET is required with APP_MODE={base['APP_MODE']}")
+
+
+def test_a_short_shared_secret_is_refused():
+    problems, _ = problems_of(dict(SUPERVISOR, APP_SHARED_SECRET="short"))
+    assert problems[0].startswith("APP_SHARED_SECRET is too short (5 characters)")
+
+
+def test_a_single_instance_needs_no_shared_secret():
+    assert load({}).shared_secret == ""
+
+
+def test_daphne_without_the_shared_secret_exits_2_naming_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "ENVIRONMENT_"))}
+    env.update(APP_MODE="supervisor", APP_STORAGE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", "import supervisor_project.asgi"], cwd=BASE_DIR, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "APP_SHARED_SECRET is required with APP_MODE=supervisor" in result.stderr
+    assert "Traceback" not in result.stderr

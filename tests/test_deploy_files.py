@@ -18,7 +18,9 @@ from supervisor_project.config import BASE_DIR, load
 
 COMPOSE = yaml.safe_load((BASE_DIR / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+# What an operator exports for a ${VAR:?message} that compose refuses to start without.
+FROM_THE_SHELL = "a-value-the-operator-exported-0123456789"
 
 
 class RecordingEnviron(dict):
@@ -42,8 +44,9 @@ class RecordingEnviron(dict):
 
 
 def interpolate(value):
-    """Compose's ${VAR:-default} with nothing set in the shell: the default."""
-    return INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+    """Compose's ${VAR:-default} with nothing set in the shell: the default; ${VAR:?message}: what the operator
+    was told to export."""
+    return INTERPOLATION.sub(lambda m: FROM_THE_SHELL if m.group(2) == "?" else (m.group(3) or ""), str(value))
 
 
 def environment(service):
@@ -171,6 +174,13 @@ def test_every_variable_of_a_service_is_read_and_valid(service):
     assert not unread, f"{service}: {sorted(unread)} are not read by supervisor_project.config"
     assert config.database["ENGINE"] == "django.db.backends.postgresql"
     assert config.supervisor_redis_url and config.command_redis_url
+
+
+def test_the_shared_secret_must_come_from_the_shell_for_every_service_of_ours():
+    for name in SERVICES:
+        if ours(name):
+            raw = str((SERVICES[name].get("environment") or {}).get("APP_SHARED_SECRET", ""))
+            assert raw.startswith("${APP_SHARED_SECRET:?"), f"{name}: APP_SHARED_SECRET is {raw!r}"
 
 
 def test_the_ports_are_the_reference_ones():
