@@ -55,7 +55,7 @@ def refresh_all(redis):
     changed = []
     rows = Placement.objects.values_list("pk", "application__name", "environment__name", "state", "error", "state_at")
     for pk, app, env, state, error, state_at in rows:
-        entry = status.decode(reported.get(status_field(app, env).encode()))
+        entry = status.decode(reported.get(status_field(app, env).encode()), app, env)
         if is_newer(entry, state_at):
             placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
             apply(placement, entry)

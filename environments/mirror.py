@@ -11,7 +11,7 @@ from .models import Environment
 
 MIRRORED_FIELDS = (
     "url", "proxy_url", "version", "host", "pid", "last_heartbeat_at", "stopped_at", "web_ok", "problem", "refusal",
-    "refusal_at",
+    "refusal_at", "rejected",
 )
 
 
@@ -26,7 +26,7 @@ def sync(redis):
     (every heartbeat since the last call) and one INSERT for new environments.
     Raises redis.ConnectionError when Redis is unavailable; callers then show the last mirrored state.
     """
-    entries = registry.read(redis)
+    entries, rejected = registry.read_all(redis)
     # Plain rows to compare against: most calls find nothing or a few heartbeats changed, and building a model
     # instance per environment would cost more than the rest of the page.
     mirrored = {row[0]: row[1:] for row in Environment.objects.values_list("name", "pk", *MIRRORED_FIELDS)}
@@ -46,12 +46,24 @@ def sync(redis):
             "problem": entry.get("problem") or "",
             "refusal": entry.get("refusal") or "",
             "refusal_at": _ts(entry.get("refusal_at")),
+            "rejected": "",
         }
         row = mirrored.get(name)
         if row is None:
             created.append(Environment(name=name, **values))
         elif row[1:] != tuple(values[field] for field in MIRRORED_FIELDS):
             changed.append(Environment(pk=row[0], name=name, **values))
+    # An entry that does not verify changes nothing of what was mirrored, but is shown: someone without the shared
+    # secret wrote it (or a worker configured with another secret).
+    for name, reason in rejected.items():
+        if not NAME_RE.match(name):
+            continue
+        row = mirrored.get(name)
+        if row is None:
+            created.append(Environment(name=name, url="", rejected=reason))
+        elif row[-1] != reason:
+            kept = dict(zip(MIRRORED_FIELDS, row[1:]), rejected=reason)
+            changed.append(Environment(pk=row[0], name=name, **kept))
     if created:
         Environment.objects.bulk_create(created, ignore_conflicts=True)
     bulk.update(changed, MIRRORED_FIELDS)

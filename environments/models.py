@@ -14,7 +14,7 @@ def online_since(now=None):
 
 class EnvironmentQuerySet(models.QuerySet):
     def online(self, now=None):
-        return self.filter(stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
+        return self.filter(rejected="", stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
 
     def offline(self, now=None):
         return self.exclude(pk__in=self.online(now).values("pk"))
@@ -39,6 +39,9 @@ class Environment(models.Model):
     # The last command the agent refused (malformed, stale, not allowed), and when.
     refusal = models.TextField("last refused command", blank=True)
     refusal_at = models.DateTimeField(null=True, blank=True)
+    # Why the entry in Redis was not taken (not signed with APP_SHARED_SECRET, malformed): never online, never
+    # a proxy target, until its worker registers again.
+    rejected = models.TextField(blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -55,7 +58,8 @@ class Environment(models.Model):
 
     def is_online(self, now=None):
         return (
-            self.stopped_at is None
+            not self.rejected
+            and self.stopped_at is None
             and self.last_heartbeat_at is not None
             and self.last_heartbeat_at >= online_since(now)
         )
@@ -75,6 +79,8 @@ class Environment(models.Model):
         return ""
 
     def offline_reason(self, now=None):
+        if self.rejected:
+            return f"environment {self.name} is offline: {self.rejected} (rejected)"
         if self.stopped_at is not None:
             return f"environment {self.name} is offline: its worker stopped at {self.stopped_at:%Y-%m-%d %H:%M:%S} UTC"
         if self.last_heartbeat_at is None:

@@ -4,13 +4,12 @@ The supervisor's database is the source of truth; the supervisor writes this cac
 rebuilds it whenever Redis has lost it. CACHE_READY_KEY is written last, so its absence means "incomplete".
 """
 
-import json
-
+from . import signing
 from .contract import APPS_KEY, CACHE_READY_KEY
 
 
 def write(redis, name, entry):
-    redis.hset(APPS_KEY, name, json.dumps(entry))
+    redis.hset(APPS_KEY, name, signing.dumps(dict(entry, name=name)))
 
 
 def remove(redis, name):
@@ -22,7 +21,7 @@ def replace_all(redis, entries):
     pipe = redis.pipeline()
     pipe.delete(APPS_KEY)
     if entries:
-        pipe.hset(APPS_KEY, mapping={name: json.dumps(entry) for name, entry in entries.items()})
+        pipe.hset(APPS_KEY, mapping={name: signing.dumps(dict(entry, name=name)) for name, entry in entries.items()})
     pipe.set(CACHE_READY_KEY, "1")
     pipe.execute()
 
@@ -35,20 +34,20 @@ def is_ready(redis):
     return bool(redis.exists(CACHE_READY_KEY))
 
 
-def decode(raw):
-    """A cache entry, or None when RAW is missing or malformed."""
-    try:
-        entry = json.loads(raw) if raw else None
-    except ValueError:
-        return None
+def decode(raw, name=None):
+    """A cache entry, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed, or (NAME given)
+    signed for another application (an entry copied to another field)."""
+    entry = signing.loads_or_none(raw)
     if not isinstance(entry, dict) or not isinstance(entry.get("environments", []), list):
+        return None
+    if name is not None and entry.get("name") != name:
         return None
     return entry
 
 
 def lookup(redis, name):
-    """An application's cached configuration, or None when it is not known (or its entry is malformed)."""
-    return decode(redis.hget(APPS_KEY, name))
+    """An application's cached configuration, or None when it is not known (or its entry does not verify)."""
+    return decode(redis.hget(APPS_KEY, name), name)
 
 
 def placed_on(redis, environment):
@@ -56,5 +55,5 @@ def placed_on(redis, environment):
     return sorted(
         name.decode()
         for name, raw in redis.hgetall(APPS_KEY).items()
-        if environment in ((decode(raw) or {}).get("environments") or [])
+        if environment in ((decode(raw, name.decode(errors="replace")) or {}).get("environments") or [])
     )

@@ -1,17 +1,20 @@
-"""The command channel: one django-rq queue per environment, JSON jobs (workers.channel runs them).
+"""The command channel: one django-rq queue per environment, signed JSON jobs (workers.channel runs them).
 
-JSON keeps whoever can write to Redis from running code through pickle; the worker's allowlist check happens
-before RQ imports the function a job names.
+JSON keeps whoever can write to Redis from running code through pickle; the signature (exchange.signing) keeps
+them from issuing commands at all; the worker's allowlist check happens before RQ imports the function a job
+names. Every field of RQ's job hash that our commands do not set is ignored (CommandJob): the hash is untrusted.
 """
 
+import time
 import uuid
 
 from django_rq.queues import DjangoRQ
+from rq.job import Job
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
 
 from . import contract
 from .redis_client import command_redis
+from .signing import SignedJSONSerializer
 
 # A command's own work (create a database, migrate) must finish within this.
 JOB_TIMEOUT = 600
@@ -19,19 +22,50 @@ JOB_TIMEOUT = 600
 RESULT_TTL = 3600
 
 
+class CommandJob(Job):
+    """RQ's job, minus every field of the job hash our commands never set. Anyone who can write to Redis can add
+    callbacks (imported and called by RQ), webhooks (HTTP requests sent by the worker), dependencies, retries or
+    repeats to a job hash, none of which the signature covers: all are dropped as the job is read."""
+
+    def restore(self, raw_data):
+        super().restore(raw_data)
+        self._success_callback_name = self._failure_callback_name = self._stopped_callback_name = None
+        self._success_callback = self._failure_callback = self._stopped_callback = None
+        self.webhooks = []
+        self._dependency_ids = []
+        self.allow_dependency_failures = None
+        self.number_of_retries = self.retries_left = None
+        self.retry_intervals = None
+        self.repeats_left = None
+        self.group_id = None
+        self.timeout = JOB_TIMEOUT
+        self.result_ttl = self.failure_ttl = RESULT_TTL
+        self.meta = {}
+
+
 class CommandQueue(DjangoRQ):
     """django-rq's queue (enqueue on commit), for queues made at run time rather than declared in RQ_QUEUES."""
+
+    job_class = CommandJob
 
     def original_enqueue_call(self, *args, **kwargs):
         # DjangoRQ looks the queue up in RQ_QUEUES here for a default TTL; ours pass result_ttl themselves.
         return Queue.enqueue_call(self, *args, **kwargs)
+
+    # Commands have no dependents: a dependents set planted in Redis is never acted on.
+    def enqueue_dependents(self, *args, **kwargs):
+        return None
+
+    def move_dependents_to_ready(self, *args, **kwargs):
+        return {}
 
 
 def queue_for(environment, connection=None):
     return CommandQueue(
         contract.queue_name(environment),
         connection=connection or command_redis(),
-        serializer=JSONSerializer,
+        serializer=SignedJSONSerializer,
+        job_class=CommandJob,
         default_timeout=JOB_TIMEOUT,
     )
 
@@ -43,9 +77,12 @@ def enqueue(environment, command, app, payload=None, connection=None, expires_at
     later refuses it as stale, so that a command reported as failed never runs behind the operator's back.
     """
     job_id = f"{command}-{app}-{environment}-{uuid.uuid4().hex[:12]}"
-    kwargs = {"command": command, "app": app, "environment": environment, "payload": payload or {}}
-    if expires_at is not None:
-        kwargs["expires_at"] = expires_at
+    # Signed with the rest: the job id binds the command to this one job (a copy under another id is refused),
+    # the issue time dates it.
+    issued_at = time.time()
+    kwargs = {"command": command, "app": app, "environment": environment, "payload": payload or {},
+              "job_id": job_id, "issued_at": issued_at,
+              "expires_at": expires_at if expires_at is not None else issued_at + JOB_TIMEOUT}
     queue_for(environment, connection).enqueue_call(
         func=contract.COMMAND_FUNCTION,
         kwargs=kwargs,

@@ -82,7 +82,7 @@ def _fetch(r, name, previous=None):
         statuses.update(zip(guess, results[3]))
 
     complete = True
-    config = cache.decode(raw_config)
+    config = cache.decode(raw_config, name)
     if config is None:
         if ready or previous is None:
             return None, ready
@@ -106,7 +106,7 @@ def _fetch(r, name, previous=None):
             if kept is not None:
                 view_registrations[env], complete = kept, False
         else:
-            entry = registry.decode(raw)  # malformed: skipped
+            entry = registry.decode(raw, env)  # unsigned or malformed: skipped
             if entry is not None:
                 view_registrations[env] = entry
         raw = statuses.get(env)
@@ -115,7 +115,7 @@ def _fetch(r, name, previous=None):
             if kept is not None:
                 view_statuses[env], complete = kept, False
         else:
-            entry = status_module.decode(raw)
+            entry = status_module.decode(raw, name, env)
             if entry is not None:
                 view_statuses[env] = entry
     return AppView(name, config, view_registrations, view_statuses, complete), True

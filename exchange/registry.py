@@ -9,26 +9,27 @@ Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the 
 heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
 """
 
-import json
 import time
 
 from django.conf import settings
 
+from . import signing
 from .contract import DEGRADED, ENVIRONMENTS_KEY, OFFLINE, ONLINE
 
 
 def announce(redis, registration, now=None):
     """Register or heartbeat: write the full registration with a fresh heartbeat time."""
     entry = dict(registration, heartbeat_at=now if now is not None else time.time(), stopped_at=None)
-    redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry))
     return entry
 
 
 def withdraw(redis, registration, now=None):
     """Graceful stop: keep the entry (so it shows), marked stopped, which makes it offline at once."""
-    entry = decode(redis.hget(ENVIRONMENTS_KEY, registration["name"])) or dict(registration, heartbeat_at=None)
+    entry = decode(redis.hget(ENVIRONMENTS_KEY, registration["name"]), registration["name"]) or dict(
+        registration, heartbeat_at=None)
     entry["stopped_at"] = now if now is not None else time.time()
-    redis.hset(ENVIRONMENTS_KEY, registration["name"], json.dumps(entry))
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry))
 
 
 def forget(redis, names):
@@ -62,11 +63,11 @@ def _pid_or_none(value):
     return value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31)
 
 
-def decode(raw):
-    """A registration, or None when RAW is missing or malformed (wrongly typed fields included)."""
-    try:
-        entry = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+def decode(raw, name=None):
+    """A registration, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed (wrongly typed
+    fields included), or (NAME given) another environment's (an entry copied to another field)."""
+    entry = signing.loads_or_none(raw)
+    if not isinstance(entry, dict) or (name is not None and entry.get("name") != name):
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
         return None
@@ -81,10 +82,27 @@ def decode(raw):
 
 
 def read(redis):
-    """Every registration in Redis, by environment name; malformed entries are skipped."""
-    entries = {}
-    for name, raw in redis.hgetall(ENVIRONMENTS_KEY).items():
-        entry = decode(raw)
+    """Every registration in Redis, by environment name; unsigned and malformed entries are skipped."""
+    return read_all(redis)[0]
+
+
+def read_all(redis):
+    """(verified registrations by environment name, {name: why rejected} for the entries that are not)."""
+    entries, rejected = {}, {}
+    for raw_name, raw in redis.hgetall(ENVIRONMENTS_KEY).items():
+        name = raw_name.decode(errors="replace")
+        entry = decode(raw, name)
         if entry is not None:
-            entries[name.decode(errors="replace")] = entry
-    return entries
+            entries[name] = entry
+        else:
+            rejected[name] = rejection(raw)
+    return entries, rejected
+
+
+def rejection(raw):
+    """Why a registry entry is not taken (for the operator)."""
+    try:
+        signing.unseal(raw)
+    except signing.BadSignature:
+        return "its registration in Redis is not signed with this deployment's APP_SHARED_SECRET"
+    return "its registration in Redis is malformed"

@@ -4,19 +4,19 @@ Workers write each transition to one Redis hash (contract.STATUSES_KEY); the sup
 Placement rows (apps.mirror).
 """
 
-import json
 import math
 import time
 
-from . import events
+from . import events, signing
 from .contract import RUNTIME_STATES, STATUSES_KEY, status_field
 
 
 def write(redis, app, environment, state, error="", traceback="", now=None):
     """Record a transition and announce it (exchange.events), so that every process drops its cached view at once."""
-    entry = {"state": state, "error": error, "traceback": traceback, "at": now if now is not None else time.time()}
+    entry = {"app": app, "environment": environment, "state": state, "error": error, "traceback": traceback,
+             "at": now if now is not None else time.time()}
     pipe = redis.pipeline(transaction=False)
-    pipe.hset(STATUSES_KEY, status_field(app, environment), json.dumps(entry))
+    pipe.hset(STATUSES_KEY, status_field(app, environment), signing.dumps(entry))
     events.publish(pipe, events.PLACEMENT, app=app, environment=environment, state=state, error=error or None,
                    at=entry["at"])
     pipe.execute()
@@ -24,7 +24,7 @@ def write(redis, app, environment, state, error="", traceback="", now=None):
 
 
 def read(redis, app, environment):
-    return decode(redis.hget(STATUSES_KEY, status_field(app, environment)))
+    return decode(redis.hget(STATUSES_KEY, status_field(app, environment)), app, environment)
 
 
 def forget(redis, app, environments):
@@ -36,18 +36,16 @@ def fetch(redis, fields):
     """The reported entries for FIELDS (``status_field`` names) in one HMGET: None where none or malformed."""
     if not fields:
         return []
-    return [decode(raw) for raw in redis.hmget(STATUSES_KEY, fields)]
+    return [decode(raw, *field.split("/", 1)) for field, raw in zip(fields, redis.hmget(STATUSES_KEY, fields))]
 
 
-def decode(raw):
-    """A status entry, or None when RAW is missing or malformed."""
-    if raw is None:
-        return None
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return None
+def decode(raw, app, environment):
+    """A status entry, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed, or signed for
+    another application or environment (an entry copied to another field)."""
+    entry = signing.loads_or_none(raw)
     if not isinstance(entry, dict) or entry.get("state") not in RUNTIME_STATES:
+        return None
+    if entry.get("app") != app or entry.get("environment") != environment:
         return None
     at = entry.get("at")
     if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or not 0 <= at < 1e11:

@@ -4,12 +4,12 @@ import signal
 
 import pytest
 import redis
-from rq.job import Job
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from exchange import channel, contract, registry
+from exchange.channel import CommandJob
 from exchange.redis_client import command_redis
+from exchange.signing import SignedJSONSerializer
 from workers.agent import Agent
 
 from .factories import create_application, register_environment
@@ -50,7 +50,7 @@ def plant(form):
 def assert_good_job_runs_after(agent):
     job_id = channel.enqueue("env_a", contract.PING, "crm")
     assert agent.process_one(timeout=1)
-    result = Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer).latest_result()
+    result = CommandJob.fetch(job_id, connection=command_redis(), serializer=SignedJSONSerializer).latest_result()
     assert result.type == Result.Type.SUCCESSFUL
 
 
@@ -73,8 +73,8 @@ def test_a_malformed_job_is_dropped_reported_and_survived(agent, form, r):
 def test_whoever_waits_on_a_malformed_job_gets_a_failure_at_once(agent):
     job_id = plant("status")
     agent.process_one(timeout=1)
-    result = Result.fetch_latest(Job(job_id, connection=command_redis(), serializer=JSONSerializer),
-                                 serializer=JSONSerializer)
+    result = Result.fetch_latest(CommandJob(job_id, connection=command_redis(), serializer=SignedJSONSerializer),
+                                 serializer=SignedJSONSerializer)
     assert result.type == Result.Type.FAILED and "malformed" in result.exc_string
 
 
@@ -83,7 +83,7 @@ def test_the_loop_lives_on_through_malformed_jobs(agent):
         plant(form)
     good = channel.enqueue("env_a", contract.PING, "crm")
     agent.run(once=True)  # would exit 1 through an exception before
-    result = Job.fetch(good, connection=command_redis(), serializer=JSONSerializer).latest_result()
+    result = CommandJob.fetch(good, connection=command_redis(), serializer=SignedJSONSerializer).latest_result()
     assert result.type == Result.Type.SUCCESSFUL
 
 
@@ -114,7 +114,7 @@ def test_a_real_agent_survives_a_bad_job_id_and_still_answers(tmp_path, redis_ur
         wait_for(lambda: "bad.id" in (registry.read(r)["env_a"].get("refusal") or ""), what="the refusal shown")
         assert agent.proc.poll() is None, agent.output()
         job_id = channel.enqueue("env_a", contract.PING, "crm")
-        job = Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer)
+        job = CommandJob.fetch(job_id, connection=command_redis(), serializer=SignedJSONSerializer)
         result = wait_for(lambda: job.latest_result(), timeout=15, what="the ping's answer")
         assert result.type == Result.Type.SUCCESSFUL, result.exc_string
         assert agent.proc.poll() is None

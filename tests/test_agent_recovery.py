@@ -5,15 +5,15 @@ import signal
 import time
 
 import pytest
-from rq.job import Job
 from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from exchange import cache as config_cache
 from exchange import channel, contract, registry, status
+from exchange.channel import CommandJob
 from exchange.redis_client import command_redis, supervisor_redis
+from exchange.signing import SignedJSONSerializer
 from workers import commands
 from workers.agent import Agent
 from workers.channel import CommandWorker
@@ -30,14 +30,14 @@ def start_payload(app):
 
 
 def fetch(job_id):
-    return Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer)
+    return CommandJob.fetch(job_id, connection=command_redis(), serializer=SignedJSONSerializer)
 
 
 def take_as_a_previous_agent(queue):
     """Dequeue the next job and start it as another agent process would, then leave it there, as SIGKILL does."""
     worker = CommandWorker([queue], connection=command_redis(), name="env_a.gone-host.4242", environment="env_a",
                            is_placed=lambda app: True)
-    job, _ = Queue.dequeue_any([queue], 1, connection=command_redis(), serializer=JSONSerializer)
+    job, _ = Queue.dequeue_any([queue], 1, connection=command_redis(), serializer=SignedJSONSerializer)
     worker.prepare_execution(job)
     worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
     return job
@@ -72,7 +72,7 @@ def test_the_agents_own_started_job_is_left_alone(r):
     create_application("crm", ["env_a"])
     agent = Agent("env_a", "http://a", "", 60)
     channel.enqueue("env_a", contract.PING, "crm")
-    job, queue = Queue.dequeue_any([agent.queue], 1, connection=command_redis(), serializer=JSONSerializer)
+    job, queue = Queue.dequeue_any([agent.queue], 1, connection=command_redis(), serializer=SignedJSONSerializer)
     agent.worker.prepare_execution(job)
     agent.worker.prepare_job_execution(job, remove_from_intermediate_queue=True)
 

@@ -4,10 +4,11 @@ import pytest
 from rq import Queue
 from rq.job import Job
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from exchange import channel, contract
+from exchange.channel import CommandJob
 from exchange.redis_client import command_redis
+from exchange.signing import SignedJSONSerializer
 from workers.agent import Agent
 
 from .factories import create_application, register_environment
@@ -24,7 +25,7 @@ def agent():
 
 
 def outcome(job_id):
-    job = Job.fetch(job_id, connection=command_redis(), serializer=JSONSerializer)
+    job = CommandJob.fetch(job_id, connection=command_redis(), serializer=SignedJSONSerializer)
     return job.latest_result()
 
 
@@ -39,7 +40,7 @@ def test_allowed_command_for_a_placed_app_runs(agent):
 
 def test_job_naming_another_function_is_refused_before_it_is_imported(agent, tmp_path):
     target = tmp_path / "created-by-job"
-    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=SignedJSONSerializer)
     job = queue.enqueue_call("os.makedirs", kwargs={"name": str(target)})
 
     assert agent.process_one(timeout=1)
@@ -58,12 +59,12 @@ def test_pickled_job_is_refused(agent, tmp_path):
     assert agent.process_one(timeout=1)
 
     assert not target.exists()
-    assert Job.fetch(job.id, connection=command_redis()).get_status() == "failed"
+    assert CommandJob.fetch(job.id, connection=command_redis()).get_status() == "failed"
 
 
 def test_unknown_command_is_refused(agent):
     create_application("crm", ["env_a"])
-    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=SignedJSONSerializer)
     job = queue.enqueue_call(
         contract.COMMAND_FUNCTION, kwargs={"command": "shell", "app": "crm", "environment": "env_a", "payload": {}}
     )
@@ -81,7 +82,7 @@ def test_command_for_an_app_not_placed_here_is_refused(agent):
 
 def test_command_addressed_to_another_environment_is_refused(agent):
     create_application("crm", ["env_a"])
-    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=SignedJSONSerializer)
     job = queue.enqueue_call(
         contract.COMMAND_FUNCTION, kwargs={"command": "stop", "app": "crm", "environment": "env_b", "payload": {}}
     )
@@ -115,11 +116,12 @@ def test_command_before_its_expiry_runs(agent):
 
 def test_expiry_that_is_not_a_time_is_refused(agent):
     create_application("crm", ["env_a"])
-    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
-    job = queue.enqueue_call(contract.COMMAND_FUNCTION, kwargs={
-        "command": "ping", "app": "crm", "environment": "env_a", "payload": {}, "expires_at": "tomorrow"})
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=SignedJSONSerializer)
+    job = queue.enqueue_call(contract.COMMAND_FUNCTION, job_id="ping-1", kwargs={
+        "command": "ping", "app": "crm", "environment": "env_a", "payload": {}, "job_id": "ping-1",
+        "issued_at": 0, "expires_at": "tomorrow"})
     agent.process_one(timeout=1)
-    assert "'tomorrow' is not a time" in outcome(job.id).exc_string
+    assert "carries no issue or expiry time" in outcome(job.id).exc_string
 
 
 def test_a_refusal_is_shown_in_the_registration_at_once(agent):
@@ -132,3 +134,103 @@ def test_a_refusal_is_shown_in_the_registration_at_once(agent):
     entry = registry.read(command_redis())["env_a"]
     assert job_id in entry["refusal"] and "not placed" in entry["refusal"]
     assert isinstance(entry["refusal_at"], float)
+
+
+# -- signatures and the untrusted job hash ----------------------------------------------------------------------
+
+
+def test_an_unsigned_command_is_refused_and_reported(agent, tmp_path):
+    from rq.serializers import JSONSerializer
+
+    create_application("crm", ["env_a"])
+    queue = Queue(contract.queue_name("env_a"), connection=command_redis(), serializer=JSONSerializer)
+    job = queue.enqueue_call(contract.COMMAND_FUNCTION, kwargs={
+        "command": "start", "app": "crm", "environment": "env_a",
+        "payload": {"admin_username": "mallory", "admin_password_hash": "x"}})
+
+    assert agent.process_one(timeout=1)
+
+    from exchange import registry
+
+    assert "not a command signed with this deployment's APP_SHARED_SECRET" in registry.read(command_redis())[
+        "env_a"]["refusal"]
+    assert Job.fetch(job.id, connection=command_redis(), serializer=JSONSerializer).get_status() == "failed"
+    assert not (tmp_path / "apps").exists()
+
+
+def test_a_command_signed_with_another_secret_is_refused(agent, settings):
+    create_application("crm", ["env_a"])
+    settings.APP_SHARED_SECRET = "somebody-elses-secret-0123456789"
+    job_id = channel.enqueue("env_a", contract.START, "crm")
+    settings.APP_SHARED_SECRET = "test-shared-secret-0123456789abcdef"
+
+    agent.process_one(timeout=1)
+
+    from exchange import registry
+
+    assert "not a command signed with" in registry.read(command_redis())["env_a"]["refusal"]
+    assert CommandJob(job_id, connection=command_redis()).get_status() == "failed"
+
+
+def test_a_command_replayed_under_its_own_id_is_refused(agent, r):
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    assert agent.process_one(timeout=1) and outcome(job_id).type == Result.Type.SUCCESSFUL
+
+    r.rpush(f"rq:queue:{contract.queue_name('env_a')}", job_id)  # its signed data is still in Redis
+    assert agent.process_one(timeout=1)
+
+    assert "already ran here (a replay)" in outcome(job_id).exc_string
+
+
+def test_a_signed_command_copied_under_another_id_is_refused(agent, r):
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    r.copy(f"rq:job:{job_id}", "rq:job:forged-copy")
+    r.delete(f"rq:queue:{contract.queue_name('env_a')}")
+    r.rpush(f"rq:queue:{contract.queue_name('env_a')}", "forged-copy")
+
+    assert agent.process_one(timeout=1)
+
+    assert "signed for job" in outcome("forged-copy").exc_string
+
+
+def test_callbacks_webhooks_and_dependents_planted_in_a_job_hash_are_never_honoured(agent, r, tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    hits = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    hook = f"http://127.0.0.1:{server.server_port}/hook"
+    r.hset(f"rq:job:{job_id}", mapping={
+        "success_callback_name": "os.abort",  # would end the test run if called
+        "failure_callback_name": "os.abort",
+        "stopped_callback_name": "os.abort",
+        "webhooks": json.dumps([{"url": hook, "job_status": "finished"}, {"url": hook, "job_status": "failed"}]),
+        "dependency_ids": json.dumps(["other-job"]),
+    })
+    victim = channel.enqueue("env_a", contract.STOP, "crm")  # a real command an attacker would like re-run
+    r.lrem(f"rq:queue:{contract.queue_name('env_a')}", 0, victim)
+    r.sadd(f"rq:job:{job_id}:dependents", victim)
+
+    try:
+        assert agent.process_one(timeout=1)
+        assert outcome(job_id).type == Result.Type.SUCCESSFUL, outcome(job_id).exc_string
+        assert hits == []
+        assert agent.queue.count == 0  # the planted dependent was not enqueued
+    finally:
+        server.shutdown()

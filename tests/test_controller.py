@@ -161,16 +161,23 @@ def test_a_change_of_environment_status_is_published_once(r):
     assert [(e["name"], e["status"]) for e in flips] == [("env_a", contract.OFFLINE)]
 
 
-def test_malformed_registry_and_status_entries_are_skipped_not_mirrored(r):
+def test_malformed_or_forged_registry_and_status_entries_change_nothing(r):
+    from exchange import signing
+
     register_environment("env_a")
     create_application("crm", ["env_a"])
-    r.hset(contract.ENVIRONMENTS_KEY, "env_x", '{"url": "http://x.test", "heartbeat_at": "soon"}')
-    r.hset(contract.ENVIRONMENTS_KEY, "Bad Name", '{"url": "http://x.test", "heartbeat_at": 1}')
-    r.hset(contract.STATUSES_KEY, "crm/env_a", '{"state": "pwned-and-much-too-long", "at": 1}')
+    r.hset(contract.ENVIRONMENTS_KEY, "env_x", signing.dumps({"name": "env_x", "url": "http://x.test",
+                                                              "heartbeat_at": "soon"}))
+    r.hset(contract.ENVIRONMENTS_KEY, "Bad Name", signing.dumps({"url": "http://x.test", "heartbeat_at": 1}))
+    r.hset(contract.STATUSES_KEY, "crm/env_a", signing.dumps({"app": "crm", "environment": "env_a",
+                                                              "state": "pwned-and-much-too-long", "at": 1}))
+    controller = Controller()
+    controller.mirror()
+    r.hset(contract.STATUSES_KEY, "crm/env_a", '{"app": "crm", "environment": "env_a", "state": "running", "at": 9}')
+    controller.mirror()
 
-    Controller().mirror()
-
-    assert list(Environment.objects.values_list("name", flat=True)) == ["env_a"]
+    assert Environment.objects.get(name="env_x").rejected == "its registration in Redis is malformed"
+    assert not Environment.objects.filter(name="Bad Name").exists()
     assert states() == {"env_a": contract.STOPPED}
 
 

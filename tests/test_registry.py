@@ -1,3 +1,4 @@
+import json
 import time
 
 import pytest
@@ -58,12 +59,41 @@ def test_reregistering_after_a_stop_brings_it_back_online(r):
     assert Environment.objects.get().is_online()
 
 
-def test_malformed_entries_are_ignored(r):
+def test_malformed_and_unsigned_entries_are_shown_rejected_never_online(r):
+    from exchange import signing
+
     r.hset(contract.ENVIRONMENTS_KEY, "junk", "{not json")
-    r.hset(contract.ENVIRONMENTS_KEY, "nourl", "{}")
+    r.hset(contract.ENVIRONMENTS_KEY, "nourl", signing.dumps({"name": "nourl"}))
+    r.hset(contract.ENVIRONMENTS_KEY, "forged", json.dumps(dict(REGISTRATION, name="forged", heartbeat_at=time.time())))
+    r.hset(contract.ENVIRONMENTS_KEY, "Not A Name", signing.dumps(dict(REGISTRATION, name="Not A Name")))
+    registry.announce(r, REGISTRATION)
+
+    registry_mirror.sync(r)
+
+    shown = {env.name: env for env in Environment.objects.all()}
+    assert sorted(shown) == ["env_a", "forged", "junk", "nourl"]
+    assert shown["env_a"].is_online() and not shown["env_a"].rejected
+    assert "not signed with this deployment's APP_SHARED_SECRET" in shown["forged"].rejected
+    assert shown["nourl"].rejected == "its registration in Redis is malformed"
+    assert not any(shown[name].is_online() for name in ("forged", "junk", "nourl"))
+    assert "(rejected)" in shown["forged"].offline_reason()
+
+
+def test_a_real_environment_overwritten_by_a_forged_entry_keeps_its_addresses_and_is_not_online(r):
     registry.announce(r, REGISTRATION)
     registry_mirror.sync(r)
-    assert list(Environment.objects.values_list("name", flat=True)) == ["env_a"]
+    forged = dict(REGISTRATION, url="http://attacker.example", proxy_url="http://attacker.example",
+                  heartbeat_at=time.time())
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", json.dumps(forged))
+
+    registry_mirror.sync(r)
+
+    env = Environment.objects.get(name="env_a")
+    assert env.url == REGISTRATION["url"] and env.proxy_url == REGISTRATION["proxy_url"]
+    assert env.rejected and not env.is_online()
+    registry.announce(r, REGISTRATION)  # its worker's next heartbeat
+    registry_mirror.sync(r)
+    assert Environment.objects.get(name="env_a").is_online()
 
 
 def test_sync_reads_many_environments_in_constant_queries(r, django_assert_max_num_queries):

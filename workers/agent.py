@@ -20,15 +20,14 @@ import requests
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from rq.exceptions import DequeueTimeout
-from rq.job import Job, JobStatus
-from rq.queue import Queue
+from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
-from rq.serializers import JSONSerializer
 
 from exchange import cache, contract, registry, status
-from exchange.channel import RESULT_TTL, queue_for
+from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for
 from exchange.redis_client import command_redis, supervisor_redis
+from exchange.signing import SignedJSONSerializer
 
 from . import commands
 from .channel import CommandWorker
@@ -202,8 +201,9 @@ class Agent:
         dropped and reported, never retried: one bad job must not stop this environment's commands.
         """
         try:
-            job, queue = Queue.dequeue_any(
-                [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=JSONSerializer
+            job, queue = CommandQueue.dequeue_any(
+                [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=SignedJSONSerializer,
+                job_class=CommandJob,
             )
         except DequeueTimeout:
             return False
@@ -244,7 +244,7 @@ class Agent:
             pipe.zrem(started_key, *started)
         pipe.execute()
         try:
-            job = Job(id=job_id, connection=conn, serializer=JSONSerializer)
+            job = CommandJob(id=job_id, connection=conn, serializer=SignedJSONSerializer)
         except ValueError:
             pass  # not even a valid id: nobody can be waiting on it
         else:
@@ -294,7 +294,7 @@ class Agent:
         failed = []
         for job_id, execution_id in started.get_job_and_execution_ids(cleanup=False):
             try:
-                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+                job = CommandJob.fetch(job_id, connection=conn, serializer=SignedJSONSerializer)
             except Exception as exc:  # gone or malformed: nothing left to answer, only the entry to drop
                 log.warning("environment %s: started job %r cannot be read (%s); dropped", self.name, job_id, exc)
                 conn.zrem(started.key, f"{job_id}:{execution_id}")

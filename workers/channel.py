@@ -1,22 +1,27 @@
 """The worker's side of the command channel (exchange.channel): a worker that refuses what it must before RQ
-imports the function a job names.
+imports the function a job names: anything not signed with APP_SHARED_SECRET, not a command, not for this
+environment, stale, or already run.
 """
 
 import time
 
-from rq.serializers import JSONSerializer
+from django.db import IntegrityError, transaction
 from rq.utils import now
 from rq.worker import SimpleWorker
 
 from exchange import contract
+from exchange.channel import CommandJob
+from exchange.signing import SignedJSONSerializer
+
+from .models import ExecutedCommand
 
 
 def refusal(job, environment, is_placed, clock=time.time):
     """Why this worker must not run JOB, or None when it may."""
     try:
         job.func_name
-    except Exception:  # rq wraps whatever the serializer raised
-        return "refused: the job is not a JSON command"
+    except Exception:  # rq wraps whatever the serializer raised: a bad signature first of all
+        return "refused: the job is not a command signed with this deployment's APP_SHARED_SECRET"
     if job.func_name != contract.COMMAND_FUNCTION:
         return f"refused: {job.func_name!r} is not a command"
     if job.args:
@@ -27,26 +32,44 @@ def refusal(job, environment, is_placed, clock=time.time):
         return f"refused: {command!r} is not an allowed command ({', '.join(contract.COMMANDS)})"
     if kwargs.get("environment") != environment:
         return f"refused: the command is addressed to {kwargs.get('environment')!r}, this is {environment!r}"
+    if kwargs.get("job_id") != job.id:
+        return f"refused: the command was signed for job {kwargs.get('job_id')!r}, not {job.id!r} (a copy)"
     # The sender stopped waiting at expires_at and reported the command as failed: running it now would act
-    # behind the operator's back. (Jobs from senders older than expires_at carry none, and are run.)
+    # behind the operator's back.
     expires_at = kwargs.get("expires_at")
-    if expires_at is not None:
-        if not isinstance(expires_at, (int, float)) or isinstance(expires_at, bool):
-            return f"refused: expires_at {expires_at!r} is not a time"
-        late = clock() - expires_at
-        if late > 0:
-            return f"refused: the command is stale, its sender stopped waiting {late:.0f} s ago"
+    if not _is_time(expires_at) or not _is_time(kwargs.get("issued_at")):
+        return "refused: the command carries no issue or expiry time"
+    late = clock() - expires_at
+    if late > 0:
+        return f"refused: the command is stale, its sender stopped waiting {late:.0f} s ago"
     app = kwargs.get("app")
     if command != contract.PING and not is_placed(app):
         return f"refused: application {app!r} is not placed on environment {environment!r}"
     return None
 
 
+def _is_time(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def first_run(job):
+    """Record that JOB runs here; False when it already did (its signed data was pushed again: a replay)."""
+    kwargs = job.kwargs
+    ExecutedCommand.objects.filter(expires_at__lt=time.time()).delete()  # stale ones are refused anyway
+    try:
+        with transaction.atomic():
+            ExecutedCommand.objects.create(job_id=job.id, expires_at=kwargs["expires_at"])
+    except IntegrityError:
+        return False
+    return True
+
+
 class CommandWorker(SimpleWorker):
     """Runs jobs in this process (no fork: the agent keeps its database connections), allowlist first."""
 
     def __init__(self, *args, environment, is_placed, on_refusal=None, **kwargs):
-        kwargs.setdefault("serializer", JSONSerializer)
+        kwargs.setdefault("serializer", SignedJSONSerializer)
+        kwargs.setdefault("job_class", CommandJob)
         super().__init__(*args, **kwargs)
         self.environment = environment
         self.is_placed = is_placed
@@ -54,6 +77,8 @@ class CommandWorker(SimpleWorker):
 
     def perform_job(self, job, queue, execution):
         reason = refusal(job, self.environment, self.is_placed)
+        if reason is None and not first_run(job):
+            reason = f"refused: job {job.id} already ran here (a replay)"
         if reason is None:
             return super().perform_job(job, queue, execution)
         self.log.warning("%s", reason)

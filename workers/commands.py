@@ -146,6 +146,7 @@ HANDLERS = {
 assert set(HANDLERS) == set(contract.COMMANDS)
 
 
-def execute(command, app, environment, payload, expires_at=None):
-    # CommandWorker has already checked the command, the environment, the placement and the expiry.
+def execute(command, app, environment, payload, job_id, issued_at, expires_at):
+    # CommandWorker has already checked the signature, the command, the environment, the placement, the job id,
+    # the expiry, and that this job did not run here before.
     return HANDLERS[command](app, environment, payload or {})

@@ -21,3 +21,14 @@ class HostedState(models.Model):
 
     def __str__(self):
         return f"{self.app}: {self.state}"
+
+
+class ExecutedCommand(models.Model):
+    """A command job this worker ran, kept until the command expires (after which it is refused as stale anyway),
+    so that the same signed job pushed again is refused as a replay."""
+
+    job_id = models.CharField(max_length=200, unique=True)
+    expires_at = models.FloatField(db_index=True)
+
+    def __str__(self):
+        return self.job_id
