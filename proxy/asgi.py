@@ -16,7 +16,7 @@ from exchange import directory as directory_module
 
 from . import forward as http_forward
 from . import headers as h
-from . import pages, targets, upstream
+from . import networks, pages, spooled, targets, upstream
 from . import websocket as ws_forward
 
 logger = logging.getLogger("appsup.proxy")
@@ -77,8 +77,13 @@ async def handle_http(scope, receive, send):
     try:
         await http_forward.forward(scope, receive, send, incoming, decision)
     except http_forward.UpstreamFailed as failure:
-        await pages.respond(send, targets.unreachable(decision, view, failure.detail, status=failure.status),
-                            incoming, accept, head=head)
+        await refuse(targets.unreachable(decision, view, failure.detail, status=failure.status), incoming)
+    except networks.RefusedTarget as refused:
+        logger.warning("proxy: %s on %s not forwarded to %s: %s", scope["path"], decision.environment,
+                       decision.base_url, refused)
+        await refuse(targets.refused_target(decision, view, refused.reason), incoming)
+    except http_forward.BodyTooLarge as too_large:
+        await refuse(targets.too_large(decision, view, too_large.limit), incoming)
 
 
 async def handle_websocket(scope, receive, send):
@@ -134,7 +139,13 @@ def build(django_application):
     """The supervisor's ASGI application: the access proxy under /apps/, Django for the rest."""
     _close_client_when_twisted_stops()
 
-    async def application(scope, receive, send):
+    def application(scope, receive, send):
+        """Called (not awaited) by daphne before it queues the request body: see proxy.spooled."""
+        if scope["type"] == "http":
+            receive = spooled.paced(receive, send)
+        return dispatch(scope, receive, send)
+
+    async def dispatch(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
             if targets.is_proxied(scope["path"]):
@@ -148,5 +159,7 @@ def build(django_application):
             return await _lifespan(scope, receive, send)
         return await django_application(scope, receive, send)
 
+    # A plain function returning a coroutine: say it is an ASGI 3 application (asgiref would take it for ASGI 2).
+    application._asgi_single_callable = True
     application.django_application = django_application
     return application

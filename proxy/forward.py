@@ -1,7 +1,10 @@
 """Forwarding one HTTP request to a worker and streaming its answer back, at the ASGI level.
 
-The request body is streamed to the worker as the server hands it over; the response body is streamed to the client
-chunk by chunk, paced by the client (flow.WriteGate), so neither is ever held whole in memory.
+The request body is streamed to the worker as the server hands it over, at the pace the worker takes it (aiohttp
+waits for its socket to drain between chunks; under daphne the body is read from daphne's spool file as it goes:
+proxy.spooled); the response body is streamed to the client chunk by chunk, paced by the client (flow.WriteGate), so
+neither is ever held whole in memory. A body over APP_PROXY_MAX_BODY is refused: by its Content-Length before
+anything is read, or when the count of what streamed passes the limit.
 """
 
 import asyncio
@@ -9,10 +12,11 @@ import logging
 from urllib.parse import urlsplit
 
 import aiohttp
+from django.conf import settings
 from yarl import URL
 
 from . import headers as h
-from . import targets, upstream
+from . import networks, targets, upstream
 from .flow import WriteGate
 
 logger = logging.getLogger("appsup.proxy")
@@ -22,6 +26,30 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 class ClientGone(Exception):
     """The client disconnected while its request body was being forwarded."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is over APP_PROXY_MAX_BODY (``limit`` bytes); nothing usable was forwarded."""
+
+    def __init__(self, limit):
+        super().__init__(f"the request body is over {limit} bytes")
+        self.limit = limit
+
+
+def max_body():
+    """APP_PROXY_MAX_BODY in bytes, or None for no limit (read each time, so tests may change it)."""
+    return getattr(settings, "APP_PROXY_MAX_BODY", None)
+
+
+def _declared_length(scope):
+    """The Content-Length the client announced, or None (absent or not a number: the server has framed the body)."""
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 class UpstreamFailed(Exception):
@@ -36,18 +64,30 @@ class UpstreamFailed(Exception):
 class _Body:
     """The request body: ``complete`` bytes when it came in one piece, else an async iterator of its chunks."""
 
-    def __init__(self):
+    def __init__(self, limit):
         self.complete = None
         self.stream = None
         self.client_gone = False
+        self.limit = limit
+        self.too_large = False
+        self._count = 0
+
+    def _counted(self, chunk):
+        self._count += len(chunk)
+        if self.limit is not None and self._count > self.limit:
+            self.too_large = True
+            raise BodyTooLarge(self.limit)
+        return chunk
 
     @classmethod
-    async def read(cls, receive):
-        body = cls()
+    async def read(cls, receive, limit=None):
+        """The body as RECEIVE hands it over; BodyTooLarge at once if its first piece is over LIMIT bytes, or
+        while it streams when the count passes LIMIT."""
+        body = cls(limit)
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone()
-        first = message.get("body", b"")
+        first = body._counted(message.get("body", b""))
         if not message.get("more_body", False):
             body.complete = first
             return body
@@ -60,7 +100,7 @@ class _Body:
                 if msg["type"] == "http.disconnect":
                     body.client_gone = True
                     raise ClientGone()
-                chunk = msg.get("body", b"")
+                chunk = body._counted(msg.get("body", b""))
                 if chunk:
                     yield chunk
                 if not msg.get("more_body", False):
@@ -74,7 +114,8 @@ def _upstream_url(target, incoming):
     base = urlsplit(target.base_url)
     # The registered URL's own path, if any, then the request's path exactly as received (already encoded).
     path = base.path.rstrip("/") + incoming.raw_path.decode("latin-1")
-    url = URL.build(scheme=base.scheme, host=base.hostname, port=base.port, path=path,
+    host = f"[{base.hostname}]" if ":" in base.hostname else base.hostname  # an IPv6 address, in its brackets
+    url = URL.build(scheme=base.scheme, host=host, port=base.port, path=path,
                     query_string=incoming.query.decode("latin-1"), encoded=True)
     return url, base.netloc.encode("idna")
 
@@ -83,6 +124,14 @@ def _describe(exc):
     os_error = getattr(exc, "os_error", None)
     text = (os_error.strerror if os_error is not None and os_error.strerror else None) or str(exc)
     return text or exc.__class__.__name__
+
+
+def _raise_for_body(body):
+    """A request that failed while its body streamed failed because of the body, when the body says so."""
+    if body.client_gone:
+        raise ClientGone() from None
+    if body.too_large:
+        raise BodyTooLarge(body.limit) from None
 
 
 async def _open(method, url, req_headers, body):
@@ -96,16 +145,16 @@ async def _open(method, url, req_headers, body):
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamFailed(502, f"no connection within {upstream.connect_timeout():g} s") from None
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, networks.RefusedTarget):
+                raise exc.os_error from None  # the resolver refused every address: nothing was connected to
             raise UpstreamFailed(502, f"could not connect ({_describe(exc)})") from None
         except (aiohttp.SocketTimeoutError, asyncio.TimeoutError):
-            if body.client_gone:
-                raise ClientGone() from None
+            _raise_for_body(body)
             raise UpstreamFailed(504, f"no answer within {upstream.read_timeout():g} s") from None
-        except ClientGone:
+        except (ClientGone, BodyTooLarge, networks.RefusedTarget):
             raise
         except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, aiohttp.ClientPayloadError) as exc:
-            if body.client_gone:
-                raise ClientGone() from None
+            _raise_for_body(body)
             # A pooled connection the worker closed just as it was reused: safe to try once more when idempotent.
             if attempt + 1 < attempts:
                 continue
@@ -131,13 +180,19 @@ def _response_headers(response, target, scope):
 
 
 async def forward(scope, receive, send, incoming, target):
-    """Forward the request to TARGET and stream the answer. Raises UpstreamFailed before anything was sent."""
+    """Forward the request to TARGET and stream the answer. Raises, before anything was sent: UpstreamFailed,
+    networks.RefusedTarget (TARGET's address is not an allowed target) or BodyTooLarge."""
     method = scope["method"]
+    limit = max_body()
+    declared = _declared_length(scope)
+    if limit is not None and declared is not None and declared > limit:
+        raise BodyTooLarge(limit)
+    url, netloc = _upstream_url(target, incoming)
+    networks.check_literal(urlsplit(target.base_url).hostname)  # an IP address goes to no resolver: checked here
     try:
-        body = await _Body.read(receive)
+        body = await _Body.read(receive, limit)
     except ClientGone:
         return
-    url, netloc = _upstream_url(target, incoming)
     raw_headers = h.forwarded_request_headers(scope, incoming, netloc)
     has_length = any(name == b"content-length" for name, _ in raw_headers)
     if body.complete and not has_length:

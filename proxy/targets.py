@@ -344,6 +344,36 @@ def unreachable(target, view, detail, status=502, now=None):
     )
 
 
+def refused_target(target, view, reason):
+    """The Refusal for an environment whose address the proxy may not connect to (proxy.networks)."""
+    return Refusal(
+        502, "refused-target", "Environment address not allowed",
+        f"The address of environment {target.environment} ({target.base_url}) is not an allowed proxy target: "
+        f"{reason}. The supervisor does not connect there (APP_PROXY_ALLOWED_NETWORKS says where it may).",
+        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
+        environment=target.environment,
+    )
+
+
+def describe_size(size):
+    """SIZE in bytes for people: in the largest binary unit that divides it (1 MiB), else in bytes."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size:,} bytes"
+
+
+def too_large(target, view, limit):
+    """The Refusal for a request body over APP_PROXY_MAX_BODY."""
+    return Refusal(
+        413, "too-large", "Request body too large",
+        f"The request body is larger than the {describe_size(limit)} ({limit} bytes) this supervisor forwards to "
+        f"{target.app} (APP_PROXY_MAX_BODY).",
+        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
+        environment=target.environment,
+    )
+
+
 def choice_link(incoming, env):
     """The link that picks ENV for the current path, keeping the rest of the query."""
     query = incoming.query.decode("latin-1")

@@ -3,7 +3,8 @@
 The client is aiohttp's, set up to add nothing of its own to what it forwards: no default headers (an
 ``Accept-Encoding`` the browser did not send would hand it a body it cannot read), no cookie jar (it would collect
 every user's session cookies), no decompression, no redirects followed, nothing read from the process's environment
-(proxies, .netrc), and the request target sent exactly as received (the URL is built already encoded).
+(proxies, .netrc), and the request target sent exactly as received (the URL is built already encoded). It resolves
+names through proxy.networks.CheckedResolver, so it connects only to addresses APP_PROXY_ALLOWED_NETWORKS allows.
 
 Why aiohttp rather than httpx: on this project's 2-core machines the proxy shares the CPU with workers, so what it
 spends per request matters. Measured against the same upstream, httpx's transport (httpcore 1.0.9) spent about
@@ -18,6 +19,8 @@ import aiohttp
 from django.conf import settings
 
 from supervisor_project.config import DEFAULT_PROXY_CONNECT_TIMEOUT, DEFAULT_PROXY_READ_TIMEOUT
+
+from . import networks
 
 # Enough for any realistic number of concurrent requests to a handful of workers; past it, requests wait for a
 # free connection (within the connect timeout) rather than opening sockets without bound.
@@ -72,6 +75,7 @@ def session():
             limit_per_host=0,
             keepalive_timeout=KEEPALIVE_EXPIRY,
             ssl=ssl.create_default_context(),
+            resolver=networks.CheckedResolver(),
         )
         existing = _sessions[loop] = aiohttp.ClientSession(
             connector=connector,

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from . import headers as h
-from . import upstream
+from . import networks, upstream
 
 logger = logging.getLogger("appsup.proxy")
 
@@ -61,7 +61,8 @@ async def forward(scope, receive, send, incoming, target):
     host = h.client_host(scope)
     authority = host.decode("latin-1") if host else base.netloc
     uri = f"{'wss' if secure else 'ws'}://{authority}{path}"
-    connect_to = {"host": base.hostname, "port": base.port or (443 if secure else 80)}
+    port = base.port or (443 if secure else 80)
+    connect_to = {"port": port}
     if secure:
         connect_to["server_hostname"] = base.hostname
     extra = [(k.decode("latin-1"), v.decode("latin-1"))
@@ -69,6 +70,8 @@ async def forward(scope, receive, send, incoming, target):
              if k != b"host"]
     user_agent = h.get(scope.get("headers") or (), b"user-agent")
     try:
+        # Resolved and checked here, and the connection made to that address: no second lookup to rebind.
+        connect_to["host"] = await networks.connect_address(base.hostname, port)
         worker = await _connect(
             uri,
             additional_headers=extra,
@@ -80,8 +83,12 @@ async def forward(scope, receive, send, incoming, target):
             **connect_to,
         )
     except Exception as exc:  # refused, unreachable, timed out, or not a WebSocket server: the client is refused
-        detail = f"the worker answered {exc.response.status_code}" if isinstance(exc, InvalidStatus) else (
-            str(exc) or exc.__class__.__name__)
+        if isinstance(exc, InvalidStatus):
+            detail = f"the worker answered {exc.response.status_code}"
+        elif isinstance(exc, networks.RefusedTarget):
+            detail = f"its address is not an allowed proxy target: {exc.reason}"
+        else:
+            detail = str(exc) or exc.__class__.__name__
         logger.warning("websocket %s on %s (%s): %s", scope.get("path"), target.environment, target.base_url, detail)
         await send({"type": "websocket.close", "code": 1000})
         return

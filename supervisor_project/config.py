@@ -6,6 +6,8 @@ misconfigured supervisor or worker stops at start instead of failing later in a 
 
 import contextlib
 import importlib.util
+import ipaddress
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,8 @@ class Config:
     proxy_connect_timeout: float = DEFAULT_PROXY_CONNECT_TIMEOUT
     proxy_read_timeout: float = DEFAULT_PROXY_READ_TIMEOUT
     shared_secret: str = ""
+    proxy_allowed_networks: tuple | None = None  # None: anywhere but link-local and metadata addresses (proxy.networks)
+    proxy_max_body: int | None = None  # bytes; None: no limit
 
     @property
     def is_worker(self):
@@ -129,6 +133,40 @@ def _seconds(env, var, default, problems, whole=False):
         problems.append(f"{var}={raw!r} must be {kind} above 0; e.g. {var}={default:g}")
         return default
     return value
+
+
+SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_SIZE_RE = re.compile(r"^(\d+)\s*([KMGT]?)(?:I?B)?$", re.IGNORECASE)
+
+
+def _byte_size(env, var, problems):
+    """A positive number of bytes, or with a binary unit (100M = 100 MiB); None when unset."""
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return None
+    match = _SIZE_RE.match(raw)
+    if not match or int(match.group(1)) == 0:
+        problems.append(f"{var}={raw!r} is not a size above 0; give bytes or a number with K, M, G or T "
+                        f"(powers of 1024), e.g. {var}=100M, or leave it unset for no limit")
+        return None
+    return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+
+
+def _networks(env, var, problems):
+    """Comma-separated networks in CIDR notation (a bare address is a /32 or /128); None when unset."""
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return None
+    networks = []
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            problems.append(f"{var} lists {part!r}, which is not a network in CIDR notation; "
+                            f"e.g. {var}=10.0.0.0/8,127.0.0.0/8")
+    if not networks and not any(var in problem for problem in problems):
+        problems.append(f"{var}={raw!r} names no network; list CIDRs, e.g. {var}=10.0.0.0/8, or leave it unset")
+    return tuple(networks)
 
 
 def _is_module(path):
@@ -279,6 +317,8 @@ def load(environ_map=None):
 
     proxy_connect_timeout = _seconds(env, "APP_PROXY_CONNECT_TIMEOUT", DEFAULT_PROXY_CONNECT_TIMEOUT, problems)
     proxy_read_timeout = _seconds(env, "APP_PROXY_READ_TIMEOUT", DEFAULT_PROXY_READ_TIMEOUT, problems)
+    proxy_allowed_networks = _networks(env, "APP_PROXY_ALLOWED_NETWORKS", problems)
+    proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -330,4 +370,6 @@ def load(environ_map=None):
         proxy_connect_timeout=proxy_connect_timeout,
         proxy_read_timeout=proxy_read_timeout,
         shared_secret=shared_secret,
+        proxy_allowed_networks=proxy_allowed_networks,
+        proxy_max_body=proxy_max_body,
     )

@@ -26,6 +26,10 @@ APP_HOSTED_APPS = CONFIG.hosted_apps
 APP_COMMAND_TIMEOUT = 120
 APP_PROXY_CONNECT_TIMEOUT = CONFIG.proxy_connect_timeout
 APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
+# Where the access proxy may connect (a tuple of ipaddress networks; None: anywhere but link-local and cloud metadata
+# addresses), and the largest request body it forwards (bytes; None: no limit). See proxy.networks, proxy.forward.
+APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
+APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
 
 SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug

@@ -331,3 +331,41 @@ def test_daphne_without_the_shared_secret_exits_2_naming_it(tmp_path):
     assert result.returncode == 2
     assert "APP_SHARED_SECRET is required with APP_MODE=supervisor" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_proxy_may_connect_anywhere_and_forward_any_body_unless_told_otherwise():
+    config = load(SUPERVISOR)
+    assert (config.proxy_allowed_networks, config.proxy_max_body) == (None, None)
+
+
+def test_app_proxy_allowed_networks_is_a_list_of_cidrs():
+    import ipaddress
+
+    config = load(dict(SUPERVISOR, APP_PROXY_ALLOWED_NETWORKS=" 10.0.0.0/8, 127.0.0.0/8,fd00::/8,192.168.1.7,"))
+    assert config.proxy_allowed_networks == tuple(
+        ipaddress.ip_network(n) for n in ("10.0.0.0/8", "127.0.0.0/8", "fd00::/8", "192.168.1.7/32"))
+
+
+@pytest.mark.parametrize("value, wrong", [("10.0.0.0/33", "10.0.0.0/33"), ("10.0.0.0/8,worker-a", "worker-a"),
+                                          ("10.0.0.0/8;127.0.0.0/8", "10.0.0.0/8;127.0.0.0/8")])
+def test_a_bad_cidr_in_app_proxy_allowed_networks_is_refused_naming_it(value, wrong):
+    problems, _ = problems_of(dict(SUPERVISOR, APP_PROXY_ALLOWED_NETWORKS=value))
+    assert problems == [f"APP_PROXY_ALLOWED_NETWORKS lists {wrong!r}, which is not a network in CIDR notation; "
+                        "e.g. APP_PROXY_ALLOWED_NETWORKS=10.0.0.0/8,127.0.0.0/8"]
+
+
+def test_app_proxy_allowed_networks_naming_no_network_is_refused():
+    problems, _ = problems_of(dict(SUPERVISOR, APP_PROXY_ALLOWED_NETWORKS=" , "))
+    assert len(problems) == 1 and problems[0].startswith("APP_PROXY_ALLOWED_NETWORKS=',' names no network")
+
+
+@pytest.mark.parametrize("value, size", [("1048576", 1048576), ("100M", 100 * 1024**2), ("100 MB", 100 * 1024**2),
+                                         ("512k", 512 * 1024), ("2GiB", 2 * 1024**3), ("1T", 1024**4)])
+def test_app_proxy_max_body_is_bytes_or_a_size_with_a_unit(value, size):
+    assert load(dict(SUPERVISOR, APP_PROXY_MAX_BODY=value)).proxy_max_body == size
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "100X", "1.5M", "lots"])
+def test_a_bad_app_proxy_max_body_is_refused_naming_it(value):
+    problems, _ = problems_of(dict(SUPERVISOR, APP_PROXY_MAX_BODY=value))
+    assert len(problems) == 1 and problems[0].startswith(f"APP_PROXY_MAX_BODY={value!r} is not a size above 0")

@@ -2,6 +2,7 @@
 of real upstream servers registered as environments, with real Redis and real HTTP/WebSocket clients."""
 
 import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -704,3 +705,147 @@ def test_a_stop_is_a_503_on_the_very_next_request(proxy_url, crm, r):
             assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).status_code == 200
     finally:
         directory.directory.ttl = directory.TTL
+
+
+# --- Where the proxy may connect (APP_PROXY_ALLOWED_NETWORKS) -----------------------------------------------------
+
+
+class Listener:
+    """A bare TCP listener that counts the connections made to it (an EchoUpstream counts only requests)."""
+
+    def __init__(self):
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.setblocking(False)
+        self.port = self.socket.getsockname()[1]
+
+    def accepted(self):
+        count = 0
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except BlockingIOError:
+                return count
+            connection.close()
+            count += 1
+
+    def close(self):
+        self.socket.close()
+
+
+@pytest.fixture
+def listener():
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """The addresses the process connects sockets to while the test runs (the proxy's daphne is in this process)."""
+    seen = []
+    real = socket.socket.connect_ex
+
+    def connect_ex(sock, address):
+        seen.append(address[0])
+        return real(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    real_connect = socket.socket.connect
+
+    def connect(sock, address):
+        seen.append(address[0])
+        return real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return seen
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254", "http://169.254.169.254:80/latest/",
+                                 "http://[fd00:ec2::254]:8080", "http://[::ffff:169.254.169.254]"])
+def test_a_registration_at_a_metadata_address_is_refused_without_connecting(proxy_url, r, connections, url):
+    register_environment("env_meta", url=url)
+    publish(r, "crm", ["env_meta"], {"env_meta": contract.RUNNING})
+    began = time.monotonic()
+    response = requests.get(f"{proxy_url}/apps/crm/latest/meta-data/", headers={"Accept": "application/json"},
+                            timeout=10)
+    assert response.status_code == 502
+    body = response.json()
+    assert (body["error"], body["environment"]) == ("refused-target", "env_meta")
+    assert "is not an allowed proxy target" in body["message"] and "cloud metadata address" in body["message"]
+    assert time.monotonic() - began < 2
+    assert not [a for a in connections if a.startswith(("169.254.", "fd00:ec2", "::ffff:169"))]
+    page = requests.get(f"{proxy_url}/apps/crm/", timeout=10)
+    assert page.status_code == 502 and "is not an allowed proxy target" in page.text
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"], ids=["address", "name"])
+def test_a_registration_outside_the_allowed_networks_is_refused_without_connecting(proxy_url, r, settings, listener,
+                                                                                    host):
+    settings.APP_PROXY_ALLOWED_NETWORKS = (ipaddress.ip_network("10.0.0.0/8"),)
+    register_environment("env_local", url=f"http://{host}:{listener.port}")
+    publish(r, "crm", ["env_local"], {"env_local": contract.RUNNING})
+    response = requests.post(f"{proxy_url}/apps/crm/x", data=b"payload", headers={"Accept": "application/json"},
+                             timeout=10)
+    assert response.status_code == 502
+    body = response.json()
+    assert body["error"] == "refused-target"
+    assert "127.0.0.1 is outside APP_PROXY_ALLOWED_NETWORKS (10.0.0.0/8)" in body["message"]
+    with pytest.raises(InvalidStatus):
+        ws_connect(proxy_url.replace("http://", "ws://") + "/apps/crm/ws/", open_timeout=10)
+    time.sleep(0.2)
+    assert listener.accepted() == 0
+
+
+def test_inside_the_allowed_networks_the_proxy_forwards(proxy_url, crm, settings, upstream_a, ws_upstream, r):
+    settings.APP_PROXY_ALLOWED_NETWORKS = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.0/8"))
+    assert requests.get(f"{proxy_url}/apps/crm/", timeout=10).json()["server"] == "A"
+    register_environment("env_ws", url=ws_upstream.url.replace("127.0.0.1", "localhost"))
+    publish(r, "chat", ["env_ws"], {"env_ws": contract.RUNNING})
+    with ws_connect(proxy_url.replace("http://", "ws://") + "/apps/chat/ws/") as ws:
+        assert json.loads(ws.recv(timeout=10))["path"] == "/apps/chat/ws/"
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "file:///etc/passwd", "http://", "gopher://127.0.0.1:6379/"])
+def test_a_registration_that_is_not_an_http_url_with_a_host_is_never_a_target(proxy_url, r, url):
+    register_environment("env_odd", url=url)
+    publish(r, "crm", ["env_odd"], {"env_odd": contract.RUNNING})
+    response = requests.get(f"{proxy_url}/apps/crm/", headers={"Accept": "application/json"}, timeout=10)
+    assert response.status_code == 502
+    assert "has no registered address to forward to" in response.json()["message"]
+
+
+# --- Request bodies (APP_PROXY_MAX_BODY) --------------------------------------------------------------------------
+
+
+def test_a_body_announced_over_app_proxy_max_body_is_a_413_before_anything_is_forwarded(proxy_url, crm, settings,
+                                                                                       upstream_a):
+    settings.APP_PROXY_MAX_BODY = 1024 * 1024
+    response = requests.post(f"{proxy_url}/apps/crm/upload/", data=os.urandom(1024 * 1024 + 1),
+                             headers={"Accept": "application/json"}, timeout=30)
+    assert response.status_code == 413
+    body = response.json()
+    assert (body["error"], body["application"], body["environment"]) == ("too-large", "crm", "env_a")
+    assert "larger than the 1 MiB (1048576 bytes)" in body["message"] and "APP_PROXY_MAX_BODY" in body["message"]
+    assert upstream_a.last() is None
+    page = requests.put(f"{proxy_url}/apps/crm/upload/", data=b"x" * 2_000_000, timeout=30)
+    assert page.status_code == 413 and "Request body too large" in page.text
+
+
+def test_a_chunked_body_is_counted_while_it_streams_and_refused_past_the_limit(proxy_url, crm, settings, upstream_a):
+    settings.APP_PROXY_MAX_BODY = 100_000
+    pieces = [os.urandom(10_000) for _ in range(20)]
+    response = requests.post(f"{proxy_url}/apps/crm/upload/", data=iter(pieces),
+                             headers={"Accept": "application/json"}, timeout=30)
+    assert response.status_code == 413 and response.json()["error"] == "too-large"
+    forwarded = upstream_a.last()
+    assert forwarded is None or forwarded["body_length"] < 200_000
+    # Up to the limit, whole.
+    response = requests.post(f"{proxy_url}/apps/crm/upload/", data=iter(pieces[:10]), timeout=30)
+    assert response.json()["body_length"] == 100_000
+
+
+def test_without_app_proxy_max_body_any_body_is_forwarded(proxy_url, crm, settings):
+    settings.APP_PROXY_MAX_BODY = None
+    data = os.urandom(3 * 1024 * 1024)
+    echo = requests.post(f"{proxy_url}/apps/crm/upload/", data=data, timeout=30).json()
+    assert echo["body_sha256"] == hashlib.sha256(data).hexdigest()
