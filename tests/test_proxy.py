@@ -849,3 +849,36 @@ def test_without_app_proxy_max_body_any_body_is_forwarded(proxy_url, crm, settin
     data = os.urandom(3 * 1024 * 1024)
     echo = requests.post(f"{proxy_url}/apps/crm/upload/", data=data, timeout=30).json()
     assert echo["body_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+# --- Forged entries in Redis (the threat model) --------------------------------------------------------------------
+
+
+def test_a_registration_rewritten_without_the_shared_secret_diverts_no_request(proxy_url, r, crm, upstream_a, trap):
+    import json as json_module
+
+    assert requests.get(f"{proxy_url}/apps/crm/x", timeout=10).json()["server"] == "A"
+    forged = {"name": "env_a", "url": trap.url, "proxy_url": trap.url, "version": "1.0.0", "heartbeat_at": time.time()}
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", json_module.dumps(forged))
+    for _ in range(10):
+        directory.directory.clear()  # as a fresh process would: nothing known from before the forgery
+        response = requests.get(f"{proxy_url}/apps/crm/x", timeout=10)
+        assert response.status_code in (200, 502)
+    assert trap.requests == []
+
+
+def test_a_status_or_configuration_forged_without_the_shared_secret_starts_nothing(proxy_url, r, upstream_a):
+    import json as json_module
+
+    register_environment("env_a", url=upstream_a.url)
+    publish(r, "crm", ["env_a"], {"env_a": contract.STOPPED})
+    r.hset(contract.STATUSES_KEY, "crm/env_a", json_module.dumps(
+        {"app": "crm", "environment": "env_a", "state": "running", "at": time.time()}))
+    r.hset(contract.APPS_KEY, "ghost", json_module.dumps({"name": "ghost", "environments": ["env_a"]}))
+    r.hset(contract.STATUSES_KEY, "ghost/env_a", json_module.dumps(
+        {"app": "ghost", "environment": "env_a", "state": "running", "at": time.time()}))
+    directory.directory.clear()
+
+    assert requests.get(f"{proxy_url}/apps/crm/x", timeout=10).status_code == 503
+    assert requests.get(f"{proxy_url}/apps/ghost/x", timeout=10).status_code == 404
+    assert upstream_a.requests == []
