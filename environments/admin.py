@@ -71,6 +71,9 @@ class EnvironmentAdmin(SupervisorAdmin):
 
     @admin.display(description="status")
     def status_badge(self, environment):
+        if environment.rejected:
+            return format_html('{} <span class="appsup-reason">{}</span>', badge("rejected", environment.rejected),
+                               environment.rejected)
         reason = environment.status_reason()
         shown = badge(environment.status(), reason)
         if reason and environment.status() == DEGRADED:

@@ -240,3 +240,16 @@ def test_deleting_while_redis_is_down_keeps_the_environment_and_says_so(admin_cl
     assert any(level == "error" and "Could not delete env_a: Redis is unavailable" in text
                for level, text in messages_of(response))
     assert Environment.objects.filter(name="env_a").exists()
+
+
+def test_an_environment_whose_registration_does_not_verify_is_shown_rejected_with_why(admin_client, r):
+    import json
+
+    register_environment("env_a")
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", json.dumps({"name": "env_a", "url": "http://attacker.example"}))
+    mirror()
+
+    html = row(changelist(admin_client), "env_a")
+
+    assert "appsup-badge-rejected" in html and "not signed with this deployment&#x27;s APP_SHARED_SECRET" in html
+    assert "attacker.example" not in html
