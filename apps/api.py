@@ -8,10 +8,15 @@ APP = ``{"name", "display_name", "environments": [names in start order], "desire
 =====================================  ====================================================================
 call                                   answers
 =====================================  ====================================================================
-``GET /api/apps/``                     200 ``{"apps": [APP, …]}`` (apps.listing: a constant number of queries)
+``GET /api/apps/``                     200 ``{"apps": [APP, …], "next": URL or null}``: ``?limit=`` (1..1000,
+                                       default 500) apps ordered by name, from ``?after=<name>``; 400 for a
+                                       bad limit or cursor. Three queries whatever the number of apps
 ``GET /api/apps/<name>/``              200 APP; 404 ``{"error"}`` for an unknown application
 ``POST /api/apps/``                    201 APP (and ``Location``); 400 ``{"errors": {field: [messages]}}``,
-                                       ``"__all__"`` when the body is not a JSON object
+                                       ``"__all__"`` when the body is not a JSON object (or too deeply
+                                       nested), a field's message when its JSON type is wrong (the four
+                                       strings must be strings, ``environments`` a list of strings);
+                                       413 past DATA_UPLOAD_MAX_MEMORY_SIZE; 415 if not application/json
 ``POST /api/apps/<name>/start``        200 APP once every environment answered; on failure
 (also ``stop``, ``restart``)           ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
@@ -34,7 +39,6 @@ Failures of start/stop/restart/delete, all ``{"error": message, "environment": n
 Reads keep answering from the database when Redis is unavailable: 200 with an ``X-Supervisor-Warning`` header.
 """
 
-import json
 import math
 
 import redis
@@ -43,13 +47,26 @@ from django.db import IntegrityError
 from django.http import HttpResponse
 from django.utils import timezone
 
-from supervisor_project.api_auth import api_view, error, json_response, with_warning
+from exchange.contract import NAME_RE
+from supervisor_project.api_auth import (
+    api_view,
+    error,
+    json_response,
+    malformed,
+    page_request,
+    paged,
+    read_json,
+    with_warning,
+)
 
 from . import lifecycle, listing, refresh
-from .forms import ApplicationCreateForm
+from .forms import ApplicationCreateForm, OrderedEnvironmentsField
 from .models import Application
 
 CREATE_FIELDS = ("name", "display_name", "environments", "admin_username", "admin_password")
+STRING_FIELDS = ("name", "display_name", "admin_username", "admin_password")
+NOT_A_STRING = "Give a string."
+NOT_UNICODE = "Give valid Unicode text: this string holds a lone surrogate (\\ud800-\\udfff), which cannot be stored."
 REDIS_DOWN = "Redis is unavailable ({error}); no command can be sent until it is back"
 
 
@@ -65,6 +82,9 @@ def app_dict(application, now=None):
 
 
 def _load(name):
+    if not NAME_RE.fullmatch(name):
+        # No application can have it, and some would not even reach the query: PostgreSQL refuses a NUL (500).
+        return None
     return Application.objects.with_placements().filter(name=name).first()
 
 
@@ -84,27 +104,53 @@ def _fresh_app_response(application, status=200):
 def app_collection(request):
     if request.method == "POST":
         return _create(request)
-    apps, warning = listing.app_dicts()
-    return with_warning(json_response({"apps": apps}), warning)
+    page, bad = page_request(request)
+    if bad is not None:
+        return bad
+    now = timezone.now()
+    return with_warning(paged(request, page, "apps", listing.app_page(page, now)), refresh.staleness_warning(now))
+
+
+def typing_errors(data):
+    """{field: [message]} for each field of DATA whose JSON type is wrong. The form would take anything and
+    store its str() (a number as its digits, a list as its repr): the API takes strings and lists of strings,
+    and nothing else."""
+    errors = {}
+    for field in STRING_FIELDS:
+        if field in data:
+            problem = _text_problem(data[field])
+            if problem:
+                errors[field] = [problem]
+    if "environments" in data:
+        names = data["environments"]
+        # The form would also take "a,b"; the API takes a list and nothing else.
+        if not isinstance(names, list) or any(_text_problem(name) for name in names):
+            errors["environments"] = [OrderedEnvironmentsField.default_error_messages["invalid_list"]]
+    return errors
+
+
+def _text_problem(value):
+    if not isinstance(value, str):
+        return NOT_A_STRING
+    try:  # JSON's \u escapes can name half a surrogate pair, which no database (nor UTF-8) takes
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return NOT_UNICODE
+    return None
 
 
 def _create(request):
-    try:
-        data = json.loads(request.body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return json_response({"errors": {"__all__": [f"the body is not valid JSON: {exc}"]}}, status=400)
+    data, refusal = read_json(request)
+    if refusal is not None:
+        return refusal
     if not isinstance(data, dict):
-        return json_response(
-            {"errors": {"__all__": [f"the body must be a JSON object with {', '.join(CREATE_FIELDS)}"]}}, status=400
-        )
-    environments = data.get("environments")
-    not_a_list = environments is not None and not isinstance(environments, list)
-    if not_a_list:  # the form would also take "a,b"; the API takes a list and nothing else
-        data = {k: v for k, v in data.items() if k != "environments"}
+        return malformed(f"the body must be a JSON object with {', '.join(CREATE_FIELDS)}")
+    mistyped = typing_errors(data)
+    data = {field: value for field, value in data.items() if field not in mistyped}
     # Validate against the environments registered right now, not the last page anyone loaded.
     warning = refresh.refresh()
     form = ApplicationCreateForm(data)
-    if form.is_valid() and not not_a_list:
+    if form.is_valid() and not mistyped:
         try:
             application = form.save()
         except IntegrityError:  # the same name created concurrently, between validation and insert
@@ -114,8 +160,7 @@ def _create(request):
         response["Location"] = f"/api/apps/{application.name}/"
         return with_warning(response, warning)
     errors = {field: list(messages) for field, messages in form.errors.items()}
-    if not_a_list:
-        errors["environments"] = [form.fields["environments"].error_messages["invalid_list"]]
+    errors.update(mistyped)  # rather than the form's "required" for a field it was not given
     return with_warning(json_response({"errors": errors}, status=400), warning)
 
 

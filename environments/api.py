@@ -1,16 +1,18 @@
 """JSON API: the environments (DESIGN.md, "JSON API"). Authentication and envelope: supervisor_project.api_auth.
 
-``GET /api/environments/`` answers ``{"environments": [ENV, …]}`` with ENV = ``{"name", "url", "proxy_url",
-"version", "status": "online"|"degraded"|"offline", "problem": why it is not online (or null),
-"last_heartbeat_at": ISO 8601 or null}``, ordered by name. ``proxy_url`` is
-the address the supervisor proxies to (the URL itself when the worker set none); ``version`` is null when unknown.
-With Redis unavailable it answers from the database mirror, 200 with an ``X-Supervisor-Warning`` header.
+``GET /api/environments/`` answers ``{"environments": [ENV, …], "next": URL or null}`` with ENV = ``{"name",
+"url", "proxy_url", "version", "status": "online"|"degraded"|"offline", "problem": why it is not online (or null),
+"last_heartbeat_at": ISO 8601 or null}``: at most ``?limit=`` of them (1..1000, default 500) ordered by name,
+those after ``?after=<name>``; ``next`` is the URL of the following page (400 for a bad limit or cursor).
+``proxy_url`` is the address the supervisor proxies to (the URL itself when the worker set none); ``version`` is
+null when unknown. With Redis unavailable it answers from the database mirror, 200 with an
+``X-Supervisor-Warning`` header.
 """
 
 from django.utils import timezone
 
 from apps import refresh
-from supervisor_project.api_auth import api_view, iso, json_response, with_warning
+from supervisor_project.api_auth import api_view, iso, page_request, paged, with_warning
 
 from .models import Environment
 
@@ -29,7 +31,9 @@ def environment_dict(environment, now=None):
 
 @api_view("GET")
 def environment_list(request):
-    warning = refresh.staleness_warning()
+    page, bad = page_request(request)
+    if bad is not None:
+        return bad
     now = timezone.now()
-    environments = [environment_dict(env, now) for env in Environment.objects.all()]
-    return with_warning(json_response({"environments": environments}), warning)
+    environments = [environment_dict(env, now) for env in page.rows(Environment.objects.all())]
+    return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))

@@ -13,7 +13,16 @@ Answers, always JSON (never an HTML error page):
 * 401 ``{"error": ...}`` with ``WWW-Authenticate: Bearer`` — credentials missing, or wrong; the message says which;
 * 403 ``{"error": ...}`` — a staff session whose unsafe request failed the CSRF check;
 * 405 ``{"error": ...}`` with ``Allow`` — a method the endpoint does not take;
+* 413 ``{"error": ...}`` — a body past ``settings.DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django's 2.5 MB by default);
+* 415 ``{"error": ...}`` — a POST whose body is not ``application/json`` (``; charset=utf-8`` is fine). A POST
+  without a body (start, stop, restart) may name no Content-Type at all, so a bare ``curl -X POST`` works;
+  an empty create then answers 400, as an empty JSON body would;
 * 500 ``{"error": ...}`` — an unexpected exception (logged with its traceback).
+
+``read_json`` reads a body for the views that take one: 400 ``{"errors": {"__all__": [...]}}`` when it is not
+UTF-8 JSON, or nests arrays and objects deeper than ``MAX_JSON_DEPTH``. Lists are paged by ``page_request``
+and ``paged``: ``?limit=`` (1..``MAX_PAGE_SIZE``, default ``DEFAULT_PAGE_SIZE``) items ordered by name,
+``?after=`` the last name of the previous page, and ``"next"``: the URL of the next page, or null.
 
 Reads that had to answer from the database mirror because Redis is unavailable still answer 200, with the reason
 in an ``X-Supervisor-Warning`` header.
@@ -24,9 +33,13 @@ answers.
 
 import functools
 import hmac
+import json
 import logging
+import re
+from itertools import accumulate
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -126,27 +139,153 @@ def authenticate(request):
     return None
 
 
-def api_view(*methods):
-    """Wrap a view of the JSON API: authentication, allowed METHODS, CSRF for sessions, JSON on any failure."""
+# -- request bodies ------------------------------------------------------------------------------------------
+
+JSON_TYPE = "application/json"
+UTF8 = ("utf-8", "utf8")
+# No request of this API nests deeper than 2 (an object holding a list); 20 leaves room and costs nothing.
+MAX_JSON_DEPTH = 20
+TOO_LARGE = "the body is larger than the {limit} bytes this API accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)"
+NOT_JSON_TYPE = "send the body as application/json (Content-Type: application/json), not {given}"
+NOT_UTF8 = "send JSON as UTF-8: charset={charset} is not accepted"
+
+# A JSON string (escapes included), and whatever is not a bracket once strings are gone.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def too_large():
+    return error(TOO_LARGE.format(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE), 413)
+
+
+def content_length(request):
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:  # the server would not pass one on; if it did, the body's actual size still counts
+        return 0
+
+
+def has_body(request):
+    return content_length(request) > 0 or "HTTP_TRANSFER_ENCODING" in request.META
+
+
+def content_type_refusal(request):
+    """The 415 for a request that carries a body, or names a Content-Type, other than JSON; else None. A POST
+    with no body at all (start, stop, restart) need name no type, so a bare ``curl -X POST`` works."""
+    given = request.META.get("CONTENT_TYPE", "").strip()
+    if not given and not has_body(request):
+        return None
+    if request.content_type.lower() != JSON_TYPE:
+        return error(NOT_JSON_TYPE.format(given=given or "no Content-Type"), 415)
+    charset = request.content_params.get("charset")
+    if charset is not None and charset.lower() not in UTF8:
+        return error(NOT_UTF8.format(charset=charset), 415)
+    return None
+
+
+def nesting_depth(text):
+    """How deeply arrays and objects nest in TEXT, found without parsing it: Python's parser recurses, so a deep
+    enough body would exhaust the stack (RecursionError) before anything could refuse it."""
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(_BRACKET_STEP[c] for c in brackets), default=0)
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def malformed(message):
+    return json_response({"errors": {"__all__": [message]}}, status=400)
+
+
+def read_json(request):
+    """(data, None) from REQUEST's JSON body, or (None, the 413/415/400 answer). An empty body is null."""
+    refusal = content_type_refusal(request)
+    if refusal is not None:
+        return None, refusal
+    try:
+        text = request.body.decode("utf-8")  # RequestDataTooBig past the limit, Content-Length or not
+    except RequestDataTooBig:
+        return None, too_large()
+    except UnicodeDecodeError as exc:
+        return None, malformed(f"the body is not valid JSON: it is not UTF-8 ({exc})")
+    if nesting_depth(text) > MAX_JSON_DEPTH:
+        return None, malformed(f"the body is not acceptable JSON: it nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text or "null", parse_constant=_refuse_constant), None
+    except (ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and over-long integers
+        return None, malformed(f"the body is not valid JSON: {exc}")
+
+
+# -- pages ---------------------------------------------------------------------------------------------------
+
+DEFAULT_PAGE_SIZE = 500
+MAX_PAGE_SIZE = 1000
+# Names of applications and environments are slugs; a cursor that could be no name is a client's mistake.
+_CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+class Page:
+    """What a list request asked for: LIMIT items ordered by name, those after the name AFTER (or from the
+    start)."""
+
+    def __init__(self, limit, after):
+        self.limit, self.after = limit, after
+
+    def rows(self, queryset, field="name"):
+        """QUERYSET restricted to this page, plus one row that says whether another page follows."""
+        if self.after is not None:
+            queryset = queryset.filter(**{f"{field}__gt": self.after})
+        return queryset.order_by(field)[: self.limit + 1]
+
+
+def page_request(request):
+    """(Page, None) from ?limit= and ?after=, or (None, the 400 answer)."""
+    raw_limit = request.GET.get("limit")
+    after = request.GET.get("after")
+    if raw_limit is None:
+        limit = DEFAULT_PAGE_SIZE
+    elif raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
+        limit = int(raw_limit)
+    else:
+        return None, error(f"limit={raw_limit!r} is not valid: give a whole number from 1 to {MAX_PAGE_SIZE}", 400)
+    if after is not None and not _CURSOR.match(after):
+        return None, error(f"after={after!r} is not valid: give the name of the last item of the previous page", 400)
+    return Page(limit, after), None
+
+
+def paged(request, page, key, items, name=lambda item: item["name"]):
+    """The list answer: ``{KEY: ITEMS[:limit], "next": URL or null}``. ITEMS are the page's rows (limit + 1 at
+    most, from Page.rows), so one more than the limit means another page follows."""
+    shown = items[: page.limit]
+    following = None
+    if len(items) > page.limit:
+        query = request.GET.copy()
+        query["after"] = name(shown[-1])
+        following = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return json_response({key: shown, "next": following})
+
+
+# -- the decorator -------------------------------------------------------------------------------------------
+
+
+def api_view(*methods, public=False):
+    """Wrap a view of the JSON API: authentication (unless PUBLIC), allowed METHODS, CSRF for sessions, what a
+    POST body must be (413, 415), JSON on any failure."""
     allowed = tuple(m.upper() for m in methods)
 
     def decorator(view):
         @csrf_exempt  # checked below, for sessions only: a bearer token is not sent by a browser on its own
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
-            refusal = authenticate(request)
-            if refusal is not None:
-                return refusal
-            if request.method not in allowed:
-                response = error(f"method {request.method} is not allowed here; use {', '.join(allowed)}", 405)
-                response["Allow"] = ", ".join(allowed)
-                return response
-            if request.api_auth == "session" and request.method not in SAFE_METHODS:
-                reason = csrf_failure(request)
-                if reason is not None:
-                    return error(f"CSRF check failed: {reason}", 403)
             try:
+                refusal = _refusal(request, allowed, public)
+                if refusal is not None:
+                    return refusal
                 return view(request, *args, **kwargs)
+            except RequestDataTooBig:  # whoever read the body first (a view, the CSRF check of a form)
+                return too_large()
             except Exception:
                 log.exception("API %s %s failed", request.method, request.path)
                 return error("internal error; the supervisor's log has the details", 500)
@@ -156,7 +295,34 @@ def api_view(*methods):
     return decorator
 
 
+def _refusal(request, allowed, public):
+    """The answer refusing REQUEST before its view runs, or None."""
+    if public:
+        request.api_auth = "public"
+    else:
+        refusal = authenticate(request)
+        if refusal is not None:
+            return refusal
+    if request.method not in allowed:
+        response = error(f"method {request.method} is not allowed here; use {', '.join(allowed)}", 405)
+        response["Allow"] = ", ".join(allowed)
+        return response
+    if request.method == "POST":
+        # Before the CSRF check, which would read a form body whole; a body's size is known from its header.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and content_length(request) > limit:
+            return too_large()
+        refusal = content_type_refusal(request)
+        if refusal is not None:
+            return refusal
+    if request.api_auth == "session" and request.method not in SAFE_METHODS:
+        reason = csrf_failure(request)
+        if reason is not None:
+            return error(f"CSRF check failed: {reason}", 403)
+    return None
+
+
 @api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 def not_found(request, rest=""):
     """Anything under /api/ that is no endpoint."""
-    return error(f"no API endpoint at {request.path}; see /api/environments/ and /api/apps/", 404)
+    return error(f"no API endpoint at {request.path}; /api/schema/ lists them", 404)

@@ -37,9 +37,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from pathlib import Path
-
-from exchange import contract
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = str(BASE_DIR / "manage.py")
@@ -478,25 +477,21 @@ class Cluster:
             return False
 
     def registered_environments(self):
-        """Names of this cluster's environments that registered (heartbeat since start, not stopped)."""
-        import redis
-
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        """Names of this cluster's environments that registered since it started (not stopped), as the
+        supervisor's API shows them: registrations are signed, and the supervisor is what verifies them."""
+        request = urllib.request.Request(f"{self.supervisor_url}/api/environments/?limit=1000",
+                                         headers={"Authorization": f"Bearer {self.token}"})
         try:
-            raw = client.hgetall(contract.ENVIRONMENTS_KEY)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            with urllib.request.urlopen(request, timeout=2) as response:
+                listed = json.loads(response.read())["environments"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
             return set()
-        finally:
-            client.close()
-        names = set()
-        for name, value in raw.items():
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                continue
-            if entry.get("stopped_at") is None and (entry.get("heartbeat_at") or 0) >= self.started_at - 1:
-                names.add(name.decode())
-        return names
+        since = datetime.fromtimestamp(self.started_at - 1, tz=timezone.utc)
+        return {
+            env["name"] for env in listed
+            if env.get("status") != "offline" and env.get("last_heartbeat_at")
+            and datetime.fromisoformat(env["last_heartbeat_at"]) >= since
+        }
 
     def check_ready(self):
         if self.ready:

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 
 from apps import api as apps_api
 from environments import api as environments_api
-from supervisor_project import api_auth
+from supervisor_project import api_auth, openapi
 from supervisor_project.views import healthz
 
 admin.site.site_header = "App Supervisor"
@@ -12,8 +12,9 @@ admin.site.site_title = "App Supervisor"
 admin.site.index_title = "Environments and applications"
 
 # The JSON API (DESIGN.md). Trailing slashes are optional, so curl users never meet a redirect; anything else
-# under api/ answers a JSON 404, never an HTML page.
+# under api/ answers a JSON 404, never an HTML page. /api/schema/ is the OpenAPI document of all of it.
 api_patterns = [
+    re_path(r"^schema/?$", openapi.schema_view, name="schema"),
     re_path(r"^environments/?$", environments_api.environment_list, name="environments"),
     re_path(r"^apps/?$", apps_api.app_collection, name="apps"),
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),

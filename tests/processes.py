@@ -3,6 +3,7 @@
 Each process gets its configuration the documented way, through environment variables.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,33 @@ def postgres_env(database):
         return {}
     return {"DB_DIALECT": "postgres", "DB_HOST": db.get("HOST") or "127.0.0.1", "DB_PORT": db.get("PORT") or "5432",
             "DB_USER": db.get("USER") or "postgres", "DB_PASSWORD": db.get("PASSWORD") or "", "DB_DATABASE": database}
+
+
+@contextlib.contextmanager
+def own_postgres_databases(names):
+    """On PostgreSQL each process of a test has its own database on the server: created empty for the block,
+    dropped after (with NAMES, whatever else is named there, e.g. hosted applications' databases). Nothing on
+    SQLite."""
+    if not postgres_env("x"):
+        yield
+        return
+    from psycopg import sql
+
+    from workers import provisioning
+
+    def drop(conn, name):
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    with provisioning._server_connection() as conn:
+        for name in names:
+            drop(conn, name)
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield
+    finally:
+        with provisioning._server_connection() as conn:
+            for name in names:
+                drop(conn, name)
 
 
 def worker_env(name, port, storage, redis_url, **extra):

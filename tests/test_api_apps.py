@@ -101,7 +101,8 @@ def test_list_shows_each_app_with_ordered_environments_and_statuses(client, r):
                     "env_a": {"state": "running", "error": None, "at": "2023-11-14T22:13:20+00:00"},
                 },
             }
-        ]
+        ],
+        "next": None,
     }
 
 
@@ -509,3 +510,81 @@ def test_a_hung_redis_costs_a_start_seconds_and_is_named_and_reads_do_not_wait_f
     assert started.status_code == 503
     assert started.json()["error"].startswith("Redis is unavailable") and "env_a" not in started.json()["error"]
     assert start_seconds < redis_client.SOCKET_TIMEOUT + 3
+
+
+# -- pages ---------------------------------------------------------------------------------------------------
+
+
+def _bare_apps(count):
+    """COUNT applications without placements, in one query: enough to page through."""
+    Application.objects.bulk_create(Application(name=f"app{i:04d}", admin_username="admin") for i in range(count))
+
+
+@pytest.mark.django_db
+def test_the_list_is_at_most_500_by_default_with_a_next_url(client):
+    _bare_apps(501)
+
+    body = get(client, "/api/apps/").json()
+
+    assert len(body["apps"]) == 500
+    assert body["apps"][0]["name"] == "app0000" and body["apps"][-1]["name"] == "app0499"
+    assert body["next"] == "http://testserver/api/apps/?after=app0499"
+    rest = get(client, body["next"]).json()
+    assert [app["name"] for app in rest["apps"]] == ["app0500"] and rest["next"] is None
+
+
+@pytest.mark.django_db
+def test_following_next_walks_every_app_once_in_name_order(client):
+    register_environment("env_a")
+    for name in ("erp", "crm", "wiki", "blog", "shop"):
+        create_application(name, ["env_a"])
+
+    seen, url, pages = [], "/api/apps/?limit=2", 0
+    while url:
+        body = get(client, url).json()
+        seen += [app["name"] for app in body["apps"]]
+        url, pages = body["next"], pages + 1
+        assert url is None or "limit=2" in url  # the page size carries over
+
+    assert seen == ["blog", "crm", "erp", "shop", "wiki"]
+    assert pages == 3
+
+
+@pytest.mark.django_db
+def test_a_page_that_ends_the_list_exactly_has_no_next(client):
+    _bare_apps(4)
+    body = get(client, "/api/apps/?limit=4").json()
+    assert len(body["apps"]) == 4 and body["next"] is None
+    assert get(client, "/api/apps/?after=app0003").json() == {"apps": [], "next": None}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["limit=", "limit=0", "limit=1001", "limit=-1", "limit=ten", "limit=1.5", "limit=%EF%BC%95",
+                                   "after=", "after=a%20b", "after=a%00b", "after=" + "a" * 101, "after=%C3%A9"])
+def test_a_bad_limit_or_cursor_is_a_400(client, query):
+    response = get(client, f"/api/apps/?{query}")
+    assert response.status_code == 400
+    assert query.split("=")[0] in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_a_page_costs_the_same_queries_and_reads_only_its_rows_whatever_the_number_of_apps(client, r):
+    register_environment("env_a")
+
+    def page_of_two():
+        with CaptureQueriesContext(connection) as captured:
+            response = get(client, "/api/apps/?limit=2&after=app0000")
+        assert response.status_code == 200
+        assert [a["statuses"]["env_a"]["state"] for a in response.json()["apps"]] == ["stopped", "stopped"]
+        return captured
+
+    for i in range(4):
+        create_application(f"app{i:04d}", ["env_a"])
+    few = page_of_two()
+    for i in range(4, 40):
+        create_application(f"app{i:04d}", ["env_a"])
+    many = page_of_two()
+
+    assert len(few) == len(many)
+    application_query = next(q["sql"] for q in many if 'FROM "apps_application"' in q["sql"])
+    assert "LIMIT 3" in application_query  # the page and one more row, never the table

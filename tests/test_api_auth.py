@@ -50,7 +50,7 @@ def test_an_empty_configured_token_matches_nothing(client, settings):
 def test_the_configured_bearer_token_gives_access(client):
     response = client.get("/api/apps/", headers=bearer())
     assert response.status_code == 200
-    assert response.json() == {"apps": []}
+    assert response.json() == {"apps": [], "next": None}
 
 
 def test_a_staff_session_gives_access(admin_client):

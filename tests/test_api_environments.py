@@ -41,7 +41,7 @@ def test_environments_are_listed_with_status_and_heartbeat(api, controller_runni
     assert response.status_code == 200
     assert "X-Supervisor-Warning" not in response
     body = response.json()
-    assert list(body) == ["environments"]
+    assert list(body) == ["environments", "next"]
     env_a, env_b = body["environments"]
     assert set(env_a) == {"name", "url", "proxy_url", "version", "status", "problem", "last_heartbeat_at"}
     assert env_a["problem"] is None and "last heartbeat" in env_b["problem"]
@@ -89,3 +89,25 @@ def test_while_redis_is_down_the_list_answers_from_the_database_with_a_warning(a
     assert response.status_code == 200
     assert "Redis is unavailable" in response["X-Supervisor-Warning"]
     assert [e["name"] for e in response.json()["environments"]] == ["env_a"]
+
+
+def test_environments_are_paged_by_name_with_next(api):
+    for name in ("env_d", "env_b", "env_a", "env_c", "env_e"):
+        Environment.objects.create(name=name, url=f"http://{name}.test:8000")
+
+    first = api("/api/environments/?limit=2").json()
+    second = api(first["next"]).json()
+    third = api(second["next"]).json()
+
+    assert [e["name"] for e in first["environments"]] == ["env_a", "env_b"]
+    assert first["next"] == "http://testserver/api/environments/?limit=2&after=env_b"
+    assert [e["name"] for e in second["environments"]] == ["env_c", "env_d"]
+    assert [e["name"] for e in third["environments"]] == ["env_e"] and third["next"] is None
+    assert api("/api/environments/").json()["next"] is None
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=1001", "limit=x", "after=no%20name"])
+def test_a_bad_limit_or_cursor_is_a_400(api, query):
+    response = api(f"/api/environments/?{query}")
+    assert response.status_code == 400
+    assert "error" in response.json()

@@ -17,6 +17,7 @@ from .processes import (
     daphne,
     http_ready,
     manage,
+    own_postgres_databases,
     postgres_env,
     runworker,
     wait_for,
@@ -31,21 +32,8 @@ INTERVAL, TIMEOUT = 1, 4
 
 @pytest.fixture
 def own_databases():
-    """On PostgreSQL each process has its own database on the server; create them, drop them after."""
-    names = ["appsup_it_sup", "appsup_it_env_a", "appsup_it_env_b"]
-    if not postgres_env("x"):
+    with own_postgres_databases(["appsup_it_sup", "appsup_it_env_a", "appsup_it_env_b"]):
         yield
-        return
-    from psycopg import sql
-
-    with provisioning._server_connection() as conn:
-        for name in names:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield
-    with provisioning._server_connection() as conn:
-        for name in names:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class Cluster:

@@ -1,7 +1,6 @@
 """Convergence after faults, with real processes: a supervisor web, its controller (runsupervisor) and worker agents
 on the real test Redis. Nobody calls the API to repair anything: the controller does."""
 
-import json
 import signal
 import threading
 import time
@@ -10,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from exchange import contract
+from exchange import contract, status
 from exchange.channel import queue_for
 
 from .processes import wait_for
@@ -42,8 +41,8 @@ def create(cluster, name, environments):
 
 
 def reported(r, app, env):
-    raw = r.hget(contract.STATUSES_KEY, contract.status_field(app, env))
-    return None if raw is None else json.loads(raw)["state"]
+    entry = status.decode(r.hget(contract.STATUSES_KEY, contract.status_field(app, env)), app, env)
+    return None if entry is None else entry["state"]
 
 
 def running_everywhere(r, app, envs):

@@ -7,7 +7,6 @@ created and started through the supervisor's JSON API; then a few threads load i
 while Redis is (1) flushed, and (2) killed outright and started again a second later, empty.
 """
 
-import json
 import threading
 import time
 
@@ -15,8 +14,8 @@ import pytest
 import redis as redis_lib
 import requests
 
+from exchange import signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
-from workers import provisioning
 
 from .conftest import free_port
 from .processes import (
@@ -27,6 +26,7 @@ from .processes import (
     daphne,
     http_ready,
     manage,
+    own_postgres_databases,
     postgres_env,
     runworker,
     wait_for,
@@ -45,19 +45,8 @@ THREADS = 4
 
 @pytest.fixture
 def own_databases():
-    if not postgres_env("x"):
+    with own_postgres_databases(DATABASES + ["app_crm"]):
         yield
-        return
-    from psycopg import sql
-
-    with provisioning._server_connection() as conn:
-        for name in DATABASES:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield
-    with provisioning._server_connection() as conn:
-        for name in DATABASES + ["app_crm"]:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -150,7 +139,7 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
     time.sleep(1.5)  # every process has read crm and subscribed to events
 
     client = redis_lib.Redis.from_url(server.url)
-    started_at = json.loads(client.hget(STATUSES_KEY, status_field("crm", "env_a")))["at"]
+    started_at = signing.loads(client.hget(STATUSES_KEY, status_field("crm", "env_a")))["at"]
     flushed_requests, flushed_failures = load(url, client.flushall)
     client.close()
 
@@ -176,7 +165,7 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
              what="the configuration cache rebuilt")
     wait_for(lambda: check.hexists(ENVIRONMENTS_KEY, "env_a") and check.hexists(STATUSES_KEY, "crm/env_a"),
              timeout=5, what="env_a's registration and crm's state published again")
-    again = json.loads(check.hget(STATUSES_KEY, status_field("crm", "env_a")))
+    again = signing.loads(check.hget(STATUSES_KEY, status_field("crm", "env_a")))
     assert again["state"] == "running" and again["at"] == started_at
     check.close()
     for web in deployment["processes"][:2]:  # the supervisor's and the worker's web

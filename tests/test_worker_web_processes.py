@@ -16,7 +16,6 @@ from apps.models import Application
 from environments import mirror as registry_mirror
 from exchange import contract, registry
 from exchange.redis_client import supervisor_redis
-from workers import provisioning
 
 from .conftest import free_port
 from .factories import PASSWORD, create_application
@@ -24,6 +23,7 @@ from .processes import (
     daphne,
     http_ready,
     manage,
+    own_postgres_databases,
     postgres_env,
     runworker,
     wait_for,
@@ -38,12 +38,11 @@ OWN_DATABASE = "appsup_it_web_env_a"
 @pytest.fixture
 def worker(tmp_path, redis_url):
     """Worker env_a: its own database migrated, then its web process and its agent."""
-    if postgres_env("x"):
-        from psycopg import sql
+    with own_postgres_databases([OWN_DATABASE]):
+        yield from _worker(tmp_path, redis_url)
 
-        with provisioning._server_connection() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(OWN_DATABASE)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(OWN_DATABASE)))
+
+def _worker(tmp_path, redis_url):
     port = free_port()
     env = worker_env("env_a", port, tmp_path / "env_a", redis_url, APP_HEARTBEAT_INTERVAL=1,
                      **postgres_env(OWN_DATABASE))
@@ -60,11 +59,6 @@ def worker(tmp_path, redis_url):
     finally:
         for process in reversed(processes):
             process.stop()
-        if postgres_env("x"):
-            from psycopg import sql
-
-            with provisioning._server_connection() as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(OWN_DATABASE)))
 
 
 def started_application(name):

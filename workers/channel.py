@@ -5,7 +5,7 @@ environment, stale, or already run.
 
 import time
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from rq.utils import now
 from rq.worker import SimpleWorker
 
@@ -52,16 +52,20 @@ def _is_time(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def first_run(job):
+def first_run(job, attempts=5):
     """Record that JOB runs here; False when it already did (its signed data was pushed again: a replay)."""
-    kwargs = job.kwargs
-    ExecutedCommand.objects.filter(expires_at__lt=time.time()).delete()  # stale ones are refused anyway
-    try:
-        with transaction.atomic():
-            ExecutedCommand.objects.create(job_id=job.id, expires_at=kwargs["expires_at"])
-    except IntegrityError:
-        return False
-    return True
+    for attempt in range(attempts):
+        try:
+            with transaction.atomic():
+                ExecutedCommand.objects.filter(expires_at__lt=time.time()).delete()  # refused as stale anyway
+                ExecutedCommand.objects.create(job_id=job.id, expires_at=job.kwargs["expires_at"])
+            return True
+        except IntegrityError:
+            return False
+        except OperationalError:  # SQLite, with another writer of this database: "database is locked"
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 class CommandWorker(SimpleWorker):

@@ -1,0 +1,453 @@
+"""The OpenAPI 3 document of the JSON API (DESIGN.md, "JSON API"), served at ``GET /api/schema/``.
+
+Written by hand, next to the views it describes (apps.api, environments.api, supervisor_project.api_auth), and
+held to them by tests: tests/test_api_schema.py validates it against the OpenAPI specification and fuzzes every
+operation from it with schemathesis. Change a view's answers, change this document.
+
+The document is served without authentication: it is the same for everyone, says nothing about this supervisor's
+applications or environments, and API tools (code generators, Swagger UI) fetch it before they hold a token.
+"""
+
+from apps.lifecycle import MAX_TIMEOUT
+from exchange.contract import (
+    DEGRADED,
+    DESIRED_STATES,
+    NAME_RE,
+    NAME_RULE,
+    OFFLINE,
+    ONLINE,
+    RESERVED_APP_NAMES,
+    RUNTIME_STATES,
+    UNKNOWN,
+)
+from supervisor_project.api_auth import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JSON_DEPTH,
+    MAX_PAGE_SIZE,
+    WARNING_HEADER,
+    api_view,
+    json_response,
+)
+
+OPENAPI_VERSION = "3.0.3"
+
+
+def ref(kind, name):
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def json_content(schema):
+    return {"application/json": {"schema": schema}}
+
+
+def answer(description, schema=None, headers=None):
+    response = {"description": description}
+    if schema is not None:
+        response["content"] = json_content(schema)
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def nullable(schema):
+    return {**schema, "nullable": True}
+
+
+# -- schemas -------------------------------------------------------------------------------------------------
+
+SCHEMAS = {
+    "Error": {
+        "type": "object",
+        "description": "Every refusal but a create's validation errors. Some carry more fields (see "
+                       "LifecycleError).",
+        "required": ["error"],
+        "properties": {"error": {"type": "string", "description": "What went wrong, for a person to read."}},
+    },
+    "LifecycleError": {
+        "type": "object",
+        "description": "Why a start, stop, restart or delete failed, and where.",
+        "required": ["error", "environment"],
+        "properties": {
+            "error": {"type": "string"},
+            "environment": nullable({
+                "type": "string",
+                "description": "The environment it failed on; null when the failure is not an environment's "
+                               "(a bad parameter, an unknown application, another operation in progress, Redis "
+                               "unavailable).",
+            }),
+            "pending": ref("schemas", "Pending"),
+        },
+    },
+    "Pending": {
+        "type": "object",
+        "description": "Present when an environment was offline: the desired state is kept, and the controller "
+                       "completes the operation once the environment is back.",
+        "required": ["desired_state", "done", "waiting_for", "message"],
+        "properties": {
+            "desired_state": {"type": "string", "enum": list(DESIRED_STATES)},
+            "done": {"type": "array", "items": {"type": "string"}, "description": "Environments where it ran."},
+            "waiting_for": {"type": "array", "items": {"type": "string"}},
+            "message": {"type": "string"},
+        },
+    },
+    "FieldErrors": {
+        "type": "object",
+        "description": "A create refused: messages per field; `__all__` when the body as a whole is refused "
+                       f"(not JSON, not an object, nested deeper than {MAX_JSON_DEPTH} levels).",
+        "required": ["errors"],
+        "properties": {
+            "errors": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            }
+        },
+    },
+    "Status": {
+        "type": "object",
+        "description": "An application's last reported state on one environment.",
+        "required": ["state", "error", "at"],
+        "properties": {
+            "state": {
+                "type": "string",
+                "enum": [*RUNTIME_STATES, UNKNOWN],
+                "description": f"`{UNKNOWN}` while the environment is offline (its last report is stale).",
+            },
+            "error": nullable({"type": "string"}),
+            "at": nullable({"type": "string", "format": "date-time", "description": "When it was reported."}),
+        },
+    },
+    "App": {
+        "type": "object",
+        "required": ["name", "display_name", "environments", "desired_state", "statuses"],
+        "properties": {
+            "name": {"type": "string", "example": "crm"},
+            "display_name": {"type": "string", "description": "The name when none was given."},
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Where it runs, in start order.",
+            },
+            "desired_state": {"type": "string", "enum": list(DESIRED_STATES)},
+            "statuses": {
+                "type": "object",
+                "description": "One entry per environment, keyed by its name.",
+                "additionalProperties": ref("schemas", "Status"),
+            },
+        },
+    },
+    "AppCreate": {
+        "type": "object",
+        "required": ["name", "environments", "admin_username", "admin_password"],
+        "example": {
+            "name": "wiki",
+            "display_name": "Team wiki",
+            "environments": ["env_a"],
+            "admin_username": "admin",
+            "admin_password": "a-long-and-unguessable-passphrase",
+        },
+        "properties": {
+            "name": {
+                "type": "string",
+                "pattern": NAME_RE.pattern,
+                "description": f"{NAME_RULE}; not {', '.join(sorted(RESERVED_APP_NAMES))}. Unique.",
+            },
+            "display_name": {"type": "string", "maxLength": 200,
+                             "description": "Shown in the admin; the name when empty or left out."},
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "uniqueItems": True,
+                "description": "Names of registered environments, each once, in start order.",
+            },
+            "admin_username": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 150,
+                "description": "The hosted application's initial superuser (letters, digits and @.+-_).",
+            },
+            "admin_password": {
+                "type": "string",
+                "minLength": 1,
+                "format": "password",
+                "description": "Checked by the password validators; only its hash is stored.",
+            },
+        },
+    },
+    "AppList": {
+        "type": "object",
+        "required": ["apps", "next"],
+        "properties": {
+            "apps": {"type": "array", "items": ref("schemas", "App")},
+            "next": nullable({"type": "string", "format": "uri", "description": "The next page, or null."}),
+        },
+    },
+    "Environment": {
+        "type": "object",
+        "required": ["name", "url", "proxy_url", "version", "status", "problem", "last_heartbeat_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "url": {"type": "string", "description": "The worker's access URL."},
+            "proxy_url": {"type": "string", "description": "Where the supervisor reaches it (url when unset)."},
+            "version": nullable({"type": "string"}),
+            "status": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE]},
+            "problem": nullable({"type": "string", "description": "Why it is not online."}),
+            "last_heartbeat_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
+    "EnvironmentList": {
+        "type": "object",
+        "required": ["environments", "next"],
+        "properties": {
+            "environments": {"type": "array", "items": ref("schemas", "Environment")},
+            "next": nullable({"type": "string", "format": "uri", "description": "The next page, or null."}),
+        },
+    },
+}
+
+# -- parameters, headers, responses --------------------------------------------------------------------------
+
+PARAMETERS = {
+    "limit": {
+        "name": "limit",
+        "in": "query",
+        "description": "How many items at most.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+    },
+    "after": {
+        "name": "after",
+        "in": "query",
+        "description": "The name of the last item of the previous page: items after it by name. `next` "
+                       "carries it for you.",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"},
+    },
+    "name": {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "The application's name.",
+        "schema": {"type": "string", "minLength": 1},
+        "example": "crm",
+    },
+    "timeout": {
+        "name": "timeout",
+        "in": "query",
+        "description": "Seconds the whole operation may take (default APP_COMMAND_TIMEOUT, 120). An environment "
+                       "that has not answered by then fails it with 504.",
+        "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_TIMEOUT},
+    },
+    "drop_database": {
+        "name": "drop_database",
+        "in": "query",
+        "description": "Also drop the application's database on each environment (true/false, 1/0, yes/no). "
+                       "Kept by default.",
+        "schema": {"type": "boolean", "default": False},
+    },
+}
+
+HEADERS = {
+    "Warning": {
+        "description": "Present when the answer comes from the database mirror and may be stale (Redis "
+                       "unavailable, no controller running), saying why.",
+        "schema": {"type": "string"},
+    },
+    "Location": {"description": "The new application's URL.", "schema": {"type": "string"}},
+}
+
+ERROR = ref("schemas", "Error")
+LIFECYCLE_ERROR = ref("schemas", "LifecycleError")
+WARNED = {WARNING_HEADER: ref("headers", "Warning")}
+
+RESPONSES = {
+    "Unauthorized": answer(
+        "No credentials, or wrong ones (the message says which). Carries `WWW-Authenticate: Bearer`.",
+        ERROR,
+        {"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "CsrfFailed": answer("A staff session's unsafe request without a valid CSRF token.", ERROR),
+    "BadPage": answer("`limit` or `after` is not valid.", ERROR),
+    "TooLarge": answer("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default).", ERROR),
+    "NotJson": answer(
+        "The body is not `application/json` (a `charset` other than UTF-8 neither). A POST with no body may "
+        "name no Content-Type.",
+        ERROR,
+    ),
+    "LifecycleBadParameter": answer("`timeout` or `drop_database` is not valid; environment is null.",
+                                    LIFECYCLE_ERROR),
+    "UnknownApp": answer("No application has this name; environment is null.", LIFECYCLE_ERROR),
+    "Conflict": answer(
+        "An environment is offline (nothing is sent to it, nor, on a start, to those after it), or the command "
+        "failed there; environment names it. `pending` tells what waits for an offline environment.",
+        LIFECYCLE_ERROR,
+    ),
+    "Locked": answer("Another start, stop, restart or delete of this application is in progress; retry once it "
+                     "ends.", LIFECYCLE_ERROR),
+    "RedisDown": answer("Redis is unavailable: no command can be sent.", LIFECYCLE_ERROR),
+    "TimedOut": answer("An environment did not answer within `timeout` (a command still queued is cancelled); "
+                       "environment names it.", LIFECYCLE_ERROR),
+}
+
+
+def lifecycle_failures():
+    return {
+        "400": ref("responses", "LifecycleBadParameter"),
+        "401": ref("responses", "Unauthorized"),
+        "403": ref("responses", "CsrfFailed"),
+        "404": ref("responses", "UnknownApp"),
+        "409": ref("responses", "Conflict"),
+        "413": ref("responses", "TooLarge"),
+        "415": ref("responses", "NotJson"),
+        "423": ref("responses", "Locked"),
+        "503": ref("responses", "RedisDown"),
+        "504": ref("responses", "TimedOut"),
+    }
+
+
+def lifecycle_command(command, does):
+    return {
+        "post": {
+            "operationId": f"{command}App",
+            "tags": ["applications"],
+            "summary": f"{command.capitalize()} an application on each of its environments",
+            "description": f"{does} Waits until every environment answered, or `timeout`. Takes no body.",
+            "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+            "responses": {
+                "200": answer("Done everywhere: the application as it is now.", ref("schemas", "App")),
+                **lifecycle_failures(),
+            },
+        }
+    }
+
+
+# -- the document --------------------------------------------------------------------------------------------
+
+DOCUMENT = {
+    "openapi": OPENAPI_VERSION,
+    "info": {
+        "title": "App Supervisor API",
+        "version": "1",
+        "description": (
+            "Manage the applications and environments of an App Supervisor. Authenticate with "
+            "`Authorization: Bearer $SUPERVISOR_API_TOKEN` or a staff session of the admin (which then needs "
+            "Django's CSRF token on unsafe methods). Bodies are JSON (`application/json`, UTF-8).\n\n"
+            f"Lists return at most `limit` items (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}) ordered "
+            "by name, with `next`: the URL of the following page, or null.\n\n"
+            "Every answer is JSON, errors included: `{\"error\": message}` (plus `environment` on lifecycle "
+            "calls), or `{\"errors\": {field: [messages]}}` for a create. A method an endpoint does not take "
+            "answers 405 with `Allow`; an unknown path under /api/ a 404; an unexpected failure a 500."
+        ),
+    },
+    "servers": [{"url": "/"}],
+    "tags": [
+        {"name": "applications"},
+        {"name": "environments"},
+        {"name": "schema"},
+    ],
+    "security": [{"bearerAuth": []}, {"staffSession": []}],
+    "paths": {
+        "/api/environments/": {
+            "get": {
+                "operationId": "listEnvironments",
+                "tags": ["environments"],
+                "summary": "The registered environments, ordered by name",
+                "parameters": [ref("parameters", "limit"), ref("parameters", "after")],
+                "responses": {
+                    "200": answer("A page of environments.", ref("schemas", "EnvironmentList"), WARNED),
+                    "400": ref("responses", "BadPage"),
+                    "401": ref("responses", "Unauthorized"),
+                },
+            }
+        },
+        "/api/apps/": {
+            "get": {
+                "operationId": "listApps",
+                "tags": ["applications"],
+                "summary": "The applications, ordered by name",
+                "parameters": [ref("parameters", "limit"), ref("parameters", "after")],
+                "responses": {
+                    "200": answer("A page of applications.", ref("schemas", "AppList"), WARNED),
+                    "400": ref("responses", "BadPage"),
+                    "401": ref("responses", "Unauthorized"),
+                },
+            },
+            "post": {
+                "operationId": "createApp",
+                "tags": ["applications"],
+                "summary": "Create an application (stopped)",
+                "requestBody": {"required": True, "content": json_content(ref("schemas", "AppCreate"))},
+                "responses": {
+                    "201": answer("Created.", ref("schemas", "App"), {"Location": ref("headers", "Location"),
+                                                                      **WARNED}),
+                    "400": answer(
+                        "Refused, with messages per field: invalid values, wrong JSON types (the strings must be "
+                        "strings, `environments` a list of strings), or `__all__` for a body that is not a JSON "
+                        "object.",
+                        ref("schemas", "FieldErrors"),
+                        WARNED,
+                    ),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                },
+            },
+        },
+        "/api/apps/{name}/": {
+            "get": {
+                "operationId": "getApp",
+                "tags": ["applications"],
+                "summary": "One application",
+                "parameters": [ref("parameters", "name")],
+                "responses": {
+                    "200": answer("The application.", ref("schemas", "App"), WARNED),
+                    "401": ref("responses", "Unauthorized"),
+                    "404": answer("No application has this name.", ERROR),
+                },
+            },
+            "delete": {
+                "operationId": "deleteApp",
+                "tags": ["applications"],
+                "summary": "Stop an application everywhere and remove it",
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout"),
+                               ref("parameters", "drop_database")],
+                "responses": {
+                    "204": answer("Stopped everywhere and removed."),
+                    **{code: response for code, response in lifecycle_failures().items()
+                       if code not in ("413", "415")},
+                },
+            },
+        },
+        "/api/apps/{name}/start": lifecycle_command(
+            "start", "Starts it on each environment in order, each once the one before runs; keeps it desired "
+                     "running."),
+        "/api/apps/{name}/stop": lifecycle_command(
+            "stop", "Stops it on each environment; keeps it desired stopped."),
+        "/api/apps/{name}/restart": lifecycle_command(
+            "restart", "Stops, then starts it on each environment in order; keeps it desired running."),
+        "/api/schema/": {
+            "get": {
+                "operationId": "getSchema",
+                "tags": ["schema"],
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": answer("The OpenAPI document.", {"type": "object"})},
+            }
+        },
+    },
+    "components": {
+        "securitySchemes": {
+            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "SUPERVISOR_API_TOKEN"},
+            "staffSession": {"type": "apiKey", "in": "cookie", "name": "sessionid",
+                             "description": "A session of an active staff user, from the admin's login."},
+        },
+        "schemas": SCHEMAS,
+        "parameters": PARAMETERS,
+        "headers": HEADERS,
+        "responses": RESPONSES,
+    },
+}
+
+
+@api_view("GET", "HEAD", public=True)
+def schema_view(request):
+    return json_response(DOCUMENT)
