@@ -174,13 +174,22 @@ def test_a_command_signed_with_another_secret_is_refused(agent, settings):
 
 def test_a_command_replayed_under_its_own_id_is_refused(agent, r):
     create_application("crm", ["env_a"])
-    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    job_id = channel.enqueue("env_a", contract.STOP, "crm")
     assert agent.process_one(timeout=1) and outcome(job_id).type == Result.Type.SUCCESSFUL
 
     r.rpush(f"rq:queue:{contract.queue_name('env_a')}", job_id)  # its signed data is still in Redis
     assert agent.process_one(timeout=1)
 
     assert "already ran here (a replay)" in outcome(job_id).exc_string
+
+
+def test_a_ping_may_run_twice_it_changes_nothing(agent, r):
+    create_application("crm", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.PING, "crm")
+    assert agent.process_one(timeout=1)
+    r.rpush(f"rq:queue:{contract.queue_name('env_a')}", job_id)
+    assert agent.process_one(timeout=1)
+    assert outcome(job_id).type == Result.Type.SUCCESSFUL
 
 
 def test_a_signed_command_copied_under_another_id_is_refused(agent, r):
