@@ -10,7 +10,7 @@ call                                   answers
 =====================================  ====================================================================
 ``GET /api/apps/``                     200 ``{"apps": [APP, …], "next": URL or null}``: ``?limit=`` (1..1000,
                                        default 500) apps ordered by name, from ``?after=<name>``; 400 for a
-                                       bad limit or cursor. Three queries whatever the number of apps
+                                       bad limit or cursor. Two queries whatever the number of apps
 ``GET /api/apps/<name>/``              200 APP; 404 ``{"error"}`` for an unknown application
 ``POST /api/apps/``                    201 APP (and ``Location``); 400 ``{"errors": {field: [messages]}}``,
                                        ``"__all__"`` when the body is not a JSON object (or too deeply
