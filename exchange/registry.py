@@ -12,6 +12,7 @@ heartbeat restores an entry that a Redis restart lost, and the supervisor reads 
 import time
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from . import signing
 from .contract import DEGRADED, ENVIRONMENTS_KEY, OFFLINE, ONLINE
@@ -105,4 +106,6 @@ def rejection(raw):
         signing.unseal(raw)
     except signing.BadSignature:
         return "its registration in Redis is not signed with this deployment's APP_SHARED_SECRET"
+    except ImproperlyConfigured:
+        return "APP_SHARED_SECRET is not set here, so no registration can be verified"
     return "its registration in Redis is malformed"

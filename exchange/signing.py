@@ -66,7 +66,7 @@ def loads_or_none(sealed):
         return None
     try:
         return loads(sealed)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError, RecursionError, ImproperlyConfigured):  # no secret: nothing verifies
         return None
 
 

@@ -150,3 +150,16 @@ def test_is_alive_uses_the_timeout_not_the_interval(settings):
     now = time.time()
     assert registry.is_alive({"heartbeat_at": now - 200}, now=now)  # late heartbeat: still online
     assert not registry.is_alive({"heartbeat_at": now - 261}, now=now)
+
+
+def test_without_a_shared_secret_nothing_verifies_and_nothing_can_be_signed(r, settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from exchange import signing
+
+    registry.announce(r, REGISTRATION)
+    settings.APP_SHARED_SECRET = ""
+    entries, rejected = registry.read_all(r)
+    assert entries == {} and "APP_SHARED_SECRET is not set" in rejected["env_a"]
+    with pytest.raises(ImproperlyConfigured, match="APP_SHARED_SECRET"):
+        signing.dumps({})
