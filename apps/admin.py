@@ -15,7 +15,6 @@ from django.contrib.admin.utils import unquote
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -27,7 +26,7 @@ from exchange import contract
 
 from . import lifecycle, refresh
 from .forms import ApplicationCreateForm, publish_quietly
-from .models import Application, Placement
+from .models import Application
 
 LIFECYCLE_COMMANDS = (contract.START, contract.STOP, contract.RESTART)
 
@@ -67,13 +66,7 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() not in ("yes", "no"):
             return queryset
-        from environments.models import Environment
-
-        drifted = Placement.objects.filter(application=OuterRef("pk")).filter(
-            ~Q(state=OuterRef("desired_state")) | Q(state=contract.ERROR)
-            | ~Q(environment__in=Environment.objects.online())
-        )
-        attention = Exists(drifted) | Q(attempts__gt=0)
+        attention = queryset.needing_attention()
         return queryset.filter(attention) if self.value() == "yes" else queryset.exclude(attention)
 
 

@@ -8,6 +8,25 @@ DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
 
 
 class ApplicationQuerySet(models.QuerySet):
+    def drifting(self):
+        """Applications with a placement whose mirrored state is not the desired one: what the controller acts on."""
+        return self.filter(models.Exists(self._placements().exclude(state=models.OuterRef("desired_state"))))
+
+    def needing_attention(self, now=None):
+        """What an operator should look at (as a Q, to filter or exclude): drift, an error, a placement on an
+        environment that is not online, or failed attempts of the controller."""
+        from environments.models import Environment
+
+        troubled = self._placements().filter(
+            ~models.Q(state=models.OuterRef("desired_state")) | models.Q(state=contract.ERROR)
+            | ~models.Q(environment__in=Environment.objects.online(now))
+        )
+        return models.Exists(troubled) | models.Q(attempts__gt=0)
+
+    @staticmethod
+    def _placements():
+        return Placement.objects.filter(application=models.OuterRef("pk"))
+
     def with_placements(self):
         """Placements and their environments in two queries, whatever the number of applications."""
         return self.prefetch_related(

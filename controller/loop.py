@@ -27,11 +27,11 @@ from datetime import timezone as dt_timezone
 
 import redis
 from django.db import close_old_connections
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 
 from apps import cache, lifecycle
 from apps import mirror as status_mirror
-from apps.models import Application, Placement
+from apps.models import Application
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
@@ -124,10 +124,9 @@ class Controller:
 
     def candidates(self, now):
         """Applications with a placement whose mirrored state is not the desired one, whose next attempt is due."""
-        drifted = Placement.objects.filter(application=OuterRef("pk")).exclude(state=OuterRef("desired_state"))
         due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
         return (
-            Application.objects.filter(Exists(drifted))
+            Application.objects.drifting()
             .filter(due)
             .with_placements()
             .order_by("next_attempt_at", "name")[:CANDIDATES_PER_PASS]
