@@ -34,6 +34,9 @@ log = logging.getLogger("appsup.supervisor")
 LOCK_TTL = 15
 # The longest an operation may be given (?timeout=, --timeout).
 MAX_TIMEOUT = 3600
+# How long an operator's command waits for another operation on the same application (usually the controller
+# finishing a step) before answering that one is in progress.
+LOCK_WAIT = 10
 
 
 class OperationInProgress(Exception):
@@ -100,32 +103,46 @@ def run(application, command, timeout=None, progress=None, drop_database=False, 
     (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called with each Step as it completes. Raises
     OperationInProgress if another operation holds the application.
     """
-    with _held(application.name) as renew:
+    with _held(application.name, wait=_lock_wait(timeout)) as renew:
         return _run_locked(application, command, timeout, progress, drop_database, clock, renew)
+
+
+def _lock_wait(timeout):
+    return min(LOCK_WAIT, settings.APP_COMMAND_TIMEOUT if timeout is None else timeout)
 
 
 def converge(application, environments, timeout=None, clock=time.monotonic):
     """The controller's action: bring APPLICATION to its desired state on ENVIRONMENTS (names, in start order),
     without changing that desired state. Returns None, sending nothing, when the operator changed the desired
     state since the controller read it (checked under the lock, so a start the operator no longer wants is never
-    sent)."""
+    sent), or when Redis shows every one of ENVIRONMENTS in that state already."""
     desired = application.desired_state
     with _held(application.name) as renew:
         current = Application.objects.filter(pk=application.pk).values_list("desired_state", flat=True).first()
         if current != desired:
+            return None
+        # What the controller planned from may be a pass old: an operator's command that just released the lock
+        # may have done it already. Only environments still away from the desired state get a command.
+        placements = application.placements.select_related("environment", "application").filter(
+            environment__name__in=environments)
+        status_mirror.refresh(supervisor_redis(), placements)
+        behind = set(placements.exclude(state=desired).values_list("environment__name", flat=True))
+        environments = [name for name in environments if name in behind]
+        if not environments:
             return None
         command = contract.START if desired == contract.RUNNING else contract.STOP
         return _run_locked(application, command, timeout, None, False, clock, renew, only=environments)
 
 
 @contextlib.contextmanager
-def _held(app):
-    """The application's lifecycle lock, for the block; yields a function that renews it."""
+def _held(app, wait=0):
+    """The application's lifecycle lock, for the block, waiting up to WAIT seconds for it; yields a function that
+    renews it."""
     if connection.in_atomic_block:
         # Jobs are enqueued on commit: waiting for them inside a transaction would wait forever.
         raise RuntimeError("lifecycle operations must not run inside a database transaction")
     lock = supervisor_redis().lock(contract.lock_key(app), timeout=LOCK_TTL)
-    if not lock.acquire(blocking=False):
+    if not lock.acquire(blocking=wait > 0, blocking_timeout=wait or None):
         raise OperationInProgress(app)
 
     def renew():
@@ -250,7 +267,7 @@ def remove(application, drop_database=False, timeout=None):
     """Stop APPLICATION everywhere and delete it; its databases are kept unless DROP_DATABASE. Refuses (returns
     the failed Outcome) while an environment that hosts it is offline, so that no database is left behind
     unaccounted for."""
-    with _held(application.name) as renew:
+    with _held(application.name, wait=_lock_wait(timeout)) as renew:
         outcome = _run_locked(application, contract.REMOVE, timeout, None, drop_database, time.monotonic, renew)
         if not outcome.ok:
             return outcome

@@ -355,7 +355,8 @@ def test_start_on_an_offline_environment_reports_it_and_leaves_the_start_pending
 
 
 @pytest.mark.django_db(transaction=True)
-def test_operation_already_in_progress_is_a_warning(admin_client, r):
+def test_operation_already_in_progress_is_a_warning(monkeypatch, admin_client, r):
+    monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
     r.set(contract.lock_key("crm"), "held")

@@ -8,7 +8,7 @@ from django.contrib.auth.hashers import check_password
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from apps import cache
+from apps import cache, lifecycle
 from apps.models import Application, Placement
 from exchange import cache as config_cache
 from exchange import channel, contract, redis_client, status
@@ -327,7 +327,8 @@ def test_a_command_nobody_answers_times_out_with_504_naming_the_environment(clie
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_command_while_another_runs_is_refused_with_423(client, r):
+def test_a_command_while_another_runs_is_refused_with_423(monkeypatch, client, r):
+    monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
     r.set(contract.lock_key("crm"), "held")

@@ -311,6 +311,18 @@ def test_an_operator_changing_the_intent_under_the_controller_wins(r):
     assert queue_for("env_a").count == 0
 
 
+def test_what_an_operator_did_since_the_controller_planned_is_not_sent_again(r):
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    desire("crm", contract.RUNNING)
+    app = Application.objects.with_placements().get(pk=app.pk)  # planned from the mirror: env_a stopped
+    status.write(r, "crm", "env_a", contract.RUNNING)  # an operator's start finished in the meantime
+
+    assert lifecycle.converge(app, ["env_a"], timeout=1) is None
+    assert queue_for("env_a").count == 0  # no second start holding the lock against the operator's next command
+    assert states("crm") == {"env_a": contract.RUNNING}
+
+
 def test_an_operation_in_progress_is_left_alone(r):
     register_environment("env_a")
     create_application("crm", ["env_a"])

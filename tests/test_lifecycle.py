@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 
 from apps import lifecycle
@@ -76,13 +78,27 @@ def test_no_worker_consuming_means_a_timeout_naming_the_environment():
     assert placement.state == contract.ERROR and "env_a" in placement.error
 
 
-def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(r):
+def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(monkeypatch, r):
+    monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     app = create_application("crm", ["env_a"])
     r.set(contract.lock_key("crm"), "held")
 
     with pytest.raises(lifecycle.OperationInProgress, match="crm"):
         lifecycle.run(app, contract.START, timeout=1)
+
+
+def test_an_operators_command_waits_for_a_step_that_ends_soon(r):
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    held = r.lock(contract.lock_key("crm"), timeout=60, thread_local=False)
+    held.acquire()  # the controller, finishing a step
+    threading.Timer(0.5, held.release).start()
+
+    with ThreadAgent("env_a"):
+        outcome = lifecycle.run(app, contract.START, timeout=20)
+
+    assert outcome.ok, outcome.failure
 
 
 def test_a_lock_left_by_a_killed_supervisor_expires_within_the_lock_ttl(r):

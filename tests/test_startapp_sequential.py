@@ -5,6 +5,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
+from apps import lifecycle
 from apps.models import Placement
 from exchange import channel, contract, redis_client
 
@@ -62,7 +63,8 @@ def test_an_unknown_app_is_a_clear_error():
         start("nope")
 
 
-def test_an_operation_in_progress_is_a_clear_error(r):
+def test_an_operation_in_progress_is_a_clear_error(monkeypatch, r):
+    monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
     r.set(contract.lock_key("crm"), "held")
