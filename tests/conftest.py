@@ -142,3 +142,13 @@ def controller_running(db):
     from .factories import mirror
 
     mirror()
+
+
+@pytest.fixture
+def own_databases():
+    """The local cluster's own PostgreSQL databases (tests.local_cluster), created and dropped around the test."""
+    from .local_cluster import DATABASES
+    from .processes import own_postgres_databases
+
+    with own_postgres_databases(DATABASES):
+        yield

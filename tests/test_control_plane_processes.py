@@ -9,100 +9,18 @@ import requests
 
 from workers import provisioning
 
-from .conftest import free_port
+from .local_cluster import TIMEOUT, Cluster
 from .processes import (
-    PYTHON,
-    Process,
-    base_env,
-    daphne,
-    http_ready,
     manage,
-    own_postgres_databases,
     postgres_env,
-    runworker,
     wait_for,
-    worker_env,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-TOKEN = "integration-token"
-INTERVAL, TIMEOUT = 1, 4
-
 
 @pytest.fixture
-def own_databases():
-    with own_postgres_databases(["appsup_it_sup", "appsup_it_env_a", "appsup_it_env_b"]):
-        yield
-
-
-class Cluster:
-    """A supervisor web and two workers (agent, and web when asked), configured the documented way."""
-
-    def __init__(self, tmp_path, redis_url, worker_web=False, worker_overrides=None):
-        self.tmp = tmp_path
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.supervisor_env = base_env(
-            tmp_path / "supervisor", redis_url, APP_MODE="supervisor", SUPERVISOR_API_TOKEN=TOKEN,
-            APP_HEARTBEAT_INTERVAL=INTERVAL, APP_HEARTBEAT_TIMEOUT=TIMEOUT, **postgres_env("appsup_it_sup"))
-        self.worker_ports = {"env_a": free_port(), "env_b": free_port()}
-        self.worker_envs = {
-            name: worker_env(name, port, tmp_path / name, redis_url, APP_HEARTBEAT_INTERVAL=INTERVAL,
-                             **postgres_env(f"appsup_it_{name}"), **(worker_overrides or {}).get(name, {}))
-            for name, port in self.worker_ports.items()
-        }
-        self.worker_web = worker_web
-        self.processes = []
-        self.agents = {}
-        self.webs = {}
-
-    def start(self):
-        manage(["migrate", "-v0"], self.supervisor_env)
-        for env in self.worker_envs.values():
-            manage(["migrate", "-v0"], env)
-        self.supervisor = self._track(daphne(self.supervisor_env, self.port, self.tmp / "supervisor.log"))
-        self.start_controller()
-        for name in self.worker_envs:
-            self.start_agent(name)
-            if self.worker_web:
-                self.webs[name] = self._track(
-                    daphne(self.worker_envs[name], self.worker_ports[name], self.tmp / f"{name}-web.log"))
-        wait_for(http_ready(f"{self.base}/admin/login/"), what="the supervisor web")
-        for name in self.webs:
-            wait_for(http_ready(f"http://127.0.0.1:{self.worker_ports[name]}/healthz"), what=f"{name} web")
-
-    def start_controller(self):
-        """``manage.py runsupervisor``: without it, what the API shows is never brought up to date."""
-        self.controller = self._track(Process([PYTHON, "manage.py", "runsupervisor"], self.supervisor_env,
-                                              self.tmp / f"controller-{len(self.processes)}.log"))
-        return self.controller
-
-    def start_agent(self, name):
-        self.agents[name] = self._track(runworker(self.worker_envs[name], self.tmp / f"{name}-agent.log"))
-        return self.agents[name]
-
-    def _track(self, process):
-        self.processes.append(process)
-        return process
-
-    def stop(self):
-        for process in reversed(self.processes):
-            process.stop()
-
-    def api(self, method, path, **kwargs):
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        return requests.request(method, f"{self.base}/api/{path}", headers=headers, timeout=60, **kwargs)
-
-    def environments(self):
-        return {e["name"]: e for e in self.api("GET", "environments/").json()["environments"]}
-
-    def status_of(self, name):
-        return self.environments().get(name, {}).get("status")
-
-
-@pytest.fixture
-def cluster(tmp_path, redis_url, own_databases):
+def cluster(tmp_path, redis_url):
     c = Cluster(tmp_path, redis_url, worker_web=True)  # without its web, an environment is degraded
     try:
         c.start()

@@ -12,14 +12,14 @@ import requests
 from exchange import contract, status
 from exchange.channel import queue_for
 
+from .local_cluster import Cluster
 from .processes import wait_for
-from .test_control_plane_processes import Cluster, own_databases  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, own_databases):  # noqa: F811
+def cluster(tmp_path, redis_url):  # noqa: F811
     c = Cluster(tmp_path, redis_url)
     # Long enough that an agent killed outright still counts as online while the test acts.
     c.supervisor_env["APP_HEARTBEAT_TIMEOUT"] = "10"

@@ -7,8 +7,8 @@ import signal
 import pytest
 import requests
 
+from .local_cluster import Cluster
 from .processes import wait_for
-from .test_control_plane_processes import Cluster, own_databases  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -16,7 +16,7 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, own_databases):  # noqa: F811
+def cluster(tmp_path, redis_url):  # noqa: F811
     # env_a's advertised URL answers nothing: the supervisor must use its ENVIRONMENT_PROXY_URL.
     c = Cluster(tmp_path, redis_url, worker_web=True)
     c.worker_envs["env_a"].update(ENVIRONMENT_URL="http://127.0.0.1:9",
