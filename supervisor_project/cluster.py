@@ -6,7 +6,8 @@ Starts, each as a child process in its own session with its output prefixed by i
   ``APP_SUPERVISOR_REDIS_URL`` is set, in which case that server is used (and ``APP_COMMAND_REDIS_URL`` if set);
 * the supervisor: ``manage.py migrate``, ``manage.py ensureadmin``, then daphne on BASE_PORT (14000);
 * worker environments env_a, env_b, …: ``manage.py migrate``, then daphne on BASE_PORT + 1000 × n (15000, 16000, …)
-  and the agent, ``manage.py runworker``.
+  and the agent, ``manage.py runworker``. Their hosted applications run the sample business application
+  (samples.notes: APP_HOSTED_APPS and APP_HOSTED_URLCONF) unless the caller sets either variable (empty: none).
 
 Every role has its own SQLite database under ``STORAGE/<role>/``; the hosted applications' databases live under
 ``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token, secret key and
@@ -84,6 +85,11 @@ MAX_SOCKET_PATH = 100
 COLORS = ("36", "33", "35", "32", "34", "31", "96", "93", "95", "92")
 
 
+# What the workers host in every application unless the caller names their own code (either variable, even empty):
+# the sample business application, so that a newcomer opening an application sees a real one. The supervisor hosts
+# no application, so it gets neither.
+SAMPLE_HOSTED_CODE = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "samples.notes.urls"}
+
 CONTROLLER_ROLE = "supervisor.controller"
 # The access-log line of a health probe, which web processes answer every few seconds.
 HEALTH_PROBE = b'"GET /healthz" 200'
@@ -140,6 +146,12 @@ def base_environ(source=None):
     return {key: value for key, value in source.items() if key not in CLUSTER_OWNED}
 
 
+def hosted_code(common):
+    """APP_HOSTED_APPS and APP_HOSTED_URLCONF of the workers: the caller's if it set either, else the sample's."""
+    own = {var: common[var] for var in SAMPLE_HOSTED_CODE if var in common}
+    return own or dict(SAMPLE_HOSTED_CODE)
+
+
 def role_environ(common, role, storage, ports, token=""):
     """Environment variables of one role's processes."""
     env = dict(common)
@@ -152,7 +164,10 @@ def role_environ(common, role, storage, ports, token=""):
             APP_STORAGE_DIR=str(storage / role),
             SUPERVISOR_API_TOKEN=token,
         )
+        for var in SAMPLE_HOSTED_CODE:
+            env.pop(var, None)
     else:
+        env.update(hosted_code(common))
         env.update(
             APP_MODE="worker",
             APP_PROCESS_ADAPTER="local",
@@ -518,6 +533,10 @@ class Cluster:
         ]
         for name in self.names:
             lines.append(f"  environment        {name:<8} http://{HOST}:{self.ports[name]}/")
+        urlconf = hosted_code(base_environ()).get("APP_HOSTED_URLCONF")
+        apps_url = f"{self.supervisor_url}/apps/<name>/"
+        lines.append(f"  applications       {apps_url} ({urlconf}), their admin at {apps_url}admin/" if urlconf
+                     else f"  applications       {apps_url}admin/")
         lines += [
             f"  redis              {self.redis_url}",
             f"  storage            {self.storage}",

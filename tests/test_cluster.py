@@ -59,6 +59,23 @@ def test_the_callers_configuration_does_not_leak_into_the_children(tmp_path):
     assert worker["APP_STORAGE_DIR"] == cluster.role_environ(common, "env_b", tmp_path, ports)["APP_STORAGE_DIR"]
 
 
+def test_workers_host_the_sample_app_unless_the_caller_names_its_own_code(tmp_path):
+    ports = {"supervisor": 14000, "env_a": 15000}
+
+    def hosted(caller, role="env_a"):
+        env = cluster.role_environ(cluster.base_environ(caller), role, tmp_path, ports)
+        return {var: env[var] for var in ("APP_HOSTED_APPS", "APP_HOSTED_URLCONF") if var in env}
+
+    sample = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "samples.notes.urls"}
+    assert hosted({}) == sample
+    assert hosted({"APP_HOSTED_APPS": "crm", "APP_HOSTED_URLCONF": "crm.urls"}) == {
+        "APP_HOSTED_APPS": "crm", "APP_HOSTED_URLCONF": "crm.urls"}
+    assert hosted({"APP_HOSTED_APPS": "crm"}) == {"APP_HOSTED_APPS": "crm"}  # never the sample's URLconf without it
+    assert hosted({"APP_HOSTED_APPS": ""}) == {"APP_HOSTED_APPS": ""}  # set empty: the admin alone
+    # The supervisor hosts no application: it gets neither, whatever the caller sets.
+    assert hosted({}, role="supervisor") == hosted(sample, role="supervisor") == {}
+
+
 def test_every_role_configuration_validates(tmp_path):
     from supervisor_project.config import load
 
@@ -278,6 +295,11 @@ def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
         }
         assert (running_cluster.storage / "workers" / "apps" / "crm.sqlite3").exists()
         assert not (running_cluster.storage / "env_a" / "apps").exists()
+        # opening it shows the sample business application, which asks for crm's own login
+        opened = requests.get(f"{base}/apps/crm/?_env=env_a", allow_redirects=False, timeout=10)
+        assert opened.status_code == 302, opened.text
+        assert opened.headers["Location"].endswith("/apps/crm/admin/login/?next=/apps/crm/")
+        assert requests.get(f"{base}/apps/crm/static/notes/notes.css?_env=env_a", timeout=10).status_code == 200
 
     # Ctrl-C: everything stops, agents deregister, exit status 0
     running_cluster.proc.send_signal(signal.SIGINT)
