@@ -48,11 +48,11 @@ def save(placements):
 
 def refresh_all(redis):
     """Mirror every reported status onto its placement: one HGETALL, one SELECT of plain rows, one UPDATE for
-    what changed. Returns the changed placements."""
+    what changed. Returns the names of the applications whose placements changed."""
     from .models import Placement
 
     reported = redis.hgetall(STATUSES_KEY)
-    changed = []
+    changed, apps = [], set()
     rows = Placement.objects.values_list("pk", "application__name", "environment__name", "state", "error", "state_at")
     for pk, app, env, state, error, state_at in rows:
         entry = status.decode(reported.get(status_field(app, env).encode()), app, env)
@@ -60,5 +60,6 @@ def refresh_all(redis):
             placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
             apply(placement, entry)
             changed.append(placement)
+            apps.add(app)
     save(changed)
-    return changed
+    return sorted(apps)

@@ -12,10 +12,13 @@ Written as small steps that answer "was there work?" and that tests call directl
   environments that are reachable, sequentially and under its lock. Level-triggered: each pass compares from
   scratch, so an operation cut off by a crash (a supervisor killed between env_a and env_b, an agent killed
   mid-start) is finished like any other drift. A failure moves the application's next attempt forward
-  (exponential backoff, capped); an offline environment is waited for, not retried against.
+  (exponential backoff, capped); an offline environment is waited for, not retried against;
+- ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
+  once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
+- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff.
 
-``run`` only loops: the fast steps every pass, ``reconcile_one`` in a background thread so that a long start
-never delays the cache rebuild or the mirror.
+``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
+of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
 """
 
 import logging
@@ -29,6 +32,8 @@ import redis
 from django.db import close_old_connections
 from django.db.models import Q
 
+from alerts import delivery as alert_delivery
+from alerts import transitions as alert_transitions
 from apps import cache, lifecycle
 from apps import mirror as status_mirror
 from apps.models import Application
@@ -73,6 +78,29 @@ def plan(application, now):
     return command, act, waiting
 
 
+class Background:
+    """WORK run in a thread of its own, one run at a time: started again by ``kick`` once the last run is over."""
+
+    def __init__(self, name, work):
+        self.name = name
+        self.work = work
+        self._executor = None
+        self._pending = None
+
+    def kick(self):
+        if self._pending is not None and not self._pending.done():
+            return
+        if self._pending is not None and self._pending.exception() is not None:
+            log.error("%s failed: %r", self.name, self._pending.exception())
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        self._pending = self._executor.submit(self.work)
+
+    def shutdown(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+
 class Controller:
     def __init__(self, clock=time.time, sleep=time.sleep, holder=None, timeout=None):
         self.clock = clock
@@ -80,9 +108,12 @@ class Controller:
         self.timeout = timeout  # of each converge operation; default settings.APP_COMMAND_TIMEOUT
         self.lease = Lease(supervisor_redis(), holder=holder)
         self.environment_statuses = None  # name -> status, as of the last mirror
+        # When Redis last came back, or was found emptied: heartbeats may be missing from it for a while.
+        self.heartbeats_reset_at = None
+        self._redis_lost = False
         self.stop_requested = False
-        self._reconciler = None
-        self._pending = None
+        self._reconciler = Background("reconcile", self._reconcile_all)
+        self._deliverer = Background("alerts", self._deliver_all)
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -101,26 +132,49 @@ class Controller:
     def rebuild_cache_if_missing(self):
         if cache.ensure(supervisor_redis()):
             log.warning("the configuration cache was missing or incomplete in Redis; rebuilt it from the database")
+            self.heartbeats_reset_at = self.now()
             return True
         return False
 
     def mirror(self):
-        """Copy registrations and reported states into the database; publish environments' status changes.
+        """Copy registrations and reported states into the database; publish what changed in it (environments'
+        status and heartbeats, applications' mirrored states), so that pages re-read it once it is there.
         Returns whether anything changed."""
         r = supervisor_redis()
         created, changed = registry_mirror.sync(r)
-        placements = status_mirror.refresh_all(r)
+        apps = status_mirror.refresh_all(r)
         now = self.now()
-        statuses = {env.name: (env.status(now), env.status_reason(now)) for env in Environment.objects.all()}
+        statuses = {
+            env.name: (env.status(now), env.status_reason(now), env.last_heartbeat_at)
+            for env in Environment.objects.all()
+        }
         flips = 0
-        if self.environment_statuses is not None:
-            for name, (status, reason) in statuses.items():
-                if self.environment_statuses.get(name, (None,))[0] != status:
-                    flips += 1
-                    log.info("%s", reason or f"environment {name} is {status}")
-                    events.publish(r, events.ENVIRONMENT, name=name, status=status, problem=reason or None)
+        with r.pipeline(transaction=False) as events_out:
+            if self.environment_statuses is not None:
+                for name, (status, reason, heartbeat) in statuses.items():
+                    before = self.environment_statuses.get(name, (None, None, None))
+                    if before[0] != status:
+                        flips += 1
+                        log.info("%s", reason or f"environment {name} is {status}")
+                    if before[0] != status or before[2] != heartbeat:
+                        events.publish(events_out, events.ENVIRONMENT, name=name, status=status, problem=reason or None)
+            for app in apps:
+                events.publish(events_out, events.APP, name=app)
+            events_out.execute()
         self.environment_statuses = statuses
-        return bool(created or changed or placements or flips)
+        return bool(created or changed or apps or flips)
+
+    def raise_alerts(self):
+        """Record an alert for each environment or placement transition not alerted yet. Returns whether it
+        raised any."""
+        raised = alert_transitions.raise_alerts(self.now(), self.heartbeats_reset_at)
+        for alert in raised:
+            log.info("alert %s: %s", alert.event, alert.message)
+        return bool(raised)
+
+    def deliver_alerts(self):
+        """Attempt a few due alert deliveries. Returns whether there were any."""
+        return bool(alert_delivery.deliver_due(self.now))
 
     def candidates(self, now):
         """Applications with a placement whose mirrored state is not the desired one, whose next attempt is due."""
@@ -190,35 +244,36 @@ class Controller:
 
     # -- loop ------------------------------------------------------------------------------------------------
 
-    def run_pass(self, reconcile_inline=True):
-        """One pass of every step. Returns whether it holds the lease."""
+    def run_pass(self, inline=True):
+        """One pass of every step; INLINE: reconcile and deliver alerts before returning rather than in the
+        background. Returns whether it holds the lease."""
         close_old_connections()
         try:
-            if not self.hold_lease():
+            held = self.hold_lease()
+            if self._redis_lost:  # Redis answers again
+                self._redis_lost = False
+                self.heartbeats_reset_at = self.now()
+            if not held:
                 return False
             self.rebuild_cache_if_missing()
             self.mirror()
-            if reconcile_inline:
+            self.raise_alerts()
+            if inline:
                 while self.reconcile_one():
                     pass
+                while self.deliver_alerts():
+                    pass
             else:
-                self._reconcile_in_background()
+                self._reconciler.kick()
+                self._deliverer.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
             log.warning("Redis unavailable: %s; retrying", exc)
             self.lease.held = False
+            self._redis_lost = True
             self.record_health(exc)
             return False
-
-    def _reconcile_in_background(self):
-        if self._pending is not None and not self._pending.done():
-            return
-        if self._pending is not None and self._pending.exception() is not None:
-            log.error("reconcile failed: %r", self._pending.exception())
-        if self._reconciler is None:
-            self._reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconcile")
-        self._pending = self._reconciler.submit(self._reconcile_all)
 
     def _reconcile_all(self):
         try:
@@ -227,16 +282,23 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _deliver_all(self):
+        try:
+            while not self.stop_requested and self.lease.held and self.deliver_alerts():
+                pass
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
-                self.run_pass(reconcile_inline=once)
+                self.run_pass(inline=once)
                 if once:
                     break
                 self._sleep_unless_stopped(PASS_SECONDS)
         finally:
-            if self._reconciler is not None:
-                self._reconciler.shutdown(wait=True)
+            self._reconciler.shutdown()
+            self._deliverer.shutdown()
             try:
                 self.lease.release()
             except redis.RedisError:

@@ -161,6 +161,24 @@ def test_a_change_of_environment_status_is_published_once(r):
     assert [(e["name"], e["status"]) for e in flips] == [("env_a", contract.OFFLINE)]
 
 
+def test_heartbeats_and_mirrored_states_are_published_once_they_are_in_the_database(r):
+    register_environment("env_a", heartbeat_at=time.time() - 5)
+    create_application("crm", ["env_a"])
+    controller = Controller()
+    controller.mirror()
+    pubsub = subscribed(r)
+    register_environment("env_a", sync=False)  # a heartbeat
+    status.write(r, "crm", "env_a", contract.RUNNING)
+
+    controller.mirror()
+    controller.mirror()  # nothing new: nothing published
+
+    published = [e for e in received(pubsub) if e["type"] in ("environment", "app")]
+    assert [(e["type"], e["name"]) for e in published] == [("environment", "env_a"), ("app", "crm")]
+    assert published[0]["status"] == contract.ONLINE
+    assert states("crm") == {"env_a": contract.RUNNING}  # what a page re-reads on the event is there
+
+
 def test_malformed_or_forged_registry_and_status_entries_change_nothing(r):
     from exchange import signing
 

@@ -1,0 +1,115 @@
+"""Transitions worth an alert, found level-triggered: each controller pass compares what the database mirrors now
+with the last status alerted per subject (AlertState), so nothing depends on what one controller process remembers.
+
+A transition is claimed by a conditional UPDATE of the subject's AlertState (``filter(status=old).update(status=new)``
+changing one row means this controller owns it); the alert and its deliveries are written in the same transaction.
+Two controllers that see the same transition, or a controller restarted after it, raise one alert between them.
+
+- Environments: online, degraded, offline; each change is an alert. The first time an environment is seen its status
+  is recorded without an alert (a first deploy, or the alerts' own first run, would otherwise send a storm of
+  "online").
+- Placements: one ``placement.error`` per transition into ``error``. It stays alerted while the application stays in
+  error, through retries (``starting`` again is not a recovery); once it is running or stopped (or gone), a new error
+  alerts again.
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from apps.models import Placement
+from environments.models import Environment
+from exchange.contract import ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
+
+from .delivery import enqueue
+from .models import ENVIRONMENT_EVENTS, IN_ERROR, PLACEMENT_ERROR, RECOVERED, Alert, AlertState
+
+
+def raise_alerts(now, heartbeats_reset_at=None):
+    """Record an alert (with its deliveries) for each transition since the last look. Returns the alerts raised.
+
+    HEARTBEATS_RESET_AT: when the controller last regained Redis, or found it had lost its data; see
+    ``_heartbeat_may_be_missing``."""
+    return environment_alerts(now, heartbeats_reset_at) + placement_alerts(now)
+
+
+def environment_alerts(now, heartbeats_reset_at=None):
+    alerted = dict(AlertState.objects.filter(app="").values_list("environment", "status"))
+    first_seen, raised = [], []
+    for environment in Environment.objects.all():
+        status = environment.status(now)
+        last = alerted.get(environment.name)
+        if last is None:
+            first_seen.append(AlertState(environment=environment.name, status=status, changed_at=now))
+        elif last != status and not _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at):
+            alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
+                          message=_environment_message(environment, last, status, now), at=now)
+            if transition(environment.name, "", last, status, now, alert):
+                raised.append(alert)
+    AlertState.objects.bulk_create(first_seen, ignore_conflicts=True)  # another controller's first look is as good
+    return raised
+
+
+def placement_alerts(now):
+    alerted = {(app, env) for env, app in AlertState.objects.exclude(app="").filter(status=IN_ERROR)
+               .values_list("environment", "app")}
+    failing = {
+        (app, env): (error, at)
+        for app, env, error, at in Placement.objects.filter(state=ERROR)
+        .values_list("application__name", "environment__name", "error", "state_at")
+    }
+    raised = []
+    for (app, env), (error, at) in sorted(failing.items()):
+        if (app, env) in alerted:
+            continue
+        alert = Alert(event=PLACEMENT_ERROR, environment=env, app=app, status=ERROR,
+                      message=f"{app} failed on {env}: {error or 'no error message was reported'}", at=at or now)
+        if transition(env, app, RECOVERED, IN_ERROR, now, alert, or_create=True):
+            raised.append(alert)
+    leaving = alerted - failing.keys()
+    if leaving:
+        states = {
+            (app, env): state
+            for app, env, state in Placement.objects.filter(application__name__in={app for app, _ in leaving})
+            .values_list("application__name", "environment__name", "state")
+        }
+        for app, env in leaving:
+            if states.get((app, env)) in (None, RUNNING, STOPPED):
+                transition(env, app, IN_ERROR, RECOVERED, now)
+    return raised
+
+
+def transition(environment, app, old, new, now, alert=None, or_create=False):
+    """Move the subject's AlertState from OLD to NEW and, if this call moved it, save ALERT with one delivery per
+    channel, in the same transaction. OR_CREATE: a subject with no AlertState yet counts as OLD. Returns whether
+    this call moved it (False: another controller did, or the subject is not at OLD any more)."""
+    with transaction.atomic():
+        subject = AlertState.objects.filter(environment=environment, app=app)
+        moved = subject.filter(status=old).update(status=new, changed_at=now) == 1
+        if not moved and or_create:
+            try:
+                with transaction.atomic():
+                    AlertState.objects.create(environment=environment, app=app, status=new, changed_at=now)
+                moved = True
+            except IntegrityError:  # it exists: at NEW already, or another controller just created it
+                pass
+        if moved and alert is not None:
+            alert.save()
+            enqueue(alert, now)
+        return moved
+
+
+def _heartbeat_may_be_missing(environment, status, now, reset_at):
+    """Whether an offline found from a heartbeat's age may only mean that Redis lost it: within a heartbeat
+    timeout of the controller regaining Redis (or finding it emptied), an agent may not have had the chance to
+    heartbeat again. The alert waits until it has; a stop or a rejection is news at once."""
+    if status != OFFLINE or reset_at is None or environment.rejected or environment.stopped_at is not None:
+        return False
+    return now - reset_at < timedelta(seconds=settings.APP_HEARTBEAT_TIMEOUT)
+
+
+def _environment_message(environment, last, status, now):
+    if status == ONLINE:
+        return f"environment {environment.name} is online (it was {last})"
+    return environment.status_reason(now)
