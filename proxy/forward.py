@@ -180,8 +180,9 @@ def _response_headers(response, target, scope):
 
 
 async def forward(scope, receive, send, incoming, target):
-    """Forward the request to TARGET and stream the answer. Raises, before anything was sent: UpstreamFailed,
-    networks.RefusedTarget (TARGET's address is not an allowed target) or BodyTooLarge."""
+    """Forward the request to TARGET and stream the answer; returns its status (None if the client left before
+    it). Raises, before anything was sent: UpstreamFailed, networks.RefusedTarget (TARGET's address is not an
+    allowed target) or BodyTooLarge."""
     method = scope["method"]
     limit = max_body()
     declared = _declared_length(scope)
@@ -218,17 +219,18 @@ async def forward(scope, receive, send, incoming, target):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await gate.wait()
                 if gate.stopped:
-                    return  # the client went away: stop reading from the worker
+                    return response.status  # the client went away: stop reading from the worker
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # Too late for an error page: cut the connection so the client sees the answer is incomplete.
             logger.warning("%s %s on %s: the answer broke off (%s)", method, scope["path"], target.environment,
                            _describe(exc) or exc.__class__.__name__)
             if not gate.abort():
                 raise
-            return
+            return response.status
         gate.release()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         completed = True
+        return response.status
     finally:
         gate.release()
         if completed:

@@ -1,18 +1,21 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 
 from apps import api as apps_api
 from environments import api as environments_api
+from monitoring import views as monitoring_views
 from supervisor_project import api_auth, openapi
-from supervisor_project.views import healthz
+from supervisor_project.views import favicon, healthz, readyz
 
 admin.site.site_header = "App Supervisor"
 admin.site.site_title = "App Supervisor"
 admin.site.index_title = "Environments and applications"
 
-# The JSON API (DESIGN.md). Trailing slashes are optional, so curl users never meet a redirect; anything else
-# under api/ answers a JSON 404, never an HTML page. /api/schema/ is the OpenAPI document of all of it.
+# The JSON API (docs/architecture.md, "JSON API"). Trailing slashes are optional, so curl users never meet a
+# redirect; anything else under api/ answers a JSON 404, never an HTML page. /api/schema/ is the OpenAPI document of
+# all of it.
 api_patterns = [
     re_path(r"^schema/?$", openapi.schema_view, name="schema"),
     re_path(r"^environments/?$", environments_api.environment_list, name="environments"),
@@ -23,8 +26,13 @@ api_patterns = [
 ]
 
 urlpatterns = [
+    # The bare address of the supervisor (typed, or linked from elsewhere): its site is the admin.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", monitoring_views.metrics, name="metrics"),
+    path("favicon.ico", favicon, name="favicon"),
 ]
 
 if settings.APP_MODE != "worker":  # the API manages the supervisor's applications; a worker has none

@@ -5,8 +5,10 @@ Hosted applications are mounted by workers.hosting; the supervisor's admin and A
 
 from django.urls import path
 
-from supervisor_project.views import healthz
+from supervisor_project.views import favicon, healthz, readyz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("favicon.ico", favicon, name="favicon"),
 ]
