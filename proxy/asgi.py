@@ -13,6 +13,7 @@ import sys
 import redis
 
 from exchange import directory as directory_module
+from monitoring import metrics
 
 from . import forward as http_forward
 from . import headers as h
@@ -50,7 +51,10 @@ async def handle_http(scope, receive, send):
     head = scope["method"] == "HEAD"
 
     async def refuse(refusal, incoming=None):
+        metrics.count_proxy_request(known, refusal.status)
         await pages.respond(send, refusal, incoming, accept, head=head)
+
+    known = metrics.NO_APP  # the application's name once it is known to exist: unknown names are not labels
 
     try:
         incoming = targets.parse(scope)
@@ -66,8 +70,11 @@ async def handle_http(scope, receive, send):
             503, "unavailable", "Supervisor unavailable",
             "The supervisor cannot read its configuration store (Redis) right now; try again shortly.",
             app=incoming.name, headers=((b"retry-after", b"5"),)), incoming)
+    if view is not None:
+        known = incoming.name
     if view is not None and incoming.rest == "":
         status, headers = _redirect_to_slash(scope, incoming)
+        metrics.count_proxy_request(known, status)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -75,7 +82,9 @@ async def handle_http(scope, receive, send):
     if isinstance(decision, targets.Refusal):
         return await refuse(decision, incoming)
     try:
-        await http_forward.forward(scope, receive, send, incoming, decision)
+        answered = await http_forward.forward(scope, receive, send, incoming, decision)
+        if answered is not None:
+            metrics.count_proxy_request(known, answered)
     except http_forward.UpstreamFailed as failure:
         await refuse(targets.unreachable(decision, view, failure.detail, status=failure.status), incoming)
     except networks.RefusedTarget as refused:
@@ -138,6 +147,10 @@ def _close_client_when_twisted_stops():
 def build(django_application):
     """The supervisor's ASGI application: the access proxy under /apps/, Django for the rest."""
     _close_client_when_twisted_stops()
+    # The admin's live updates and automation's event stream (live.consumers); imported once Django is set up.
+    from live import consumers as live_consumers
+
+    events_socket = live_consumers.events_socket()
 
     def application(scope, receive, send):
         """Called (not awaited) by daphne before it queues the request body: see proxy.spooled."""
@@ -154,6 +167,8 @@ def build(django_application):
         if kind == "websocket":
             if targets.is_proxied(scope["path"]):
                 return await handle_websocket(scope, receive, send)
+            if scope["path"] == live_consumers.PATH:
+                return await events_socket(scope, receive, send)
             return await _refuse_websocket(scope, receive, send)
         if kind == "lifespan":
             return await _lifespan(scope, receive, send)

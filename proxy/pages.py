@@ -1,10 +1,12 @@
 """The proxy's own answers (404, 502, 503, 504, the environment choice): an HTML page, or JSON for clients that
-prefer it. Each says which application and environment, and why."""
+prefer it. Each says in words what happened and what to do, with links back to the supervisor's admin; the machine
+code (``kind``) is in the JSON ``error`` and, on the page, in a footer and the ``data-code`` attribute."""
 
 import asyncio
 import json
 
 from django.template.loader import render_to_string
+from django.urls import reverse
 
 from . import targets
 
@@ -56,12 +58,29 @@ def _environments(refusal, incoming):
     return listed
 
 
+def admin_links(refusal):
+    """[(label, path)]: where in the supervisor's admin an operator acts on REFUSAL, the application's first.
+    Lists filtered by name rather than change pages: the proxy reads Redis, never the database, so it knows no
+    primary keys."""
+    if refusal.app and refusal.kind not in ("unknown-application", "bad-request"):
+        links = [(f"{refusal.app} in the supervisor's admin",
+                  reverse("admin:apps_application_changelist", query={"name": refusal.app}))]
+    else:
+        links = [("Applications in the supervisor's admin", reverse("admin:apps_application_changelist"))]
+    if refusal.environment and refusal.kind != "unknown-environment":
+        links.append((f"Environment {refusal.environment} in the supervisor's admin",
+                      reverse("admin:environments_environment_changelist", query={"name": refusal.environment})))
+    return links
+
+
 def render_json(refusal, incoming):
     body = {
         "error": refusal.kind,
         "status": refusal.status,
         "title": refusal.title,
         "message": refusal.message,
+        "advice": targets.advice_for(refusal) or None,
+        "admin_url": admin_links(refusal)[0][1],
         "application": refusal.app or None,
         "environment": refusal.environment or None,
         "environments": [
@@ -76,9 +95,8 @@ def render_html(refusal, incoming):
     for item in _environments(refusal, incoming):
         env = item["env"]
         environments.append(
-            {"name": env.name, "online": env.online, "status": env.status, "reason": env.reason, "state": env.state,
-             "shown_state": env.shown_state, "error": env.error, "running": env.running, "usable": env.usable,
-             "chosen": env.chosen, "link": item["link"]}
+            {"name": env.name, "status": env.status, "reason": env.reason, "state": env.shown_state,
+             "error": env.error, "usable": env.usable, "chosen": env.chosen, "link": item["link"]}
         )
     return render_to_string(
         TEMPLATE,
@@ -87,6 +105,8 @@ def render_html(refusal, incoming):
             "kind": refusal.kind,
             "title": refusal.title,
             "message": refusal.message,
+            "advice": targets.advice_for(refusal),
+            "links": admin_links(refusal),
             "app": refusal.app,
             "display_name": refusal.display_name,
             "environment": refusal.environment,

@@ -114,7 +114,9 @@ def valid_name(name):
 class EnvironmentState:
     name: str
     status: str  # online, degraded (its agent heartbeats, its web does not answer it) or offline
-    state: str  # runtime state of the application there; "unknown" when never reported
+    # Runtime state of the application there as last reported; "stopped" when never reported, as the admin shows a
+    # placement that never ran.
+    state: str
     error: str
     registered: bool
     chosen: bool = False
@@ -140,15 +142,15 @@ class EnvironmentState:
 
     @property
     def shown_state(self):
-        """What a page shows: a stale state from an offline environment is marked as such."""
-        return self.state if self.status != contract.OFFLINE else f"{self.state} (last known)"
+        """What a page shows, as the admin does: on an offline environment a stale state would mislead, so unknown."""
+        return self.state if self.status != contract.OFFLINE else contract.UNKNOWN
 
     def as_dict(self):
         return {
             "name": self.name,
             "status": self.status,
             "reason": self.reason or None,
-            "state": self.state,
+            "state": self.shown_state,
             "error": self.error or None,
             "registered": self.registered,
         }
@@ -180,7 +182,7 @@ def environment_states(view, chosen=None, now=None):
             EnvironmentState(
                 name=env,
                 status=liveness,
-                state=status.get("state") or contract.UNKNOWN,
+                state=status.get("state") or contract.STOPPED,
                 error=status.get("error") or "",
                 registered=registration is not None,
                 chosen=env == chosen,
@@ -204,18 +206,32 @@ class Target:
 
 @dataclass(frozen=True)
 class Refusal:
-    """No forwarding: answer STATUS with a page of KIND."""
+    """No forwarding: answer STATUS with a page of KIND (the machine code automation reads) that says in words what
+    happened (TITLE, MESSAGE) and what to do about it (ADVICE)."""
 
     status: int
     kind: str  # unknown-application, not-running, degraded, choose-environment, unknown-environment, unreachable,
-    # bad-request
+    # refused-target, too-large, unavailable, bad-request
     title: str
     message: str
+    advice: str = ""
     app: str = ""
     display_name: str = ""
     environment: str = ""
     environments: list = field(default_factory=list)  # EnvironmentState, when the page should list them
     headers: tuple = ()
+
+
+# What to do, for the refusals built outside this module (proxy.asgi) that carry no advice of their own.
+GENERAL_ADVICE = {
+    "unavailable": "Try again in a few seconds. If it lasts, an operator should check the supervisor's Redis "
+    "(the supervisor's /readyz says what does not answer).",
+    "bad-request": "Check the address: applications are reached at /apps/<name>/, with no '.' or '..' segments.",
+}
+
+
+def advice_for(refusal):
+    return refusal.advice or GENERAL_ADVICE.get(refusal.kind, "")
 
 
 def _registered_base(registration):
@@ -228,27 +244,63 @@ def _registered_base(registration):
     return None
 
 
-def _degraded_message(app, env):
-    return (f"{app} cannot be reached on environment {env.name}: the environment is degraded ({env.reason}). "
-            "Its worker is alive but its web process does not answer; try again shortly.")
+def _start_advice(name, who="An operator can start it"):
+    return f"{who} from the supervisor's admin: Applications → {name} → Start."
 
 
-def _not_running_message(app, env):
+def _worker_advice(env):
+    return (f"An operator should check the worker of environment {env}: its web process and its agent "
+            "(manage.py runworker). The supervisor's admin shows it under Environments.")
+
+
+def _degraded(display, env):
+    """(title, message, advice) for an environment whose agent heartbeats but whose web does not answer."""
+    return (
+        f"{display} cannot be reached on {env.name}",
+        f"{display} cannot be reached on environment {env.name}: the environment is degraded ({env.reason}). "
+        "Its worker is alive but its web process does not answer.",
+        f"Try again in a few seconds. If it lasts, an operator should check the web process of {env.name}; "
+        "the supervisor's admin shows why under Environments.",
+    )
+
+
+def _not_running(display, name, env):
+    """(title, message, advice) for an application that is not running on the environment chosen for it."""
     if env.status == contract.OFFLINE:
-        if env.registered:
+        if not env.registered:
             return (
-                f"{app} is not running on environment {env.name}: the environment is offline "
-                f"(last known state: {env.state})."
+                f"{display} is unavailable: {env.name} has never registered",
+                f"Environment {env.name}, where {display} runs, has never registered with this supervisor: its "
+                "worker has not started.",
+                f"An operator should start the worker of environment {env.name} (its web process and its agent, "
+                "manage.py runworker).",
             )
-        return f"{app} is not running on environment {env.name}: the environment has never registered."
-    message = f"{app} is not running on environment {env.name} (state: {env.state})."
-    if env.state in (contract.STARTING, contract.STOPPING):
-        message += " Try again in a moment."
-    if env.error:
-        message += f" Last error: {env.error}"
+        return (
+            f"{display} is unavailable: {env.name} is offline",
+            f"Environment {env.name}, where {display} runs, is offline ({env.reason}), so the state of {display} "
+            "there is unknown.",
+            f"This page works again once {env.name} is back online. " + _worker_advice(env.name),
+        )
+    state = env.state
+    where = f"on environment {env.name}"
+    if state == contract.STOPPED:
+        title, message, advice = f"{display} is stopped", f"{display} is stopped {where}.", _start_advice(name)
+    elif state == contract.STARTING:
+        title, message = f"{display} is starting", f"{display} is starting {where}."
+        advice = "Try again in a few seconds: this page can simply be reloaded."
+    elif state == contract.STOPPING:
+        title, message = f"{display} is stopping", f"{display} is stopping {where}."
+        advice = _start_advice(name, "Once it has stopped, an operator can start it again")
+    elif state == contract.ERROR:
+        title = f"{display} failed on {env.name}"
+        message = f"{display} failed {where}: {env.error or 'no reason was reported'}"
+        advice = (f"An operator can read the error and its traceback in the supervisor's admin (Applications → "
+                  f"{name}), fix the cause and start it again.")
+    else:
+        title, message, advice = f"{display} is not running", f"{display} is {state} {where}.", _start_advice(name)
     if env.degraded:
-        message += f" The environment is degraded: {env.reason}."
-    return message
+        message += f" The environment is also degraded: {env.reason}."
+    return title, message, advice
 
 
 def decide(view, incoming, now=None):
@@ -258,20 +310,24 @@ def decide(view, incoming, now=None):
         return Refusal(
             404, "unknown-application", "No such application",
             f"There is no application named {name!r} on this supervisor." if name else
-            "Name an application: /apps/<name>/.",
+            "This address names no application: applications are reached at /apps/<name>/.",
+            "Check the address. The supervisor's admin lists the applications there are (Applications).",
             app=name,
         )
     display = view.config.get("display_name") or name
     names = view.environment_names
     if not names:
-        return Refusal(503, "not-running", "Application not running",
-                       f"{name} is not placed on any environment.", app=name, display_name=display)
+        return Refusal(503, "not-running", f"{display} is not running",
+                       f"{display} is not placed on any environment.",
+                       f"An operator can see it in the supervisor's admin: Applications → {name}.",
+                       app=name, display_name=display)
 
     requested = incoming.requested_env
     if requested is not None and requested not in names:
         return Refusal(
             404, "unknown-environment", "No such environment",
-            f"{name} does not run on an environment named {requested!r}; choose one of: {', '.join(names)}.",
+            f"{display} does not run on an environment named {requested!r}; it runs on {', '.join(names)}.",
+            "Choose one of its environments below.",
             app=name, display_name=display, environment=requested,
             environments=environment_states(view, now=now),
         )
@@ -286,43 +342,53 @@ def decide(view, incoming, now=None):
         if not any(s.usable for s in states):
             if any(s.running for s in states):
                 return Refusal(
-                    503, "degraded", "Environments degraded",
-                    f"{name} runs only on degraded environments: "
+                    503, "degraded", f"{display} cannot be reached right now",
+                    f"{display} runs only on degraded environments: "
                     + "; ".join(f"{s.name}: {s.reason}" for s in states if s.running) + ".",
+                    "Try again in a few seconds. If it lasts, an operator should check the web processes of those "
+                    "environments; the supervisor's admin shows why under Environments.",
                     app=name, display_name=display, environments=states, headers=((b"retry-after", b"10"),),
                 )
             return Refusal(
-                503, "not-running", "Application not running",
-                f"{name} is not running on any of its environments.",
+                503, "not-running", f"{display} is not running",
+                f"{display} is not running on any of its environments.",
+                _start_advice(name) + " The table below shows its state on each environment.",
                 app=name, display_name=display, environments=states, headers=((b"retry-after", b"10"),),
             )
         return Refusal(
             300, "choose-environment", "Choose an environment",
-            f"{name} runs on several environments; choose the one to use. The choice is remembered for {name}.",
+            f"{display} runs on several environments; choose the one to use. The choice is remembered for "
+            f"{display}.",
             app=name, display_name=display, environments=states,
         )
 
     states = environment_states(view, chosen=chosen, now=now)
     env = next(s for s in states if s.name == chosen)
     listed = states if len(states) > 1 else []
+    others = " Or use another of its environments below." if any(
+        s.usable and s.online and s is not env for s in listed) else ""
     if env.running and env.degraded:
+        title, message, advice = _degraded(display, env)
         return Refusal(
-            503, "degraded", "Environment degraded", _degraded_message(name, env),
+            503, "degraded", title, message, advice + others,
             app=name, display_name=display, environment=chosen, environments=listed,
             headers=((b"retry-after", b"10"),),
         )
     if not env.running:
         retry = ((b"retry-after", b"5"),) if env.state in (contract.STARTING, contract.STOPPING) else ()
+        title, message, advice = _not_running(display, name, env)
         return Refusal(
-            503, "not-running", "Application not running", _not_running_message(name, env),
+            503, "not-running", title, message, advice + others,
             app=name, display_name=display, environment=chosen, environments=listed, headers=retry,
         )
     registration = view.environments.get(chosen) or {}
     base = _registered_base(registration)
     if base is None:
         return Refusal(
-            502, "unreachable", "Environment unreachable",
+            502, "unreachable", f"{display} is unavailable: {chosen} has no address",
             f"Environment {chosen} has no registered address to forward to: its worker has not registered.",
+            f"An operator should start the worker of environment {chosen} so that it registers "
+            "(manage.py runworker)." + others,
             app=name, display_name=display, environment=chosen, environments=listed,
         )
     known = tuple(u for u in {(registration.get("url") or "").rstrip("/"),
@@ -330,28 +396,41 @@ def decide(view, incoming, now=None):
     return Target(app=name, environment=chosen, base_url=base, known_urls=known, remember=remember)
 
 
+def _display(target, view):
+    return (view.config.get("display_name") if view else "") or target.app
+
+
 def unreachable(target, view, detail, status=502, now=None):
     """The Refusal for a worker that could not be reached (or answered nothing usable)."""
     states = environment_states(view, chosen=target.environment, now=now) if view is not None else []
     env = next((s for s in states if s.name == target.environment), None)
-    message = f"Environment {target.environment} did not answer for {target.app}: {detail}."
+    display, where = _display(target, view), target.environment
+    message = f"Environment {where} did not answer for {display}: {detail}."
     if env is not None and env.status == contract.OFFLINE:
         message += f" The environment is offline ({env.reason})."
+    if status == 502:
+        title = f"{display} did not answer on {where}"
+        advice = (f"Try again in a few seconds. If it lasts, an operator should check that the web process of {where} "
+                  "runs and that the supervisor can reach it; the supervisor's admin shows it under Environments.")
+    else:
+        title = f"{display} took too long to answer on {where}"
+        advice = (f"Try again. If it keeps happening, an operator should look at what {display} is doing on {where} "
+                  "(the supervisor waits APP_PROXY_READ_TIMEOUT seconds for its answer).")
     return Refusal(
-        status, "unreachable", "Environment unreachable" if status == 502 else "Environment timed out", message,
-        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
-        environment=target.environment, environments=states if len(states) > 1 else [],
+        status, "unreachable", title, message, advice,
+        app=target.app, display_name=display, environment=where, environments=states if len(states) > 1 else [],
     )
 
 
 def refused_target(target, view, reason):
     """The Refusal for an environment whose address the proxy may not connect to (proxy.networks)."""
     return Refusal(
-        502, "refused-target", "Environment address not allowed",
+        502, "refused-target", f"{_display(target, view)} is unavailable: {target.environment}'s address is refused",
         f"The address of environment {target.environment} ({target.base_url}) is not an allowed proxy target: "
         f"{reason}. The supervisor does not connect there (APP_PROXY_ALLOWED_NETWORKS says where it may).",
-        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
-        environment=target.environment,
+        f"An operator should correct the ENVIRONMENT_PROXY_URL (or ENVIRONMENT_URL) of {target.environment}, or "
+        "the supervisor's APP_PROXY_ALLOWED_NETWORKS.",
+        app=target.app, display_name=_display(target, view), environment=target.environment,
     )
 
 
@@ -369,8 +448,8 @@ def too_large(target, view, limit):
         413, "too-large", "Request body too large",
         f"The request body is larger than the {describe_size(limit)} ({limit} bytes) this supervisor forwards to "
         f"{target.app} (APP_PROXY_MAX_BODY).",
-        app=target.app, display_name=(view.config.get("display_name") if view else "") or target.app,
-        environment=target.environment,
+        "Send a smaller request, or ask an operator to raise APP_PROXY_MAX_BODY on the supervisor.",
+        app=target.app, display_name=_display(target, view), environment=target.environment,
     )
 
 

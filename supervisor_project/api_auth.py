@@ -1,4 +1,4 @@
-"""Authentication and the common envelope of the JSON API (DESIGN.md, "JSON API").
+"""Authentication and the common envelope of the JSON API (docs/architecture.md, "JSON API").
 
 A request is let in by either
 

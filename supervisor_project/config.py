@@ -1,4 +1,4 @@
-"""Reads and validates the process configuration from environment variables (see DESIGN.md).
+"""Reads and validates the process configuration from environment variables (docs/architecture.md, "Configuration").
 
 Every problem is collected and reported at once, each naming the variable and the fix, so a
 misconfigured supervisor or worker stops at start instead of failing later in a request.
@@ -95,6 +95,7 @@ class Config:
     secret_key: str
     debug: bool
     hosted_apps: list = field(default_factory=list)
+    hosted_urlconf: str = ""  # the operator's URLconf, mounted beside the hosted admin; "" = the hosted admin alone
     allowed_hosts: list = field(default_factory=list)
     csrf_trusted_origins: list = field(default_factory=list)
     proxy_connect_timeout: float = DEFAULT_PROXY_CONNECT_TIMEOUT
@@ -102,6 +103,9 @@ class Config:
     shared_secret: str = ""
     proxy_allowed_networks: tuple | None = None  # None: anywhere but link-local and metadata addresses (proxy.networks)
     proxy_max_body: int | None = None  # bytes; None: no limit
+    alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
+    email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
+    default_from_email: str = ""
 
     @property
     def is_worker(self):
@@ -172,6 +176,32 @@ def _networks(env, var, problems):
     return tuple(networks)
 
 
+def _webhooks(env, var, problems):
+    """Comma-separated http(s) URLs, each listed once."""
+    urls = []
+    for url in (part.strip() for part in env.str(var, default="").split(",") if part.strip()):
+        if _http_url_problem(var, url):
+            problems.append(f"{var} lists {url!r}, which is not an http(s) URL; list the receivers' addresses, "
+                            f"e.g. {var}=https://hooks.example.com/appsup,http://alerts:8080/in")
+        elif url in urls:
+            problems.append(f"{var} lists {url!r} twice (it would get every alert twice); list each URL once")
+        else:
+            urls.append(url)
+    return tuple(urls)
+
+
+def _email(env, problems):
+    """Django's EMAIL_* settings from EMAIL_URL (django-environ's e-mail URL), for the alerts' e-mail channels."""
+    if not env.str("EMAIL_URL", default=""):
+        return {}
+    try:
+        return env.email_url("EMAIL_URL")
+    except (ImproperlyConfigured, ValueError) as exc:
+        problems.append(f"EMAIL_URL is not an e-mail URL ({exc}); use e.g. smtp+tls://user:password@mail.example.com:587 "
+                        "or consolemail://")
+        return {}
+
+
 def _is_module(path):
     try:
         return importlib.util.find_spec(path) is not None
@@ -209,6 +239,18 @@ def _hosted_apps(env, problems):
     return hosted
 
 
+def _hosted_urlconf(env, problems):
+    """The dotted path of an importable module, or "". Only whether it exists is checked here: importing it runs
+    the operator's views, which need Django set up (workers/hosted_urls.py checks its urlpatterns then)."""
+    path = env.str("APP_HOSTED_URLCONF", default="").strip()
+    if path and not _is_module(path):
+        problems.append(
+            f"APP_HOSTED_URLCONF={path!r} is not an importable module; give the dotted module path of your "
+            "URLconf, e.g. samples.notes.urls"
+        )
+    return path
+
+
 def _database(env, storage_dir, mode, problems):
     if env.str("DATABASE_URL", default=""):
         try:
@@ -228,7 +270,10 @@ def _database(env, storage_dir, mode, problems):
         return {}
     if dialect == "sqlite":
         name = env.str("DB_DATABASE", default="") or str(storage_dir / f"{mode or 'single'}.sqlite3")
-        return {"ENGINE": DIALECTS["sqlite"], "NAME": name}
+        # The web, the controller and commands such as ensureadmin write to one file: a transaction takes the write
+        # lock when it begins (IMMEDIATE) and waits for it, rather than failing "database is locked" when a
+        # deferred one cannot upgrade its read lock.
+        return {"ENGINE": DIALECTS["sqlite"], "NAME": name, "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}}
     name = env.str("DB_DATABASE", default="")
     if not name:
         problems.append("DB_DATABASE is required with DB_DIALECT=postgres; name this process's own database")
@@ -322,6 +367,8 @@ def load(environ_map=None):
     proxy_read_timeout = _seconds(env, "APP_PROXY_READ_TIMEOUT", DEFAULT_PROXY_READ_TIMEOUT, problems)
     proxy_allowed_networks = _networks(env, "APP_PROXY_ALLOWED_NETWORKS", problems)
     proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
+    alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
+    email = _email(env, problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -332,6 +379,7 @@ def load(environ_map=None):
     debug = debug_raw in ("1", "true", "yes", "on")
 
     hosted_apps = _hosted_apps(env, problems)
+    hosted_urlconf = _hosted_urlconf(env, problems)
 
     shared_secret = env.str("APP_SHARED_SECRET", default="")
     if mode and not shared_secret:
@@ -368,6 +416,7 @@ def load(environ_map=None):
         secret_key=secret_key,
         debug=debug,
         hosted_apps=hosted_apps,
+        hosted_urlconf=hosted_urlconf,
         allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
         proxy_connect_timeout=proxy_connect_timeout,
@@ -375,4 +424,7 @@ def load(environ_map=None):
         shared_secret=shared_secret,
         proxy_allowed_networks=proxy_allowed_networks,
         proxy_max_body=proxy_max_body,
+        alert_webhooks=alert_webhooks,
+        email=email,
+        default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
     )

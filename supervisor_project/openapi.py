@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document of the JSON API (DESIGN.md, "JSON API"), served at ``GET /api/schema/``.
+"""The OpenAPI 3 document of the JSON API (docs/architecture.md, "JSON API"), served at ``GET /api/schema/``.
 
 Written by hand, next to the views it describes (apps.api, environments.api, supervisor_project.api_auth), and
 held to them by tests: tests/test_api_schema.py validates it against the OpenAPI specification and fuzzes every

@@ -1,6 +1,9 @@
-"""The one settings module for every role: configuration comes from environment variables only (DESIGN.md)."""
+"""The one settings module for every role: configuration comes from environment variables only
+(docs/architecture.md, "Configuration")."""
 
 from pathlib import Path
+
+from monitoring.queues import EnvironmentQueues
 
 from .config import BASE_DIR, BASE_INSTALLED_APPS, load
 
@@ -22,6 +25,7 @@ APP_SHARED_SECRET = CONFIG.shared_secret
 APP_STORAGE_DIR = CONFIG.storage_dir
 # Extra Django apps every hosted application gets (its tables live in each application's own database).
 APP_HOSTED_APPS = CONFIG.hosted_apps
+APP_HOSTED_URLCONF = CONFIG.hosted_urlconf  # mounted at /apps/<name>/ beside the hosted admin (workers/hosted_urls.py)
 # Seconds a sequential start waits for each environment unless told otherwise.
 APP_COMMAND_TIMEOUT = 120
 APP_PROXY_CONNECT_TIMEOUT = CONFIG.proxy_connect_timeout
@@ -30,6 +34,12 @@ APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
 # addresses), and the largest request body it forwards (bytes; None: no limit). See proxy.networks, proxy.forward.
 APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
 APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
+# Where runsupervisor POSTs alerts (a tuple of URLs), besides the channels added in the admin (alerts/).
+APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
+# Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
+globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
+if CONFIG.default_from_email:
+    DEFAULT_FROM_EMAIL = CONFIG.default_from_email
 
 SECRET_KEY = CONFIG.secret_key
 DEBUG = CONFIG.debug
@@ -49,8 +59,9 @@ if APP_MODE == "worker":
 LOGIN_URL = "admin:login"
 
 # config.BASE_INSTALLED_APPS (our apps first, so that `runworker` is the agent's, not channels'), then the extra
-# apps of hosted applications.
-INSTALLED_APPS = [*BASE_INSTALLED_APPS, *APP_HOSTED_APPS]
+# apps of hosted applications, where applications are hosted: a supervisor only forwards to them, and its admin
+# must not offer the operator's models.
+INSTALLED_APPS = [*BASE_INSTALLED_APPS, *(APP_HOSTED_APPS if APP_MODE != "supervisor" else [])]
 
 MIDDLEWARE = [
     # Workers only (it steps aside elsewhere): mounts hosted applications at /apps/<name>/. Outermost, so that it
@@ -114,9 +125,11 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-RQ = {"COMMIT_MODE": "on_db_commit"}
-# Queues are one per environment and built at run time (workers/commands.py); nothing to declare here.
-RQ_QUEUES = {}
+# QUEUE_CLASS: the queues django-rq builds itself, i.e. its dashboard's (ours are built by exchange/channel.py).
+RQ = {"COMMIT_MODE": "on_db_commit", "QUEUE_CLASS": "monitoring.dashboard.DashboardQueue"}
+# Queues are one per environment and built at run time (exchange/channel.py). django-rq's dashboard (in the admin)
+# lists those of the environments in the database, read whenever it looks.
+RQ_QUEUES = EnvironmentQueues()
 
 LOGGING = {
     "version": 1,

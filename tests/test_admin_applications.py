@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from apps import lifecycle
 from apps.models import Application, Placement
+from environments.models import Environment
 from exchange import cache as config_cache
 from exchange import contract, redis_client, status
 from exchange.channel import queue_for
@@ -248,7 +249,9 @@ def test_change_page_shows_each_placement_with_its_error_and_traceback(admin_cli
 
     table = html[html.index('class="appsup-placements-table"'):]
     table = table[:table.index("</table>")]
-    rows = re.findall(r"<tr>.*?</tr>", table, re.DOTALL)[1:]
+    rows = re.findall(r"<tr[ >].*?</tr>", table, re.DOTALL)[1:]
+    assert 'data-live-placement="crm:env_b" data-state="running"' in rows[0]
+    assert 'data-live-placement="crm:env_a" data-state="error"' in rows[1]
     assert ">env_b</a>" in rows[0] and "appsup-badge-running" in rows[0] and "<details" not in rows[0]
     assert ">env_a</a>" in rows[1] and "appsup-badge-error" in rows[1] and "RuntimeError: disk full" in rows[1]
     assert re.search(r"<details class=\"appsup-traceback\">\s*<summary>Traceback</summary>\s*<pre>Traceback \(most",
@@ -310,7 +313,9 @@ def test_confirming_the_start_action_starts_every_selected_application(admin_cli
     assert response.redirect_chain[-1][0] == changelist_url()
     [(crm_level, crm), (erp_level, erp)] = messages_of(response)
     assert crm_level == erp_level == "success"
-    assert crm.startswith("crm (start) — env_a: running (") and erp.startswith("erp (start) — env_a: running (")
+    assert re.fullmatch(r"Started crm on env_a \(\d+\.\d s\)\.", crm)
+    assert re.fullmatch(r"Started erp on env_a \(\d+\.\d s\)\.", erp)
+    assert '<li class="success">Started crm on env_a (' in response.content.decode()  # not "Crm"
     placements = dict(Placement.objects.values_list("application__name", "state"))
     assert placements == {"crm": contract.RUNNING, "erp": contract.RUNNING, "wiki": contract.STOPPED}
     assert Application.objects.get(name="crm").desired_state == contract.RUNNING
@@ -330,9 +335,9 @@ def test_stop_and_restart_buttons_run_after_confirmation(admin_client):
     assert stopped.redirect_chain[-1][0] == app_url("change", "crm")
     assert state_after_stop == contract.STOPPED
     [(level, text)] = messages_of(stopped)
-    assert level == "success" and text.startswith("crm (stop) — env_a: stopped (")
+    assert level == "success" and text.startswith("Stopped crm on env_a (")
     [(level, text)] = messages_of(restarted)
-    assert level == "success" and text.startswith("crm (restart) — env_a: running (")
+    assert level == "success" and text.startswith("Restarted crm on env_a (")
     assert Placement.objects.get().state == contract.RUNNING
 
 
@@ -344,12 +349,11 @@ def test_start_on_an_offline_environment_reports_it_and_leaves_the_start_pending
 
     response = admin_client.post(changelist_url(), select("start", "crm", post="yes"), follow=True)
 
-    [(level, text), (skip_level, skipped)] = messages_of(response)
-    assert level == "error"
-    assert text.startswith("crm (start) — env_b: FAILED: environment env_b is offline: last heartbeat")
-    assert skip_level == "warning" and skipped == (
-        "crm stays desired running: pending on env_b, env_a; "
-        "the controller completes the start there once env_b is back online.")
+    [(level, text)] = messages_of(response)  # one message for the application, whatever its environments
+    assert level == "warning"
+    assert re.fullmatch(
+        r"Environment env_b is offline: last heartbeat \d+ s ago \(timeout \d+ s\)\. crm stays desired running: "
+        r"the controller completes the start on env_b, env_a once env_b is back online\.", text), text
     assert queue_for("env_a").count == 0
     assert Application.objects.get(name="crm").desired_state == contract.RUNNING
 
@@ -429,13 +433,12 @@ def test_bulk_delete_keeps_an_application_whose_environment_is_offline(admin_cli
     assert list(Application.objects.values_list("name", flat=True)) == ["erp"]
     found = messages_of(response)
     # Nothing is sent anywhere while one of its environments is offline: erp keeps running on env_a.
-    assert [level for level, _ in found] == ["error", "error", "success"]
-    assert found[0][1].startswith("erp (remove) — env_b: FAILED: environment env_b is offline")
-    assert found[1][1] == (
-        "erp was not deleted: it is deleted once every environment has removed it, and env_b has not. "
-        "Bring env_b back online and try again."
-    )
-    assert found[2] == ("success", "Deleted crm.")
+    assert [level for level, _ in found] == ["error", "success"]
+    assert re.fullmatch(
+        r"erp was not deleted: it is deleted once every environment has removed it, and env_b has not \(environment "
+        r"env_b is offline: last heartbeat \d+ s ago \(timeout \d+ s\)\)\. Bring env_b back online and try again\.",
+        found[0][1]), found[0][1]
+    assert found[1] == ("success", "Deleted crm.")
 
 
 # -- convergence ------------------------------------------------------------------------------------------------
@@ -471,3 +474,166 @@ def test_the_list_shows_drift_what_it_waits_for_the_next_retry_and_the_last_erro
     assert [a.name for a in attention] == ["crm", "erp"]
     calm = admin_client.get(changelist_url(), {"attention": "no"}).context["cl"].result_list
     assert [a.name for a in calm] == ["hr"]
+
+
+# -- live updates, links, dates -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_each_placement_is_marked_for_live_updates_with_an_open_link_shown_while_it_runs(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a", "env_b"])
+    status.write(r, "crm", "env_a", contract.RUNNING)
+    mirror()
+
+    html = row(admin_client.get(changelist_url()), "crm")
+
+    at = Placement.objects.get(environment__name="env_a").state_at
+    assert f'data-live-placement="crm:env_a" data-state="running" data-at="{at.isoformat()}"' in html
+    assert ('<a class="appsup-open" href="/apps/crm/?_env=env_a" target="_blank" rel="noopener" '
+            'data-open="crm:env_a" title="open crm on env_a">Open</a>') in html
+    assert ('<a class="appsup-open" href="/apps/crm/?_env=env_b" target="_blank" rel="noopener" '
+            'data-open="crm:env_b" title="open crm on env_b" hidden>Open</a>') in html  # stopped there
+    assert 'data-live-placement="crm:env_b" data-state="stopped" data-at=""' in html
+    assert 'data-live-fragment="states:crm"' in html and 'data-live-fragment="attention:crm"' in html
+
+
+@pytest.mark.django_db
+def test_list_and_change_pages_load_the_live_script(admin_client):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+
+    for url in (changelist_url(), app_url("change", "crm")):
+        html = admin_client.get(url).content.decode()
+        assert '<script src="/static/live/live.js"></script>' in html
+        assert 'href="/static/live/live.css"' in html
+
+
+def test_the_live_script_and_stylesheet_are_served():
+    from django.contrib.staticfiles import finders
+
+    script = open(finders.find("live/live.js")).read()
+    assert "/ws/events/" in script and "live-status" in script
+    assert "innerHTML" not in script  # event data is written as text, never as markup
+    assert finders.find("live/live.css")
+
+
+@pytest.mark.django_db
+def test_the_list_shows_the_last_error_with_its_time(admin_client, r):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a", "env_b"])
+    create_application("erp", ["env_a"])
+    create_application("hr", ["env_a"])
+    status.write(r, "crm", "env_b", contract.ERROR, error="RuntimeError: disk full")
+    mirror()
+    earlier = timezone.now() - timedelta(minutes=5)
+    Application.objects.filter(name="crm").update(last_error="start failed on env_a: old", last_error_at=earlier)
+    Application.objects.filter(name="erp").update(last_error="start failed on env_a: gone", last_error_at=earlier)
+
+    response = admin_client.get(changelist_url())
+
+    crm, erp, hr = (row(response, name) for name in ("crm", "erp", "hr"))
+    at = Placement.objects.get(application__name="crm", environment__name="env_b").state_at
+    assert re.search(r'<div class="appsup-last-error">last error: <span class="appsup-error" title="env_b: '
+                     r'RuntimeError: disk full">env_b: RuntimeError: disk full</span><br><time class="appsup-time" '
+                     r'datetime="' + re.escape(at.isoformat()) + r'" data-live-time>', crm)  # the newer of the two
+    # An old failure of an application now in sync is shown, quietly.
+    assert "stopped · in sync" in erp
+    assert ('<span class="appsup-muted" title="start failed on env_a: gone">start failed on env_a: gone</span>'
+            in erp and "5 min ago" in erp)
+    assert "last error" not in hr
+
+
+@pytest.mark.django_db
+def test_a_degraded_environment_needs_attention(admin_client):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_b"])
+    Environment.objects.filter(name="env_a").update(web_ok=False, problem="its web does not answer")
+
+    response = admin_client.get(changelist_url())
+
+    assert "env_a: degraded" in row(response, "crm") and "stopped · in sync" in row(response, "erp")
+    attention = admin_client.get(changelist_url(), {"attention": "yes"}).context["cl"].result_list
+    assert [a.name for a in attention] == ["crm"]
+    assert [a.name for a in Application.objects.filter(Application.objects.needing_attention())] == ["crm"]
+
+
+@pytest.mark.django_db
+def test_the_environment_filter_has_no_dash_choice(admin_client):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a"])
+
+    response = admin_client.get(changelist_url())
+
+    [environments] = [f for f in response.context["cl"].filter_specs if f.title == "environments"]
+    choices = [c["display"] for c in environments.choices(response.context["cl"])]
+    assert choices == ["All", "env_a", "env_b"]
+
+
+@pytest.mark.django_db
+def test_change_page_dates_are_local_time_with_zone_and_how_long_ago(admin_client, r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    entry = status.write(r, "crm", "env_a", contract.RUNNING)
+    mirror()
+
+    html = admin_client.get(app_url("change", "crm")).content.decode()
+
+    at = Placement.objects.get().state_at
+    assert abs(at.timestamp() - entry["at"]) < 0.001
+    assert (f'<time class="appsup-time" datetime="{at.isoformat()}" data-live-time><span class="appsup-at">{at:%Y-%m-%d %H:%M:%S} UTC</span> · '
+            '<span class="appsup-ago" data-ago>') in html
+    created = Application.objects.get().created_at
+    assert f'datetime="{created.isoformat()}"' in html
+    assert " a.m." not in html and " p.m." not in html
+
+
+@pytest.mark.django_db
+def test_view_site_leads_to_a_page_of_open_links_for_each_application(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_b", "env_a"], display_name="Customer relations")
+    create_application("erp", ["env_a"])
+    status.write(r, "crm", "env_b", contract.RUNNING)
+    mirror()
+    open_page = reverse("admin:apps_application_open")
+
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    response = admin_client.get(open_page)
+
+    assert f'<a href="{open_page}">View site</a>' in index
+    html = response.content.decode()
+    assert response.status_code == 200 and "Customer relations" in html
+    assert re.search(r'data-open="crm:env_b" title="open crm on env_b">Open</a>', html)
+    assert re.search(r'data-open="crm:env_a" title="open crm on env_a" hidden>Open</a>', html)
+    assert 'data-live-placement="erp:env_a" data-state="stopped"' in html
+    assert html.index("crm:env_b") < html.index("crm:env_a")  # in start order
+
+
+@pytest.mark.django_db
+def test_the_open_page_is_for_staff_only(client):
+    response = client.get(reverse("admin:apps_application_open"))
+    assert response.status_code == 302 and "/admin/login/" in response.url
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_start_reports_one_message_per_application_whatever_its_environments(admin_client):
+    with ThreadAgent("env_a"), ThreadAgent("env_b"):
+        create_application("crm", ["env_b", "env_a"])
+        create_application("erp", ["env_a", "env_b"])
+
+        response = admin_client.post(changelist_url(), select("start", "crm", "erp", post="yes"), follow=True)
+
+    [(crm_level, crm), (erp_level, erp)] = messages_of(response)
+    assert crm_level == erp_level == "success"
+    assert re.fullmatch(r"Started crm on env_b \(\d+\.\d s\), env_a \(\d+\.\d s\)\.", crm), crm
+    assert re.fullmatch(r"Started erp on env_a \(\d+\.\d s\), env_b \(\d+\.\d s\)\.", erp), erp

@@ -2,6 +2,8 @@
 
 import re
 import time
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.db import connection
@@ -52,15 +54,18 @@ def _controller(controller_running):
     pass
 
 
-def test_changelist_shows_each_registration_with_a_heartbeat_age(admin_client):
-    register_environment("env_a", proxy_url="http://proxy-a.test:9000", heartbeat_at=time.time() - 120)
+def test_changelist_shows_each_registration_with_its_heartbeat_time_and_age(admin_client):
+    heartbeat = time.time() - 120
+    register_environment("env_a", proxy_url="http://proxy-a.test:9000", heartbeat_at=heartbeat)
 
     html = row(changelist(admin_client), "env_a")
 
     assert "1.0.0" in html
     assert "http://env_a.test:8000" in html
-    assert "http://proxy-a.test:9000" in html
-    assert "2\xa0minutes ago" in html
+    assert "proxy: http://proxy-a.test:9000" in html
+    at = datetime.fromtimestamp(heartbeat, tz=dt_timezone.utc)
+    assert (f'<time class="appsup-time" datetime="{at.isoformat()}" data-live-time><span class="appsup-at">{at:%Y-%m-%d %H:%M:%S} UTC</span> · '
+            '<span class="appsup-ago" data-ago>2 min ago</span></time>') in html
     assert "appsup-badge-online" in html
 
 
@@ -146,8 +151,8 @@ def test_online_environment_cannot_be_deleted_and_the_page_says_why(admin_client
 
     for response in (page, posted):
         assert response.redirect_chain[-1][0] == change_url("env_a")
-        reason = "environment env_a is online; stop its worker first (a live worker registers again)"
-        assert ("error", f"Cannot delete {reason}.") in messages_of(response)
+        assert ("error", "Environment env_a cannot be deleted while it is online: its worker would register it "
+                "again. Stop its worker (runworker) first; once it shows offline, delete it.") in messages_of(response)
     assert Environment.objects.filter(name="env_a").exists()
 
 
@@ -159,7 +164,8 @@ def test_offline_environment_that_hosts_applications_cannot_be_deleted(admin_cli
 
     assert response.status_code == 200
     [(level, text)] = messages_of(response)
-    assert level == "error" and "hosts crm" in text and "delete those applications first" in text
+    assert level == "error" and text == (
+        "Environment env_a cannot be deleted while it hosts applications (crm). Delete those applications first.")
     assert Environment.objects.filter(name="env_a").exists()
 
 
@@ -189,7 +195,8 @@ def test_bulk_delete_confirms_only_environments_that_may_go(admin_client):
     assert [e.name for e in confirmation.context["queryset"]] == ["env_b"]
     errors = [text for level, text in messages_of(confirmation) if level == "error"]
     assert len(errors) == 2
-    assert "env_a is online" in errors[0] and "env_c hosts crm" in errors[1]
+    assert "env_a cannot be deleted while it is online" in errors[0]
+    assert "env_c cannot be deleted while it hosts applications (crm)" in errors[1]
 
     done = admin_client.post(reverse(CHANGELIST), {**selected, "_selected_action": [pks["env_b"]], "post": "yes"},
                              follow=True)
@@ -253,3 +260,47 @@ def test_an_environment_whose_registration_does_not_verify_is_shown_rejected_wit
 
     assert "appsup-badge-rejected" in html and "not signed with this deployment&#x27;s APP_SHARED_SECRET" in html
     assert "attacker.example" not in html
+
+
+def test_each_environment_is_marked_for_live_updates(admin_client):
+    register_environment("env_a")
+    register_environment("env_b", heartbeat_at=0)
+    Environment.objects.filter(name="env_a").update(web_ok=False, problem="its web does not answer")
+
+    response = changelist(admin_client)
+
+    env_a, env_b = row(response, "env_a"), row(response, "env_b")
+    assert 'data-live-environment="env_a" data-status="degraded"' in env_a
+    assert "its web does not answer" in env_a
+    assert 'data-live-environment="env_b" data-status="offline"' in env_b
+    assert 'data-live-fragment="status:env_b"' in env_b and 'data-live-fragment="heartbeat:env_b"' in env_b
+    assert '<script src="/static/live/live.js"></script>' in response.content.decode()
+
+
+def test_change_page_dates_are_local_time_with_zone_and_how_long_ago(admin_client, r):
+    register_environment("env_a", heartbeat_at=time.time() - 30)
+    registry.withdraw(r, {"name": "env_a", "url": "http://env_a.test:8000"})
+    mirror()
+
+    html = admin_client.get(change_url("env_a")).content.decode()
+
+    env = Environment.objects.get()
+    for moment in (env.first_seen_at, env.last_heartbeat_at, env.stopped_at):
+        assert (f'<time class="appsup-time" datetime="{moment.isoformat()}" data-live-time>'
+                f'<span class="appsup-at">{moment:%Y-%m-%d %H:%M:%S} UTC</span> · <span class="appsup-ago" data-ago>') in html
+    assert "30 s ago" in html
+    assert " a.m." not in html and " p.m." not in html
+
+
+def test_change_page_marks_hosted_applications_for_live_updates(admin_client, r):
+    from exchange import status
+
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    status.write(r, "crm", "env_a", contract.RUNNING)
+    mirror()
+
+    html = admin_client.get(change_url("env_a")).content.decode()
+
+    assert '<li class="appsup-placement" data-live-placement="crm:env_a" data-state="running"' in html
+    assert 'href="/apps/crm/?_env=env_a"' in html

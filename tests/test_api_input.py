@@ -1,6 +1,6 @@
-"""What the JSON API does with request bodies it should not take (DESIGN.md, "Trust"): too large (413), not JSON
-or too deeply nested (400), not application/json (415), wrongly typed fields (400 naming them). Nothing of it is
-ever stored, and none of it is a 500."""
+"""What the JSON API does with request bodies it should not take (docs/architecture.md, "Trust"): too large (413),
+not JSON or too deeply nested (400), not application/json (415), wrongly typed fields (400 naming them). Nothing of
+it is ever stored, and none of it is a 500."""
 
 import json
 

@@ -160,13 +160,19 @@ def test_the_proxy_timeouts_have_defaults_and_take_fractions_of_a_second():
 def test_the_default_database_is_sqlite_under_the_storage_directory(tmp_path):
     config = load({"APP_STORAGE_DIR": str(tmp_path), **SUPERVISOR})
     assert config.storage_dir == tmp_path.resolve()
-    assert config.database == {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "supervisor.sqlite3")}
+    assert config.database["ENGINE"] == "django.db.backends.sqlite3"
+    assert config.database["NAME"] == str(tmp_path / "supervisor.sqlite3")
     assert load({}).storage_dir == BASE_DIR / "storage"
 
 
 def test_sqlite_takes_db_database_as_its_file():
     config = load({"DB_DIALECT": "sqlite", "DB_DATABASE": "/data/own.sqlite3"})
-    assert config.database == {"ENGINE": "django.db.backends.sqlite3", "NAME": "/data/own.sqlite3"}
+    assert config.database["NAME"] == "/data/own.sqlite3"
+
+
+def test_sqlite_transactions_wait_for_the_write_lock_instead_of_failing_on_upgrade():
+    # The web, the controller and management commands write to the same file at once.
+    assert load({}).database["OPTIONS"] == {"transaction_mode": "IMMEDIATE", "timeout": 20}
 
 
 @pytest.mark.parametrize("dialect", ["postgres", "postgresql", "POSTGRES"])
@@ -369,3 +375,42 @@ def test_app_proxy_max_body_is_bytes_or_a_size_with_a_unit(value, size):
 def test_a_bad_app_proxy_max_body_is_refused_naming_it(value):
     problems, _ = problems_of(dict(SUPERVISOR, APP_PROXY_MAX_BODY=value))
     assert len(problems) == 1 and problems[0].startswith(f"APP_PROXY_MAX_BODY={value!r} is not a size above 0")
+
+
+def test_app_alert_webhooks_is_a_list_of_http_urls_and_none_by_default():
+    assert load(SUPERVISOR).alert_webhooks == ()
+    config = load(dict(SUPERVISOR, APP_ALERT_WEBHOOKS=" https://hooks.example.com/a, ,http://alerts:8080/in,"))
+    assert config.alert_webhooks == ("https://hooks.example.com/a", "http://alerts:8080/in")
+
+
+@pytest.mark.parametrize("value, wrong, reason", [
+    ("ftp://hooks.example.com/a", "ftp://hooks.example.com/a", "is not an http(s) URL"),
+    ("https://ok.example.com,hooks.example.com/a", "hooks.example.com/a", "is not an http(s) URL"),
+    ("http://:80/x", "http://:80/x", "is not an http(s) URL"),
+    ("http://a.example.com,http://a.example.com", "http://a.example.com", "twice"),
+])
+def test_a_bad_or_repeated_url_in_app_alert_webhooks_is_refused_naming_it(value, wrong, reason):
+    problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_WEBHOOKS=value))
+    assert len(problems) == 1 and problems[0].startswith(f"APP_ALERT_WEBHOOKS lists {wrong!r}")
+    assert reason in problems[0]
+
+
+def test_manage_py_reports_a_bad_alert_webhook_without_a_traceback(tmp_path):
+    result = _manage("check", APP_ALERT_WEBHOOKS="hooks.example.com", APP_STORAGE_DIR=str(tmp_path), **SUPERVISOR)
+    assert result.returncode == 2, result
+    assert "APP_ALERT_WEBHOOKS lists 'hooks.example.com', which is not an http(s) URL" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_email_url_gives_the_alerts_mail_settings():
+    config = load({**SUPERVISOR, "EMAIL_URL": "smtp+tls://alerts:pw@mail.example.com:587",
+                   "DEFAULT_FROM_EMAIL": "appsup@example.com"})
+    assert config.email["EMAIL_HOST"] == "mail.example.com" and config.email["EMAIL_PORT"] == 587
+    assert config.email["EMAIL_USE_TLS"] is True and config.email["EMAIL_HOST_USER"] == "alerts"
+    assert config.default_from_email == "appsup@example.com"
+    assert load(SUPERVISOR).email == {}  # Django's defaults
+
+
+def test_an_email_url_that_is_not_one_is_refused_naming_it():
+    with pytest.raises(ConfigError, match="EMAIL_URL is not an e-mail URL"):
+        load({**SUPERVISOR, "EMAIL_URL": "carrier-pigeon://loft"})

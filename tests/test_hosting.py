@@ -256,7 +256,7 @@ def test_mount_points_redirect_into_the_application(client):
 @pytest.mark.parametrize(
     ("state", "error", "status_code", "code", "text"),
     [
-        (None, "", 503, "not_started", "has not been started on environment env_a"),
+        (None, "", 503, "not_started", "is stopped on environment env_a: it has not been started here yet"),
         (contract.STOPPED, "", 503, "stopped", "is stopped on environment env_a"),
         (contract.STOPPING, "", 503, "stopping", "is stopping on environment env_a"),
         (contract.STARTING, "", 503, "starting", "is starting on environment env_a"),
@@ -280,12 +280,27 @@ def test_an_application_that_is_not_running_here_gets_a_page_that_says_why(
     assert answer.status_code == status_code
     body = answer.json()
     assert body["code"] == code and text in body["error"]
-    assert (body["app"], body["environment"], body["state"]) == ("crm", ENV, state or "")
+    # Never started here is stopped, as the supervisor's admin shows it.
+    assert (body["app"], body["environment"], body["state"]) == ("crm", ENV, state or contract.STOPPED)
     assert body["reason"] == error
     if state == contract.STARTING:
         assert page["Retry-After"] == answer["Retry-After"] == "5"
     else:
         assert not page.has_header("Retry-After")
+
+
+def test_a_never_started_application_is_stopped_here_and_the_page_says_how_to_start_it(client):
+    configure("crm")  # no status reported yet, as the supervisor's admin shows it: stopped
+
+    page = client.get("/apps/crm/admin/").content.decode()
+    assert "<h1>CRM is stopped</h1>" in page
+    assert "This application is stopped on environment env_a" in page
+    assert "An operator can start it from the supervisor&#x27;s admin: Applications → crm → Start." in page
+    assert 'data-code="not_started"' in page and "<code>not_started</code></footer>" in page
+
+    answer = client.get("/apps/crm/admin/", headers={"Accept": "application/json"}).json()
+    assert (answer["code"], answer["state"]) == ("not_started", contract.STOPPED)
+    assert answer["advice"] == "An operator can start it from the supervisor's admin: Applications → crm → Start."
 
 
 def test_an_unknown_application_is_404(client):

@@ -377,7 +377,7 @@ def test_a_stopped_application_is_a_503_page(proxy_url, r, upstream_a):
     publish(r, "crm", ["env_a"], {"env_a": contract.STOPPED})
     response = requests.get(f"{proxy_url}/apps/crm/admin/", timeout=10)
     assert response.status_code == 503
-    assert "crm is not running on environment env_a (state: stopped)" in response.text
+    assert "CRM is stopped on environment env_a." in response.text
     assert upstream_a.last() is None
 
 

@@ -1,4 +1,4 @@
-"""Losing Redis fails no request of a running application (DESIGN.md, "Convergence"), end to end.
+"""Losing Redis fails no request of a running application (docs/architecture.md, "Convergence"), end to end.
 
 Everything runs as deployed, configured by environment variables: a Redis server of the test's own (started without
 persistence, so a restart loses everything; the shared test Redis is not used because this test kills its server),

@@ -6,7 +6,8 @@
    once when an event says it changed; the last known view kept through Redis outages and losses; never the
    supervisor's database) and answers 404/503 with a page that says why unless the application is placed on
    this environment and running here;
-2. otherwise serves it with the hosted site (workers/hosted_urls.py), the request mounted at /apps/<name>/:
+2. otherwise serves it with the hosted site (workers/hosted_urls.py: the hosted admin at admin/, the operator's
+   APP_HOSTED_URLCONF beside it), the request mounted at /apps/<name>/:
    the script prefix is set, so every URL the application generates (redirects, admin links, the relative
    STATIC_URL) carries it; the hosted Django apps read and write the application's own database
    (workers.routing.current_database);
@@ -22,6 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from http.cookies import Morsel
+from importlib import import_module
 
 import redis
 from django.conf import settings
@@ -47,7 +49,8 @@ STARTING_RETRY_AFTER = 5
 
 @dataclass(frozen=True)
 class Unavailable:
-    """Why a hosted application cannot answer this request."""
+    """Why a hosted application cannot answer this request, in words (TITLE, MESSAGE, ADVICE: what to do) and as a
+    machine code (CODE) for automation."""
 
     status: int
     code: str
@@ -56,47 +59,62 @@ class Unavailable:
     state: str = ""
     reason: str = ""
     retry_after: int | None = None
+    advice: str = ""
+
+
+def _start_advice(name, who="An operator can start it"):
+    # A worker does not know the supervisor's address, so the page names the place rather than linking to it.
+    return f"{who} from the supervisor's admin: Applications → {name} → Start."
 
 
 def availability(name, view, environment):
     """None when NAME's VIEW says it is served here, else why not."""
     if view is None:
-        return Unavailable(404, "unknown_app", "Unknown application", f"There is no application named “{name}”.")
+        return Unavailable(404, "unknown_app", "Unknown application", f"There is no application named “{name}”.",
+                           advice="Check the address: applications are reached at /apps/<name>/.")
     title = view.config.get("display_name") or name
     if environment not in view.environment_names:
         where = ", ".join(view.environment_names) or "no environment"
         return Unavailable(
             404, "not_on_this_environment", f"{title} is not hosted here",
             f"Application “{name}” is not placed on environment {environment} (it runs on: {where}).",
+            advice="Open it through the supervisor (/apps/" + name + "/ there), which sends you to an environment "
+            "that hosts it.",
         )
     entry = view.statuses.get(environment)
     state = (entry or {}).get("state")
     if state == contract.RUNNING:
         return None
     if state is None:
-        return Unavailable(503, "not_started", f"{title} is not started",
-                           f"Application “{name}” has not been started on environment {environment} yet.")
+        # Nothing reported yet: the application has never been started here, which the supervisor's admin shows as
+        # stopped (this worker is the environment, so it is not offline).
+        return Unavailable(503, "not_started", f"{title} is stopped",
+                           f"This application is stopped on environment {environment}: it has not been started here "
+                           "yet.", state=contract.STOPPED, advice=_start_advice(name))
     if state == contract.STARTING:
         return Unavailable(
             503, "starting", f"{title} is starting",
-            f"Application “{name}” is starting on environment {environment}. Try again in a few seconds.",
-            state=state, retry_after=STARTING_RETRY_AFTER,
+            f"This application is starting on environment {environment}.",
+            state=state, retry_after=STARTING_RETRY_AFTER, advice="Try again in a few seconds: this page can simply "
+            "be reloaded.",
         )
     if state == contract.STOPPING:
         return Unavailable(503, "stopping", f"{title} is stopping",
-                           f"Application “{name}” is stopping on environment {environment}.", state=state)
+                           f"This application is stopping on environment {environment}.", state=state,
+                           advice=_start_advice(name, "Once it has stopped, an operator can start it again"))
     if state == contract.STOPPED:
-        return Unavailable(
-            503, "stopped", f"{title} is stopped",
-            f"Application “{name}” is stopped on environment {environment}. An operator can start it from the "
-            "supervisor.", state=state,
-        )
+        return Unavailable(503, "stopped", f"{title} is stopped",
+                           f"This application is stopped on environment {environment}.", state=state,
+                           advice=_start_advice(name))
     if state == contract.ERROR:
         reason = (entry or {}).get("error") or "no reason was reported"
         return Unavailable(503, "error", f"{title} failed",
-                           f"Application “{name}” failed on environment {environment}.", state=state, reason=reason)
+                           f"This application failed on environment {environment}.", state=state, reason=reason,
+                           advice=f"An operator can read the error and its traceback in the supervisor's admin "
+                           f"(Applications → {name}), fix the cause and start it again.")
     return Unavailable(503, "unavailable", f"{title} is unavailable",
-                       f"Application “{name}” is in state {state!r} on environment {environment}.", state=state)
+                       f"This application is in state {state!r} on environment {environment}.", state=state,
+                       advice=_start_advice(name))
 
 
 def unavailable_response(request, name, problem):
@@ -104,7 +122,7 @@ def unavailable_response(request, name, problem):
     if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
         response = JsonResponse(
             {"error": problem.message, "code": problem.code, "app": name, "environment": environment,
-             "state": problem.state, "reason": problem.reason},
+             "state": problem.state, "reason": problem.reason, "advice": problem.advice or None},
             status=problem.status,
         )
     else:
@@ -174,6 +192,9 @@ class HostedApplicationMiddleware:
     def __init__(self, get_response):
         if settings.APP_MODE != "worker":
             raise MiddlewareNotUsed("only workers host applications")
+        # Now, at start: an APP_HOSTED_URLCONF without urlpatterns, or whose views do not import, stops the worker web
+        # (a ConfigError is reported as one, exit status 2) instead of failing every request of every application.
+        import_module(HOSTED_URLCONF)
         self.get_response = get_response
 
     def __call__(self, request):
@@ -194,8 +215,10 @@ class HostedApplicationMiddleware:
             log.warning("cannot read application %s from Redis: %s", name, exc)
             return unavailable_response(request, name, Unavailable(
                 503, "configuration_unavailable", "Configuration unavailable",
-                "This worker cannot read the applications' configuration (Redis is unreachable). Try again shortly.",
+                "This worker cannot read the applications' configuration (Redis is unreachable).",
                 retry_after=STARTING_RETRY_AFTER,
+                advice="Try again in a few seconds. If it lasts, an operator should check this worker's Redis "
+                "(APP_SUPERVISOR_REDIS_URL; its /readyz says what does not answer).",
             ))
         problem = availability(name, view, settings.ENVIRONMENT_NAME)
         if problem is not None:

@@ -30,7 +30,7 @@ def seconds(value):
 
 
 class Command(BaseCommand):
-    help = "Start APP on each of its environments in order, waiting for each before the next (DESIGN.md)."
+    help = "Start APP on each of its environments in order, waiting for each before the next (docs/architecture.md)."
 
     def add_arguments(self, parser):
         parser.add_argument("app", help="name of the application to start")

@@ -1,0 +1,212 @@
+"""What the events socket (/ws/events/) sends: the supervisor's change events (exchange.events), verified, from one
+Redis subscription per process shared by every open socket (``hub``).
+
+Anyone who can write to Redis can publish on the events channel, so an event is only a hint of where to look, and
+what is sent comes from where the truth is: a placement's state from its signed status entry (exchange.status;
+"unknown" while its environment is offline, as pages show it), an environment's status from the database, which
+the controller updates before it announces a change. An event naming nothing real, or whose entry does not verify,
+is dropped; one that only repeats what was sent already is dropped too.
+
+Messages, one JSON object each:
+
+- ``{"type": "placement", "app", "environment", "state", "error", "at"}`` (``at``: ISO 8601);
+- ``{"type": "environment", "name", "status", "problem", "last_heartbeat_at", ...}`` (the API's ENV);
+- ``{"type": "app", "name"}``: an application's configuration changed (created, started, stopped, removed);
+- ``{"type": "stream", "status": "live", "now"}`` once subscribed, again after a reconnection: events may have
+  been missed meanwhile, so whoever shows them reads the state afresh; ``now`` (Unix time) lets a browser allow
+  for its clock;
+- ``{"type": "stream", "status": "reconnecting", "problem"}`` while Redis is unreachable (retried with backoff).
+"""
+
+import asyncio
+import logging
+import os
+import time
+from datetime import datetime
+from datetime import timezone as dt_timezone
+
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from environments.api import environment_dict
+from environments.models import Environment
+from exchange import events, redis_client, status
+from exchange.contract import EVENTS_CHANNEL, NAME_RE, OFFLINE, STATUSES_KEY, UNKNOWN, status_field
+
+log = logging.getLogger("appsup.live")
+
+STREAM = "stream"
+LIVE = "live"
+RECONNECTING = "reconnecting"
+
+# Messages waiting for one socket; a socket further behind is skipped ahead (``Hub.broadcast``).
+QUEUE_LIMIT = 1000
+RETRY_FIRST, RETRY_CAP = 0.5, 5.0
+# How often the subscription loop wakes when nothing is published (it then notices a lost connection).
+POLL_SECONDS = 1.0
+
+
+def is_name(value):
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
+
+def iso_from_unix(seconds):
+    return datetime.fromtimestamp(seconds, tz=dt_timezone.utc).isoformat()
+
+
+def client_name():
+    """How this process's connections show in Redis's CLIENT LIST."""
+    return f"appsup-live-{os.getpid()}"
+
+
+def live_message():
+    return {"type": STREAM, "status": LIVE, "now": time.time()}
+
+
+def environment_message(name):
+    """The environment NAME as the API shows it, from the database, or None when there is none."""
+    environment = Environment.objects.filter(name=name).first()
+    return None if environment is None else {"type": events.ENVIRONMENT, **environment_dict(environment)}
+
+
+def environment_status(name):
+    environment = Environment.objects.filter(name=name).first()
+    return OFFLINE if environment is None else environment.status()
+
+
+class Verifier:
+    """Turns raw events into messages worth sending; remembers what it sent, to drop repeats."""
+
+    def __init__(self, redis):
+        self.redis = redis
+        self.sent = {}
+
+    async def message(self, raw):
+        event = events.decode(raw)
+        if event is None:
+            return None
+        kind = event["type"]
+        if kind == events.PLACEMENT:
+            return await self._placement(event.get("app"), event.get("environment"))
+        if kind == events.ENVIRONMENT:
+            name = event.get("name")
+            return self._new((kind, name), await database_sync_to_async(environment_message)(name)
+                             if is_name(name) else None)
+        if kind == events.APP:
+            name = event.get("name")
+            return {"type": kind, "name": name} if is_name(name) else None
+        return None  # the configuration cache was rebuilt: nothing a page shows
+
+    async def _placement(self, app, environment):
+        if not (is_name(app) and is_name(environment)):
+            return None
+        entry = status.decode(await self.redis.hget(STATUSES_KEY, status_field(app, environment)), app, environment)
+        if entry is None:
+            return None
+        offline = await database_sync_to_async(environment_status)(environment) == OFFLINE
+        return self._new((events.PLACEMENT, app, environment), {
+            "type": events.PLACEMENT,
+            "app": app,
+            "environment": environment,
+            "state": UNKNOWN if offline else entry["state"],
+            "error": entry.get("error") or None,
+            "at": iso_from_unix(entry["at"]),
+        })
+
+    def _new(self, key, message):
+        if message is None or self.sent.get(key) == message:
+            return None
+        self.sent[key] = message
+        return message
+
+
+class Hub:
+    """One subscription to the events channel for all the sockets of this process (and its event loop): started
+    by the first subscriber, ended with the last."""
+
+    def __init__(self, retry_first=RETRY_FIRST, retry_cap=RETRY_CAP):
+        self.retry_first, self.retry_cap = retry_first, retry_cap
+        self.queues = set()
+        self.task = None
+        self.status = None  # the last stream message: what a new subscriber is told first
+
+    def subscribe(self):
+        """A queue of messages for one socket."""
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.queues, self.status = set(), None
+            self.task = loop.create_task(self.run(), name="appsup-live-events")
+        queue = asyncio.Queue(QUEUE_LIMIT)
+        if self.status is not None:
+            queue.put_nowait(live_message() if self.status["status"] == LIVE else self.status)
+        self.queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue):
+        self.queues.discard(queue)
+        if not self.queues and self.task is not None:
+            self.task.cancel()
+            self.task, self.status = None, None
+
+    def broadcast(self, message):
+        for queue in self.queues:
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                # A socket this far behind gets no more of the backlog: "live" has its page read everything afresh.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(live_message())
+
+    def tell(self, message):
+        """Broadcast a change of the stream's own status (not a repeat of it)."""
+        if self.status is None or self.status["status"] != message["status"]:
+            self.broadcast(message)
+        self.status = message
+
+    async def run(self):
+        delay = self.retry_first
+        while True:
+            client = None
+            try:
+                url = await asyncio.to_thread(redis_client.resolve_url, settings.APP_SUPERVISOR_REDIS_URL)
+                # No retries inside redis-py: a lost connection must reach this loop, which tells the sockets.
+                client = aioredis.Redis.from_url(
+                    url, socket_connect_timeout=redis_client.CONNECT_TIMEOUT,
+                    socket_timeout=redis_client.SOCKET_TIMEOUT, health_check_interval=10, retry=Retry(NoBackoff(), 0),
+                    client_name=client_name())
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    self.tell(live_message())
+                    delay = self.retry_first
+                    await self._relay(pubsub, Verifier(client))
+            except (RedisError, OSError) as exc:
+                log.warning("events socket: Redis is unavailable, retrying in %.1f s: %s", delay, exc)
+                self.tell({"type": STREAM, "status": RECONNECTING, "problem": f"Redis is unavailable: {exc}"})
+            finally:
+                if client is not None:
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_cap)
+
+    async def _relay(self, pubsub, verifier):
+        while True:
+            message = await pubsub.get_message(timeout=POLL_SECONDS)
+            if message is None or message.get("type") != "message":
+                continue
+            try:
+                forwarded = await verifier.message(message["data"])
+            except (RedisError, OSError):
+                raise
+            except Exception:  # one event's trouble (a database hiccup) must not end the stream
+                log.exception("events socket: an event could not be verified; dropped")
+                continue
+            if forwarded is not None:
+                self.broadcast(forwarded)
+
+
+hub = Hub()
