@@ -29,6 +29,8 @@ def base_env(storage, redis_url, **extra):
         APP_COMMAND_REDIS_URL=redis_url,
         APP_STORAGE_DIR=str(storage),
         APP_SHARED_SECRET=SHARED_SECRET,
+        # A role stated, not left unset: unset is a single instance (single/), which a test asks for by name.
+        APP_MODE="supervisor",
         PYTHONUNBUFFERED="1",
     )
     env.update({k: str(v) for k, v in extra.items()})
@@ -77,8 +79,11 @@ def worker_env(name, port, storage, redis_url, **extra):
 
 
 def manage(args, env, check=True, timeout=120):
-    return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout, check=check)
+    done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"manage.py {' '.join(args)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
 
 
 class Process:

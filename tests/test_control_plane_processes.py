@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url):
+def cluster(tmp_path, redis_url, own_databases):
     c = Cluster(tmp_path, redis_url, worker_web=True)  # without its web, an environment is degraded
     try:
         c.start()

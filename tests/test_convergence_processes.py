@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url):  # noqa: F811
+def cluster(tmp_path, redis_url, own_databases):
     c = Cluster(tmp_path, redis_url)
     # Long enough that an agent killed outright still counts as online while the test acts.
     c.supervisor_env["APP_HEARTBEAT_TIMEOUT"] = "10"

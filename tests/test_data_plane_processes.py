@@ -16,7 +16,7 @@ PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, own_databases):  # noqa: F811
+def cluster(tmp_path, redis_url, own_databases):
     # env_a's advertised URL answers nothing: the supervisor must use its ENVIRONMENT_PROXY_URL.
     c = Cluster(tmp_path, redis_url, worker_web=True)
     c.worker_envs["env_a"].update(ENVIRONMENT_URL="http://127.0.0.1:9",
