@@ -93,11 +93,38 @@ def test_an_unchanged_result_waits_for_the_next_heartbeat(r):
     assert registry.read(r)["env_a"]["heartbeat_at"] == beat
 
 
+def test_a_web_still_starting_with_its_agent_is_not_degraded_until_the_grace_ends(r):
+    clock, web = Clock(), Web()
+    web.answer = (False, "connection refused")
+    agent = Agent("env_a", "http://a", "", 120, clock=clock, probe=web, startup_grace=30)
+    agent.register()
+    agent.probe_if_due()
+    entry = registry.read(r)["env_a"]
+    assert entry.get("web_ok") is None and "not answering yet" in entry["problem"]
+    assert registry.status_of(entry, now=clock.now) == contract.ONLINE  # a deploy is not an incident
+
+    clock.now += 30
+    agent.probe_if_due()
+    entry = registry.read(r)["env_a"]
+    assert entry["web_ok"] is False and registry.status_of(entry, now=clock.now) == contract.DEGRADED
+
+
+def test_a_web_that_answered_once_is_degraded_as_soon_as_it_stops(r):
+    clock, web = Clock(), Web()
+    agent = Agent("env_a", "http://a", "", 120, clock=clock, probe=web, startup_grace=30)
+    agent.register()
+    agent.probe_if_due()
+    web.answer = (False, "connection refused")
+    clock.now += 5
+    agent.probe_if_due()
+    assert registry.read(r)["env_a"]["web_ok"] is False
+
+
 def test_a_probe_that_raises_counts_as_a_web_that_does_not_answer(r):
     def broken():
         raise RuntimeError("boom")
 
-    agent = Agent("env_a", "http://a", "", 120, probe=broken)
+    agent = Agent("env_a", "http://a", "", 120, probe=broken, startup_grace=0)
     agent.register()
     agent.probe_if_due()
     entry = registry.read(r)["env_a"]

@@ -44,6 +44,9 @@ MAX_BACKOFF = 1.0
 PROBE_PERIOD = 5.0
 PROBE_TIMEOUT = 2.0
 FAILING_PROBE_PERIOD = 1.0
+# A web that has not answered yet since the agent started (both start together in a deployment) is "not answering
+# yet", not degraded, for this long: a deploy is not an incident, and alerts must not say it is.
+STARTUP_GRACE = 30.0
 # A refusal shown in the registration is for people; a malformed job must not grow it without bound.
 REFUSAL_MAX = 300
 # Redis connection trouble: the retry path, never a poison job.
@@ -73,7 +76,7 @@ def _reason(exc):
 
 class Agent:
     def __init__(self, name, url, proxy_url, interval, clock=time.time, sleep=time.sleep, death_penalty_class=None,
-                 probe=None, probe_period=None):
+                 probe=None, probe_period=None, startup_grace=STARTUP_GRACE):
         """PROBE: () -> (web_ok, problem), called every PROBE_PERIOD seconds (probe_web bound to the web's URL);
         None leaves web_ok unknown, for agents with no web of their own to watch (tests, a bare agent)."""
         self.name = name
@@ -83,6 +86,9 @@ class Agent:
         self.probe = probe
         self.probe_period = probe_period or min(interval, PROBE_PERIOD)
         self.last_probe = None
+        self.startup_grace = startup_grace
+        self.started_at = clock()
+        self.web_answered = False
         # The registration is changed by the loop, the heartbeat thread and the prober; announced as one snapshot.
         self._lock = threading.RLock()
         self.registration = {
@@ -161,7 +167,7 @@ class Agent:
     def probe_if_due(self):
         """Probe the web process when due; on a change of web_ok, heartbeat at once. Returns True if it probed."""
         # A web that does not answer (starting, say) is probed every second, so that it is online soon after it is.
-        period = min(FAILING_PROBE_PERIOD, self.probe_period) if self.registration.get("web_ok") is False \
+        period = min(FAILING_PROBE_PERIOD, self.probe_period) if self.registration.get("web_ok") is not True \
             else self.probe_period
         if self.probe is None or (self.last_probe is not None and self.clock() - self.last_probe < period):
             return False
@@ -171,13 +177,19 @@ class Agent:
         except Exception as exc:  # a probe's own bug must not pass for a healthy web, nor end the agent
             log.exception("environment %s: the web probe failed", self.name)
             web_ok, problem = False, f"the web probe failed: {type(exc).__name__}: {exc}"
+        web_ok = bool(web_ok)
+        self.web_answered = self.web_answered or web_ok
+        if not web_ok and not self.web_answered and self.clock() - self.started_at < self.startup_grace:
+            web_ok, problem = None, f"not answering yet (starting): {problem}"  # unknown: see STARTUP_GRACE
         with self._lock:
-            changed = self.registration.get("web_ok") != web_ok
-            self.registration["web_ok"] = bool(web_ok)
+            changed = "web_ok" not in self.registration or self.registration["web_ok"] != web_ok
+            self.registration["web_ok"] = web_ok
             self.registration["problem"] = problem or ""
         if changed:
             if web_ok:
                 log.info("environment %s: the web process answers", self.name)
+            elif web_ok is None:
+                log.info("environment %s: the web process is %s", self.name, problem)
             else:
                 log.warning("environment %s: %s", self.name, problem)
             if self.registered:
