@@ -39,7 +39,8 @@ def browser():
 
 @pytest.fixture
 def cluster(tmp_path, redis_url, own_databases):
-    c = Cluster(tmp_path, redis_url, worker_web=True)
+    sample = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "samples.notes.urls"}  # as bin/cluster
+    c = Cluster(tmp_path, redis_url, worker_web=True, worker_overrides={"env_a": sample, "env_b": sample})
     try:
         c.start()
         manage(["ensureadmin", "--username", OPERATOR, "--password", OPERATOR_PASSWORD], c.supervisor_env)
@@ -121,6 +122,10 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
         actor.click("input[type=submit]")
     for env in ("env_a", "env_b"):
         watcher.wait_for_selector(f"[data-live-placement='crm:{env}'][data-state=running]", timeout=SETTLE)
+    # ...and the rest of the row follows within a second: nothing left that needs attention.
+    watcher.wait_for_function(
+        "() => document.querySelector('[data-live-fragment=\"attention:crm\"]').textContent.includes('in sync')",
+        timeout=LIVE * 3)
     shots(watcher, "05-applications-running")
     actor.close()
 
@@ -137,11 +142,18 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
     page.goto("/admin/apps/application/")
     with page.context.expect_page() as opened:
         page.click("a[data-open='crm:env_a']")
-    app = opened.value if opened.value else page
+    app = opened.value
     app.wait_for_load_state()
     app.fill("#id_username", APP_ADMIN)
     app.fill("#id_password", APP_ADMIN_PASSWORD)
     app.click("input[type=submit]")
-    app.wait_for_url("**/apps/crm/admin/")
+    app.wait_for_url("**/apps/crm/")  # the operator's own application, hosted beside its admin
+    app.goto("/apps/crm/new/")
+    app.fill("#id_title", "Call ACME")
+    app.fill("#id_body", "About the renewal.")
+    app.click("form.note button[type=submit]")
+    app.wait_for_selector("text=Call ACME")
+    shots(app, "07-hosted-application")
+    app.goto("/apps/crm/admin/")
     assert "Site administration" in app.content()
-    shots(app, "07-hosted-admin")
+    shots(app, "08-hosted-admin")
