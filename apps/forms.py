@@ -1,10 +1,11 @@
 from django import forms
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 
-from environments.models import Environment
+from environments.models import Environment, single_environment
 from exchange import contract
 from exchange.redis_client import supervisor_redis
 
@@ -99,6 +100,13 @@ class ApplicationCreateForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["environments"].set_choices(Environment.objects.values_list("name", flat=True))
         self.fields["admin_username"].required = True
+        if single_environment():
+            # A single instance hosts everything on its one environment: naming it is optional.
+            self.fields["environments"].required = False
+            self.fields["environments"].initial = [single_environment()]
+
+    def clean_environments(self):
+        return self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
 
     def clean_name(self):
         name = self.cleaned_data["name"]
@@ -148,6 +156,8 @@ def publish_quietly(pk):
     """Put a new application in the configuration cache; if Redis is away, the next rebuild will."""
     import redis
 
+    if settings.APP_DISCOVERY_ADAPTER == "local":  # a single instance: nothing reads the cache
+        return
     try:
         cache.publish(supervisor_redis(), Application.objects.with_placements().get(pk=pk))
     except redis.RedisError:

@@ -127,7 +127,7 @@ def converge(application, environments, timeout=None, clock=time.monotonic):
         # may have done it already. Only environments still away from the desired state get a command.
         placements = application.placements.select_related("environment", "application").filter(
             environment__name__in=environments)
-        status_mirror.refresh(supervisor_redis(), placements)
+        runner.refresh(placements)
         behind = set(placements.exclude(state=desired).values_list("environment__name", flat=True))
         environments = [name for name in environments if name in behind]
         if not environments:
@@ -143,6 +143,12 @@ def _held(app, wait=0):
     if connection.in_atomic_block:
         # Jobs are enqueued on commit: waiting for them inside a transaction would wait forever.
         raise RuntimeError("lifecycle operations must not run inside a database transaction")
+    with runner.held(app, wait) as renew:
+        yield renew
+
+
+@contextlib.contextmanager
+def _redis_lock(app, wait):
     lock = supervisor_redis().lock(contract.lock_key(app), timeout=LOCK_TTL)
     if not lock.acquire(blocking=wait > 0, blocking_timeout=wait or None):
         raise OperationInProgress(app)
@@ -163,13 +169,11 @@ def _held(app, wait=0):
 def _run_locked(application, command, timeout, progress, drop_database, clock, renew, only=None):
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     deadline = clock() + timeout
-    r = supervisor_redis()
-    registry_mirror.sync(r)  # liveness as of now, not as of the controller's last pass
+    runner.sync_environments()
     if command in DESIRED and only is None:
         Application.objects.filter(pk=application.pk).update(desired_state=DESIRED[command])
         application.desired_state = DESIRED[command]
-    # Workers refuse applications they do not find in the cache: make sure this one is there, current.
-    cache.publish(r, Application.objects.with_placements().get(pk=application.pk))
+    runner.publish(application)
     payload = {
         "admin_username": application.admin_username,
         "admin_password_hash": application.admin_password_hash,
@@ -205,16 +209,12 @@ def _run_on(placement, command, payload, deadline, clock, renew):
     began = clock()
     if not env.is_online():
         return Step(env.name, False, contract.UNKNOWN, env.offline_reason(), kind=OFFLINE)
-    # The job expires when this operation stops waiting for it: a worker that picks it up later refuses it, so a
-    # command answered as failed never runs behind the operator's back.
-    expires_at = time.time() + max(0.0, deadline - clock())
-    job_id = channel.enqueue(env.name, command, placement.application.name, payload, expires_at=expires_at)
-    result = _wait(job_id, env.name, deadline, clock, renew)
+    result = runner.execute(placement, command, payload, deadline, clock, renew)
     seconds = clock() - began
     if isinstance(result, Failure):  # the supervisor's own finding: timeout, refusal, crash, environment lost
         _record_failure(placement, result.message)
         return Step(env.name, False, contract.ERROR, result.message, seconds, kind=result.kind)
-    status_mirror.refresh(supervisor_redis(), [placement])
+    runner.refresh([placement])
     expected = EXPECTED[command] if command in EXPECTED else result.get("state")
     if result.get("state") != expected:
         state = result.get("state", contract.ERROR)
@@ -273,9 +273,7 @@ def _record_failure(placement, message):
     placement.traceback = ""
     placement.state_at = timezone.now()
     placement.save(update_fields=["state", "error", "traceback", "state_at"])
-    # No worker reported this one: say it, so that open pages re-read it now.
-    with contextlib.suppress(redis.RedisError):
-        events.publish(supervisor_redis(), events.APP, name=placement.application.name)
+    runner.announce(placement.application.name)
 
 
 def remove(application, drop_database=False, timeout=None):
@@ -287,10 +285,49 @@ def remove(application, drop_database=False, timeout=None):
         if not outcome.ok:
             return outcome
         # Still under the lock: a start slipping in here would provision an application about to be deleted.
-        r = supervisor_redis()
         with transaction.atomic():
             names = application.environment_names()
             application.delete()
-        cache.unpublish(r, application.name)
-        status.forget(r, application.name, names)
+        runner.forget(application.name, names)
     return outcome
+
+
+class RedisRunner:
+    """How a supervisor runs lifecycle steps (APP_PROCESS_ADAPTER=remote): commands sent to the workers through the
+    command channel, their outcome read back from Redis, the lock held in Redis across supervisor processes."""
+
+    def held(self, app, wait):
+        return _redis_lock(app, wait)
+
+    def sync_environments(self):
+        registry_mirror.sync(supervisor_redis())  # liveness as of now, not as of the controller's last pass
+
+    def publish(self, application):
+        # Workers refuse applications they do not find in the cache: make sure this one is there, current.
+        cache.publish(supervisor_redis(), Application.objects.with_placements().get(pk=application.pk))
+
+    def execute(self, placement, command, payload, deadline, clock, renew):
+        """The worker's answer ({"state", "error", ...}), or a Failure saying why there is none."""
+        env = placement.environment
+        # The job expires when this operation stops waiting for it: a worker that picks it up later refuses it, so a
+        # command answered as failed never runs behind the operator's back.
+        expires_at = time.time() + max(0.0, deadline - clock())
+        job_id = channel.enqueue(env.name, command, placement.application.name, payload, expires_at=expires_at)
+        return _wait(job_id, env.name, deadline, clock, renew)
+
+    def refresh(self, placements):
+        status_mirror.refresh(supervisor_redis(), placements)
+
+    def announce(self, app):
+        # No worker reported this one: say it, so that open pages re-read it now.
+        with contextlib.suppress(redis.RedisError):
+            events.publish(supervisor_redis(), events.APP, name=app)
+
+    def forget(self, app, environments):
+        r = supervisor_redis()
+        cache.unpublish(r, app)
+        status.forget(r, app, environments)
+
+
+# Who runs the steps: a single instance (single/) puts its in-process runner here.
+runner = RedisRunner()

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controller.models import ControllerState
 from environments import mirror as registry_mirror
+from environments.models import single_environment
 from exchange.redis_client import supervisor_redis
 
 log = logging.getLogger("appsup.supervisor")
@@ -31,6 +32,8 @@ NO_CONTROLLER = (
 
 def refresh():
     """Mirror environment registrations now. Returns a warning, or None."""
+    if single_environment():  # a single instance's one environment is itself: nothing registers through Redis
+        return None
     try:
         registry_mirror.sync(supervisor_redis())
     except redis.RedisError as exc:
@@ -41,6 +44,8 @@ def refresh():
 
 def staleness_warning(now=None):
     """Why what the database shows may be stale (Redis down, no controller running), or None. One query."""
+    if single_environment():  # a single instance has no controller: it converges itself (single/)
+        return None
     now = now or timezone.now()
     state = ControllerState.objects.filter(pk=1).first()
     if state is None or state.seen_at is None:

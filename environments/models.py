@@ -7,6 +7,12 @@ from django.utils import timezone
 from exchange.contract import DEGRADED, OFFLINE, ONLINE
 
 
+def single_environment():
+    """The name of a single instance's own environment (APP_MODE unset), which is online while the process serves
+    (it is this process); None in a supervisor, where every environment is a worker that heartbeats."""
+    return settings.ENVIRONMENT_NAME if settings.APP_MODE == "" else None
+
+
 def online_since(now=None):
     """Heartbeats at or after this instant count as alive."""
     return (now or timezone.now()) - timedelta(seconds=settings.APP_HEARTBEAT_TIMEOUT)
@@ -14,7 +20,9 @@ def online_since(now=None):
 
 class EnvironmentQuerySet(models.QuerySet):
     def online(self, now=None):
-        return self.filter(rejected="", stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
+        alive = models.Q(rejected="", stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
+        local = single_environment()
+        return self.filter(alive | models.Q(name=local) if local else alive)
 
     def offline(self, now=None):
         return self.exclude(pk__in=self.online(now).values("pk"))
@@ -57,6 +65,8 @@ class Environment(models.Model):
         return self.proxy_url or self.url
 
     def is_online(self, now=None):
+        if self.name == single_environment():
+            return True
         return (
             not self.rejected
             and self.stopped_at is None

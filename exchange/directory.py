@@ -346,3 +346,12 @@ class Directory:
 
 
 directory = Directory(listen=True, listen_key="directory")
+
+# Where the hosting of applications reads their views (workers.hosting): this process's Redis-backed ``directory``,
+# unless a single instance (APP_DISCOVERY_ADAPTER=local) has put one that reads its own database here (single/).
+hosted_source = directory
+
+
+def hosted_lookup(name):
+    """NAME's view for the hosting of applications, from ``hosted_source``."""
+    return hosted_source.lookup(name)

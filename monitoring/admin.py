@@ -6,6 +6,7 @@ import functools
 import logging
 
 import redis
+from django.conf import settings
 from django.contrib import admin
 from django.template.response import TemplateResponse
 from django_rq import admin as rq_admin  # registers the dashboard, so that it can be registered again here
@@ -54,4 +55,5 @@ class DashboardAdmin(rq_admin.QueueAdmin):
 
 
 admin.site.unregister(Dashboard)
-admin.site.register(Dashboard, DashboardAdmin)
+if settings.APP_MODE:  # a single instance runs commands in its own process: it has no queues to show
+    admin.site.register(Dashboard, DashboardAdmin)

@@ -56,8 +56,10 @@ def _redis(url):
 
 
 def problems():
-    """{what: why} for each of the database and Redis that does not answer; empty when all do. Redis is named
-    "redis", or "redis (commands)" for the command channel's when it is another server."""
+    """{what: why} for each of the database and Redis (none in a single instance) that does not answer; empty when
+    all do. Redis is named "redis", or "redis (commands)" for the command channel's when it is another server."""
+    if settings.APP_MODE == "":  # a single instance uses no Redis: its database is all it needs
+        return {what: why for what, why in {"database": database()}.items() if why is not None}
     found = {"database": database(), "redis": _redis(settings.APP_SUPERVISOR_REDIS_URL)}
     if (settings.APP_COMMAND_REDIS_URL or "") != (settings.APP_SUPERVISOR_REDIS_URL or ""):
         found["redis (commands)"] = _redis(settings.APP_COMMAND_REDIS_URL)

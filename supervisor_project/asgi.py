@@ -13,7 +13,9 @@ from django.conf import settings  # noqa: E402  (after Django is set up)
 
 if settings.APP_MODE == "worker":
     from workers.serving import build
-else:
+elif settings.APP_MODE == "supervisor":
     from proxy.asgi import build
+else:  # a single instance hosts its applications itself (single/)
+    from single.serving import build
 
 application = build(django_application)

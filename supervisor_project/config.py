@@ -22,6 +22,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 MODES = ("supervisor", "worker", "")
 ADAPTERS = ("remote", "local")
+# The one environment of a single instance (APP_MODE unset), which hosts its applications itself.
+SINGLE_ENVIRONMENT = "local"
 DIALECTS = {
     "sqlite": "django.db.backends.sqlite3",
     "postgres": "django.db.backends.postgresql",
@@ -38,6 +40,7 @@ INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 BASE_INSTALLED_APPS = (
     # Ours first: `runworker` must be the agent's, not channels' command of the same name.
     "workers",
+    "single",
     "environments",
     "apps",
     "controller",
@@ -290,6 +293,24 @@ def _database(env, storage_dir, mode, problems):
     }
 
 
+def _single_instance_problems(name, supervisor_redis, command_redis):
+    """What a single instance (APP_MODE unset) refuses: settings only a supervisor or a worker would use, which
+    more likely mean a forgotten APP_MODE than a wish to have them ignored."""
+    problems = []
+    if name and name != SINGLE_ENVIRONMENT:
+        problems.append(
+            f"ENVIRONMENT_NAME={name!r} is for workers: a single instance (APP_MODE unset) hosts its applications on "
+            f"its one environment, {SINGLE_ENVIRONMENT}; unset ENVIRONMENT_NAME, or set APP_MODE=worker"
+        )
+    for var, value in (("APP_SUPERVISOR_REDIS_URL", supervisor_redis), ("APP_COMMAND_REDIS_URL", command_redis)):
+        if value and not _redis_url_problem(var, value):  # a malformed one is reported as that
+            problems.append(
+                f"{var} is set but APP_MODE is unset: a single instance uses no Redis; set APP_MODE=supervisor "
+                f"(or worker) to use it, or unset {var}"
+            )
+    return problems
+
+
 def load(environ_map=None):
     """Build the Config from ``environ_map`` (default: os.environ) or raise ConfigError."""
     env = environ.Env()
@@ -302,9 +323,15 @@ def load(environ_map=None):
         problems.append(f"APP_MODE={mode!r} is not a role; use supervisor, worker, or leave it unset for a single instance")
         mode = ""
 
-    discovery = env.str("APP_DISCOVERY_ADAPTER", default="remote" if mode else "local").lower()
+    expected_discovery = "remote" if mode else "local"
+    discovery = env.str("APP_DISCOVERY_ADAPTER", default=expected_discovery).lower()
     if discovery not in ADAPTERS:
         problems.append(f"APP_DISCOVERY_ADAPTER={discovery!r} is not known; use remote or local")
+    elif discovery != expected_discovery:
+        reads = (f"a {mode} reads the configuration the supervisor caches in Redis" if mode
+                 else "a single instance reads its configuration from its own database")
+        problems.append(f"APP_DISCOVERY_ADAPTER={discovery} contradicts APP_MODE={mode or '(unset)'}: {reads}, "
+                        f"so use APP_DISCOVERY_ADAPTER={expected_discovery}")
     expected_process = {"supervisor": "remote", "worker": "local", "": "local"}[mode]
     process = env.str("APP_PROCESS_ADAPTER", default=expected_process).lower()
     if process not in ADAPTERS:
@@ -339,6 +366,10 @@ def load(environ_map=None):
     name = env.str("ENVIRONMENT_NAME", default="")
     url = env.str("ENVIRONMENT_URL", default="").rstrip("/")
     proxy_url = env.str("ENVIRONMENT_PROXY_URL", default="").rstrip("/")
+    if not mode:
+        if not any(p.startswith("APP_MODE=") for p in problems):  # a mistyped role is reported as that alone
+            problems.extend(_single_instance_problems(name, supervisor_redis, own_command_redis))
+        name = SINGLE_ENVIRONMENT
     if mode == "worker":
         if not name:
             problems.append("ENVIRONMENT_NAME is required with APP_MODE=worker; set it to this environment's id, e.g. env_a")

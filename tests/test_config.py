@@ -414,3 +414,51 @@ def test_email_url_gives_the_alerts_mail_settings():
 def test_an_email_url_that_is_not_one_is_refused_naming_it():
     with pytest.raises(ConfigError, match="EMAIL_URL is not an e-mail URL"):
         load({**SUPERVISOR, "EMAIL_URL": "carrier-pigeon://loft"})
+
+
+# -- single instance (APP_MODE unset) ------------------------------------------------------------------------------
+
+
+def test_a_single_instance_is_its_own_environment_local_with_local_adapters():
+    config = load({})
+    assert (config.environment_name, config.discovery_adapter, config.process_adapter) == ("local", "local", "local")
+    assert config.supervisor_redis_url == "" and config.shared_secret == ""
+
+
+def test_remote_discovery_without_a_mode_is_refused_naming_the_variable():
+    problems, _ = problems_of({"APP_DISCOVERY_ADAPTER": "remote"})
+    assert len(problems) == 1
+    assert problems[0].startswith("APP_DISCOVERY_ADAPTER=remote contradicts APP_MODE=(unset)")
+    assert "own database" in problems[0] and "use APP_DISCOVERY_ADAPTER=local" in problems[0]
+
+
+@pytest.mark.parametrize("base", [SUPERVISOR, WORKER], ids=["supervisor", "worker"])
+def test_local_discovery_with_a_mode_is_refused_naming_the_variable(base):
+    problems, _ = problems_of(dict(base, APP_DISCOVERY_ADAPTER="local"))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"APP_DISCOVERY_ADAPTER=local contradicts APP_MODE={base['APP_MODE']}")
+    assert "use APP_DISCOVERY_ADAPTER=remote" in problems[0]
+
+
+def test_remote_process_adapter_without_a_mode_is_refused():
+    problems, _ = problems_of({"APP_PROCESS_ADAPTER": "remote"})
+    assert problems == ["APP_PROCESS_ADAPTER=remote contradicts APP_MODE=(unset): this process runs applications "
+                        "itself, so use APP_PROCESS_ADAPTER=local"]
+
+
+@pytest.mark.parametrize("variable", ["APP_SUPERVISOR_REDIS_URL", "APP_COMMAND_REDIS_URL"])
+def test_a_redis_url_without_a_mode_is_refused_as_a_forgotten_mode(variable):
+    problems, _ = problems_of({variable: "redis://redis:6379/0"})
+    assert problems == [f"{variable} is set but APP_MODE is unset: a single instance uses no Redis; set "
+                        f"APP_MODE=supervisor (or worker) to use it, or unset {variable}"]
+
+
+def test_an_environment_name_other_than_local_without_a_mode_is_refused():
+    problems, _ = problems_of({"ENVIRONMENT_NAME": "env_a"})
+    assert len(problems) == 1 and problems[0].startswith("ENVIRONMENT_NAME='env_a' is for workers")
+    assert load({"ENVIRONMENT_NAME": "local"}).environment_name == "local"
+
+
+def test_a_mistyped_mode_is_reported_alone_not_with_single_instance_refusals():
+    problems, _ = problems_of({"APP_MODE": "supervsior", "APP_SUPERVISOR_REDIS_URL": "redis://redis:6379/0"})
+    assert len(problems) == 1 and problems[0].startswith("APP_MODE='supervsior' is not a role")

@@ -16,7 +16,9 @@
    browsers from mixing applications; the names keep them apart for clients that ignore paths, and from the
    supervisor's own ``sessionid``/``csrftoken`` (Path=/), which a browser also sends through the access proxy.
 
-It is a middleware rather than ASGI code so that daphne and Django's test client run exactly the same path.
+It is a middleware rather than ASGI code so that daphne and Django's test client run exactly the same path. A single
+instance (APP_MODE unset, single/) hosts its applications with it too, reading their views from its own database
+instead of Redis (``exchange.directory.hosted_source``).
 """
 
 import logging
@@ -33,7 +35,7 @@ from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
 
 from exchange import contract
-from exchange.directory import directory
+from exchange.directory import hosted_lookup
 from supervisor_project.cookies import framework_cookie_names
 
 from . import provisioning
@@ -187,11 +189,12 @@ def scope_cookies(response, app, prefix):
 
 
 class HostedApplicationMiddleware:
-    """Outermost middleware of a worker: /apps/<name>/… goes to the hosted application (see module docstring)."""
+    """Outermost middleware of a worker or a single instance: /apps/<name>/… goes to the hosted application (see
+    module docstring)."""
 
     def __init__(self, get_response):
-        if settings.APP_MODE != "worker":
-            raise MiddlewareNotUsed("only workers host applications")
+        if settings.APP_MODE == "supervisor":
+            raise MiddlewareNotUsed("a supervisor forwards to its workers (proxy/), hosting no application itself")
         # Now, at start: an APP_HOSTED_URLCONF without urlpatterns, or whose views do not import, stops the worker web
         # (a ConfigError is reported as one, exit status 2) instead of failing every request of every application.
         import_module(HOSTED_URLCONF)
@@ -210,7 +213,7 @@ class HostedApplicationMiddleware:
             query = request.META.get("QUERY_STRING", "")
             return HttpResponsePermanentRedirect(f"{request.path}/" + (f"?{query}" if query else ""))
         try:
-            view = directory.lookup(name)
+            view = hosted_lookup(name)
         except redis.RedisError as exc:  # only when this process has never read the application
             log.warning("cannot read application %s from Redis: %s", name, exc)
             return unavailable_response(request, name, Unavailable(
