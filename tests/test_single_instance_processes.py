@@ -1,6 +1,7 @@
 """A single instance as a new user runs it: APP_MODE unset, no Redis configured, `manage.py migrate`, then one
 daphne process. And the embedded Redis of a supervisor without a Redis URL, which must stop with its process."""
 
+import contextlib
 import os
 import re
 import signal
@@ -54,6 +55,32 @@ def redis_servers_under(path):
     return found
 
 
+@contextlib.contextmanager
+def stopped_with_sigterm(process):
+    """Run the block with PROCESS, then stop it as a deployment does: SIGTERM, and it must exit 0."""
+    try:
+        yield process
+    finally:
+        process.signal(signal.SIGTERM)
+        code = process.wait(20)
+        output = process.output()
+        process.stop()
+    assert code == 0, output
+
+
+def serving(env, tmp_path, log_name):
+    """A daphne of ENV, once it answers; its base URL is ``.base``."""
+    port = free_port()
+    web = daphne(env, port, tmp_path / log_name)
+    web.base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(http_ready(f"{web.base}/healthz"), timeout=30, what=f"{log_name} to serve")
+    except BaseException:
+        web.stop()
+        raise
+    return stopped_with_sigterm(web)
+
+
 @pytest.fixture
 def database():
     with own_postgres_databases([DATABASE]):
@@ -65,11 +92,8 @@ def test_one_daphne_without_redis_creates_starts_serves_and_stops_an_application
     env = env_without_redis(storage)
     env.pop("APP_MODE")  # unset, as a new user leaves it
     manage(["migrate", "--verbosity", "0"], env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    web = daphne(env, port, tmp_path / "single.log")
-    try:
-        wait_for(http_ready(f"{base}/healthz"), timeout=30, what="the single instance to serve")
+    with serving(env, tmp_path, "single.log") as web:
+        base = web.base
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
 
         environments = requests.get(f"{base}/api/environments/", headers=AUTH, timeout=5).json()["environments"]
@@ -99,12 +123,6 @@ def test_one_daphne_without_redis_creates_starts_serves_and_stops_an_application
 
         assert not (storage / "redis").exists()
         assert redis_servers_under(storage) == []
-    finally:
-        web.signal(signal.SIGTERM)
-        code = web.wait(20)
-        output = web.output()
-        web.stop()
-    assert code == 0, output
 
 
 def test_a_restarted_single_instance_serves_what_was_running(tmp_path, database):
@@ -112,45 +130,27 @@ def test_a_restarted_single_instance_serves_what_was_running(tmp_path, database)
     env = env_without_redis(storage)
     env.pop("APP_MODE")
     manage(["migrate", "--verbosity", "0"], env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     for attempt in (1, 2):
-        web = daphne(env, port, tmp_path / f"single-{attempt}.log")
-        try:
-            wait_for(http_ready(f"{base}/healthz"), timeout=30, what="the single instance to serve")
+        with serving(env, tmp_path, f"single-{attempt}.log") as web:
+            base = web.base
             if attempt == 1:
                 assert requests.post(f"{base}/api/apps/", headers=AUTH, timeout=10, json={
                     "name": "crm", "admin_username": "boss", "admin_password": PASSWORD}).status_code == 201
                 assert requests.post(f"{base}/api/apps/crm/start", headers=AUTH, timeout=120).status_code == 200
             assert requests.get(f"{base}/apps/crm/admin/login/", timeout=10).status_code == 200
-        finally:
-            web.signal(signal.SIGTERM)
-            code = web.wait(20)
-            output = web.output()
-            web.stop()
-            assert code == 0, output
 
 
 def test_the_embedded_redis_of_a_supervisor_without_a_redis_url_stops_with_daphne(tmp_path, database):
     storage = tmp_path / "supervisor"
     env = env_without_redis(storage, APP_MODE="supervisor", APP_SHARED_SECRET="x" * 32)
     manage(["migrate", "--verbosity", "0"], env)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    web = daphne(env, port, tmp_path / "supervisor.log")
-    try:
-        wait_for(http_ready(f"{base}/healthz"), timeout=30, what="the supervisor to serve")
+    with serving(env, tmp_path, "supervisor.log") as web:
+        base = web.base
         # Creating an application reads the environments' registrations: the first request that needs Redis.
         response = requests.post(f"{base}/api/apps/", headers=AUTH, timeout=30, json={
             "name": "crm", "environments": ["env_a"], "admin_username": "boss", "admin_password": PASSWORD})
         assert response.status_code == 400, response.text  # no such environment; Redis was asked all the same
         assert redis_servers_under(storage), "the embedded Redis did not start"
-    finally:
-        web.signal(signal.SIGTERM)
-        code = web.wait(20)
-        output = web.output()
-        web.stop()
-    assert code == 0, output
     wait_for(lambda: redis_servers_under(storage) == [], timeout=10, what="the embedded Redis to stop")
 
 
@@ -162,17 +162,10 @@ def test_the_embedded_redis_stops_with_the_controller_or_agent_that_started_it(t
     env = env_without_redis(storage, APP_SHARED_SECRET="x" * 32, **extra)
     manage(["migrate", "--verbosity", "0"], env)
     args = ["manage.py", role] + (["--no-web-probe"] if role == "runworker" else [])
-    process = Process([PYTHON, *args], env, tmp_path / f"{role}.log")
-    try:
+    with stopped_with_sigterm(Process([PYTHON, *args], env, tmp_path / f"{role}.log")) as process:
         ready = "holds the lease" if role == "runsupervisor" else "registered"  # its signal handlers are in place
         wait_for(lambda: ready in process.output(), timeout=30, what=f"{role} to run")
         assert redis_servers_under(storage)
-    finally:
-        process.signal(signal.SIGTERM)
-        code = process.wait(20)
-        output = process.output()
-        process.stop()
-    assert code == 0, output
     wait_for(lambda: redis_servers_under(storage) == [], timeout=10, what="the embedded Redis to stop")
 
 
