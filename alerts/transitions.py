@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from apps.models import Placement
+from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange.contract import ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
 
@@ -35,18 +36,22 @@ def raise_alerts(now, heartbeats_reset_at=None):
 
 
 def environment_alerts(now, heartbeats_reset_at=None):
+    # Statuses as plain values in one query; only the environments whose status moved are read as model instances
+    # (for their message): reading all 10,000 as instances each pass took 200 ms.
+    statuses = registry_mirror.statuses(now)
     alerted = dict(AlertState.objects.filter(app="").values_list("environment", "status"))
-    first_seen, raised = [], []
-    for environment in Environment.objects.all():
-        status = environment.status(now)
-        last = alerted.get(environment.name)
-        if last is None:
-            first_seen.append(AlertState(environment=environment.name, status=status, changed_at=now))
-        elif last != status and not _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at):
-            alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
-                          message=_environment_message(environment, last, status, now), at=now)
-            if transition(environment.name, "", last, status, now, alert):
-                raised.append(alert)
+    first_seen = [AlertState(environment=name, status=status, changed_at=now) for name, status in statuses.items()
+                  if name not in alerted]
+    moved = [name for name, status in statuses.items() if name in alerted and alerted[name] != status]
+    raised = []
+    for environment in Environment.objects.filter(name__in=moved).order_by("name"):
+        status, last = environment.status(now), alerted[environment.name]
+        if last == status or _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at):
+            continue
+        alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
+                      message=_environment_message(environment, last, status, now), at=now)
+        if transition(environment.name, "", last, status, now, alert):
+            raised.append(alert)
     AlertState.objects.bulk_create(first_seen, ignore_conflicts=True)  # another controller's first look is as good
     return raised
 

@@ -19,6 +19,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
@@ -47,6 +48,9 @@ CONSEQUENCES = {
     contract.RESTART: "Each application is stopped and started again on its environments, one after the other.",
 }
 
+
+# Applications per page of the Open page.
+OPEN_PAGE_SIZE = 100
 
 # What a bulk action's message says an application became, per command.
 DONE = {contract.START: "Started", contract.STOP: "Stopped", contract.RESTART: "Restarted"}
@@ -148,11 +152,48 @@ class NeedsAttentionFilter(admin.SimpleListFilter):
 
 
 class EnvironmentFilter(admin.RelatedFieldListFilter):
-    """By environment, without Django's "-" choice (applications on no environment): every application has one."""
+    """By environment, without Django's "-" choice (applications on no environment): every application has one.
+
+    Each environment is a link while there are at most CHOICES_MAX of them; beyond, the list would be most of the
+    page (10,000 links): the filter then shows the chosen one and a box for an environment's name (``?environment=``).
+    """
+
+    template = "admin/apps/application/environment_filter.html"
+    CHOICES_MAX = 30
+    NAME_PARAMETER = "environment"
+
+    def __init__(self, field, request, params, model, model_admin, field_path):
+        self.name_value = params.pop(self.NAME_PARAMETER, [None])[-1]
+        # What the name box keeps of the query: every other filter and the search, not the page nor this filter.
+        dropped = {self.NAME_PARAMETER, "p", f"{field_path}__id__exact"}
+        self.kept_parameters = [(key, value) for key, values in request.GET.lists() if key not in dropped
+                                for value in values]
+        super().__init__(field, request, params, model, model_admin, field_path)
 
     @property
     def include_empty_choice(self):
         return False
+
+    def field_choices(self, field, request, model_admin):
+        from environments.models import Environment
+
+        choices = list(Environment.objects.order_by("name").values_list("pk", "name")[: self.CHOICES_MAX + 1])
+        self.too_many = len(choices) > self.CHOICES_MAX
+        if not self.too_many:
+            return choices
+        chosen = [pk for pk in self.lookup_val or () if pk.isdigit()]
+        return list(Environment.objects.filter(pk__in=chosen).values_list("pk", "name")) if chosen else []
+
+    def has_output(self):
+        return self.too_many or super().has_output()
+
+    def expected_parameters(self):
+        return [*super().expected_parameters(), self.NAME_PARAMETER]
+
+    def queryset(self, request, queryset):
+        if self.name_value:
+            queryset = queryset.filter(environments__name=self.name_value)
+        return super().queryset(request, queryset)
 
 
 def placement_rows(placements, now=None):
@@ -211,6 +252,8 @@ class ApplicationAdmin(SupervisorAdmin):
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "delete_selected")
+    # "N results (M total)" would count the whole table again on every filtered page.
+    show_full_result_count = False
 
     add_fieldsets = (
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
@@ -372,14 +415,15 @@ class ApplicationAdmin(SupervisorAdmin):
         if not self.has_view_or_change_permission(request):
             raise PermissionDenied
         now = timezone.now()
-        applications = self.get_queryset(request).order_by("name")
+        page = Paginator(self.get_queryset(request).order_by("name"), OPEN_PAGE_SIZE).get_page(request.GET.get("p"))
         rows = [{"app": app, "placements": [live_placement(p, p.environment.name, now)
-                                            for p in app.ordered_placements()]} for app in applications]
+                                            for p in app.ordered_placements()]} for app in page]
         context = {
             **self.admin_site.each_context(request),
             "title": "Open an application",
             "subtitle": None,
             "rows": rows,
+            "page": page,
             "opts": self.opts,
             "media": self.media,
         }

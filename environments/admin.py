@@ -59,6 +59,8 @@ class EnvironmentAdmin(SupervisorAdmin):
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
     actions = ("delete_selected",)
+    # "N results (M total)" would count the whole table again on every filtered page.
+    show_full_result_count = False
     fields = (
         "name", "status_badge", "version", "url", "proxy_url", "host", "pid",
         "first_seen", "last_heartbeat", "stopped", "last_refusal", "hosted_applications",

@@ -15,6 +15,7 @@ prometheus-client.
 
 from itertools import groupby
 
+from django.db import models
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
@@ -23,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 
 from apps.models import Application, Placement
 from controller.models import ControllerState
+from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract
 
@@ -67,16 +69,19 @@ class StateCollector:
 
     def collect(self):
         now = timezone.now()
-        environments = list(Environment.objects.all())
-        yield from self._environments(environments, now)
-        online = {e.pk for e in environments if e.is_online(now)}
+        # Plain values, not model instances: at 10,000 environments instances cost 400 ms per scrape.
+        statuses = registry_mirror.statuses(now)
+        heartbeats = Environment.objects.order_by().values_list("name", "last_heartbeat_at")
+        yield from self._environments(statuses, heartbeats)
         placements = GaugeMetricFamily("appsup_placements", "Placements (an application on one environment) by "
                                        "runtime state; unknown while their environment is offline.", labels=["state"])
         counts = dict.fromkeys((*contract.RUNTIME_STATES, contract.UNKNOWN), 0)
-        rows = Placement.objects.order_by().values_list("environment_id", "state").annotate(n=Count("pk"))
-        for environment_id, state, n in rows:
-            shown = state if environment_id in online else contract.UNKNOWN
-            counts[shown] = counts.get(shown, 0) + n
+        # Counted by the database as shown (a handful of rows), not per environment and state (10,000s of rows).
+        shown = models.Case(models.When(environment__in=Environment.objects.online(now), then=models.F("state")),
+                            default=models.Value(contract.UNKNOWN))
+        rows = Placement.objects.order_by().annotate(shown=shown).values_list("shown").annotate(n=Count("pk"))
+        for state, n in rows:
+            counts[state] = counts.get(state, 0) + n
         for state, n in counts.items():
             placements.add_metric([state], n)
         yield placements
@@ -94,20 +99,21 @@ class StateCollector:
         yield from self._controller()
 
     @staticmethod
-    def _environments(environments, now):
+    def _environments(statuses, heartbeats):
+        """STATUSES: {name: status}; HEARTBEATS: (name, last heartbeat or None) of each environment."""
         up = GaugeMetricFamily("appsup_environment_up", "1 while the environment is online, else 0 (degraded or "
                                "offline).", labels=["environment"])
         status = GaugeMetricFamily("appsup_environment_status", "1 for the environment's current status.",
                                    labels=["environment", "status"])
         heartbeat = GaugeMetricFamily("appsup_environment_last_heartbeat_timestamp_seconds",
                                       "When the environment last sent a heartbeat (Unix time).", labels=["environment"])
-        for environment in environments:
-            current = environment.status(now)
-            up.add_metric([environment.name], 1 if current == contract.ONLINE else 0)
-            for name in contract.ENVIRONMENT_STATUSES:
-                status.add_metric([environment.name, name], 1 if current == name else 0)
-            if environment.last_heartbeat_at is not None:
-                heartbeat.add_metric([environment.name], environment.last_heartbeat_at.timestamp())
+        for name, current in sorted(statuses.items()):
+            up.add_metric([name], 1 if current == contract.ONLINE else 0)
+            for each in contract.ENVIRONMENT_STATUSES:
+                status.add_metric([name, each], 1 if current == each else 0)
+        for name, at in sorted(heartbeats, key=lambda row: row[0]):
+            if at is not None:
+                heartbeat.add_metric([name], at.timestamp())
         return up, status, heartbeat
 
     @staticmethod

@@ -6,7 +6,9 @@ sent with ``executemany`` does the same work in a few milliseconds (SQLite and p
 one query whatever the number of rows.
 """
 
-from django.db import connections, router, transaction
+from datetime import datetime
+
+from django.db import connections, models, router, transaction
 
 
 def update(objs, fields):
@@ -14,19 +16,71 @@ def update(objs, fields):
     objs = list(objs)
     if not objs:
         return 0
-    model = type(objs[0])
+    return update_rows(type(objs[0]), fields, [(obj.pk, [getattr(obj, name) for name in fields]) for obj in objs])
+
+
+def update_rows(model, fields, rows):
+    """Save FIELDS of MODEL's rows in one statement, from ROWS: (primary key, the fields' values in order). No
+    model instance is built: at 10,000 rows building them cost more than the UPDATE."""
+    rows = list(rows)
+    if not rows:
+        return 0
     meta = model._meta
     db = router.db_for_write(model)
     connection = connections[db]
     concrete = [meta.get_field(name) for name in fields]
+    prepare = [_preparer(field, connection) for field in concrete]
+    pk = _preparer(meta.pk, connection)
     quote = connection.ops.quote_name
+    table, key_column = quote(meta.db_table), quote(meta.pk.column)
+    if connection.vendor == "postgresql":
+        # One statement joining the table to the new values, passed as one array per column: psycopg's executemany
+        # still sends a statement per row, which at 10,000 rows took 400 ms.
+        columns = [quote(field.column) for field in concrete]
+        arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in [meta.pk, *concrete])
+        names = ", ".join(["key", *(f"v{i}" for i in range(len(concrete)))])
+        assignments = ", ".join(f"{column} = new.v{i}" for i, column in enumerate(columns))
+        sql = (f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS new({names}) "
+               f"WHERE {table}.{key_column} = new.key")
+        params = [[pk(key) for key, _ in rows]] + [[p(values[i]) for _, values in rows] for i, p in enumerate(prepare)]
+        with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+        return len(rows)
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in concrete)
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
-    params = [
-        [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in concrete]
-        + [meta.pk.get_db_prep_save(obj.pk, connection)]
-        for obj in objs
-    ]
+    sql = f"UPDATE {table} SET {assignments} WHERE {key_column} = %s"
+    params = [[p(value) for p, value in zip(prepare, values)] + [pk(key)] for key, values in rows]
     with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
         cursor.executemany(sql, params)
-    return len(objs)
+    return len(rows)
+
+
+def _preparer(field, connection):
+    """FIELD's get_db_prep_save, with a shortcut for None and aware datetimes: the mirrors write tens of thousands of
+    them per pass, and the general path costs about 6 µs a value (2 µs of it reading connection.timezone again)."""
+    if isinstance(field, models.DateTimeField):
+        if connection.vendor == "sqlite":
+            zone = connection.timezone
+
+            def adapt(value):  # what the SQLite backend's adapt_datetimefield_value does with an aware datetime
+                return str(value.astimezone(zone).replace(tzinfo=None))
+        else:
+            adapt = connection.ops.adapt_datetimefield_value
+
+        def prepare_datetime(value):
+            if value is None:
+                return None
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                return adapt(value)
+            return field.get_db_prep_save(value, connection)
+
+        return prepare_datetime
+    plain = next((kind for field_class, kind in _PLAIN if isinstance(field, field_class)), None)
+    if plain is not None:
+        # Already of the column's Python type: get_db_prep_save would return it as it is, after 20 µs of checks.
+        return lambda value: value if value is None or type(value) is plain else field.get_db_prep_save(value,
+                                                                                                         connection)
+    return lambda value: field.get_db_prep_save(value, connection)
+
+
+# Fields whose get_db_prep_save leaves a value of this Python type as it is.
+_PLAIN = ((models.BooleanField, bool), (models.IntegerField, int), (models.CharField, str), (models.TextField, str))

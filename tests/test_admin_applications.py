@@ -125,6 +125,44 @@ def test_filtering_by_environment_lists_only_its_applications(admin_client):
     assert [a.name for a in response.context["cl"].result_list] == ["erp", "wiki"]
 
 
+@pytest.mark.django_db
+def test_with_many_environments_the_filter_asks_for_a_name_instead_of_listing_them(admin_client):
+    from apps.admin import EnvironmentFilter
+
+    for i in range(EnvironmentFilter.CHOICES_MAX + 1):
+        register_environment(f"env{i:02d}", sync=False)
+    mirror()
+    create_application("crm", ["env01"])
+    create_application("erp", ["env02", "env01"])
+    create_application("wiki", ["env02"])
+
+    response = admin_client.get(changelist_url(), {"environment": "env02", "q": "", "desired_state__exact": "stopped"})
+
+    html = response.content.decode()
+    assert [a.name for a in response.context["cl"].result_list] == ["erp", "wiki"]
+    assert 'name="environment" value="env02"' in html  # the box, keeping the other filters
+    assert '<input type="hidden" name="desired_state__exact" value="stopped">' in html
+    assert "?environments__id__exact=" not in html  # no list of links
+
+
+@pytest.mark.django_db
+def test_the_open_page_lists_a_hundred_applications_a_page(admin_client, r):
+    register_environment("env_a")
+    Application.objects.bulk_create(Application(name=f"app{i:03d}", admin_username="boss", admin_password_hash="!")
+                                    for i in range(150))
+    environment = Environment.objects.get()
+    Placement.objects.bulk_create(Placement(application=app, environment=environment)
+                                  for app in Application.objects.all())
+    open_page = reverse("admin:apps_application_open")
+
+    first, second = admin_client.get(open_page).content.decode(), admin_client.get(open_page, {"p": 2}).content.decode()
+
+    assert first.count("data-live-placement=") == 100 and second.count("data-live-placement=") == 50
+    assert "app099:env_a" in first and "app100:env_a" in second
+    assert 'href="?p=2" rel="next"' in first and 'href="?p=1" rel="prev"' in second
+    assert "page 1 of 2 (150 applications)" in first
+
+
 def _queries_for_changelist(client):
     client.get(changelist_url())  # the first load may rebuild the configuration cache
     with CaptureQueriesContext(connection) as queries:

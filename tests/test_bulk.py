@@ -45,3 +45,30 @@ def test_update_writes_nulls():
 def test_update_of_nothing_sends_no_query(django_assert_num_queries):
     with django_assert_num_queries(0):
         assert bulk.update([], ["version"]) == 0
+
+
+def test_update_rows_stores_every_kind_of_column_as_saving_the_model_would():
+    from zoneinfo import ZoneInfo
+
+    saved, written = make(2)
+    values = {"url": "http://moved.test", "pid": 4321, "web_ok": False, "problem": "it's \"quoted\", with ümlauts",
+              "last_heartbeat_at": datetime(2026, 11, 26, 13, 0, 0, 5, tzinfo=ZoneInfo("Europe/Paris")),
+              "stopped_at": None, "refusal_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)}
+    for field, value in values.items():
+        setattr(saved, field, value)
+    saved.save()
+
+    assert bulk.update_rows(Environment, list(values), [(written.pk, list(values.values()))]) == 1
+
+    columns = list(values)
+    assert Environment.objects.values_list(*columns).get(pk=written.pk) == \
+        Environment.objects.values_list(*columns).get(pk=saved.pk)
+
+
+def test_update_rows_writes_many_rows_in_one_query(django_assert_num_queries):
+    envs = make(500)
+    beat = datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    with django_assert_num_queries(1):
+        bulk.update_rows(Environment, ["last_heartbeat_at", "pid"], [(e.pk, [beat, i]) for i, e in enumerate(envs)])
+    assert dict(Environment.objects.values_list("name", "pid")) == {e.name: i for i, e in enumerate(envs)}
+    assert set(Environment.objects.values_list("last_heartbeat_at", flat=True)) == {beat}

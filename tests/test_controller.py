@@ -199,6 +199,76 @@ def test_malformed_or_forged_registry_and_status_entries_change_nothing(r):
     assert states() == {"env_a": contract.STOPPED}
 
 
+def test_a_reported_state_reaches_the_database_at_the_next_pass_through_its_announcement(r, monkeypatch):
+    from apps import mirror as status_mirror
+
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    create_application("erp", ["env_a"])
+    controller = Controller()
+    controller.mirror()
+    status.write(r, "crm", "env_a", contract.RUNNING)  # announced on the events channel, as workers do
+    r.hset(contract.STATUSES_KEY, contract.status_field("erp", "env_a"),  # written without its announcement
+           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()}))
+
+    controller.mirror()
+    assert (states("crm"), states("erp")) == ({"env_a": contract.RUNNING}, {"env_a": contract.STOPPED})
+
+    monkeypatch.setattr(status_mirror, "FULL_READ_SECONDS", 0)  # the full read, due every few seconds
+    controller.mirror()
+    assert states("erp") == {"env_a": contract.RUNNING}
+
+
+def test_an_announcement_of_a_forged_report_changes_nothing(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    controller = Controller()
+    controller.mirror()
+    r.hset(contract.STATUSES_KEY, "crm/env_a", '{"app": "crm", "environment": "env_a", "state": "running", "at": 9}')
+    events.publish(r, events.PLACEMENT, app="crm", environment="env_a", state="running")
+    events.publish(r, events.PLACEMENT, app=["not", "a", "name"], environment=None)
+
+    controller.mirror()
+
+    assert states("crm") == {"env_a": contract.STOPPED}
+
+
+def test_reports_announced_while_the_controller_was_cut_off_are_mirrored_once_it_is_back(r):
+    register_environment("env_a", heartbeat_at=time.time() - 3600)  # offline: the passes only mirror, never act
+    create_application("crm", ["env_a"])
+    controller = Controller()
+    assert controller.run_pass()
+    r.client_kill_filter(_type="pubsub")  # Redis drops the controller's subscription (a restart, a failover)
+    status.write(r, "crm", "env_a", contract.RUNNING)  # its announcement is lost
+
+    assert controller.run_pass()  # finds the subscription gone, subscribes again and reads every state
+
+    assert states("crm") == {"env_a": contract.RUNNING}
+
+
+def test_an_environment_row_deleted_behind_the_controller_is_mirrored_again_at_the_next_pass(r):
+    register_environment("env_a")
+    controller = Controller()
+    controller.mirror()
+    Environment.objects.filter(name="env_a").delete()  # its registration, unchanged, stays in Redis
+
+    controller.mirror()
+
+    assert Environment.objects.get(name="env_a").is_online()
+
+
+def test_a_forged_entry_over_a_mirrored_registration_is_noticed_by_the_next_pass(r):
+    register_environment("env_a")
+    controller = Controller()
+    controller.mirror()
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", '{"name": "env_a", "url": "http://evil.test", "heartbeat_at": 1}')
+
+    controller.mirror()
+
+    env = Environment.objects.get(name="env_a")
+    assert env.url == "http://env_a.test:8000" and not env.is_online() and "not signed" in env.rejected
+
+
 def test_health_is_recorded_for_pages_and_a_redis_outage_is_named(settings):
     controller = Controller()
     controller.record_health()

@@ -163,3 +163,21 @@ def test_without_a_shared_secret_nothing_verifies_and_nothing_can_be_signed(r, s
     assert entries == {} and "APP_SHARED_SECRET is not set" in rejected["env_a"]
     with pytest.raises(ImproperlyConfigured, match="APP_SHARED_SECRET"):
         signing.dumps({})
+
+
+def test_statuses_read_in_one_query_are_what_each_environment_says_of_itself(r, django_assert_num_queries):
+    now = time.time()
+    register_environment("env_online")
+    register_environment("env_late", heartbeat_at=now - 10_000)
+    register_environment("env_stopped")
+    registry.withdraw(r, {"name": "env_stopped"})
+    registry.announce(r, {"name": "env_degraded", "url": "http://d.test", "web_ok": False, "problem": "no answer"})
+    r.hset(contract.ENVIRONMENTS_KEY, "env_forged", '{"name": "env_forged", "url": "http://x.test"}')
+    registry_mirror.sync(r)
+
+    with django_assert_num_queries(1):
+        statuses = registry_mirror.statuses()
+
+    assert statuses == {e.name: e.status() for e in Environment.objects.all()}
+    assert statuses == {"env_online": contract.ONLINE, "env_late": contract.OFFLINE, "env_stopped": contract.OFFLINE,
+                        "env_degraded": contract.DEGRADED, "env_forged": contract.OFFLINE}
