@@ -33,7 +33,7 @@ from django.http.request import validate_host
 from supervisor_project.config import BASE_DIR, MIN_SHARED_SECRET, load
 
 from .conftest import free_port
-from .processes import ROOT, Process, RedisServer, own_postgres_databases, postgres_env, wait_for
+from .processes import ROOT, Process, RedisServer, http_ready, own_postgres_databases, postgres_env, wait_for
 from .test_deploy_files import RecordingEnviron, module_defines
 
 K8S = BASE_DIR / "deploy" / "kubernetes"
@@ -712,10 +712,13 @@ def test_the_local_overlays_containers_run_the_supervisor_controller_webs_and_ag
                 return {e["name"]: e["status"] for e in answer.json()["environments"]} if answer.ok else {}
 
             wait_for(lambda: statuses() == {"env_a": "online", "env_b": "online"}, timeout=60,
-                     what="both environments online, their webs answering the agents' probes")
+                     what="both environments online")
 
-            # The kubelet's probes, as it sends them, and the Hosts used inside the cluster.
+            # The kubelet's probes, as it sends them, and the Hosts used inside the cluster. (Online alone does not
+            # say a web answers yet: an agent gives its web a start-up grace.)
             webs = {name: pods[name] for name in ("supervisor", "env-a", "env-b")}
+            for name, pod in webs.items():
+                wait_for(http_ready(f"http://127.0.0.1:{pod.port}/healthz"), timeout=60, what=f"{name}'s web")
             for name, pod in webs.items():
                 (web,) = [c for c in pod.spec["containers"] if c["name"] == "web"]
                 for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
