@@ -152,3 +152,16 @@ def own_databases():
 
     with own_postgres_databases(DATABASES):
         yield
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis server of the test's own, on a free port, which the test may kill and start again."""
+    from .processes import RedisServer
+
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    yield server
+    server.stop()

@@ -10,21 +10,10 @@ from collections import Counter
 import pytest
 
 from .alert_receiver import Receiver
-from .conftest import free_port
 from .local_cluster import TIMEOUT, Cluster
-from .processes import RedisServer, wait_for
+from .processes import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -9,21 +9,11 @@ import requests
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster
-from .processes import RedisServer, base_env, daphne, http_ready, manage, wait_for
+from .processes import base_env, daphne, http_ready, manage, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct-horse-battery"
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
