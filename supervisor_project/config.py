@@ -32,6 +32,9 @@ DEFAULT_HEARTBEAT_INTERVAL = 120
 # The access proxy's patience with a worker: to open a connection, and between two reads of its answer.
 DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
 DEFAULT_PROXY_READ_TIMEOUT = 60.0
+# Threads per web process serving Django's pages (supervisor_project.asgi); the bench's reference is 8.
+DEFAULT_WEB_THREADS = 8
+MAX_WEB_THREADS = 256
 # Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
 MIN_SHARED_SECRET = 16
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
@@ -71,7 +74,7 @@ class ConfigError(ImproperlyConfigured):
 
 @contextlib.contextmanager
 def exit_on_config_error():
-    """For entry points that load the settings themselves (asgi.py under daphne): report a bad configuration as
+    """For entry points that load the settings themselves (asgi.py under uvicorn): report a bad configuration as
     manage.py does, the message on stderr and exit status 2, without a traceback."""
     try:
         yield
@@ -109,6 +112,7 @@ class Config:
     alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
+    web_threads: int = DEFAULT_WEB_THREADS
 
     @property
     def is_worker(self):
@@ -160,6 +164,17 @@ def _byte_size(env, var, problems):
                         f"(powers of 1024), e.g. {var}=100M, or leave it unset for no limit")
         return None
     return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+
+
+def _threads(env, var, problems):
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return DEFAULT_WEB_THREADS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WEB_THREADS:
+        problems.append(f"{var}={raw!r} is not a number of threads from 1 to {MAX_WEB_THREADS}; "
+                        f"e.g. {var}={DEFAULT_WEB_THREADS}")
+        return DEFAULT_WEB_THREADS
+    return int(raw)
 
 
 def _networks(env, var, problems):
@@ -398,6 +413,7 @@ def load(environ_map=None):
     proxy_read_timeout = _seconds(env, "APP_PROXY_READ_TIMEOUT", DEFAULT_PROXY_READ_TIMEOUT, problems)
     proxy_allowed_networks = _networks(env, "APP_PROXY_ALLOWED_NETWORKS", problems)
     proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
+    web_threads = _threads(env, "APP_WEB_THREADS", problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
     email = _email(env, problems)
 
@@ -458,4 +474,5 @@ def load(environ_map=None):
         alert_webhooks=alert_webhooks,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
+        web_threads=web_threads,
     )

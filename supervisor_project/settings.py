@@ -34,6 +34,7 @@ APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
 # addresses), and the largest request body it forwards (bytes; None: no limit). See proxy.networks, proxy.forward.
 APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
 APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
+APP_WEB_THREADS = CONFIG.web_threads
 # Where runsupervisor POSTs alerts (a tuple of URLs), besides the channels added in the admin (alerts/).
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.

@@ -8,12 +8,12 @@ from .processes import (
     PYTHON,
     Process,
     base_env,
-    daphne,
     http_ready,
     manage,
     postgres_env,
     runworker,
     wait_for,
+    web_process,
     worker_env,
 )
 
@@ -50,13 +50,13 @@ class Cluster:
         manage(["migrate", "-v0"], self.supervisor_env)
         for env in self.worker_envs.values():
             manage(["migrate", "-v0"], env)
-        self.supervisor = self._track(daphne(self.supervisor_env, self.port, self.tmp / "supervisor.log"))
+        self.supervisor = self._track(web_process(self.supervisor_env, self.port, self.tmp / "supervisor.log"))
         self.start_controller()
         for name in self.worker_envs:
             self.start_agent(name)
             if self.worker_web:
                 self.webs[name] = self._track(
-                    daphne(self.worker_envs[name], self.worker_ports[name], self.tmp / f"{name}-web.log"))
+                    web_process(self.worker_envs[name], self.worker_ports[name], self.tmp / f"{name}-web.log"))
         wait_for(http_ready(f"{self.base}/admin/login/"), what="the supervisor web")
         for name in self.webs:
             wait_for(http_ready(f"http://127.0.0.1:{self.worker_ports[name]}/healthz"), what=f"{name} web")

@@ -15,6 +15,8 @@ import redis as redis_lib
 import requests
 from django.conf import settings
 
+from supervisor_project.cluster import web_command
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 # What every process a test starts shares, as one deployment's processes do (tests/conftest.py sets it in-process).
@@ -123,9 +125,9 @@ def runworker(env, log_path):
     return Process([PYTHON, "manage.py", "runworker"], env, log_path)
 
 
-def daphne(env, port, log_path):
-    return Process([PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "supervisor_project.asgi:application"],
-                   env, log_path)
+def web_process(env, port, log_path):
+    """A web process of any role, started the documented way (supervisor_project.cluster.web_command)."""
+    return Process(web_command(port, python=PYTHON), env, log_path)
 
 
 def wait_for(predicate, timeout=30, interval=0.05, what="condition"):

@@ -12,7 +12,7 @@ from exchange import contract, registry
 from workers.agent import Agent, probe_web
 
 from .conftest import free_port
-from .processes import daphne, http_ready, manage, runworker, wait_for, worker_env
+from .processes import http_ready, manage, runworker, wait_for, web_process, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -183,7 +183,7 @@ def test_a_real_agent_reports_its_web_down_and_back(tmp_path, redis_url, r):
     port = free_port()
     env = worker_env("env_a", port, tmp_path, redis_url, APP_HEARTBEAT_INTERVAL=2)
     manage(["migrate", "-v0"], env)
-    web = daphne(env, port, tmp_path / "web.log")
+    web = web_process(env, port, tmp_path / "web.log")
     agent = runworker(env, tmp_path / "agent.log")
     try:
         wait_for(http_ready(f"http://127.0.0.1:{port}/healthz"), what="the worker web")
@@ -200,7 +200,7 @@ def test_a_real_agent_reports_its_web_down_and_back(tmp_path, redis_url, r):
         assert f"http://127.0.0.1:{port}" in entry["problem"]
 
         web.stop()
-        web = daphne(env, port, tmp_path / "web-again.log")
+        web = web_process(env, port, tmp_path / "web-again.log")
         wait_for(lambda: registry.status_of(registry.read(r)["env_a"]) == contract.ONLINE, timeout=30,
                  what="online again")
         assert registry.read(r)["env_a"]["problem"] == ""

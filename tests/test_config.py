@@ -329,7 +329,7 @@ def test_a_single_instance_needs_no_shared_secret():
     assert load({}).shared_secret == ""
 
 
-def test_daphne_without_the_shared_secret_exits_2_naming_it(tmp_path):
+def test_the_web_entry_point_without_the_shared_secret_exits_2_naming_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "ENVIRONMENT_"))}
     env.update(APP_MODE="supervisor", APP_STORAGE_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", "import supervisor_project.asgi"], cwd=BASE_DIR, env=env,

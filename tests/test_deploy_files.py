@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from supervisor_project.cluster import web_args
 from supervisor_project.config import BASE_DIR, load
 
 COMPOSE = yaml.safe_load((BASE_DIR / "compose.yaml").read_text())
@@ -277,11 +278,11 @@ def test_web_services_migrate_then_serve_the_asgi_application_on_the_published_p
         assert cmd[:2] == ["sh", "-c"]
         script = cmd[2]
         assert script.startswith("python manage.py migrate")
-        daphne = shlex.split(script.split("&&", 1)[1])
-        assert daphne[0] == "daphne"
-        port = int(daphne[daphne.index("-p") + 1])
+        serve = shlex.split(script.split("&&", 1)[1])
+        port = int(serve[serve.index("--port") + 1])
+        assert serve == ["uvicorn", *web_args(port, host="0.0.0.0")]
         assert set(published(web).values()) == {port}
-        module, _, attribute = daphne[-1].partition(":")
+        module, _, attribute = serve[-1].partition(":")
         assert module_defines(module, attribute)
 
 
@@ -327,8 +328,7 @@ def test_the_requirements_are_installed_before_the_project_is_copied():
 
 def test_the_default_command_serves_the_asgi_application_on_port_80():
     cmd = dockerfile_cmd()
-    assert cmd[0] == "daphne" and "daphne" in requirement_names()
-    assert cmd[cmd.index("-p") + 1] == "80"
+    assert cmd == ["uvicorn", *web_args(80, host="0.0.0.0")] and "uvicorn" in requirement_names()
     assert ("EXPOSE", "80") in dockerfile()
     module, _, attribute = cmd[-1].partition(":")
     assert module_defines(module, attribute)
@@ -342,4 +342,4 @@ def test_the_requirements_are_pinned_and_cover_every_role():
         if line.split("#", 1)[0].strip()
     ]
     assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
-    assert {"django", "daphne", "redis", "rq", "django-rq", "psycopg", "django-environ"} <= requirement_names()
+    assert {"django", "uvicorn", "uvloop", "httptools", "a2wsgi", "redis", "rq", "django-rq", "psycopg", "django-environ"} <= requirement_names()

@@ -7,7 +7,7 @@ from supervisor_project.config import ConfigError, load
 from workers.hosted_urls import operator_patterns
 
 from .conftest import free_port
-from .processes import base_env, daphne, manage, worker_env
+from .processes import base_env, manage, web_process, worker_env
 
 SECRET = {"APP_SHARED_SECRET": "0123456789abcdef0123456789abcdef"}
 
@@ -57,7 +57,7 @@ def test_a_worker_web_whose_urlconf_has_no_urlpatterns_stops_at_start_naming_it(
     port = free_port()
     env = worker_env("env_a", port, tmp_path, redis_url, APP_HOSTED_URLCONF="samples.notes",
                      APP_HOSTED_APPS="samples.notes")
-    web = daphne(env, port, tmp_path / "web.log")
+    web = web_process(env, port, tmp_path / "web.log")
     try:
         assert web.wait(60) == 2, web.output()
         output = web.output()

@@ -30,6 +30,7 @@ import yaml
 from django.conf import settings
 from django.http.request import validate_host
 
+from supervisor_project.cluster import web_args
 from supervisor_project.config import BASE_DIR, MIN_SHARED_SECRET, load
 
 from .conftest import free_port
@@ -43,7 +44,7 @@ KUBERNETES_VERSION = "1.32.0"
 IMAGE = "app-supervisor"
 SECRETS_FILE = "secrets.env"
 
-DAPHNE = ["daphne", "-b", "0.0.0.0", "-p", "8080", "supervisor_project.asgi:application"]
+WEB = ["uvicorn", *web_args(8080, host="0.0.0.0")]
 MIGRATE = ["python", "manage.py", "migrate", "--noinput"]
 RUNSUPERVISOR = ["python", "manage.py", "runsupervisor"]
 RUNWORKER = ["python", "manage.py", "runworker"]
@@ -231,7 +232,7 @@ def container_env(container, resources):
 
 def role(container, env):
     cmd = command(container)
-    if cmd[:1] == ["daphne"]:
+    if cmd[:1] == ["uvicorn"]:
         return "supervisor web" if env.get("APP_MODE") == "supervisor" else "worker web"
     if cmd[:2] == ["sh", "-c"] and cmd[2].startswith(WAIT_FOR_MIGRATIONS):
         return "wait for migrations"
@@ -418,8 +419,8 @@ def test_the_roles_are_those_of_compose_each_with_its_documented_command(overlay
     assert len(roles["controller"]) == 1
     assert sorted(environments(overlay)) == ["env_a", "env_b"]
     for _, container, _ in roles["supervisor web"] + roles["worker web"]:
-        assert command(container) == DAPHNE
-    module, _, attribute = DAPHNE[-1].partition(":")
+        assert command(container) == WEB
+    module, _, attribute = WEB[-1].partition(":")
     assert module_defines(module, attribute)
     for _, container, _ in roles["wait for migrations"]:
         script = command(container)[2]
@@ -638,16 +639,14 @@ class Pod:
                    {"DB_DIALECT": "sqlite", "DB_DATABASE": str(self.tmp / f"{database}.sqlite3")})
         outside = {k: v for k, v in os.environ.items()
                    if not k.startswith(("APP_", "ENVIRONMENT_", "DB_", "DJANGO_")) and k != "DATABASE_URL"}
-        # `python` and `daphne` are the image's; here, the virtualenv's.
+        # `python` and `uvicorn` are the image's; here, the virtualenv's.
         outside["PATH"] = f"{Path(sys.executable).parent}:{outside.get('PATH', '')}"
         return {**outside, **env, "PYTHONUNBUFFERED": "1"}
 
     def args(self, container):
         cmd = command(container)
-        if cmd[:1] == ["daphne"]:
-            cmd = [*cmd]
-            cmd[cmd.index("-b") + 1] = "127.0.0.1"
-            cmd[cmd.index("-p") + 1] = str(self.port)
+        if cmd[:1] == ["uvicorn"]:
+            cmd = ["uvicorn", *web_args(self.port)]
         return cmd
 
     def process(self, container):

@@ -56,7 +56,7 @@ async def refused(application, headers):
     """(close code, the message naming the problem) of a connection the socket refuses."""
     communicator = WebsocketCommunicator(application, PATH, headers=headers)
     connected, _ = await communicator.connect()
-    assert connected  # accepted only to say why it is closed: daphne answers a refused handshake with a bare 403
+    assert connected  # accepted only to say why it is closed: a server answers a refused handshake with a bare 403
     message = await communicator.receive_json_from(timeout=WAIT)
     closed = await communicator.receive_output(timeout=WAIT)
     assert message["type"] == "refused" and closed["type"] == "websocket.close"

@@ -1,4 +1,4 @@
-"""The events socket, /ws/events/, served by daphne as deployed: a client with the API token sees an application
+"""The events socket, /ws/events/, served by uvicorn as deployed: a client with the API token sees an application
 stop within a second (the whole local cluster), is refused with a code that says why, and is told when Redis goes
 away and comes back (a supervisor web on a private redis-server that the test kills)."""
 
@@ -16,7 +16,7 @@ from exchange.contract import STATUSES_KEY, status_field
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster
-from .processes import RedisServer, base_env, daphne, http_ready, manage, postgres_env, wait_for
+from .processes import RedisServer, base_env, http_ready, manage, postgres_env, wait_for, web_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -88,7 +88,7 @@ def supervisor_on_private_redis(tmp_path, own_databases):
     env = base_env(tmp_path / "supervisor", server.url, APP_MODE="supervisor", SUPERVISOR_API_TOKEN=TOKEN,
                    **postgres_env("appsup_it_sup"))
     manage(["migrate", "-v0"], env)
-    web = daphne(env, port, tmp_path / "supervisor.log")
+    web = web_process(env, port, tmp_path / "supervisor.log")
     try:
         wait_for(http_ready(f"http://127.0.0.1:{port}/admin/login/"), what="the supervisor web")
         yield f"http://127.0.0.1:{port}", server

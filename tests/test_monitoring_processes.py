@@ -9,7 +9,7 @@ import requests
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster
-from .processes import base_env, daphne, http_ready, manage, wait_for
+from .processes import base_env, http_ready, manage, wait_for, web_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -115,7 +115,7 @@ def test_a_supervisor_whose_database_does_not_answer_is_not_ready_naming_it(tmp_
     port = free_port()
     env = base_env(tmp_path / "supervisor", redis_url, APP_MODE="supervisor", DB_DIALECT="postgres",
                    DB_HOST="127.0.0.1", DB_PORT=free_port(), DB_USER="postgres", DB_DATABASE="appsup_nowhere")
-    web = daphne(env, port, tmp_path / "supervisor.log")
+    web = web_process(env, port, tmp_path / "supervisor.log")
     try:
         wait_for(http_ready(f"http://127.0.0.1:{port}/healthz"), what="the supervisor web")
         response = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10)

@@ -1,4 +1,4 @@
-"""The supervisor's access proxy (/apps/<name>/…), served by a real daphne (in a thread of the test process) in front
+"""The supervisor's access proxy (/apps/<name>/…), served by a real uvicorn (in a thread of the test process) in front
 of real upstream servers registered as environments, with real Redis and real HTTP/WebSocket clients."""
 
 import hashlib
@@ -41,32 +41,21 @@ async def _stand_in_django(scope, receive, send):
 
 @pytest.fixture(scope="session")
 def proxy_url():
-    """daphne serving proxy.asgi.build(...) on a free port, for the whole run (Twisted's reactor runs only once)."""
-    from daphne.server import Server
-    from twisted.internet import reactor
+    """uvicorn serving proxy.asgi.build(...) on a free port (in a thread of this process), for the whole run."""
+    import uvicorn
 
     port = free_port()
-    ready = threading.Event()
-    server = Server(
-        application=proxy_asgi.build(_stand_in_django),
-        endpoints=[f"tcp:port={port}:interface=127.0.0.1"],
-        signal_handlers=False,
-        ready_callable=ready.set,
-        verbosity=0,
-    )
-    thread = threading.Thread(target=server.run, name="daphne", daemon=True)
+    config = uvicorn.Config(proxy_asgi.build(_stand_in_django), host="127.0.0.1", port=port, log_level="warning",
+                            proxy_headers=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
-    assert ready.wait(10)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "daphne did not start listening"
-            time.sleep(0.05)
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start listening"
+        time.sleep(0.05)
     yield f"http://127.0.0.1:{port}"
-    reactor.callFromThread(reactor.stop)
+    server.should_exit = True
     thread.join(10)
 
 
@@ -741,7 +730,7 @@ def listener():
 
 @pytest.fixture
 def connections(monkeypatch):
-    """The addresses the process connects sockets to while the test runs (the proxy's daphne is in this process)."""
+    """The addresses the process connects sockets to while the test runs (the proxy's uvicorn is in this process)."""
     seen = []
     real = socket.socket.connect_ex
 

@@ -1,5 +1,5 @@
-"""Request bodies through the access proxy, as deployed: a supervisor web (daphne, APP_MODE=supervisor) in front of a
-real worker (daphne web and agent) serving a running hosted application. The uploads are generated as they are
+"""Request bodies through the access proxy, as deployed: a supervisor web (uvicorn, APP_MODE=supervisor) in front of a
+real worker (uvicorn web and agent) serving a running hosted application. The uploads are generated as they are
 sent, so the test process never holds one either."""
 
 import http.client
@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from .conftest import free_port
-from .processes import base_env, daphne, http_ready, wait_for
+from .processes import base_env, http_ready, wait_for, web_process
 from .test_worker_web_processes import started_application, worker  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -62,7 +62,7 @@ def blocks(count):
 def supervisor_web(tmp_path, redis_url, **extra):
     port = free_port()
     env = base_env(tmp_path / f"supervisor-{port}", redis_url, APP_MODE="supervisor", **extra)
-    process = daphne(env, port, tmp_path / f"supervisor-{port}.log")
+    process = web_process(env, port, tmp_path / f"supervisor-{port}.log")
     process.base = f"http://127.0.0.1:{port}"
     try:
         wait_for(http_ready(f"{process.base}/apps/"), what="the supervisor web")

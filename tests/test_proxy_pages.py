@@ -2,7 +2,7 @@
 back to the supervisor's admin, the machine code kept for automation (JSON ``error``, the page's ``data-code``).
 
 Requests go through the proxy's real ASGI application in this process, reading real Redis; test_proxy.py covers the
-same application served by daphne."""
+same application served by uvicorn."""
 
 import asyncio
 import html

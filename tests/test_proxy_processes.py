@@ -1,4 +1,4 @@
-"""The access proxy end to end, as deployed: the supervisor web started the documented way (daphne on
+"""The access proxy end to end, as deployed: the supervisor web started the documented way (uvicorn on
 supervisor_project.asgi:application, APP_MODE=supervisor, configured by environment variables), stand-in workers
 registered through Redis, real HTTP and WebSocket clients."""
 
@@ -18,7 +18,7 @@ from exchange import contract, status
 
 from .conftest import free_port
 from .factories import create_application, register_environment
-from .processes import base_env, daphne, http_ready, wait_for
+from .processes import base_env, http_ready, wait_for, web_process
 from .proxy_upstreams import EchoUpstream, WebSocketEcho, header
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -42,7 +42,7 @@ def supervisor(tmp_path, redis_url):
     port = free_port()
     env = base_env(tmp_path / "supervisor", redis_url, APP_MODE="supervisor", APP_PROXY_READ_TIMEOUT="1",
                    APP_PROXY_CONNECT_TIMEOUT="2")
-    process = daphne(env, port, tmp_path / "supervisor.log")
+    process = web_process(env, port, tmp_path / "supervisor.log")
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for(http_ready(f"{base}/apps/"), what="the supervisor web")

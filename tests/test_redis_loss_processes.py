@@ -2,7 +2,7 @@
 
 Everything runs as deployed, configured by environment variables: a Redis server of the test's own (started without
 persistence, so a restart loses everything; the shared test Redis is not used because this test kills its server),
-a supervisor web (daphne, APP_MODE=supervisor) with its controller (`manage.py runsupervisor`), and environment env_a (a worker web under daphne and its `manage.py runworker` agent). An application is
+a supervisor web (uvicorn, APP_MODE=supervisor) with its controller (`manage.py runsupervisor`), and environment env_a (a worker web under uvicorn and its `manage.py runworker` agent). An application is
 created and started through the supervisor's JSON API; then a few threads load it through the supervisor's proxy
 while Redis is (1) flushed, and (2) killed outright and started again a second later, empty.
 """
@@ -23,13 +23,13 @@ from .processes import (
     Process,
     RedisServer,
     base_env,
-    daphne,
     http_ready,
     manage,
     own_postgres_databases,
     postgres_env,
     runworker,
     wait_for,
+    web_process,
     worker_env,
 )
 
@@ -65,8 +65,8 @@ def deployment(tmp_path, own_databases):
     try:
         manage(["migrate", "-v0"], supervisor_env)
         manage(["migrate", "-v0"], env_a)
-        processes.append(daphne(supervisor_env, port, tmp_path / "supervisor-web.log"))
-        processes.append(daphne(env_a, worker_port, tmp_path / "env_a-web.log"))
+        processes.append(web_process(supervisor_env, port, tmp_path / "supervisor-web.log"))
+        processes.append(web_process(env_a, worker_port, tmp_path / "env_a-web.log"))
         processes.append(runworker(env_a, tmp_path / "env_a-agent.log"))
         processes.append(Process([PYTHON, "manage.py", "runsupervisor"], supervisor_env,
                                  tmp_path / "runsupervisor.log"))

@@ -1,5 +1,5 @@
 """A single instance as a new user runs it: APP_MODE unset, no Redis configured, `manage.py migrate`, then one
-daphne process. And the embedded Redis of a supervisor without a Redis URL, which must stop with its process."""
+web process (uvicorn). And the embedded Redis of a supervisor without a Redis URL, which must stop with its process."""
 
 import contextlib
 import os
@@ -16,12 +16,12 @@ from .processes import (
     PYTHON,
     Process,
     base_env,
-    daphne,
     http_ready,
     manage,
     own_postgres_databases,
     postgres_env,
     wait_for,
+    web_process,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -69,9 +69,9 @@ def stopped_with_sigterm(process):
 
 
 def serving(env, tmp_path, log_name):
-    """A daphne of ENV, once it answers; its base URL is ``.base``."""
+    """A web process of ENV, once it answers; its base URL is ``.base``."""
     port = free_port()
-    web = daphne(env, port, tmp_path / log_name)
+    web = web_process(env, port, tmp_path / log_name)
     web.base = f"http://127.0.0.1:{port}"
     try:
         wait_for(http_ready(f"{web.base}/healthz"), timeout=30, what=f"{log_name} to serve")
@@ -87,7 +87,7 @@ def database():
         yield
 
 
-def test_one_daphne_without_redis_creates_starts_serves_and_stops_an_application_on_local(tmp_path, database):
+def test_one_web_process_without_redis_creates_starts_serves_and_stops_an_application_on_local(tmp_path, database):
     storage = tmp_path / "single"
     env = env_without_redis(storage)
     env.pop("APP_MODE")  # unset, as a new user leaves it
@@ -140,7 +140,7 @@ def test_a_restarted_single_instance_serves_what_was_running(tmp_path, database)
             assert requests.get(f"{base}/apps/crm/admin/login/", timeout=10).status_code == 200
 
 
-def test_the_embedded_redis_of_a_supervisor_without_a_redis_url_stops_with_daphne(tmp_path, database):
+def test_the_embedded_redis_of_a_supervisor_without_a_redis_url_stops_with_its_web_process(tmp_path, database):
     storage = tmp_path / "supervisor"
     env = env_without_redis(storage, APP_MODE="supervisor", APP_SHARED_SECRET="x" * 32)
     manage(["migrate", "--verbosity", "0"], env)

@@ -1,4 +1,4 @@
-"""A real worker (daphne web + runworker agent) serving a hosted application's admin over real HTTP.
+"""A real worker (uvicorn web + runworker agent) serving a hosted application's admin over real HTTP.
 
 The test process plays the supervisor: it creates the application (password hashed with the default hashers, which
 the worker uses) and starts it through the documented lifecycle, over Redis, to the real agent.
@@ -20,13 +20,13 @@ from exchange.redis_client import supervisor_redis
 from .conftest import free_port
 from .factories import PASSWORD, create_application
 from .processes import (
-    daphne,
     http_ready,
     manage,
     own_postgres_databases,
     postgres_env,
     runworker,
     wait_for,
+    web_process,
     worker_env,
 )
 
@@ -49,7 +49,7 @@ def _worker(tmp_path, redis_url):
     manage(["migrate", "-v0"], env)
     processes = []
     try:
-        processes.append(daphne(env, port, tmp_path / "web.log"))
+        processes.append(web_process(env, port, tmp_path / "web.log"))
         processes.append(runworker(env, tmp_path / "agent.log"))
         base = f"http://127.0.0.1:{port}"
         wait_for(http_ready(f"{base}/healthz"), what="the worker web")

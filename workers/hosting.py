@@ -16,7 +16,7 @@
    browsers from mixing applications; the names keep them apart for clients that ignore paths, and from the
    supervisor's own ``sessionid``/``csrftoken`` (Path=/), which a browser also sends through the access proxy.
 
-It is a middleware rather than ASGI code so that daphne and Django's test client run exactly the same path. A single
+It is a middleware rather than ASGI code so that the web server and Django's test client run exactly the same path. A single
 instance (APP_MODE unset, single/) hosts its applications with it too, reading their views from its own database
 instead of Redis (``exchange.directory.hosted_source``).
 """

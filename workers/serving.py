@@ -2,7 +2,7 @@
 
 HTTP goes straight to Django, where workers.hosting.HostedApplicationMiddleware mounts each hosted application at
 /apps/<name>/ (database, script prefix, cookie scoping, and the 404/503 pages). That work is done in a middleware,
-not here, so that daphne and Django's test client run the very same code.
+not here, so that the web server and Django's test client run the very same code.
 
 What Django cannot take is answered here: the hosted site has no WebSocket endpoints, so a WebSocket (the
 supervisor's proxy forwards them) is refused with a close before accept, which the server turns into HTTP 403,
