@@ -6,7 +6,7 @@ Redis and 10×N applications, one placement each, each with a reported state in 
 INSERTs, one Redis pipeline), not through the API. A subprocess populates it and, in-process, counts each page's
 queries and times the controller's mirror (``Controller.mirror``: where heartbeats and reported states reach the
 database; pages only read) after every environment heartbeats, and whole controller passes, at both sizes.
-Against the big one, a real supervisor web process (daphne, started the documented way) is timed over HTTP: every
+Against the big one, a real supervisor web process (uvicorn, started the documented way) is timed over HTTP: every
 admin list, the Open page, pages of GET /api/apps/ and GET /api/environments/ (the first and one far down, via the
 cursor) and /metrics. ``measure`` runs in the orchestrator; ``main`` runs in the subprocesses.
 """
@@ -25,6 +25,8 @@ from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import requests
+
+from supervisor_project.cluster import web_command
 
 from .cluster import ROOT, port_free, run_json
 
@@ -74,7 +76,7 @@ def measure(cluster, quick, postgres=False):
     for dialect in DIALECTS if postgres else DIALECTS[:1]:
         results, environs = {}, {}
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-            # Small size first: the big one's database is the one daphne serves next.
+            # Small size first: the big one's database is the one the web process serves next.
             for db, envs in enumerate(reversed(sizes), start=5):
                 env = cluster.django_environ()
                 redis_url = cluster.state["redis_url"]
@@ -121,19 +123,17 @@ def drop_postgres_database(envs):
         connection.execute(f'DROP DATABASE IF EXISTS "{POSTGRES_DATABASE}_{envs}" WITH (FORCE)')
 
 
-# -- over HTTP, against daphne (orchestrator) -------------------------------------------------------------------
+# -- over HTTP, against the supervisor's web process (orchestrator) ----------------------------------------------
 
 
 def measure_http(env, tmp, first_port, n_envs, repeats):
     paths = pages(n_envs)
     port = next(p for p in range(first_port, first_port + 100) if port_free(p))
     url = f"http://127.0.0.1:{port}"
-    log = open(tmp / "daphne.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                             "supervisor_project.asgi:application"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp / "web.log", "w")
+    proc = subprocess.Popen(web_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_healthy(proc, url, tmp / "daphne.log")
+        wait_healthy(proc, url, tmp / "web.log")
         admin = login(url)
         api = requests.Session()
         api.headers["Authorization"] = f"Bearer {TOKEN}"
@@ -178,12 +178,12 @@ def wait_healthy(proc, url, log_path, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"daphne exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"the web process exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
         with contextlib.suppress(requests.RequestException):
             if requests.get(url + "/healthz", timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"daphne did not answer /healthz within {timeout} s: {log_path.read_text()[-2000:]}")
+    raise RuntimeError(f"the web process did not answer /healthz within {timeout} s: {log_path.read_text()[-2000:]}")
 
 
 def login(url):

@@ -130,10 +130,11 @@ def read(name, redis=None, previous=None):
 class _WatchedSocket:
     """The event listener's socket, made to tell other threads whether an event reached the process unhandled.
 
-    A read first waits for data without consuming it (so data not yet read shows as readable to select), then marks
-    the listener busy from the moment it consumes until it comes back for more, which it does only after handling
-    everything it read. So "readable, or busy" is exact: no window in which a published event has left the kernel
-    but not yet reached the directory's handler."""
+    A read marks the listener busy from the moment it consumes data; the listener marks it idle again once it has
+    handled everything it read (Listener's ``caught_up``: nothing buffered in the parser, nothing waiting in the
+    kernel). So "readable, or busy" is exact: no window in which a published event has left the kernel but not yet
+    reached the directory's handler. (Not on the socket's next read: redis-py waits for data with poll() on the file
+    descriptor, so an idle listener would never read again and every lookup would miss.)"""
 
     def __init__(self, sock):
         self._sock = sock
@@ -148,7 +149,6 @@ class _WatchedSocket:
         self._sock.settimeout(timeout)
 
     def _wait(self):
-        self.busy = False  # back for more: what was read before has been handled
         if self._timeout != 0:
             readable, _, _ = select.select([self._sock], [], [], self._timeout)
             if not readable:
@@ -234,11 +234,18 @@ class Directory:
         """Start (once per process and key) the listener that invalidates views on events; returns it."""
         listener = self.listener
         if listener is None or not listener.thread.is_alive():
-            listener = self.listener = events.listen_once(self.listen_key, self._connect_events, self.handle_event)
+            listener = self.listener = events.listen_once(self.listen_key, self._connect_events, self.handle_event,
+                                                          caught_up=self._caught_up)
         return listener
 
     def _connect_events(self):
         return _Watched(self.events_connect(), self)
+
+    @staticmethod
+    def _caught_up(pubsub):
+        sock = getattr(getattr(pubsub, "connection", None), "_sock", None)
+        if isinstance(sock, _WatchedSocket):
+            sock.busy = False
 
     def _event_pending(self):
         """Whether an event has reached this process that the listener has not handled yet: the listener thread
@@ -267,7 +274,10 @@ class Directory:
         name = event.get("app") if kind == events.PLACEMENT else event.get("name") if kind == events.APP else None
         if kind in (events.PLACEMENT, events.APP) and isinstance(name, str):
             return self.invalidate(name)
-        return self.invalidate()  # environment, cache, or anything unexpected: everything may have changed
+        if kind == events.ENVIRONMENT and isinstance(event.get("name"), str):
+            # Heartbeats announce one each: only the views placing an application there may have changed.
+            return self.invalidate_environment(event["name"])
+        return self.invalidate()  # a cache rebuild, or anything unexpected: everything may have changed
 
     def invalidate(self, name=None):
         """Make NAME's view (every view when None) not fresh; the last known views are kept for outages."""
@@ -279,6 +289,15 @@ class Directory:
                 entry = self._entries.get(name)
                 if entry is not None:
                     self._entries[name] = _Entry(None, entry.view, entry.known)
+
+    def invalidate_environment(self, environment):
+        with self._lock:
+            self._changes += 1
+            self._entries = {
+                key: _Entry(None, e.view, e.known)
+                if e.view is None or environment in _environment_names(e.view.config) else e
+                for key, e in self._entries.items()
+            }
 
     # -- lookups --------------------------------------------------------------------------------------------------
 

@@ -47,9 +47,11 @@ class Listener:
     """A daemon thread that calls HANDLER(event) for each event, and HANDLER(None) each time it (re)subscribes:
     events may have been missed, so whatever the handler caches should be dropped."""
 
-    def __init__(self, connect, handler, name="appsup-events", retry=0.5):
+    def __init__(self, connect, handler, name="appsup-events", retry=0.5, caught_up=None):
         self.connect = connect  # () -> a Redis client
         self.handler = handler
+        # Called with the PubSub each time everything it has read has been handled (nothing buffered or waiting).
+        self.caught_up = caught_up
         self.retry = retry
         self.stopped = threading.Event()
         self.subscribed = threading.Event()
@@ -72,7 +74,13 @@ class Listener:
                 self._deliver(None)
                 self.subscribed.set()
                 while not self.stopped.is_set():
-                    message = pubsub.get_message(timeout=1.0)
+                    message = pubsub.get_message(timeout=0)  # what is buffered, or already waiting, first
+                    if message is None:
+                        # None is also what a skipped subscribe or health-check reply gives: caught up only when
+                        # nothing more is buffered or waiting.
+                        if self.caught_up is not None and not pubsub.connection.can_read(timeout=0):
+                            self.caught_up(pubsub)
+                        message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         event = decode(message["data"])
                         if event is not None:
@@ -100,12 +108,13 @@ _started = {}
 _lock = threading.Lock()
 
 
-def listen_once(key, connect, handler):
+def listen_once(key, connect, handler, caught_up=None):
     """Start one Listener per KEY for this process (lazily, from the first request that needs it)."""
     with _lock:
         listener = _started.get(key)
         if listener is None or not listener.thread.is_alive():
-            listener = _started[key] = Listener(connect, handler, name=f"appsup-events-{key}").start()
+            listener = _started[key] = Listener(connect, handler, name=f"appsup-events-{key}",
+                                                caught_up=caught_up).start()
         return listener
 
 

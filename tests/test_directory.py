@@ -310,6 +310,10 @@ def test_a_status_write_is_seen_by_the_next_lookup(r, listening):
     for i in range(200):
         state = contract.STOPPED if i % 2 == 0 else contract.RUNNING
         status.write(r, "crm", "env_a", state)
+        # The writer is another process in deployment (an agent), and what reaches a lookup after it has been
+        # through Redis again (the command's result). Redis answers a later command only once it has written the
+        # event to every subscriber's socket; the reply to PUBLISH itself may come first.
+        r.ping()
         if listening.lookup("crm").statuses["env_a"]["state"] != state:
             misses += 1
     assert misses == 0
@@ -320,7 +324,43 @@ def test_a_configuration_change_and_a_cache_rebuild_are_seen_by_the_next_lookup(
     assert listening.lookup("crm").config["display_name"] == "CRM"
     config_cache.write(r, "crm", {"name": "crm", "display_name": "Changed", "environments": ["env_a"]})
     events.publish(r, events.APP, name="crm")
+    r.ping()  # as in test_a_status_write_is_seen_by_the_next_lookup
     assert listening.lookup("crm").config["display_name"] == "Changed"
     config_cache.replace_all(r, {"crm": {"name": "crm", "display_name": "Rebuilt", "environments": ["env_a"]}})
     events.publish(r, events.CACHE, action="rebuilt")
+    r.ping()
     assert listening.lookup("crm").config["display_name"] == "Rebuilt"
+
+
+def test_once_an_event_is_handled_lookups_are_answered_from_memory_again(r, listening):
+    _configure(r)
+    reads = []
+
+    class Counting(redis_lib.Redis):
+        def pipeline(self, *args, **kwargs):
+            reads.append(1)
+            return super().pipeline(*args, **kwargs)
+
+    listening.redis = lambda: Counting(connection_pool=r.connection_pool)
+    listening.lookup("crm")
+    events.publish(r, events.APP, name="crm")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # read again once the event is handled; then fresh until the next one
+        listening.lookup("crm")
+        if listening.cached("crm")[0]:
+            break
+        time.sleep(0.01)
+    before = len(reads)
+    for _ in range(50):
+        assert listening.lookup("crm") is not None
+    assert len(reads) == before  # from memory: no read of Redis per request while nothing changes
+
+
+def test_an_environment_event_leaves_fresh_the_views_of_applications_not_placed_there(r):
+    _configure(r)
+    d = directory.Directory(ttl=60.0)
+    d.lookup("crm")
+    d.handle_event({"type": events.ENVIRONMENT, "name": "env_other", "status": "online"})
+    assert d.cached("crm")[0]
+    d.handle_event({"type": events.ENVIRONMENT, "name": "env_a", "status": "offline"})
+    assert d.cached("crm") == (False, None)
