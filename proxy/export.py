@@ -83,7 +83,10 @@ class Origin:
 
 def parse_origin(url):
     """The Origin of URL, an address with nothing after the host and port; UnsupportedAddress says why not."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket, say
+        raise UnsupportedAddress("it is not a URL") from None
     if parts.scheme not in DEFAULT_PORTS:
         raise UnsupportedAddress("its scheme is not http or https")
     if parts.username is not None or parts.password is not None:
@@ -172,7 +175,10 @@ def environment_upstream(name, registration, now, resolver=resolve):
     liveness = registry.status_of(registration, now)
     if liveness != contract.ONLINE:
         return None, liveness
-    base = targets._registered_base(registration)
+    try:
+        base = targets._registered_base(registration)
+    except ValueError:
+        base = None
     if base is None:
         return None, "no http(s) address registered"
     try:

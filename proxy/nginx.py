@@ -22,6 +22,7 @@ Every value written here is rebuilt from checked parts (proxy.export) and checke
 character set (``_token``) before it is written: nothing read from Redis can add nginx syntax.
 """
 
+import ipaddress
 import re
 
 from . import export, targets
@@ -82,8 +83,10 @@ def valid_listen(value):
     if not host:
         return True
     if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        return ":" in host and export.HOSTNAME_RE.fullmatch(host.replace(":", "0")) is not None
+        try:
+            return ipaddress.IPv6Address(host[1:-1]).scope_id is None
+        except ValueError:
+            return False
     return export.HOSTNAME_RE.fullmatch(host) is not None
 
 

@@ -157,7 +157,8 @@ def test_forged_and_malformed_entries_put_nothing_of_theirs_in_the_file(r, redis
         {"name": "env_x", "url": "http://127.0.0.1:1/;}evil", "proxy_url": "http://127.0.0.1:2;}", "pid": 1}))
     for name, url, proxy_url in (("env_y", "http://127.0.0.1:3/;}evil", "http://a;}b:1"),
                                  ("env_z", "http://evil\n}.example:4", "http://127.0.0.1:5/x;y"),
-                                 ("env_w", "http://[::1]:6", "http://127.0.0.1:7?}evil")):
+                                 ("env_w", "http://[::1]:6", "http://127.0.0.1:7?}evil"),
+                                 ("env_v", "http://[::1", "http://[::1")):
         plain.hset(contract.ENVIRONMENTS_KEY, name, sealed(
             {"name": name, "url": url, "proxy_url": proxy_url, "version": "1", "host": "h", "pid": 1,
              "heartbeat_at": time.time(), "stopped_at": None}))
@@ -168,8 +169,9 @@ def test_forged_and_malformed_entries_put_nothing_of_theirs_in_the_file(r, redis
             {"app": name, "environment": "env_a", "state": "running", "error": "", "traceback": "", "at": 1.0}))
     # An unsigned application entry, and an environment name that is no slug inside a signed one.
     plain.hset(contract.APPS_KEY, "forged", json.dumps({"name": "forged", "environments": ["env_a"]}))
-    plain.hset(contract.APPS_KEY, "odd", sealed({"name": "odd", "environments": ["env_a;}", "env_y", "env_z"]}))
-    for env in ("env_y", "env_z", "env_w", "env_x"):
+    plain.hset(contract.APPS_KEY, "odd", sealed({"name": "odd", "environments": ["env_a;}", "env_y", "env_z",
+                                                                              "env_w", "env_v"]}))
+    for env in ("env_y", "env_z", "env_w", "env_x", "env_v"):
         for app in ("odd", "crm"):
             plain.hset(contract.STATUSES_KEY, f"{app}/{env}", sealed(
                 {"app": app, "environment": env, "state": "running", "error": "", "traceback": "", "at": 1.0}))
@@ -200,8 +202,11 @@ def test_a_value_that_is_not_a_plain_token_is_refused_when_rendering(cluster_vie
     plan = export.collect(cluster_view, SUPERVISOR)
     with pytest.raises(nginx.Unsafe):
         nginx.render(plan, withheld_cookies={"session;id"})
-    with pytest.raises(nginx.Unsafe):
-        nginx.render(plan, listen="80; include /etc/passwd")
+    for listen in ("80; include /etc/passwd", "[::1;]:80", "0", "65536", "a b:80"):
+        with pytest.raises(nginx.Unsafe):
+            nginx.render(plan, listen=listen)
+    for listen in ("80", "127.0.0.1:8080", "[::]:80", "localhost:80"):
+        assert f"    listen {listen};\n" in nginx.render(plan, listen=listen)
 
 
 @needs_nginx
