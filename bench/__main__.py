@@ -73,6 +73,10 @@ def rows_proxy(pages):
              f"({med(proxy.SUPERVISOR, 'p99_ms'):.1f} vs {med(proxy.WORKER, 'p99_ms'):.1f})"
              + (f"; {bad} errors" if bad else ""), "–"),
         ]
+        if proxy.NGINX in figure["runs"]:
+            rows.append((f"external proxy, {label} (rps ratio)", f"same runs: `/apps/{path}` via nginx configured by "
+                         "`manage.py exportproxy` vs the worker's port", "(reported)",
+                         pair(figure, proxy.NGINX, proxy.WORKER), "–"))
     return rows
 
 

@@ -1,35 +1,34 @@
-"""The exported data plane: a hosted app's pages through nginx, configured by ``manage.py exportproxy``, vs straight
-from the worker. The same pages, load and alternating A/B runs as the proxy cost (bench/proxy.py), so the two
-figures read side by side: what the Python proxy costs, and what an operator gets by exporting to nginx.
-
-``measure`` returns None when nginx is not installed; otherwise bench.proxy's dict for each page, with "proxy"
-meaning nginx here: {label: {"path", "ratio" (nginx rps ÷ direct rps), "rps_proxy", "rps_direct", "p50_proxy",
-"p50_direct", "p99_proxy", "p99_direct" (ms), "errors", "rounds", "seconds", "tool"}}.
+"""The exported data plane: nginx, configured by ``manage.py exportproxy``, in front of the bench cluster.
+bench.proxy measures the hosted pages through it beside the supervisor's proxy and the worker, in the same
+alternating runs: what the Python proxy costs, and what an operator gets by exporting to nginx.
 """
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import requests
 
 from proxy import nginx as nginx_config
 
-from . import proxy
 from .cluster import ROOT, port_free
 
-APP = proxy.APP
+APP = "bproxy"  # bench.proxy's application, running when this starts
+LOGIN = "admin/login/"
 
 
-def measure(cluster, quick):
+@contextlib.contextmanager
+def nginx(cluster):
+    """The base URL of nginx serving the cluster's exported routing (the proxy figure's application running), or
+    None when nginx is not installed."""
     binary = shutil.which("nginx")
     if binary is None:
-        return None
-    _running_app(cluster)
+        yield None
+        return
     prefix = cluster.storage / "nginx"
     prefix.mkdir(exist_ok=True)
     port = _free_port()
@@ -49,12 +48,8 @@ def measure(cluster, quick):
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_for(base + f"/apps/{APP}/{proxy.PAGES['login page']}", process)
-        rounds, seconds = (3, 2.0) if quick else (5, 5.0)
-        # bench.proxy's comparison, with nginx where the supervisor was.
-        through_nginx = SimpleNamespace(url=base, env_url=cluster.env_url)
-        return {label: proxy._compare(through_nginx, f"/apps/{APP}/{path}", rounds, seconds)
-                for label, path in proxy.PAGES.items()}
+        _wait_for(f"{base}/apps/{APP}/{LOGIN}", process)
+        yield base
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -63,13 +58,6 @@ def measure(cluster, quick):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         log.close()
-
-
-def _running_app(cluster):
-    """The proxy figure's application, created and started unless that figure already did."""
-    if cluster.api("GET", f"apps/{APP}/").status_code == 404:
-        cluster.create_app(APP, ["env_a"])
-    cluster.command(APP, "start")
 
 
 def _free_port(start=39000):

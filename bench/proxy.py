@@ -5,7 +5,9 @@ The login page (a rendered Django view, what users mostly load) is measured from
 (``bench.bare``) under gunicorn with 1 process and 8 threads (the reference), under uvicorn the way every role of
 this project is served (Django's WSGI handler on 8 threads) and under uvicorn with Django's ASGI handler (the way
 not taken); then straight from a worker and through the supervisor. The static file (whitenoise, from memory) is
-where the worker's own work is smallest and the proxy's share largest. Every server is one process.
+where the worker's own work is smallest and the proxy's share largest. When nginx is installed, both pages are also
+measured through nginx configured by ``manage.py exportproxy`` (bench.external). Every server is one process
+(nginx: one worker process).
 """
 
 import contextlib
@@ -18,7 +20,7 @@ import time
 
 import requests
 
-from . import load
+from . import external, load
 from .cluster import ROOT
 
 APP = "bproxy"
@@ -26,7 +28,7 @@ LOGIN, STATIC = "admin/login/", "static/admin/css/base.css"
 BARE_GUNICORN = "bare Django, gunicorn"
 BARE_UVICORN = "bare Django, uvicorn"
 BARE_ASGI = "bare Django, uvicorn, Django's ASGI handler"
-WORKER, SUPERVISOR = "worker", "supervisor"
+WORKER, SUPERVISOR, NGINX = "worker", "supervisor", "nginx (exported configuration)"
 
 
 def measure(cluster, quick):
@@ -35,10 +37,13 @@ def measure(cluster, quick):
     rounds, seconds = (3, 2.0) if quick else (5, 5.0)
     through = f"{cluster.url}/apps/{APP}/"
     direct = f"{cluster.env_url('env_a')}/apps/{APP}/"
-    with bare_servers(cluster.storage) as bare:
+    with bare_servers(cluster.storage) as bare, external.nginx(cluster) as nginx:
         login = {BARE_GUNICORN: bare[BARE_GUNICORN] + "/admin/login/", BARE_UVICORN: bare[BARE_UVICORN] + "/admin/login/",
                  BARE_ASGI: bare[BARE_ASGI] + "/admin/login/", WORKER: direct + LOGIN, SUPERVISOR: through + LOGIN}
         static = {WORKER: direct + STATIC, SUPERVISOR: through + STATIC}
+        if nginx is not None:
+            login[NGINX] = f"{nginx}/apps/{APP}/{LOGIN}"
+            static[NGINX] = f"{nginx}/apps/{APP}/{STATIC}"
         return {"login page": alternate(login, rounds, seconds), "static file": alternate(static, rounds, seconds)}
 
 

@@ -98,7 +98,7 @@ def _upstream_block(upstream, keepalive):
         lines.append(f"    server {_token(_server(address, upstream.origin.port))}{' backup' if i else ''};")
     lines += [
         f"    keepalive {keepalive};",
-        # Below the 5 s uvicorn and daphne keep idle connections: nginx closes first, never reuses a closing one.
+        # Below the 5 s uvicorn keeps idle connections: nginx closes first, never reuses a closing one.
         "    keepalive_timeout 4s;",
         "}",
     ]
