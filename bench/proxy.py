@@ -93,9 +93,9 @@ def bare_servers(storage):
     commands = {
         BARE_GUNICORN: ["gunicorn", "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{ports[BARE_GUNICORN]}",
                         "bench.bare.wsgi"],
-        BARE_UVICORN: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_UVICORN]), "--no-proxy-headers",
+        BARE_UVICORN: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_UVICORN]), "--no-proxy-headers", "--no-access-log",
                        "bench.bare.asgi:application"],
-        BARE_ASGI: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_ASGI]), "--no-proxy-headers",
+        BARE_ASGI: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_ASGI]), "--no-proxy-headers", "--no-access-log",
                     "bench.bare.asgi:django_asgi"],
     }
     processes = []
