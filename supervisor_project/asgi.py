@@ -1,7 +1,7 @@
 """The web process's ASGI application, for every role, served by uvicorn (see the README's roles table).
 
 HTTP that Django answers (the admin, the API, hosted applications) goes to Django's WSGI handler on a pool of
-APP_WEB_THREADS threads (a2wsgi); the event loop keeps what must be asynchronous: the access proxy, WebSockets and
+APP_WEB_THREADS threads (supervisor_project.threadpool); the event loop keeps what must be asynchronous: the access proxy, WebSockets and
 lifespan. Django's own ASGI handler runs the same synchronous views at half the rate (measured with the bench's
 "servers" figure: a bare project's login page under uvicorn at about half of gunicorn with 8 threads, and on a par
 with it through this thread pool), because it hops threads and event loops several times per request.
@@ -12,10 +12,10 @@ import signal
 import sys
 import threading
 
-from a2wsgi import WSGIMiddleware
 from django.core.wsgi import get_wsgi_application
 
 from supervisor_project.config import exit_on_config_error
+from supervisor_project.threadpool import DjangoOnThreads
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_project.settings")
 
@@ -37,7 +37,7 @@ with exit_on_config_error():
 
 from django.conf import settings  # noqa: E402  (after Django is set up)
 
-django_application = WSGIMiddleware(wsgi_application, workers=settings.APP_WEB_THREADS)
+django_application = DjangoOnThreads(wsgi_application, threads=settings.APP_WEB_THREADS)
 
 if settings.APP_MODE == "worker":
     from workers.serving import build

@@ -3,13 +3,13 @@ threads under uvicorn), and, as ``django_asgi``, through Django's own ASGI handl
 
 import os
 
-from a2wsgi import WSGIMiddleware
 from django.core.asgi import get_asgi_application
 
 from supervisor_project.config import DEFAULT_WEB_THREADS
+from supervisor_project.threadpool import DjangoOnThreads
 
 from .wsgi import application as wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.bare.settings")
-application = WSGIMiddleware(wsgi_application, workers=DEFAULT_WEB_THREADS)
+application = DjangoOnThreads(wsgi_application, threads=DEFAULT_WEB_THREADS)
 django_asgi = get_asgi_application()
