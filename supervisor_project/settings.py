@@ -137,6 +137,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Warnings and errors of every library, Django's own "django.request" included (a hosted view that raises: its
+    # traceback), reach the process's output whatever server runs it; Django alone prints them only with DEBUG.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "appsup": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "rq.worker": {"handlers": ["console"], "level": "WARNING", "propagate": False},
