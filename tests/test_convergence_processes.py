@@ -9,7 +9,7 @@ import pytest
 import redis
 import requests
 
-from exchange import contract, status
+from exchange import contract, registry, status
 from exchange.channel import queue_for
 
 from .local_cluster import Cluster
@@ -165,6 +165,10 @@ def test_a_killed_worker_web_makes_its_environment_degraded_and_the_proxy_avoids
         assert c.api("POST", "apps/crm/start").status_code == 200
         url = f"{c.base}/apps/crm/admin/login/"
         assert requests.get(url, timeout=10).status_code == 200
+        # Once the agent has seen its web answer: until then a silent web is "starting" (workers.agent.STARTUP_GRACE).
+        redis_client = redis.Redis.from_url(redis_url)
+        wait_for(lambda: registry.read(redis_client).get("env_a", {}).get("web_ok") is True,
+                 what="env_a's agent to see its web answer")
 
         c.webs["env_a"].signal(signal.SIGKILL)
         killed_at = time.monotonic()
