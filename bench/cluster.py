@@ -125,6 +125,21 @@ class Cluster:
         return env
 
 
+def wait_answering(url, process, timeout=60):
+    """Return once URL answers 200; fail at once if PROCESS (what should answer it) exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited ({process.returncode}) before {url} answered")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
 def run_json(module, args, env, timeout=900):
     """Run ``python -m MODULE ARGS`` and return the JSON it prints on its last line."""
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,

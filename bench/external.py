@@ -9,13 +9,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-
-import requests
 
 from proxy import nginx as nginx_config
 
-from .cluster import ROOT, port_free
+from .cluster import ROOT, port_free, wait_answering
 
 APP = "bproxy"  # bench.proxy's application, running when this starts
 LOGIN = "admin/login/"
@@ -48,7 +45,7 @@ def nginx(cluster):
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        _wait_for(f"{base}/apps/{APP}/{LOGIN}", process)
+        wait_answering(f"{base}/apps/{APP}/{LOGIN}", process, timeout=15)
         yield base
     finally:
         process.send_signal(signal.SIGTERM)
@@ -65,17 +62,3 @@ def _free_port(start=39000):
         if port_free(port):
             return port
     raise RuntimeError("no free port for nginx")
-
-
-def _wait_for(url, process, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nginx exited ({process.returncode})")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer 200 through nginx")

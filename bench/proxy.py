@@ -16,12 +16,11 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 
 import requests
 
 from . import external, load
-from .cluster import ROOT
+from .cluster import ROOT, wait_answering
 
 APP = "bproxy"
 LOGIN, STATIC = "admin/login/", "static/admin/css/base.css"
@@ -105,8 +104,8 @@ def bare_servers(storage):
             processes.append(subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, stdout=log,
                                               stderr=subprocess.STDOUT))
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-        for url in urls.values():
-            _wait_answering(url + "/admin/login/")
+        for url, process in zip(urls.values(), processes):
+            wait_answering(url + "/admin/login/", process)
         yield urls
     finally:
         for process in processes:
@@ -116,15 +115,3 @@ def bare_servers(storage):
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _wait_answering(url, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout} s")
