@@ -51,7 +51,9 @@ def test_update_rows_stores_every_kind_of_column_as_saving_the_model_would():
     from zoneinfo import ZoneInfo
 
     saved, written = make(2)
-    values = {"url": "http://moved.test", "pid": 4321, "web_ok": False, "problem": "it's \"quoted\", with ümlauts",
+    values = {"url": "http://moved.test", "pid": 4321, "web_ok": False,
+              "problem": "it's \"quoted\", {braced}, a \\ backslash, with ümlauts",
+              "refusal": "NULL", "host": "",
               "last_heartbeat_at": datetime(2026, 11, 26, 13, 0, 0, 5, tzinfo=ZoneInfo("Europe/Paris")),
               "stopped_at": None, "refusal_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)}
     for field, value in values.items():
