@@ -7,6 +7,7 @@ one query whatever the number of rows.
 """
 
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 from django.db import connections, models, router, transaction
 
@@ -85,6 +86,8 @@ def _preparer(field, connection):
             zone = connection.timezone
 
             def adapt(value):  # what the SQLite backend's adapt_datetimefield_value does with an aware datetime
+                if value.tzinfo is zone and zone is dt_timezone.utc:  # most: no conversion, the "+00:00" cut off
+                    return value.isoformat(" ")[:-6]
                 return str(value.astimezone(zone).replace(tzinfo=None))
         else:
             adapt = connection.ops.adapt_datetimefield_value
