@@ -1,11 +1,12 @@
 """Writing many changed rows at once.
 
 Django's ``bulk_update`` builds one ``CASE WHEN pk = … THEN …`` per field with a branch per row: compiling it costs
-about a millisecond per row and field, so mirroring 1,000 heartbeats took a second. One parameterised ``UPDATE``
-sent with ``executemany`` does the same work in a few milliseconds (SQLite and psycopg both batch it), and counts as
-one query whatever the number of rows.
+about a millisecond per row and field, so mirroring 1,000 heartbeats took a second. One ``UPDATE`` joining the table
+to the new values, passed as one parameter (an array per column on PostgreSQL, a JSON document on SQLite), does the
+same work in a few milliseconds, and counts as one query whatever the number of rows.
 """
 
+import json
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
@@ -48,12 +49,40 @@ def update_rows(model, fields, rows):
         with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
             cursor.execute(sql, params)
         return len(rows)
+    params = [[pk(key), *(p(value) for p, value in zip(prepare, values))] for key, values in rows]
+    document = _json_rows(params) if _sqlite_update_from(connection) else None
+    if document is not None:
+        # One statement joining the table to the rows, passed as one JSON document: executemany still runs the
+        # statement once per row, which at 10,000 rows took 40 ms; this takes 15.
+        assignments = ", ".join(f"{quote(field.column)} = json_extract(new.value, '$[{i + 1}]')"
+                                for i, field in enumerate(concrete))
+        sql = (f"UPDATE {table} SET {assignments} FROM json_each(%s) AS new "
+               f"WHERE {table}.{key_column} = json_extract(new.value, '$[0]')")
+        with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
+            cursor.execute(sql, [document])
+        return len(rows)
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in concrete)
     sql = f"UPDATE {table} SET {assignments} WHERE {key_column} = %s"
-    params = [[p(value) for p, value in zip(prepare, values)] + [pk(key)] for key, values in rows]
+    params = [[*values, key] for key, *values in params]
     with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
         cursor.executemany(sql, params)
     return len(rows)
+
+
+def _sqlite_update_from(connection):
+    """Whether this SQLite has UPDATE … FROM (3.33) and, built in, the JSON functions (3.38)."""
+    return connection.Database.sqlite_version_info >= (3, 38)
+
+
+def _json_rows(rows):
+    """ROWS (lists of prepared values) as one JSON array, when every value is one JSON carries to SQLite as it is
+    (text, integers, booleans as 1 and 0, None); None otherwise."""
+    for row in rows:
+        for value in row:
+            kind = type(value)
+            if not (value is None or kind is int or kind is bool or (kind is str and "\x00" not in value)):
+                return None
+    return json.dumps(rows, ensure_ascii=False)
 
 
 def array_literal(values):
