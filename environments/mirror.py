@@ -94,14 +94,19 @@ def sync(redis, seen=None):
         fresh = {name: raw for name, raw in raw_entries.items()
                  if name not in keys or seen.entries.get(name, (None,))[0] != raw}
     created, changed, values_of, parts_of = [], [], {}, {}
+    # Most changes are heartbeats and nothing else: those rows get one column written, not twelve.
+    beats, others = [], []
     for name, raw in fresh.items():
         if not NAME_RE.match(name):
             continue  # not a name an environment can have: never shown, never a proxy target
         beat = seen.heartbeat(name, raw) if seen is not None and name in keys else None
-        entry = registry.decode(raw, name) if beat is None else None
         if beat is not None:
-            values, parts_of[name] = beat
-        elif entry is not None:
+            values_of[name], parts_of[name] = beat
+            changed.append(name)
+            beats.append((keys[name], (beat[0][HEARTBEAT],)))
+            continue
+        entry = registry.decode(raw, name)
+        if entry is not None:
             values = _values(entry)
             if seen is not None:
                 parts_of[name] = registry.heartbeat_parts(raw)
@@ -126,23 +131,20 @@ def sync(redis, seen=None):
         if name not in keys:
             created.append(Environment(name=name, **dict(zip(MIRRORED_FIELDS, values))))
         elif mirrored is None or mirrored[name][1:] != values:
-            changed.append((name, values))
+            changed.append(name)
+            before = seen.entries.get(name, (None, None, None))[1] if seen is not None else mirrored[name][1:]
+            if before is not None and _beat_only(before, values):
+                beats.append((keys[name], (values[HEARTBEAT],)))
+            else:
+                others.append((keys[name], values))
     if created:
         Environment.objects.bulk_create(created, ignore_conflicts=True)
-    # Most changes are heartbeats and nothing else: those rows get one column written, not twelve.
-    beats, others = [], []
-    for name, values in changed:
-        before = seen.entries.get(name, (None, None, None))[1] if seen is not None else mirrored[name][1:]
-        if before is not None and _beat_only(before, values):
-            beats.append((keys[name], (values[HEARTBEAT],)))
-        else:
-            others.append((keys[name], values))
     bulk.update_rows(Environment, ("last_heartbeat_at",), beats)
     bulk.update_rows(Environment, MIRRORED_FIELDS, others)
     if seen is not None:
         seen.entries = {name: (raw, values_of[name], parts_of.get(name)) if name in values_of else seen.entries[name]
                         for name, raw in raw_entries.items() if name in values_of or name in seen.entries}
-        seen.updated = [e.name for e in created] + [name for name, _ in changed]
+        seen.updated = [e.name for e in created] + changed
     return len(created), len(changed)
 
 

@@ -83,8 +83,9 @@ def decode(raw, name=None):
     return entry
 
 
-# What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>. Inside a JSON
-# string every quote is escaped, so this can only be the key itself.
+# What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>. Quotes inside
+# JSON strings are escaped, so in what announce() writes this is the key itself; and only the bytes of entries that
+# verified (written with the shared secret) are ever compared with it.
 _HEARTBEAT = re.compile(rb'"heartbeat_at":(null|[0-9][0-9.eE+-]*)(?=[,}])')
 
 
