@@ -10,7 +10,7 @@ from exchange import registry
 from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE
 from supervisor_project import bulk
 
-from .models import Environment
+from .models import Environment, online_q
 
 MIRRORED_FIELDS = (
     "url", "proxy_url", "version", "host", "pid", "last_heartbeat_at", "stopped_at", "web_ok", "problem", "refusal",
@@ -150,7 +150,7 @@ def sync(redis, seen=None):
 
 def status_expression(now=None):
     """Environment.status as SQL: ONLINE, DEGRADED or OFFLINE for each row, from the same definition of online."""
-    online = models.Q(pk__in=Environment.objects.online(now).values("pk"))
+    online = online_q(now)  # on the row itself: a semi-join on the table's own key took twice as long
     return models.Case(
         models.When(online & models.Q(web_ok=False), then=models.Value(DEGRADED)),
         models.When(online, then=models.Value(ONLINE)),
