@@ -27,18 +27,20 @@ from .delivery import enqueue
 from .models import ENVIRONMENT_EVENTS, IN_ERROR, PLACEMENT_ERROR, RECOVERED, Alert, AlertState
 
 
-def raise_alerts(now, heartbeats_reset_at=None):
+def raise_alerts(now, heartbeats_reset_at=None, statuses=None):
     """Record an alert (with its deliveries) for each transition since the last look. Returns the alerts raised.
 
     HEARTBEATS_RESET_AT: when the controller last regained Redis, or found it had lost its data; see
-    ``_heartbeat_may_be_missing``."""
-    return environment_alerts(now, heartbeats_reset_at) + placement_alerts(now)
+    ``_heartbeat_may_be_missing``. STATUSES: every environment's status as of NOW ({name: status}), when the caller
+    has just read them (the controller's mirror, in the same pass)."""
+    return environment_alerts(now, heartbeats_reset_at, statuses) + placement_alerts(now)
 
 
-def environment_alerts(now, heartbeats_reset_at=None):
+def environment_alerts(now, heartbeats_reset_at=None, statuses=None):
     # Statuses as plain values in one query; only the environments whose status moved are read as model instances
     # (for their message): reading all 10,000 as instances each pass took 200 ms.
-    statuses = registry_mirror.statuses(now)
+    if statuses is None:
+        statuses = registry_mirror.statuses(now)
     alerted = dict(AlertState.objects.filter(app="").values_list("environment", "status"))
     first_seen = [AlertState(environment=name, status=status, changed_at=now) for name, status in statuses.items()
                   if name not in alerted]

@@ -57,13 +57,16 @@ class Seen:
     Workers announce each report on the events channel (exchange.status.write); between full reads, only the
     fields those events name are read (one HMGET), and of those only the entries whose bytes changed are decoded.
     Events only say where to look, the entries read are verified as always. Pub/sub loses what is sent while the
-    subscriber is disconnected, so the whole hash is read again on (re)subscribing and every FULL_READ_SECONDS.
+    subscriber is disconnected, so the whole hash is read again on (re)subscribing, at once, and every
+    FULL_READ_SECONDS as a safety net, a SWEEP_COUNT fields per pass (HSCAN): reading 100,000 entries at once
+    made one pass in twenty take 200 ms more than the others.
     """
 
     def __init__(self):
         self.entries = {}  # field (bytes) -> raw entry (bytes), as last read
         self.watch = None  # a pub/sub subscription to the events channel
-        self.full_read_at = None  # time.monotonic() of the last full read
+        self.full_read_at = None  # time.monotonic() of the last full read (or start of the last whole sweep)
+        self.sweep = None  # (HSCAN cursor, when the sweep began) while a sweep of the hash is under way
 
     def close(self):
         if self.watch is not None:
@@ -97,16 +100,20 @@ class Seen:
         return fields
 
 
-# A full read of the reported states at least this often, whatever the events said.
+# Every reported state is read again, whatever the events said, in a sweep that begins this long after the last one
+# (or the last full read) began.
 FULL_READ_SECONDS = 10.0
+# How many fields of the reported states one pass of such a read asks for (HSCAN's COUNT, a hint).
+SWEEP_COUNT = 5000
 # Up to this many changed entries, only their placements are read; beyond it, every placement in one SELECT.
 FEW = 500
 
 
 def refresh_all(redis, seen=None):
     """Mirror every reported status onto its placement: one HGETALL, one SELECT of plain rows, one UPDATE for
-    what changed. With SEEN (kept by the caller between calls; see Seen): between full reads, one HMGET of the
-    fields announced since, and only the entries whose bytes changed are decoded and their placements read.
+    what changed. With SEEN (kept by the caller between calls; see Seen): after the first read, one HMGET of the
+    fields announced since (and, during a sweep, one HSCAN), and only the entries whose bytes changed are decoded
+    and their placements read.
     Returns the names of the applications whose placements changed."""
     if seen is None:
         return _mirror(redis.hgetall(STATUSES_KEY), None)
@@ -115,18 +122,27 @@ def refresh_all(redis, seen=None):
         seen.watch = redis.pubsub()
         seen.watch.subscribe(EVENTS_CHANNEL)
         seen.full_read_at = None  # subscribed first: what is reported from now on is announced
-    if seen.full_read_at is None or time.monotonic() - seen.full_read_at > FULL_READ_SECONDS:
+    if seen.full_read_at is None:  # announcements may have been lost: everything, now
         began = time.monotonic()
         reported = redis.hgetall(STATUSES_KEY)
         fresh = {field: raw for field, raw in reported.items() if seen.entries.get(field) != raw}
         apps = _mirror(fresh, len(fresh) <= FEW)
-        seen.entries, seen.full_read_at = reported, began
+        seen.entries, seen.full_read_at, seen.sweep = reported, began, None
         return apps
     fields = sorted(fields)
-    if not fields:
+    read = dict(zip(fields, redis.hmget(STATUSES_KEY, fields))) if fields else {}
+    if seen.sweep is None and time.monotonic() - seen.full_read_at > FULL_READ_SECONDS:
+        seen.sweep = (0, time.monotonic())
+    if seen.sweep is not None:
+        cursor, began = seen.sweep
+        cursor, page = redis.hscan(STATUSES_KEY, cursor, count=SWEEP_COUNT)
+        read.update(page)
+        seen.sweep = (cursor, began) if cursor else None
+        if not cursor:
+            seen.full_read_at = began
+    fresh = {field: raw for field, raw in read.items() if raw is not None and seen.entries.get(field) != raw}
+    if not fresh:
         return []
-    fresh = {field: raw for field, raw in zip(fields, redis.hmget(STATUSES_KEY, fields))
-             if raw is not None and seen.entries.get(field) != raw}
     apps = _mirror(fresh, len(fresh) <= FEW)
     seen.entries.update(fresh)
     return apps

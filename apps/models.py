@@ -7,12 +7,26 @@ STATE_CHOICES = [(s, s) for s in contract.RUNTIME_STATES]
 DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
 
 
+def drifted_placements():
+    """The applications (``application_id``) with a placement whose mirrored state is not the desired one.
+
+    A union of one part per desired state, each the placements in any other state (found through the index on
+    state) of applications wanting that one, rather than ``state <> application.desired_state``, which has no
+    index to use: PostgreSQL joined all 100,000 placements to their applications for it (50 ms) to find none."""
+    parts = [
+        Placement.objects.order_by()
+        .filter(application__desired_state=desired, state__in=[s for s in contract.RUNTIME_STATES if s != desired])
+        .values("application_id")
+        for desired in contract.DESIRED_STATES
+    ]
+    return parts[0].union(*parts[1:])
+
+
 class ApplicationQuerySet(models.QuerySet):
     def drifting(self):
         """Applications with a placement whose mirrored state is not the desired one: what the controller acts on.
         A semi-join, as in needing_attention."""
-        drifted = Placement.objects.exclude(state=models.F("application__desired_state"))
-        return self.filter(pk__in=drifted.values("application_id"))
+        return self.filter(pk__in=drifted_placements())
 
     def needing_attention(self, now=None):
         """What an operator should look at (as a Q, to filter or exclude): drift, an error, a placement on an
@@ -20,14 +34,17 @@ class ApplicationQuerySet(models.QuerySet):
         Application.needs_attention says the same of one application.
 
         A semi-join (``pk IN (troubled placements)``) rather than a correlated EXISTS: the database reads the
-        placements once instead of once per application, which at 100,000 applications halves the time."""
+        placements once instead of once per application, which at 100,000 applications halves the time. The
+        troubled placements are a union of parts that each have an index to use (see drifted_placements): in
+        error, on an environment that is not online or degraded (usually few), drifted."""
         from environments.models import Environment
 
-        troubled = Placement.objects.filter(
-            ~models.Q(state=models.F("application__desired_state")) | models.Q(state=contract.ERROR)
-            | ~models.Q(environment__in=Environment.objects.online(now)) | models.Q(environment__web_ok=False)
-        )
-        return models.Q(pk__in=troubled.values("application_id")) | models.Q(attempts__gt=0)
+        failing = Placement.objects.order_by().filter(state=contract.ERROR).values("application_id")
+        unwell = Environment.objects.order_by().filter(
+            ~models.Q(pk__in=Environment.objects.online(now).values("pk")) | models.Q(web_ok=False))
+        away = Placement.objects.order_by().filter(environment__in=unwell.values("pk")).values("application_id")
+        troubled = drifted_placements().union(failing, away)
+        return models.Q(pk__in=troubled) | models.Q(attempts__gt=0)
 
     def with_placements(self):
         """Placements and their environments in two queries, whatever the number of applications."""
@@ -109,6 +126,8 @@ class Placement(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["application", "environment"], name="one_placement_per_environment"),
         ]
+        # What finds the few placements that need work or attention among 100,000 (drifted_placements).
+        indexes = [models.Index(fields=["state", "application"], name="placement_state")]
 
     def __str__(self):
         return f"{self.application.name} on {self.environment.name}"

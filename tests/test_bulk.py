@@ -47,11 +47,17 @@ def test_update_of_nothing_sends_no_query(django_assert_num_queries):
         assert bulk.update([], ["version"]) == 0
 
 
-def test_update_rows_stores_every_kind_of_column_as_saving_the_model_would():
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one statement", "a statement per row"])
+def test_update_rows_stores_every_kind_of_column_as_saving_the_model_would(one_statement, monkeypatch):
     from zoneinfo import ZoneInfo
 
+    if not one_statement:  # what an SQLite older than 3.38 does
+        monkeypatch.setattr(bulk, "_sqlite_update_from", lambda connection: False)
+
     saved, written = make(2)
-    values = {"url": "http://moved.test", "pid": 4321, "web_ok": False, "problem": "it's \"quoted\", with ümlauts",
+    values = {"url": "http://moved.test", "pid": 4321, "web_ok": False,
+              "problem": "it's \"quoted\", {braced}, a \\ backslash, with ümlauts and 🙂",
+              "refusal": "NULL", "host": "",
               "last_heartbeat_at": datetime(2026, 11, 26, 13, 0, 0, 5, tzinfo=ZoneInfo("Europe/Paris")),
               "stopped_at": None, "refusal_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)}
     for field, value in values.items():

@@ -219,6 +219,29 @@ def test_a_reported_state_reaches_the_database_at_the_next_pass_through_its_anno
     assert states("erp") == {"env_a": contract.RUNNING}
 
 
+def test_an_unannounced_report_is_found_by_the_sweep_a_few_fields_a_pass(r, monkeypatch):
+    from apps import mirror as status_mirror
+
+    register_environment("env_a")
+    create_application("erp", ["env_a"])
+    for i in range(300):  # other reports: a hash Redis scans in several steps
+        r.hset(contract.STATUSES_KEY, f"other{i}/env_a", status.signing.dumps(
+            {"app": f"other{i}", "environment": "env_a", "state": "running", "at": time.time()}))
+    controller = Controller()
+    controller.mirror()
+    r.hset(contract.STATUSES_KEY, contract.status_field("erp", "env_a"),  # written without its announcement
+           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()}))
+    monkeypatch.setattr(status_mirror, "FULL_READ_SECONDS", 0)
+    monkeypatch.setattr(status_mirror, "SWEEP_COUNT", 20)
+
+    controller.mirror()
+    assert controller._seen_statuses.sweep is not None  # a few fields a pass, not the whole hash at once
+    for _ in range(100):
+        controller.mirror()
+
+    assert states("erp") == {"env_a": contract.RUNNING}
+
+
 def test_an_announcement_of_a_forged_report_changes_nothing(r):
     register_environment("env_a")
     create_application("crm", ["env_a"])

@@ -118,6 +118,44 @@ def test_heartbeats_of_many_environments_are_mirrored_in_constant_queries(r, dja
     assert {b.timestamp() for b in beats} == {2_000}
 
 
+def test_a_long_lived_mirror_takes_heartbeats_and_other_changes_as_a_fresh_one_would(r):
+    seen = registry_mirror.Seen()
+    registry.announce(r, REGISTRATION, now=1000.0)
+    registry_mirror.sync(r, seen)
+    registry.announce(r, REGISTRATION, now=1120.5)  # a heartbeat: its time only changed
+    assert registry_mirror.sync(r, seen) == (0, 1)
+    assert Environment.objects.get().last_heartbeat_at.timestamp() == 1120.5
+    registry.announce(r, dict(REGISTRATION, version="2.0.0", web_ok=False, problem="no answer"), now=1240.0)
+
+    assert registry_mirror.sync(r, seen) == (0, 1)
+
+    env = Environment.objects.get()
+    assert (env.version, env.web_ok, env.problem, env.last_heartbeat_at.timestamp()) == (
+        "2.0.0", False, "no answer", 1240.0)
+
+
+def test_a_heartbeat_forged_on_a_real_entry_is_refused_by_a_long_lived_mirror(r):
+    from exchange import signing
+
+    seen = registry_mirror.Seen()
+    registry.announce(r, REGISTRATION, now=1000.0)
+    registry_mirror.sync(r, seen)
+    real = r.hget(contract.ENVIRONMENTS_KEY, "env_a")
+    # The same bytes with a later heartbeat, under the real entry's signature: what a heartbeat changes, unsigned.
+    forged = real.replace(b'"heartbeat_at":1000.0', f'"heartbeat_at":{time.time()}'.encode())
+    assert forged != real and signing.body_of(forged) != signing.body_of(real)
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", forged)
+
+    registry_mirror.sync(r, seen)
+
+    env = Environment.objects.get()
+    assert env.rejected and env.last_heartbeat_at.timestamp() == 1000.0 and not env.is_online()
+    registry.announce(r, REGISTRATION)  # its worker's next heartbeat
+    registry_mirror.sync(r, seen)
+    env = Environment.objects.get()
+    assert not env.rejected and env.is_online()
+
+
 def test_a_heartbeat_restores_a_registration_redis_lost(r):
     registry.announce(r, REGISTRATION)
     r.flushdb()
