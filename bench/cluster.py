@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def port_free(port):
     """The test the local cluster itself applies before it starts anything on PORT."""
     return cluster_command.port_problem(port, "bench") is None
+
+
+def free_port():
+    """A port nothing listens on now, chosen by the system."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pick_base_port(envs, start=34000):

@@ -12,7 +12,7 @@ import sys
 
 from proxy import nginx as nginx_config
 
-from .cluster import ROOT, port_free, wait_answering
+from .cluster import ROOT, free_port, wait_answering
 
 APP = "bproxy"  # bench.proxy's application, running when this starts
 LOGIN = "admin/login/"
@@ -28,7 +28,7 @@ def nginx(cluster):
         return
     prefix = cluster.storage / "nginx"
     prefix.mkdir(exist_ok=True)
-    port = _free_port()
+    port = free_port()
     include = prefix / "appsup.conf"
     done = subprocess.run(
         [sys.executable, "manage.py", "exportproxy", "--output", str(include), "--supervisor-upstream", cluster.url,
@@ -55,10 +55,3 @@ def nginx(cluster):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         log.close()
-
-
-def _free_port(start=39000):
-    for port in range(start, start + 500):
-        if port_free(port):
-            return port
-    raise RuntimeError("no free port for nginx")

@@ -12,15 +12,16 @@ measured through nginx configured by ``manage.py exportproxy`` (bench.external).
 
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
 
 import requests
 
+from supervisor_project.cluster import web_args
+
 from . import external, load
-from .cluster import ROOT, wait_answering
+from .cluster import ROOT, free_port, wait_answering
 
 APP = "bproxy"
 LOGIN, STATIC = "admin/login/", "static/admin/css/base.css"
@@ -76,26 +77,19 @@ def errors(figure):
 
 # -- the bare project --------------------------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def bare_servers(storage):
     """{name: base URL} of the bare project under each server, migrated into a SQLite file under STORAGE."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "DJANGO_"))}
     env.update(DJANGO_SETTINGS_MODULE="bench.bare.settings", BARE_DATABASE=str(storage / "bare.sqlite3"))
     subprocess.run([sys.executable, "-m", "django", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    ports = {name: _free_port() for name in (BARE_GUNICORN, BARE_UVICORN, BARE_ASGI)}
+    ports = {name: free_port() for name in (BARE_GUNICORN, BARE_UVICORN, BARE_ASGI)}
     commands = {
         BARE_GUNICORN: ["gunicorn", "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{ports[BARE_GUNICORN]}",
                         "bench.bare.wsgi"],
-        BARE_UVICORN: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_UVICORN]), "--no-proxy-headers", "--no-access-log",
-                       "bench.bare.asgi:application"],
-        BARE_ASGI: ["uvicorn", "--host", "127.0.0.1", "--port", str(ports[BARE_ASGI]), "--no-proxy-headers", "--no-access-log",
-                    "bench.bare.asgi:django_asgi"],
+        # The same server and options as every role's web process (supervisor_project.cluster.web_args).
+        BARE_UVICORN: ["uvicorn", *web_args(ports[BARE_UVICORN], application="bench.bare.asgi:application")],
+        BARE_ASGI: ["uvicorn", *web_args(ports[BARE_ASGI], application="bench.bare.asgi:django_asgi")],
     }
     processes = []
     try:

@@ -128,13 +128,12 @@ def plan_ports(base_port, names):
     return ports
 
 
-def web_args(port, host=HOST):
+def web_args(port, host=HOST, application="supervisor_project.asgi:application"):
     """uvicorn's arguments for a web process of any role, as the README's roles table, the Dockerfile, compose and
     the Kubernetes files give them: uvloop and httptools (installed, so uvicorn picks them), trusting no
     X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access
     log: a line per request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests."""
-    return ["--host", host, "--port", str(port), "--no-proxy-headers", "--no-access-log",
-            "supervisor_project.asgi:application"]
+    return ["--host", host, "--port", str(port), "--no-proxy-headers", "--no-access-log", application]
 
 
 def web_command(port, host=HOST, python=sys.executable):
