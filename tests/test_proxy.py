@@ -481,6 +481,11 @@ def test_a_large_download_is_streamed_at_the_pace_of_the_client(proxy_url, crm, 
         for chunk in response.iter_content(1024 * 1024):
             received += len(chunk)
     assert received == size
+    # The worker (a thread of this process) counts its answer complete just after its last write returns, which
+    # may be after the client has read that write.
+    deadline = time.monotonic() + 10
+    while upstream_a.completed == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert upstream_a.completed == 1
 
 
