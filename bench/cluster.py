@@ -36,8 +36,9 @@ def pick_base_port(envs, start=34000):
 
 
 class Cluster:
-    def __init__(self, storage, envs=3):
+    def __init__(self, storage, envs=3, environ=None):
         self.storage = Path(storage)
+        self.environ = environ or {}
         self.envs = envs
         self.base_port = pick_base_port(envs)
         self.proc = None
@@ -45,6 +46,7 @@ class Cluster:
 
     def start(self, timeout=180):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "DATABASE_URL", "DJANGO_"))}
+        env.update(self.environ)
         self.log = open(self.storage / "cluster.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(self.storage),

@@ -17,6 +17,10 @@ process keeps what it read:
     last known configuration is kept. A missing registration or status of one of the application's environments
     means "don't know" too (agents publish theirs again within a second), so the last known one is kept. A real
     removal deletes the entry while the cache is complete: that is None (404), and the last known view is dropped.
+  * An entry that is there but does not verify (garbled, or written without the shared secret) is "don't know"
+    as well: it is never used, and the last known one is kept. So whoever can write to Redis but has no secret
+    cannot take a running application away from its users by rewriting an entry; the owner of the entry (the agent's
+    next heartbeat or state, the controller's cache rebuild) writes it again.
 
 One read is one pipeline round trip: the configuration entry, the cache's readiness, and the registrations and
 statuses of the environments the last known view names (a second trip only when the configuration names other
@@ -84,9 +88,10 @@ def _fetch(r, name, previous=None):
     complete = True
     config = cache.decode(raw_config, name)
     if config is None:
-        if ready or previous is None:
+        removed = raw_config is None and ready
+        if removed or previous is None:
             return None, ready
-        config, complete = previous.config, False  # the cache is being rebuilt: keep what we knew
+        config, complete = previous.config, False  # being rebuilt, or does not verify: keep what we knew
 
     envs = _environment_names(config)
     others = [env for env in envs if env not in registrations]
@@ -100,24 +105,19 @@ def _fetch(r, name, previous=None):
 
     view_registrations, view_statuses = {}, {}
     for env in envs:
+        # Lost, never there, or not verifying (garbled, unsigned): keep the last known one, if any.
         raw = registrations.get(env)
-        if raw is None:  # lost (or never there): keep the last known one
-            kept = previous.environments.get(env) if previous is not None else None
-            if kept is not None:
-                view_registrations[env], complete = kept, False
-        else:
-            entry = registry.decode(raw, env)  # unsigned or malformed: skipped
-            if entry is not None:
-                view_registrations[env] = entry
+        entry = None if raw is None else registry.decode(raw, env)
+        if entry is None and previous is not None and env in previous.environments:
+            entry, complete = previous.environments[env], False
+        if entry is not None:
+            view_registrations[env] = entry
         raw = statuses.get(env)
-        if raw is None:
-            kept = previous.statuses.get(env) if previous is not None else None
-            if kept is not None:
-                view_statuses[env], complete = kept, False
-        else:
-            entry = status_module.decode(raw, name, env)
-            if entry is not None:
-                view_statuses[env] = entry
+        entry = None if raw is None else status_module.decode(raw, name, env)
+        if entry is None and previous is not None and env in previous.statuses:
+            entry, complete = previous.statuses[env], False
+        if entry is not None:
+            view_statuses[env] = entry
     return AppView(name, config, view_registrations, view_statuses, complete), True
 
 

@@ -234,6 +234,41 @@ def test_a_removal_while_the_cache_is_complete_is_a_404_and_forgets_the_last_vie
     assert d.lookup("crm") is None
 
 
+@pytest.mark.parametrize("forged", [b"garbage", b'{"name": "env_a", "url": "http://attacker.test"}'])
+def test_entries_that_do_not_verify_are_never_used_and_the_last_known_ones_are_kept(r, forged):
+    _configure(r)
+    clock = Clock()
+    d = directory.Directory(ttl=1.0, clock=clock)
+    before = d.lookup("crm")
+
+    r.hset(contract.APPS_KEY, "crm", forged)
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", forged)
+    r.hset(contract.STATUSES_KEY, contract.status_field("crm", "env_a"), forged)
+    clock.advance()
+    after = d.lookup("crm")
+    assert (after.config, after.environments, after.statuses) == (before.config, before.environments, before.statuses)
+    assert not after.complete
+
+    # What the owners write again (the next heartbeat, a real state change) is used at once.
+    registry.announce(r, _registration("env_a", url="http://moved.test:8000"))
+    status.write(r, "crm", "env_a", contract.STOPPED)
+    clock.advance()
+    again = d.lookup("crm")
+    assert again.environments["env_a"]["url"] == "http://moved.test:8000"
+    assert again.statuses["env_a"]["state"] == contract.STOPPED
+
+
+def test_entries_that_do_not_verify_give_a_fresh_process_nothing(r):
+    _configure(r)
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", b'{"name": "env_a", "url": "http://attacker.test"}')
+    r.hset(contract.STATUSES_KEY, contract.status_field("crm", "env_a"), b"garbage")
+    view = directory.Directory(ttl=1.0, clock=Clock()).lookup("crm")
+    assert view.environments == {} and view.statuses == {}
+
+    r.hset(contract.APPS_KEY, "crm", b"garbage")
+    assert directory.Directory(ttl=1.0, clock=Clock()).lookup("crm") is None
+
+
 def test_an_application_never_seen_while_the_cache_is_incomplete_is_none(r):
     d = directory.Directory(ttl=1.0, clock=Clock())
     assert d.lookup("crm") is None

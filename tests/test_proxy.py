@@ -858,6 +858,11 @@ def test_a_registration_rewritten_without_the_shared_secret_diverts_no_request(p
     assert requests.get(f"{proxy_url}/apps/crm/x", timeout=10).json()["server"] == "A"
     forged = {"name": "env_a", "url": trap.url, "proxy_url": trap.url, "version": "1.0.0", "heartbeat_at": time.time()}
     r.hset(contract.ENVIRONMENTS_KEY, "env_a", json_module.dumps(forged))
+    # A process that knew env_a keeps serving from its last verified registration: no request fails.
+    for _ in range(10):
+        directory.directory.invalidate()
+        response = requests.get(f"{proxy_url}/apps/crm/x", timeout=10)
+        assert response.status_code == 200 and response.json()["server"] == "A"
     for _ in range(10):
         directory.directory.clear()  # as a fresh process would: nothing known from before the forgery
         response = requests.get(f"{proxy_url}/apps/crm/x", timeout=10)
