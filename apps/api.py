@@ -34,7 +34,9 @@ Failures of start/stop/restart/delete, all ``{"error": message, "environment": n
 * 423 — another start/stop/restart/delete of this application is in progress (lifecycle.OperationInProgress);
   environment null; retry once it ends;
 * 503 — Redis is unavailable, so no command can be sent; environment null;
-* 504 — an environment did not answer before the timeout (a job still queued is cancelled); environment names it.
+* 504 — an environment did not answer before the timeout; environment names it, and the message says whether the
+  command was cancelled (still queued: it will never run) or is still running there (its outcome is recorded when
+  it ends).
 
 Reads keep answering from the database when Redis is unavailable: 200 with an ``X-Supervisor-Warning`` header.
 """

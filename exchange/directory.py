@@ -10,8 +10,9 @@ process keeps what it read:
 - **last known** for as long as the process runs: Redis is a cache that can be lost (restart without persistence,
   FLUSHALL, failover) or unreachable for a while. Neither fails a request of a running application:
 
-  * Redis unreachable (any ``redis.RedisError``): the last known view is answered. Only a process that never read
-    the application raises (the callers answer 503).
+  * Redis unreachable (any ``redis.RedisError``), or hung (no answer within redis_client.LOOKUP_TIMEOUT, half a
+    second, without retries): the last known view is answered, and Redis is tried again a TTL later. Only a process
+    that never read the application raises (the callers answer 503).
   * Redis reachable but missing data: while the configuration cache is incomplete (``CACHE_READY_KEY`` absent; the
     supervisor's controller rebuilds it within a second), a missing application entry means "don't know", so the
     last known configuration is kept. A missing registration or status of one of the application's environments
@@ -39,7 +40,7 @@ import redis as redis_lib
 from . import cache, events, registry
 from . import status as status_module
 from .contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
-from .redis_client import CONNECT_TIMEOUT, resolve_url, supervisor_redis
+from .redis_client import CONNECT_TIMEOUT, lookup_redis, resolve_url, supervisor_redis
 
 log = logging.getLogger("appsup.directory")
 
@@ -214,7 +215,7 @@ class Directory:
 
     With ``listen``, the first lookup starts this process's event listener (exchange.events.listen_once)."""
 
-    def __init__(self, ttl=TTL, clock=time.monotonic, redis=supervisor_redis, listen=False, listen_key=None,
+    def __init__(self, ttl=TTL, clock=time.monotonic, redis=lookup_redis, listen=False, listen_key=None,
                  events_connect=events_client):
         self.ttl = ttl
         self.clock = clock

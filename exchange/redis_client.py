@@ -15,6 +15,8 @@ import threading
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _lock = threading.Lock()
 _clients = {}
@@ -24,6 +26,11 @@ _stop_registered = False
 # A hung Redis costs a request a few seconds, not ten; longer than any blocking read we make (2 s at most).
 SOCKET_TIMEOUT = 5
 CONNECT_TIMEOUT = 2
+# The request path (exchange.directory) has the last known view to fall back on, so it gives a Redis that does not
+# answer half a second, once, instead of the seconds and retries that commands and pages can afford: a hung Redis
+# costs a hosted application's requests that much at most, once a TTL, rather than stalling them for as long as it
+# hangs. A lookup is one small pipeline, answered in well under a millisecond by a healthy Redis.
+LOOKUP_TIMEOUT = 0.5
 
 
 def embedded_url(storage_dir):
@@ -78,24 +85,29 @@ def resolve_url(url):
     return url or embedded_url(settings.APP_STORAGE_DIR)
 
 
-def _client(url):
+def _client(url, lookup=False):
     url = resolve_url(url)
     with _lock:
-        client = _clients.get(url)
+        client = _clients.get((url, lookup))
         if client is None:
-            client = redis.Redis.from_url(
-                url,
-                socket_timeout=SOCKET_TIMEOUT,
-                socket_connect_timeout=CONNECT_TIMEOUT,
-                health_check_interval=30,
-            )
-            _clients[url] = client
+            if lookup:
+                options = {"socket_timeout": LOOKUP_TIMEOUT, "socket_connect_timeout": LOOKUP_TIMEOUT,
+                           "retry": Retry(NoBackoff(), 0)}
+            else:
+                options = {"socket_timeout": SOCKET_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT}
+            client = redis.Redis.from_url(url, health_check_interval=30, **options)
+            _clients[(url, lookup)] = client
         return client
 
 
 def supervisor_redis():
     """Configuration cache, environment registry and runtime statuses."""
     return _client(settings.APP_SUPERVISOR_REDIS_URL)
+
+
+def lookup_redis():
+    """The supervisor's Redis for the request path's lookups: fails fast instead of retrying (LOOKUP_TIMEOUT)."""
+    return _client(settings.APP_SUPERVISOR_REDIS_URL, lookup=True)
 
 
 def command_redis():

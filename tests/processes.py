@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import redis as redis_lib
 import requests
 from django.conf import settings
 
+from bench.cluster import RedisServer  # noqa: F401  (tests import it from here)
 from supervisor_project.cluster import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,45 +153,3 @@ def http_ready(url):
 def runworker_without_web_probe(env, log_path):
     """An agent with no web process of its own to watch: its web is reported unknown, the environment online."""
     return Process([PYTHON, "manage.py", "runworker", "--no-web-probe"], env, log_path)
-
-
-class RedisServer:
-    """A redis-server of a test's own on PORT, without persistence (a restart starts empty), for tests that kill it."""
-
-    def __init__(self, port, workdir):
-        self.port = port
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [_redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        client = redis_lib.Redis.from_url(self.url)
-
-        def up():
-            try:
-                return client.ping()
-            except redis_lib.ConnectionError:
-                return False
-
-        wait_for(up, timeout=10, what="redis-server")
-        client.close()
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-def _redis_server_binary():
-    from .conftest import redis_server_binary
-
-    return redis_server_binary()

@@ -457,40 +457,6 @@ def test_while_redis_is_down_start_is_a_503(client, settings):
     assert "Redis is unavailable" in response.json()["error"]
 
 
-@pytest.fixture
-def redis_hung(settings):
-    """A Redis that accepts connections and never answers (hung, not down)."""
-    import socket
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
-    settings.APP_SUPERVISOR_REDIS_URL = settings.APP_COMMAND_REDIS_URL = url
-    redis_client.reset()
-    yield
-    stop.set()
-    thread.join(2)
-    for conn in accepted:
-        conn.close()
-    server.close()
-    redis_client.reset()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_hung_redis_costs_a_start_seconds_and_is_named_and_reads_do_not_wait_for_it(client, redis_hung):
     import time

@@ -131,6 +131,25 @@ def test_redis_unreachable_answers_the_last_known_view(r):
         assert d.lookup("crm") is before
 
 
+def test_a_hung_redis_costs_a_lookup_half_a_second_once_a_ttl_and_the_last_known_view_is_answered(r, redis_hung):
+    from exchange import redis_client
+
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    before = d.lookup("crm")
+
+    redis.client = redis_client.lookup_redis()  # what the request path reads through, pointed at a hung Redis
+    clock.advance()
+    began = time.monotonic()
+    assert d.lookup("crm") is before
+    assert time.monotonic() - began < 1.0  # not SOCKET_TIMEOUT, and no retries
+    began = time.monotonic()
+    for _ in range(50):
+        assert d.lookup("crm") is before  # within the TTL: not tried again
+    assert time.monotonic() - began < 0.1
+
+
 def test_redis_unreachable_is_retried_once_per_ttl_not_per_request(r):
     _configure(r)
     clock, redis = Clock(), Switchable(r)

@@ -1,4 +1,5 @@
 import threading
+import time
 
 import pytest
 
@@ -129,6 +130,41 @@ def test_an_operation_longer_than_the_lock_ttl_keeps_its_lock(monkeypatch, r):
     assert outcome.failure.kind == lifecycle.TIMEOUT
     assert len(ttls) >= 3 and all(2000 < ttl <= 3000 for ttl in ttls)  # renewed each round, never expired
     assert r.get(contract.lock_key("crm")) is None  # released at the end
+
+
+def test_a_command_nobody_took_is_cancelled_at_the_timeout_and_says_so(r):
+    from exchange.channel import queue_for
+
+    register_environment("env_a")  # registered, but no worker consumes its queue
+    app = create_application("crm", ["env_a"])
+
+    outcome = lifecycle.run(app, contract.START, timeout=1)
+
+    assert outcome.failure.kind == lifecycle.TIMEOUT
+    assert "did not start there and is cancelled" in outcome.failure.error
+    assert queue_for("env_a", r).count == 0
+
+
+def test_a_command_still_running_at_the_timeout_says_so_and_its_outcome_is_recorded_when_it_ends(monkeypatch, r):
+    from exchange import status
+
+    real_migrate, release = provisioning.migrate, threading.Event()
+
+    def slow_migrate(name):
+        release.wait(30)
+        real_migrate(name)
+
+    monkeypatch.setattr(provisioning, "migrate", slow_migrate)
+    with ThreadAgent("env_a"):
+        app = create_application("crm", ["env_a"])
+        outcome = lifecycle.run(app, contract.START, timeout=1)
+        assert outcome.failure.kind == lifecycle.TIMEOUT
+        assert "still running there, and its outcome will be shown when it ends" in outcome.failure.error
+        release.set()
+        deadline = time.monotonic() + 30
+        while (status.read(r, "crm", "env_a") or {}).get("state") != contract.RUNNING:
+            assert time.monotonic() < deadline, "the start that outlived its caller did not finish"
+            time.sleep(0.1)
 
 
 def test_failed_start_reports_error_with_traceback(monkeypatch):

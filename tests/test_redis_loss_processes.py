@@ -87,19 +87,21 @@ def api(base, method, path, **kwargs):
 
 def load(url, fault, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS):
     """GET URL from THREADS threads for SECONDS, calling FAULT once after FAULT_AT seconds. Returns (requests,
-    failures), failures as (status or exception, seconds since the start)."""
+    failures, the slowest request's seconds), failures as (status or exception, seconds since the start)."""
     began = time.monotonic()
     done = threading.Event()
-    counts, failures, lock = [0], [], threading.Lock()
+    counts, failures, slowest, lock = [0], [], [0.0], threading.Lock()
 
     def client():
         http = requests.Session()
         while not done.is_set():
+            sent = time.monotonic()
             try:
                 outcome = http.get(url, timeout=10).status_code
             except requests.RequestException as exc:
                 outcome = type(exc).__name__
             with lock:
+                slowest[0] = max(slowest[0], time.monotonic() - sent)
                 counts[0] += 1
                 if outcome != 200:
                     failures.append((outcome, round(time.monotonic() - began, 3)))
@@ -113,7 +115,7 @@ def load(url, fault, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS):
     done.set()
     for worker in workers:
         worker.join(20)
-    return counts[0], failures
+    return counts[0], failures, slowest[0]
 
 
 def running_crm(base):
@@ -140,7 +142,7 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
 
     client = redis_lib.Redis.from_url(server.url)
     started_at = signing.loads(client.hget(STATUSES_KEY, status_field("crm", "env_a")))["at"]
-    flushed_requests, flushed_failures = load(url, client.flushall)
+    flushed_requests, flushed_failures, _ = load(url, client.flushall)
     client.close()
 
     def restart_empty():
@@ -148,7 +150,7 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
         time.sleep(1.0)
         server.start()
 
-    restarted_requests, restarted_failures = load(url, restart_empty)
+    restarted_requests, restarted_failures, _ = load(url, restart_empty)
 
     print(f"\nFLUSHALL: {flushed_requests} requests, {len(flushed_failures)} failed {flushed_failures[:10]}"
           f"\nredis-server SIGKILL + restart empty after 1 s: {restarted_requests} requests, "
@@ -182,3 +184,22 @@ def test_a_stop_answers_503_on_the_very_next_request_and_a_start_200(deployment)
         assert http.get(url, timeout=10).status_code == 503
         assert api(base, "POST", "apps/crm/start").status_code == 200
         assert http.get(url, timeout=10).status_code == 200
+
+
+def test_a_hung_redis_fails_no_request_and_costs_one_at_most_a_second(deployment):
+    import os
+    import signal
+
+    base, server = deployment["base"], deployment["redis"]
+    url = running_crm(base)
+    wait_for(lambda: requests.get(url, timeout=10).status_code == 200, what="crm served through the supervisor")
+
+    def hang():  # Redis stops answering but keeps its connections: no error, only silence
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        threading.Timer(4.0, os.kill, (server.proc.pid, signal.SIGCONT)).start()
+
+    total, failures, slowest = load(url, hang, seconds=7.0)
+    print(f"\nRedis hung for 4 s: {total} requests, {len(failures)} failed, the slowest took {slowest:.2f} s")
+    assert total > 50 and failures == []
+    # The supervisor's and the worker's lookups each give up after LOOKUP_TIMEOUT (0.5 s) and answer the last view.
+    assert slowest < 2.0

@@ -1,0 +1,48 @@
+"""Layers point one way (docs/architecture.md): what both sides exchange through Redis (``exchange``) sits below the
+supervisor's side and the workers' side, and neither side imports the other. Only a single instance (``single``),
+which is both at once, and the project's settings and entry points (``supervisor_project``) may put them together.
+
+Checked on the source, imports inside functions included, so a shortcut taken in a hurry fails here rather than
+in a review."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring"}
+WORKER_SIDE = {"workers"}
+COMPOSITIONS = {"single"}
+
+FORBIDDEN = {
+    "exchange": SUPERVISOR_SIDE | WORKER_SIDE | COMPOSITIONS,
+    **{package: SUPERVISOR_SIDE | COMPOSITIONS for package in WORKER_SIDE},
+    **{package: WORKER_SIDE | COMPOSITIONS for package in SUPERVISOR_SIDE},
+}
+
+
+def imported_packages(path):
+    """(line, top-level package) of every absolute import in PATH."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_a_package_imports_nothing_from_the_layers_it_must_not_know(package):
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"{package}/ has no Python files: the layer map is out of date"
+    crossings = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+                 for path in files for line, name in imported_packages(path) if name in FORBIDDEN[package]]
+    assert not crossings, "\n".join(crossings)
+
+
+def test_every_django_app_of_the_project_is_placed_in_a_layer():
+    placed = set(FORBIDDEN) | COMPOSITIONS | {"supervisor_project", "samples", "tests", "bench"}
+    packages = {path.parent.name for path in ROOT.glob("*/__init__.py")}
+    assert packages - placed == set(), "place new packages in SUPERVISOR_SIDE, WORKER_SIDE or COMPOSITIONS"
