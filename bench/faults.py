@@ -33,6 +33,7 @@ from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATU
 from supervisor_project.cluster import web_args
 
 from .cluster import ROOT, Cluster, RedisServer, free_port
+from .load import under_fault
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -112,37 +113,6 @@ class Drill:
     def restart_dead(self):
         os.kill(self.cluster.state["pid"], signal.SIGUSR1)
 
-    def load(self, url, fault, seconds=8.0, fault_at=2.0, threads=4):
-        """(requests, failures, what FAULT returned) for THREADS clients GETting URL for SECONDS, FAULT called after
-        FAULT_AT; the slowest request's seconds are left in ``self.slowest``."""
-        done, counts, failures, lock = threading.Event(), [0], [], threading.Lock()
-        self.slowest = 0.0
-
-        def client():
-            http = requests.Session()
-            while not done.is_set():
-                began = time.monotonic()
-                try:
-                    outcome = http.get(url, timeout=10).status_code
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                with lock:
-                    self.slowest = max(self.slowest, time.monotonic() - began)
-                    counts[0] += 1
-                    if outcome != 200:
-                        failures.append(outcome)
-
-        clients = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
-        for c in clients:
-            c.start()
-        time.sleep(fault_at)
-        after = fault()
-        time.sleep(max(0.0, seconds - fault_at))
-        done.set()
-        for c in clients:
-            c.join(20)
-        return counts[0], failures, after
-
     # -- issue: convergence ----------------------------------------------------------------------------------------
 
     def redis_loss(self):
@@ -155,7 +125,8 @@ class Drill:
             self.r.flushall()
             return self.watch_rebuild(self.r)
 
-        total, failed, back = self.load(url, flush)
+        seen = under_fault(url, flush)
+        total, failed, back = seen.requests, seen.failures, seen.fault
         self.row(
             "FLUSHALL under load (4 clients through the supervisor)",
             f"{len(failed)} of {total} requests "
@@ -172,7 +143,8 @@ class Drill:
             self.r = redis_lib.Redis.from_url(self.redis.url)
             return self.watch_rebuild(self.r)
 
-        total, failed, back = self.load(url, restart)
+        seen = under_fault(url, restart)
+        total, failed, back = seen.requests, seen.failures, seen.fault
         self.row(
             "Redis SIGKILLed, started again empty 1 s later, under load",
             f"{len(failed)} of {total} requests "
@@ -231,7 +203,8 @@ class Drill:
                 os.kill(pid, signal.SIGCONT)
             return time.time()
 
-        total, failed, resumed = self.load(url, hang, seconds=10.0)
+        load = under_fault(url, hang, seconds=10.0)
+        total, failed, resumed = load.requests, load.failures, load.fault
         api, api_s = seen["api"]
         page, page_s = seen["admin"]
         command, command_s = seen["command"]
@@ -239,7 +212,7 @@ class Drill:
         warned = later.headers.get("X-Supervisor-Warning", "none")
         self.row(
             "Redis hung (SIGSTOP) for 8 s, under load",
-            f"{len(failed)} of {total} requests failed, the slowest took {self.slowest:.1f} s; "
+            f"{len(failed)} of {total} requests failed, the slowest took {load.slowest:.1f} s; "
             f"GET /api/apps/ {api.status_code} in {api_s:.2f} s (7 s in: {later.status_code}, warning "
             f"{warned[:34]!r}…); the Applications admin {page.status_code} in {page_s:.2f} s; a restart "
             f"{command.status_code} in {command_s:.1f} s ({command.json().get('error', '')[:40]}…)",
@@ -619,7 +592,13 @@ class Drill:
                 "display_name: 5",
                 requests.post(
                     url,
-                    json={"name": "typed", "display_name": 5, "environments": ["env_a"]},
+                    json={
+                        "name": "typed",
+                        "display_name": 5,
+                        "environments": ["env_a"],
+                        "admin_username": "boss",
+                        "admin_password": PASSWORD,
+                    },
                     timeout=30,
                     headers=headers,
                 ),

@@ -6,6 +6,7 @@ import statistics
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
 import requests
 
@@ -73,3 +74,45 @@ def _python_run(url, connections, seconds):
     latencies.sort()
     return {"rps": len(latencies) / elapsed, "p50_ms": statistics.median(latencies),
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], "errors": errors[0]}
+
+
+@dataclass
+class UnderFault:
+    requests: int
+    failures: list  # (status code or exception name, seconds since the start), for every answer but a 200
+    slowest: float  # seconds
+    fault: object  # what the fault returned
+
+
+def under_fault(url, fault, seconds=8.0, fault_at=2.0, threads=4, settle=2.0):
+    """GET URL from THREADS clients (a session each) while FAULT is called once, FAULT_AT seconds in; the load goes
+    on until SECONDS from the start and at least SETTLE seconds after FAULT returned. For the fault drills and tests:
+    what users saw while Redis was flushed, restarted or hung."""
+    began = time.monotonic()
+    done, lock = threading.Event(), threading.Lock()
+    seen = UnderFault(0, [], 0.0, None)
+
+    def client():
+        http = requests.Session()
+        while not done.is_set():
+            sent = time.monotonic()
+            try:
+                outcome = http.get(url, timeout=10).status_code
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
+            with lock:
+                seen.slowest = max(seen.slowest, time.monotonic() - sent)
+                seen.requests += 1
+                if outcome != 200:
+                    seen.failures.append((outcome, round(time.monotonic() - began, 3)))
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for c in clients:
+        c.start()
+    time.sleep(fault_at)
+    seen.fault = fault()
+    time.sleep(max(settle, seconds - (time.monotonic() - began)))
+    done.set()
+    for c in clients:
+        c.join(20)
+    return seen

@@ -14,6 +14,7 @@ import pytest
 import redis as redis_lib
 import requests
 
+from bench.load import under_fault
 from exchange import signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, status_field
 
@@ -85,39 +86,6 @@ def api(base, method, path, **kwargs):
                             timeout=120, **kwargs)
 
 
-def load(url, fault, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS):
-    """GET URL from THREADS threads for SECONDS, calling FAULT once after FAULT_AT seconds. Returns (requests,
-    failures, the slowest request's seconds), failures as (status or exception, seconds since the start)."""
-    began = time.monotonic()
-    done = threading.Event()
-    counts, failures, slowest, lock = [0], [], [0.0], threading.Lock()
-
-    def client():
-        http = requests.Session()
-        while not done.is_set():
-            sent = time.monotonic()
-            try:
-                outcome = http.get(url, timeout=10).status_code
-            except requests.RequestException as exc:
-                outcome = type(exc).__name__
-            with lock:
-                slowest[0] = max(slowest[0], time.monotonic() - sent)
-                counts[0] += 1
-                if outcome != 200:
-                    failures.append((outcome, round(time.monotonic() - began, 3)))
-
-    workers = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    time.sleep(fault_at)
-    fault()
-    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
-    done.set()
-    for worker in workers:
-        worker.join(20)
-    return counts[0], failures, slowest[0]
-
-
 def running_crm(base):
     """crm created and started through the API, on env_a; its login page's URL through the supervisor."""
 
@@ -142,7 +110,7 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
 
     client = redis_lib.Redis.from_url(server.url)
     started_at = signing.loads(client.hget(STATUSES_KEY, status_field("crm", "env_a")))["at"]
-    flushed_requests, flushed_failures, _ = load(url, client.flushall)
+    flushed = under_fault(url, client.flushall, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS)
     client.close()
 
     def restart_empty():
@@ -150,14 +118,14 @@ def test_a_running_application_fails_no_request_when_redis_is_flushed_or_restart
         time.sleep(1.0)
         server.start()
 
-    restarted_requests, restarted_failures, _ = load(url, restart_empty)
+    restarted = under_fault(url, restart_empty, seconds=LOAD_SECONDS, fault_at=FAULT_AT, threads=THREADS)
 
-    print(f"\nFLUSHALL: {flushed_requests} requests, {len(flushed_failures)} failed {flushed_failures[:10]}"
-          f"\nredis-server SIGKILL + restart empty after 1 s: {restarted_requests} requests, "
-          f"{len(restarted_failures)} failed {restarted_failures[:10]}")
-    assert flushed_requests > 50 and restarted_requests > 50
-    assert flushed_failures == []
-    assert restarted_failures == []
+    print(f"\nFLUSHALL: {flushed.requests} requests, {len(flushed.failures)} failed {flushed.failures[:10]}"
+          f"\nredis-server SIGKILL + restart empty after 1 s: {restarted.requests} requests, "
+          f"{len(restarted.failures)} failed {restarted.failures[:10]}")
+    assert flushed.requests > 50 and restarted.requests > 50
+    assert flushed.failures == []
+    assert restarted.failures == []
 
     # Afterwards the application is still served, the cache is whole again, the agent published its registration
     # and the state it holds in its own database again, and nothing was started (migrated) again.
@@ -198,8 +166,9 @@ def test_a_hung_redis_fails_no_request_and_costs_one_at_most_a_second(deployment
         os.kill(server.proc.pid, signal.SIGSTOP)
         threading.Timer(4.0, os.kill, (server.proc.pid, signal.SIGCONT)).start()
 
-    total, failures, slowest = load(url, hang, seconds=7.0)
-    print(f"\nRedis hung for 4 s: {total} requests, {len(failures)} failed, the slowest took {slowest:.2f} s")
-    assert total > 50 and failures == []
+    seen = under_fault(url, hang, seconds=7.0, fault_at=FAULT_AT, threads=THREADS)
+    print(f"\nRedis hung for 4 s: {seen.requests} requests, {len(seen.failures)} failed, the slowest took "
+          f"{seen.slowest:.2f} s")
+    assert seen.requests > 50 and seen.failures == []
     # The supervisor's and the worker's lookups each give up after LOOKUP_TIMEOUT (0.5 s) and answer the last view.
-    assert slowest < 2.0
+    assert seen.slowest < 2.0
