@@ -192,8 +192,10 @@ class Controller:
         for name in flipped:
             log.info("%s", reasons.get(name) or f"environment {name} is {statuses[name]}")
         events_out = Outbox()
+        beat_only = self._seen_registrations.beat_only.difference(flipped)
         for name in published:
-            events.publish(events_out, events.ENVIRONMENT, name=name, status=statuses[name],
+            channel = contract.HEARTBEATS_CHANNEL if name in beat_only else contract.EVENTS_CHANNEL
+            events.publish(events_out, events.ENVIRONMENT, channel=channel, name=name, status=statuses[name],
                            problem=reasons.get(name) or None)
         for app in apps:
             events.publish(events_out, events.APP, name=app)

@@ -58,6 +58,7 @@ class Seen:
         # name -> (raw bytes, MIRRORED_FIELDS values, registry.heartbeat_parts of the entry when it verified)
         self.entries = {}
         self.updated = []  # the names whose row the last call created or changed
+        self.beat_only = set()  # of those, the ones that changed in their heartbeat's time and nothing else
 
     def heartbeat(self, name, raw):
         """The values NAME's entry RAW gives and its heartbeat_parts, when it is the last one seen but for its
@@ -95,7 +96,7 @@ def sync(redis, seen=None):
                  if name not in keys or seen.entries.get(name, (None,))[0] != raw}
     created, changed, values_of, parts_of = [], [], {}, {}
     # Most changes are heartbeats and nothing else: those rows get one column written, not twelve.
-    beats, others = [], []
+    beats, others, beat_names = [], [], []
     for name, raw in fresh.items():
         if not NAME_RE.match(name):
             continue  # not a name an environment can have: never shown, never a proxy target
@@ -104,6 +105,7 @@ def sync(redis, seen=None):
             values_of[name], parts_of[name] = beat
             changed.append(name)
             beats.append((keys[name], (beat[0][HEARTBEAT],)))
+            beat_names.append(name)
             continue
         entry = registry.decode(raw, name)
         if entry is not None:
@@ -135,6 +137,7 @@ def sync(redis, seen=None):
             before = seen.entries.get(name, (None, None, None))[1] if seen is not None else mirrored[name][1:]
             if before is not None and _beat_only(before, values):
                 beats.append((keys[name], (values[HEARTBEAT],)))
+                beat_names.append(name)
             else:
                 others.append((keys[name], values))
     if created:
@@ -145,6 +148,7 @@ def sync(redis, seen=None):
         seen.entries = {name: (raw, values_of[name], parts_of.get(name)) if name in values_of else seen.entries[name]
                         for name, raw in raw_entries.items() if name in values_of or name in seen.entries}
         seen.updated = [e.name for e in created] + changed
+        seen.beat_only = set(beat_names)
     return len(created), len(changed)
 
 

@@ -56,6 +56,10 @@ CACHE_READY_KEY = f"{_PREFIX}:config-ready"
 
 # Pub/sub channel: one JSON object per change (exchange.events). Subscribers drop cached views at once.
 EVENTS_CHANNEL = f"{_PREFIX}:events"
+# Pub/sub channel: environment events that say no more than "a heartbeat was mirrored" (same JSON). Only live pages
+# want those; kept off EVENTS_CHANNEL so that 10,000 heartbeats do not wake every process's request-path cache and
+# the controller's own mirror 10,000 times.
+HEARTBEATS_CHANNEL = f"{_PREFIX}:heartbeats"
 # String: the runsupervisor instance that holds the controller lease (expires unless renewed).
 CONTROLLER_LEASE_KEY = f"{_PREFIX}:controller-lease"
 

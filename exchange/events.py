@@ -2,7 +2,8 @@
 
 - ``{"type": "placement", "app", "environment", "state", "error", "at"}``: a worker reported a transition;
 - ``{"type": "app", "name"}``: an application's configuration changed (created, placed, started, stopped, removed);
-- ``{"type": "environment", "name", "status", "problem"}``: an environment changed status;
+- ``{"type": "environment", "name", "status", "problem"}``: an environment changed (its status, its address…); when
+  only its heartbeat's time changed, on contract.HEARTBEATS_CHANNEL instead, which live pages alone listen to;
 - ``{"type": "cache", "action": "rebuilt"}``: the configuration cache was rebuilt after a loss.
 
 Events only wake readers early; nothing depends on receiving them (pub/sub loses what is sent while a subscriber
@@ -29,9 +30,9 @@ CACHE = "cache"
 TYPES = (PLACEMENT, APP, ENVIRONMENT, CACHE)
 
 
-def publish(redis, kind, **fields):
+def publish(redis, kind, channel=EVENTS_CHANNEL, **fields):
     """Publish one event (on REDIS, which may be a pipeline). Returns the number of subscribers reached."""
-    return redis.publish(EVENTS_CHANNEL, encode(dict(fields, type=kind)))
+    return redis.publish(channel, encode(dict(fields, type=kind)))
 
 
 def encode(event):

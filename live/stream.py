@@ -35,7 +35,7 @@ from redis.retry import Retry
 from environments.api import environment_dict
 from environments.models import Environment
 from exchange import events, redis_client, status
-from exchange.contract import EVENTS_CHANNEL, NAME_RE, OFFLINE, STATUSES_KEY, UNKNOWN, status_field
+from exchange.contract import EVENTS_CHANNEL, HEARTBEATS_CHANNEL, NAME_RE, OFFLINE, STATUSES_KEY, UNKNOWN, status_field
 
 log = logging.getLogger("appsup.live")
 
@@ -180,7 +180,7 @@ class Hub:
                     socket_timeout=redis_client.SOCKET_TIMEOUT, health_check_interval=10, retry=Retry(NoBackoff(), 0),
                     client_name=client_name())
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    await pubsub.subscribe(EVENTS_CHANNEL, HEARTBEATS_CHANNEL)  # pages show heartbeats too
                     self.tell(live_message())
                     delay = self.retry_first
                     await self._relay(pubsub, Verifier(client))

@@ -33,20 +33,22 @@ def states(app="crm"):
     return dict(Placement.objects.filter(application__name=app).values_list("environment__name", "state"))
 
 
-def subscribed(r):
+def subscribed(r, channels=(contract.EVENTS_CHANNEL,)):
     pubsub = r.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(contract.EVENTS_CHANNEL)
-    pubsub.get_message(timeout=1)  # the subscription's confirmation
+    pubsub.subscribe(*channels)
+    for _ in channels:
+        pubsub.get_message(timeout=1)  # the subscription's confirmation
     return pubsub
 
 
-def received(pubsub, wait=0.5):
-    """Every event published since, waiting WAIT seconds for stragglers."""
+def received(pubsub, wait=0.5, channels=False):
+    """Every event published since, waiting WAIT seconds for stragglers; with CHANNELS, as (channel, event)."""
     found, deadline = [], time.monotonic() + wait
     while time.monotonic() < deadline:
         message = pubsub.get_message(timeout=0.05)
         if message is not None:
-            found.append(events.decode(message["data"]))
+            event = events.decode(message["data"])
+            found.append((message["channel"].decode(), event) if channels else event)
     return found
 
 
@@ -166,17 +168,38 @@ def test_heartbeats_and_mirrored_states_are_published_once_they_are_in_the_datab
     create_application("crm", ["env_a"])
     controller = Controller()
     controller.mirror()
-    pubsub = subscribed(r)
+    pubsub = subscribed(r, (contract.EVENTS_CHANNEL, contract.HEARTBEATS_CHANNEL))
     register_environment("env_a", sync=False)  # a heartbeat
     status.write(r, "crm", "env_a", contract.RUNNING)
 
     controller.mirror()
     controller.mirror()  # nothing new: nothing published
 
-    published = [e for e in received(pubsub) if e["type"] in ("environment", "app")]
-    assert [(e["type"], e["name"]) for e in published] == [("environment", "env_a"), ("app", "crm")]
-    assert published[0]["status"] == contract.ONLINE
+    published = [(channel, e) for channel, e in received(pubsub, channels=True) if e["type"] in ("environment", "app")]
+    assert [(channel, e["type"], e["name"]) for channel, e in published] == [
+        (contract.HEARTBEATS_CHANNEL, "environment", "env_a"), (contract.EVENTS_CHANNEL, "app", "crm")]
+    assert published[0][1]["status"] == contract.ONLINE
     assert states("crm") == {"env_a": contract.RUNNING}  # what a page re-reads on the event is there
+
+
+def test_a_heartbeat_alone_is_announced_apart_and_any_other_change_of_an_environment_on_the_events_channel(r):
+    # Request-path caches and the controller's own mirror listen to the events channel only: 10,000 heartbeats a
+    # burst must not wake them, while a new address or a status change must.
+    register_environment("env_a", heartbeat_at=time.time() - 5)
+    controller = Controller()
+    controller.mirror()
+    pubsub = subscribed(r, (contract.EVENTS_CHANNEL, contract.HEARTBEATS_CHANNEL))
+
+    register_environment("env_a", sync=False)  # a heartbeat, nothing else
+    controller.mirror()
+    register_environment("env_a", url="http://moved.test:8000", sync=False)  # the agent came back elsewhere
+    controller.mirror()
+    register_environment("env_b", sync=False)  # a new environment
+    controller.mirror()
+
+    published = [(channel, e["name"]) for channel, e in received(pubsub, channels=True) if e["type"] == "environment"]
+    assert published == [(contract.HEARTBEATS_CHANNEL, "env_a"), (contract.EVENTS_CHANNEL, "env_a"),
+                         (contract.EVENTS_CHANNEL, "env_b")]
 
 
 def test_malformed_or_forged_registry_and_status_entries_change_nothing(r):

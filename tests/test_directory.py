@@ -410,6 +410,26 @@ def test_once_an_event_is_handled_lookups_are_answered_from_memory_again(r, list
     assert len(reads) == before  # from memory: no read of Redis per request while nothing changes
 
 
+def test_heartbeats_announced_for_live_pages_leave_every_view_fresh(r, listening):
+    _configure(r)
+    reads = []
+
+    class Counting(redis_lib.Redis):
+        def pipeline(self, *args, **kwargs):
+            reads.append(1)
+            return super().pipeline(*args, **kwargs)
+
+    listening.redis = lambda: Counting(connection_pool=r.connection_pool)
+    listening.lookup("crm")
+    before = len(reads)
+    for _ in range(50):  # a burst of heartbeats of the environment crm runs on, as the controller announces them
+        events.publish(r, events.ENVIRONMENT, channel=contract.HEARTBEATS_CHANNEL, name="env_a", status="online",
+                       problem=None)
+        r.ping()
+        assert listening.lookup("crm") is not None
+    assert len(reads) == before  # nothing the request path must know changed: no read of Redis
+
+
 def test_an_environment_event_leaves_fresh_the_views_of_applications_not_placed_there(r):
     _configure(r)
     d = directory.Directory(ttl=60.0)

@@ -297,6 +297,22 @@ def test_an_environment_event_carries_the_status_the_database_holds(application)
     assert (env_a["name"], env_a["status"], env_a["problem"]) == ("env_a", contract.ONLINE, None)
 
 
+def test_a_heartbeat_announced_on_its_own_channel_reaches_the_page(application):
+    register_environment("env_a")
+
+    @async_to_sync
+    async def scenario():
+        communicator = await opened(application, bearer())
+        await publish(events.ENVIRONMENT, channel=contract.HEARTBEATS_CHANNEL, name="env_a", status="online",
+                      problem=None)
+        env_a = await next_of(communicator, "environment")
+        await communicator.disconnect()
+        return env_a
+
+    env_a = scenario()
+    assert (env_a["name"], env_a["status"]) == ("env_a", contract.ONLINE) and env_a["last_heartbeat_at"]
+
+
 def test_a_placement_on_an_offline_environment_is_forwarded_as_unknown(application):
     register_environment("env_b", heartbeat_at=0)
 
