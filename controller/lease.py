@@ -26,13 +26,19 @@ class Lease:
         self.held = False
 
     def hold(self):
-        """Acquire the lease, or renew it if this controller holds it. Returns whether it holds it now."""
-        if self.held:
+        """Acquire the lease, or renew it if it is this controller's. Returns whether it holds it now.
+
+        Renewed whenever Redis still names this holder, even after ``held`` was dropped (a Redis error makes the
+        controller stop acting): it acts again as soon as Redis answers, rather than waiting for its own lease to
+        expire. The renewal is atomic (the lock's token is compared in Redis), so a lease taken over meanwhile is
+        never taken back."""
+        if self.lock.local.token is not None:  # acquired once and not released: maybe still ours
             try:
                 self.lock.reacquire()
+                self.held = True
                 return True
             except LockError:  # expired, taken over, or lost with Redis's data: compete again
-                self.held = False
+                pass
         self.held = bool(self.lock.acquire(blocking=False, token=self.holder))
         return self.held
 

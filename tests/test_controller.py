@@ -4,6 +4,7 @@ and real worker agents running in threads."""
 import time
 
 import pytest
+import redis
 from django.utils import timezone
 
 from apps import lifecycle
@@ -75,6 +76,32 @@ def test_a_flushed_lease_is_competed_for_again(r):
     assert lease.hold()
     r.flushall()
     assert lease.hold() and lease.current_holder() == "one"
+
+
+def test_a_holder_that_stopped_acting_on_a_redis_error_acts_again_as_soon_as_redis_answers(r, monkeypatch):
+    controller = Controller()
+    assert controller.run_pass()
+
+    def hung(*args, **kwargs):
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    with monkeypatch.context() as m:  # one pass meets a Redis that does not answer
+        m.setattr(controller, "mirror", hung)
+        assert controller.run_pass() is False
+    assert not controller.lease.held
+
+    assert controller.run_pass()  # its own lease, still in Redis: not a lease TTL (10 s) of doing nothing
+    assert controller.lease.current_holder() == controller.lease.holder
+
+
+def test_a_lease_taken_over_meanwhile_is_not_taken_back(r):
+    first, second = Lease(r, holder="first", ttl=1), Lease(r, holder="second", ttl=5)
+    assert first.hold()
+    first.held = False  # as after a Redis error
+    time.sleep(1.1)
+    assert second.hold()
+
+    assert not first.hold() and second.current_holder() == "second"
 
 
 def test_a_standby_controller_does_nothing(r):
