@@ -269,6 +269,12 @@ def _hosted_urlconf(env, problems):
     return path
 
 
+# The web, the controller and commands such as ensureadmin write to one SQLite file: a transaction takes the write
+# lock when it begins (IMMEDIATE) and waits for it, rather than failing "database is locked" when a deferred one
+# cannot upgrade its read lock.
+SQLITE_OPTIONS = {"transaction_mode": "IMMEDIATE", "timeout": 20}
+
+
 def _database(env, storage_dir, mode, problems):
     if env.str("DATABASE_URL", default=""):
         try:
@@ -279,6 +285,10 @@ def _database(env, storage_dir, mode, problems):
             problems.append(
                 "DATABASE_URL is not a PostgreSQL or SQLite URL; e.g. postgres://user:pass@host:5432/name"
             )
+        elif database["ENGINE"] == DIALECTS["sqlite"]:
+            # The same file, the same writers as with DB_DIALECT=sqlite: the same locking (options given in the
+            # URL's query win).
+            database["OPTIONS"] = {**SQLITE_OPTIONS, **database.get("OPTIONS", {})}
         return database
     dialect = env.str("DB_DIALECT", default="sqlite").lower()
     if dialect == "postgresql":
@@ -288,10 +298,7 @@ def _database(env, storage_dir, mode, problems):
         return {}
     if dialect == "sqlite":
         name = env.str("DB_DATABASE", default="") or str(storage_dir / f"{mode or 'single'}.sqlite3")
-        # The web, the controller and commands such as ensureadmin write to one file: a transaction takes the write
-        # lock when it begins (IMMEDIATE) and waits for it, rather than failing "database is locked" when a
-        # deferred one cannot upgrade its read lock.
-        return {"ENGINE": DIALECTS["sqlite"], "NAME": name, "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20}}
+        return {"ENGINE": DIALECTS["sqlite"], "NAME": name, "OPTIONS": dict(SQLITE_OPTIONS)}
     name = env.str("DB_DATABASE", default="")
     if not name:
         problems.append("DB_DATABASE is required with DB_DIALECT=postgres; name this process's own database")

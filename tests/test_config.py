@@ -462,3 +462,9 @@ def test_an_environment_name_other_than_local_without_a_mode_is_refused():
 def test_a_mistyped_mode_is_reported_alone_not_with_single_instance_refusals():
     problems, _ = problems_of({"APP_MODE": "supervsior", "APP_SUPERVISOR_REDIS_URL": "redis://redis:6379/0"})
     assert len(problems) == 1 and problems[0].startswith("APP_MODE='supervsior' is not a role")
+
+
+def test_a_sqlite_database_url_locks_as_the_db_variables_do():
+    config = load({"DATABASE_URL": "sqlite:////data/by-url.sqlite3"})
+    assert config.database["NAME"] == "/data/by-url.sqlite3"
+    assert config.database["OPTIONS"] == {"transaction_mode": "IMMEDIATE", "timeout": 20}
