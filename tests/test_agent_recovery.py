@@ -185,9 +185,51 @@ def test_a_lock_its_holder_stopped_renewing_is_free_within_its_ttl(r):
 
 def test_a_lock_held_by_a_live_holder_is_waited_for_and_then_refused(r):
     with commands.provision_lock("crm"):
-        with pytest.raises(TimeoutError, match="locked for 1 s"):
+        with pytest.raises(TimeoutError, match="another start holds crm's database lock .* waited 1 s"):
             with commands.provision_lock("crm", wait=1):
                 pass
+
+
+def test_a_start_gives_up_on_a_held_lock_within_seconds_so_other_commands_are_not_held_up(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    supervisor_redis().lock(contract.provision_lock_key("crm"), timeout=60).acquire()  # a holder elsewhere
+    began = time.monotonic()
+    answer = commands.start("crm", "env_a", {}, job_id="start-crm-env_a-1")
+    assert time.monotonic() - began < commands.PROVISION_LOCK_WAIT + 1
+    assert answer["state"] == contract.ERROR
+    assert "another start holds crm's database lock" in answer["error"] and "tries again" in answer["error"]
+    assert r.ttl(contract.provision_lock_key("crm")) > 0  # another holder's lock is never taken
+
+
+def test_the_restarted_agent_releases_the_provision_lock_of_the_start_it_was_killed_in(r):
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    create_application("erp", ["env_a"])
+    job_id = channel.enqueue("env_a", contract.START, "crm", start_payload(app))
+    agent = Agent("env_a", "http://a", "", 60)
+    take_as_a_previous_agent(agent.queue)
+    key = contract.provision_lock_key("crm")
+    supervisor_redis().set(key, job_id, ex=commands.PROVISION_LOCK_TTL)  # what the killed start held
+    supervisor_redis().set(contract.provision_lock_key("erp"), "start-erp-env_b-other", ex=60)  # someone else's
+
+    agent.register()
+
+    assert not r.exists(key)
+    assert r.get(contract.provision_lock_key("erp")) == b"start-erp-env_b-other"
+
+
+def test_a_start_takes_its_job_id_as_the_provision_lock_token(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    held = []
+    real_migrate = commands.provisioning.migrate
+    commands.provisioning.migrate = lambda app: held.append(r.get(contract.provision_lock_key(app)))
+    try:
+        commands.start("crm", "env_a", {}, job_id="start-crm-env_a-abc")
+    finally:
+        commands.provisioning.migrate = real_migrate
+    assert held == [b"start-crm-env_a-abc"]
 
 
 # -- real processes ----------------------------------------------------------------------------------------------
@@ -215,13 +257,53 @@ def test_a_lock_holder_killed_outright_frees_the_start_within_seconds(tmp_path, 
         holder.signal(signal.SIGKILL)
         holder.wait(10)
         killed_at = time.monotonic()
-        job_id = channel.enqueue("env_a", contract.START, "crm", start_payload(app))
-        result = wait_result(job_id, timeout=40)
+        # Until the lock expires, a start gives up within seconds, saying why (the controller tries again)…
+        began = time.monotonic()
+        result = wait_result(channel.enqueue("env_a", contract.START, "crm", start_payload(app)), timeout=40)
+        assert result.return_value["state"] == contract.ERROR, result.return_value
+        assert "another start holds crm's database lock" in result.return_value["error"]
+        assert time.monotonic() - began < commands.PROVISION_LOCK_WAIT + 3
+        # …and once it has expired, the start goes through.
+        wait_for(lambda: not r.exists(contract.provision_lock_key("crm")), timeout=commands.PROVISION_LOCK_TTL + 2,
+                 what="the dead holder's lock expired")
+        result = wait_result(channel.enqueue("env_a", contract.START, "crm", start_payload(app)), timeout=40)
         assert result.type == Result.Type.SUCCESSFUL, result.exc_string
         assert result.return_value["state"] == contract.RUNNING, result.return_value
         assert time.monotonic() - killed_at < commands.PROVISION_LOCK_TTL + 10
     finally:
         holder.stop()
+        agent.stop()
+
+
+@pytest.mark.slow
+def test_an_agent_killed_mid_start_and_started_again_holds_up_no_command(tmp_path, redis_url, r):
+    register_environment("env_a")
+    crm = create_application("crm", ["env_a"])
+    erp = create_application("erp", ["env_a"])
+    env = worker_env("env_a", 15999, tmp_path, redis_url, APP_HEARTBEAT_INTERVAL=1)
+    manage(["migrate", "-v0"], env)
+    agent = runworker(env, tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "env_a" in registry.read(r), what="registration")
+        key = contract.provision_lock_key("crm")
+        channel.enqueue("env_a", contract.START, "crm", start_payload(crm))
+        wait_for(lambda: r.exists(key), timeout=30, interval=0.005, what="crm's start under way")
+        agent.signal(signal.SIGKILL)
+        agent.wait(10)
+        killed_at = time.monotonic()
+        assert r.exists(key)  # the dead start's lock, 15 s from expiring by itself
+        agent = runworker(env, tmp_path / "agent-again.log")
+        # The start of crm again, and another application's behind it: both run at once.
+        again = channel.enqueue("env_a", contract.START, "crm", start_payload(crm))
+        other = channel.enqueue("env_a", contract.START, "erp", start_payload(erp))
+        for job_id in (again, other):
+            result = wait_result(job_id, timeout=40)
+            assert result.type == Result.Type.SUCCESSFUL, result.exc_string
+            assert result.return_value["state"] == contract.RUNNING, result.return_value
+        took = time.monotonic() - killed_at
+        assert took < commands.PROVISION_LOCK_TTL - 5, took
+        print(f"\nagent killed mid-start: crm and erp running {took:.1f} s after the kill")
+    finally:
         agent.stop()
 
 

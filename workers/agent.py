@@ -321,6 +321,13 @@ class Agent:
                 pipe.zrem(started.key, f"{job_id}:{execution_id}")
                 pipe.execute()
             log.warning("environment %s: job %s %s", self.name, job_id, message)
+            kwargs = job.kwargs or {}
+            if kwargs.get("command") in (contract.START, contract.RESTART) and isinstance(kwargs.get("app"), str):
+                # The dead start's database lock would otherwise keep the next start of that application waiting
+                # (and failing) until it expires.
+                if commands.release_provision_lock(kwargs["app"], job.id):
+                    log.warning("environment %s: released %s's provision lock held by that job", self.name,
+                                kwargs["app"])
             failed.append(job_id)
         return failed
 

@@ -14,7 +14,6 @@ from django.db import DatabaseError
 from redis.exceptions import LockError
 
 from exchange import contract, status
-from exchange.channel import JOB_TIMEOUT
 from exchange.redis_client import supervisor_redis
 
 from . import provisioning
@@ -25,6 +24,11 @@ log = logging.getLogger("appsup.worker")
 # The provision lock expires this long after its holder stops renewing it (a worker killed mid-start), so a
 # crash freezes the application's starts for seconds, not for a whole JOB_TIMEOUT. Renewed every third of it.
 PROVISION_LOCK_TTL = 15
+# How long a start waits for another holder of the lock. The agent runs one command at a time: a start waiting out a
+# dead holder's lock would hold up every other application's commands on this environment. Past this the start
+# fails saying so, and the controller tries again (a holder on this environment that was killed is released at
+# once by the restarted agent: release_provision_lock).
+PROVISION_LOCK_WAIT = 3
 
 
 def _report(app, environment, state, error="", tb=""):
@@ -53,18 +57,24 @@ def forget(app):
 
 
 @contextlib.contextmanager
-def provision_lock(app, ttl=None, wait=JOB_TIMEOUT):
+def provision_lock(app, ttl=None, wait=None, token=None):
     """Hold APP's provision lock across all workers, waiting up to WAIT seconds for another holder.
 
     The lock lives TTL seconds and a thread renews it while the block runs: if this process dies, the lock goes
-    with it a few seconds later. (thread_local=False: the renewing thread must see the token this one took.)
+    with it a few seconds later. TOKEN (the job's id) is what the lock holds, so the agent that comes back after
+    this one was killed can tell its own dead start's lock and release it (thread_local=False: the renewing thread
+    must see the token this one took.)
     """
     ttl = ttl or PROVISION_LOCK_TTL
-    lock = supervisor_redis().lock(
-        contract.provision_lock_key(app), timeout=ttl, blocking_timeout=wait, thread_local=False
-    )
-    if not lock.acquire():
-        raise TimeoutError(f"another environment kept {app}'s database locked for {wait} s")
+    wait = PROVISION_LOCK_WAIT if wait is None else wait
+    r = supervisor_redis()
+    lock = r.lock(contract.provision_lock_key(app), timeout=ttl, blocking_timeout=wait, thread_local=False)
+    if not lock.acquire(token=token):
+        left = r.ttl(contract.provision_lock_key(app))
+        raise TimeoutError(
+            f"another start holds {app}'s database lock (creating or migrating it){_for_up_to(left)}; "
+            f"waited {wait:g} s and gave up so as not to hold up this environment's other commands: "
+            "the controller tries again")
     done = threading.Event()
 
     def renew():
@@ -90,16 +100,35 @@ def provision_lock(app, ttl=None, wait=JOB_TIMEOUT):
             log.warning("%s: provision lock was already gone at release", app)
 
 
+def _for_up_to(seconds):
+    return f" for up to {seconds} s more" if isinstance(seconds, int) and seconds > 0 else ""
+
+
+def release_provision_lock(app, job_id):
+    """Release APP's provision lock if the job JOB_ID (a start this agent's previous process was running when it
+    was killed) still holds it: nobody is migrating under it any more. Returns whether it did."""
+    key = contract.provision_lock_key(app)
+    r = supervisor_redis()
+    # Compare and delete in one step, as redis-py's Lock.release does: never another holder's lock.
+    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, key, job_id))
+
+
+_RELEASE_IF_HELD_BY = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
 def _failed(app, environment, exc):
     log.exception("%s on %s failed", app, environment)
     return _report(app, environment, contract.ERROR, error=f"{type(exc).__name__}: {exc}", tb=traceback.format_exc())
 
 
-def start(app, environment, payload):
+def start(app, environment, payload, job_id=None):
     _report(app, environment, contract.STARTING)
     try:
         # Starting writes to the application's database; two workers must never migrate it at once.
-        with provision_lock(app):
+        with provision_lock(app, token=job_id):
             provisioning.create_database(app)
             provisioning.migrate(app)
             provisioning.ensure_superuser(app, payload.get("admin_username"), payload.get("admin_password_hash"))
@@ -108,18 +137,18 @@ def start(app, environment, payload):
     return _report(app, environment, contract.RUNNING)
 
 
-def stop(app, environment, payload):
+def stop(app, environment, payload, job_id=None):
     _report(app, environment, contract.STOPPING)
     provisioning.disconnect(app)
     return _report(app, environment, contract.STOPPED)
 
 
-def restart(app, environment, payload):
+def restart(app, environment, payload, job_id=None):
     stop(app, environment, payload)
-    return start(app, environment, payload)
+    return start(app, environment, payload, job_id=job_id)
 
 
-def remove(app, environment, payload):
+def remove(app, environment, payload, job_id=None):
     stop(app, environment, payload)
     dropped = False
     if payload.get("drop_database"):
@@ -132,7 +161,7 @@ def remove(app, environment, payload):
     return {"app": app, "environment": environment, "state": "removed", "error": "", "database_dropped": dropped}
 
 
-def ping(app, environment, payload):
+def ping(app, environment, payload, job_id=None):
     return {"environment": environment, "state": "pong", "error": "", "at": time.time()}
 
 
@@ -149,4 +178,4 @@ assert set(HANDLERS) == set(contract.COMMANDS)
 def execute(command, app, environment, payload, job_id, issued_at, expires_at):
     # CommandWorker has already checked the signature, the command, the environment, the placement, the job id,
     # the expiry, and that this job did not run here before.
-    return HANDLERS[command](app, environment, payload or {})
+    return HANDLERS[command](app, environment, payload or {}, job_id=job_id)
