@@ -10,7 +10,7 @@ process keeps what it read:
 - **last known** for as long as the process runs: Redis is a cache that can be lost (restart without persistence,
   FLUSHALL, failover) or unreachable for a while. Neither fails a request of a running application:
 
-  * Redis unreachable (any ``redis.RedisError``), or hung (no answer within redis_client.LOOKUP_TIMEOUT, half a
+  * Redis unreachable (any ``redis.RedisError``), or hung (no answer within redis_client.LOOKUP_TIMEOUT, a quarter of a
     second, without retries): the last known view is answered, and Redis is tried again a TTL later. Only a process
     that never read the application raises (the callers answer 503).
   * Redis reachable but missing data: while the configuration cache is incomplete (``CACHE_READY_KEY`` absent; the
@@ -202,6 +202,16 @@ class _Watched:
         return pubsub
 
 
+class _Flight:
+    """One read of an application's view from Redis, that concurrent misses of it wait for."""
+
+    def __init__(self, changes):
+        self.changes = changes  # Directory._changes when the read began
+        self.done = threading.Event()
+        self.view = None
+        self.error = None
+
+
 @dataclass(frozen=True)
 class _Entry:
     fetched_at: float | None  # None: not fresh (an event said it changed), kept as the last known view
@@ -226,6 +236,7 @@ class Directory:
         self.listener = None
         self._subscription = None  # the listener's PubSub, whose socket tells whether an event is on its way
         self._entries = {}
+        self._flights = {}  # name -> the _Flight reading it now
         self._changes = 0  # bumped by every invalidation: a read that overlapped one is not stored as fresh
         self._lock = threading.Lock()
 
@@ -317,10 +328,37 @@ class Directory:
 
     def lookup(self, name):
         """NAME's view (None: no such application). Raises redis.RedisError only when Redis cannot be read and
-        nothing is known of NAME."""
+        nothing is known of NAME.
+
+        Concurrent misses of one name share one read of Redis (a hung Redis then costs each request at most one
+        LOOKUP_TIMEOUT, not one per request queued behind the others), unless something changed since that read
+        began: a request that comes after a change is answered from a read made after it."""
         found, view = self.cached(name)
         if found:
             return view
+        with self._lock:
+            flight = self._flights.get(name)
+            joined = flight is not None and flight.changes == self._changes
+            if not joined:
+                flight = self._flights[name] = _Flight(self._changes)
+        if joined and not (self.listen_events and self._event_pending()):
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.view
+        try:
+            flight.view = self._read(name)
+            return flight.view
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            with self._lock:
+                if self._flights.get(name) is flight:
+                    del self._flights[name]
+            flight.done.set()
+
+    def _read(self, name):
         with self._lock:
             last = self._entries.get(name)
             changes = self._changes

@@ -27,10 +27,11 @@ _stop_registered = False
 SOCKET_TIMEOUT = 5
 CONNECT_TIMEOUT = 2
 # The request path (exchange.directory) has the last known view to fall back on, so it gives a Redis that does not
-# answer half a second, once, instead of the seconds and retries that commands and pages can afford: a hung Redis
-# costs a hosted application's requests that much at most, once a TTL, rather than stalling them for as long as it
-# hangs. A lookup is one small pipeline, answered in well under a millisecond by a healthy Redis.
-LOOKUP_TIMEOUT = 0.5
+# answer a quarter of a second, once, instead of the seconds and retries that commands and pages can afford: a hung
+# Redis costs a hosted application's requests that much at most, once a TTL, rather than stalling them for as long as
+# it hangs; a request through the supervisor meets it twice (the proxy's lookup, the worker's), so half a second in
+# all. A lookup is one small pipeline, answered in well under a millisecond by a healthy Redis.
+LOOKUP_TIMEOUT = 0.25
 
 
 def embedded_url(storage_dir):

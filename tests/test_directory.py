@@ -131,7 +131,7 @@ def test_redis_unreachable_answers_the_last_known_view(r):
         assert d.lookup("crm") is before
 
 
-def test_a_hung_redis_costs_a_lookup_half_a_second_once_a_ttl_and_the_last_known_view_is_answered(r, redis_hung):
+def test_a_hung_redis_costs_a_lookup_a_quarter_of_a_second_once_a_ttl_and_the_last_known_view_is_answered(r, redis_hung):
     from exchange import redis_client
 
     _configure(r)
@@ -148,6 +148,65 @@ def test_a_hung_redis_costs_a_lookup_half_a_second_once_a_ttl_and_the_last_known
     for _ in range(50):
         assert d.lookup("crm") is before  # within the TTL: not tried again
     assert time.monotonic() - began < 0.1
+
+
+def test_concurrent_misses_on_a_hung_redis_share_one_read_and_each_waits_at_most_one_lookup_timeout(r, redis_hung):
+    import threading
+
+    from exchange import redis_client
+
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    before = d.lookup("crm")
+    redis.client = redis_client.lookup_redis()
+    clock.advance()
+    tries = redis.pipelines
+    answers, slowest = [], [0.0]
+
+    def request():
+        began = time.monotonic()
+        answers.append(d.lookup("crm"))
+        slowest[0] = max(slowest[0], time.monotonic() - began)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == [before] * 8
+    assert redis.pipelines == tries + 1  # one read of the hung Redis for all eight
+    assert slowest[0] < redis_client.LOOKUP_TIMEOUT + 0.2
+
+
+def test_a_miss_after_a_change_does_not_take_the_answer_of_a_read_begun_before_it(r):
+    import threading
+
+    _configure(r)
+    d = directory.Directory(ttl=1.0, clock=Clock())
+    d.lookup("crm")
+    d.invalidate("crm")
+    reading, release = threading.Event(), threading.Event()
+    real_read, answers = d._read, {}
+
+    def slow_read(name):  # the first read sees "running", then waits while the application is stopped
+        view = real_read(name)
+        reading.set()
+        release.wait(5)
+        return view
+
+    d._read = slow_read
+    first = threading.Thread(target=lambda: answers.update(first=d.lookup("crm")))
+    first.start()
+    reading.wait(5)
+    d._read = real_read
+    status.write(r, "crm", "env_a", contract.STOPPED)
+    d.invalidate("crm")  # the stop's event, as the listener handles it
+    answers["second"] = d.lookup("crm")
+    release.set()
+    first.join(5)
+    assert answers["first"].statuses["env_a"]["state"] == contract.RUNNING
+    assert answers["second"].statuses["env_a"]["state"] == contract.STOPPED
 
 
 def test_redis_unreachable_is_retried_once_per_ttl_not_per_request(r):

@@ -154,7 +154,7 @@ def test_a_stop_answers_503_on_the_very_next_request_and_a_start_200(deployment)
         assert http.get(url, timeout=10).status_code == 200
 
 
-def test_a_hung_redis_fails_no_request_and_costs_one_at_most_a_second(deployment):
+def test_a_hung_redis_fails_no_request_and_costs_one_at_most_half_a_second(deployment):
     import os
     import signal
 
@@ -170,5 +170,6 @@ def test_a_hung_redis_fails_no_request_and_costs_one_at_most_a_second(deployment
     print(f"\nRedis hung for 4 s: {seen.requests} requests, {len(seen.failures)} failed, the slowest took "
           f"{seen.slowest:.2f} s")
     assert seen.requests > 50 and seen.failures == []
-    # The supervisor's and the worker's lookups each give up after LOOKUP_TIMEOUT (0.5 s) and answer the last view.
-    assert seen.slowest < 2.0
+    # The supervisor's and the worker's lookups each give up after LOOKUP_TIMEOUT (0.25 s) and answer the last view;
+    # concurrent misses share one lookup. (1.03 s when each hop gave half a second.)
+    assert seen.slowest < 0.8
