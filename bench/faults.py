@@ -34,6 +34,7 @@ from exchange import signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
 from supervisor_project.cluster import web_args
 
+from .bounds import BoundsDrills
 from .cluster import ROOT, Cluster, RedisServer, free_port
 from .load import under_fault
 from .memory import rss_mb
@@ -54,7 +55,9 @@ def wait(predicate, timeout, what, step=0.1):
     raise RuntimeError(f"{what}: not within {timeout} s")
 
 
-class Drill:
+class Drill(BoundsDrills):
+    wait = staticmethod(wait)
+
     def __init__(self, storage):
         self.storage = storage
         self.redis = RedisServer(free_port(), storage)
@@ -462,18 +465,19 @@ class Drill:
             answer.status_code == 200 and not listener.hits and alive and shown,
         )
 
-    def admin(self):
+    def admin(self, base=None):
+        base = base or self.cluster.url
         session = requests.Session()
-        session.get(f"{self.cluster.url}/admin/login/", timeout=10)
+        session.get(f"{base}/admin/login/", timeout=10)
         session.post(
-            f"{self.cluster.url}/admin/login/",
+            f"{base}/admin/login/",
             timeout=10,
             data={
                 "username": "admin",
                 "password": self.cluster.password,
                 "csrfmiddlewaretoken": session.cookies["csrftoken"],
             },
-            headers={"Referer": f"{self.cluster.url}/admin/"},
+            headers={"Referer": f"{base}/admin/"},
         )
         return session
 
@@ -666,6 +670,15 @@ STEPS = (
     "upload",
     "api_input",
     "no_secret",
+    "replayed_status",
+    "replayed_registration",
+    "offline_past_timeout",
+    "huge_headers",
+    "unsigned_registrations",
+    "event_flood",
+    "sqlite_url_writes",
+    "junk_queue",
+    "forged_locks",
 )
 
 
