@@ -151,8 +151,8 @@ class BoundsDrills:
             answer = requests.get(url, timeout=10, headers={"Accept": "application/json"})
         finally:
             os.kill(agent, signal.SIGCONT)
-        said = answer.json().get("error", "") if answer.headers.get("content-type", "").startswith(
-            "application/json") else answer.text[:60]
+        kind = answer.headers.get("content-type", "")
+        said = answer.json().get("error", "") if kind.startswith("application/json") else f"a page, {kind}"
         self.wait(lambda: self.environment("env_a")["status"] == "online", 60, "env_a back")
         self.row(
             "env_a's agent stopped (SIGSTOP) past the heartbeat timeout, its web still answering",

@@ -7,6 +7,7 @@ lifespan. Django's own ASGI handler runs the same synchronous views at half the 
 with it through this thread pool), because it hops threads and event loops several times per request.
 """
 
+import json
 import os
 import signal
 import sys
@@ -46,4 +47,29 @@ elif settings.APP_MODE == "supervisor":
 else:  # a single instance hosts its applications itself (single/)
     from single.serving import build
 
-application = build(django_application)
+
+
+def answering_liveness(inner):
+    """INNER, with GET and HEAD /healthz answered on the event loop, never by Django's threads: when hosted views
+    hold every thread (a slow report, an external call), the process still answers that it is alive, so its agent
+    does not call the environment degraded and the proxy does not refuse every application there. "Degraded"
+    keeps meaning that the web process does not answer at all."""
+    from supervisor_project.views import liveness
+
+    body = json.dumps(liveness()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
+
+    async def application(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            return None
+        return await inner(scope, receive, send)
+
+    return application
+
+
+LIVENESS_PATH = "/healthz"
+
+application = answering_liveness(build(django_application))

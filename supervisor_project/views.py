@@ -11,13 +11,17 @@ from monitoring import readiness
 log = logging.getLogger("appsup.readiness")
 
 
+def liveness():
+    """What /healthz answers: the process's role, environment and version."""
+    return {"status": "ok", "role": settings.APP_MODE or "single", "environment": settings.ENVIRONMENT_NAME or None,
+            "version": VERSION}
+
+
 @require_safe
 def healthz(request):
-    """Liveness of a web process (container health checks): its role, environment and version."""
-    return JsonResponse(
-        {"status": "ok", "role": settings.APP_MODE or "single", "environment": settings.ENVIRONMENT_NAME or None,
-         "version": VERSION}
-    )
+    """Liveness of a web process (container health checks). Under a web server the event loop answers it first
+    (supervisor_project.asgi.answering_liveness); this view serves Django's test client and WSGI."""
+    return JsonResponse(liveness())
 
 
 @never_cache
