@@ -167,6 +167,23 @@ def test_an_application_created_again_under_its_name_is_another_incarnation(r):
     assert app_cache.cache.lookup(r, "crm")["generation"] == second.generation
 
 
+def test_applications_existing_before_incarnations_each_get_their_own():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("apps", "0003_placement_state_index")], [("apps", "0004_application_generation")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("apps", "Application")
+    old.objects.bulk_create(old(name=f"app{i}", admin_username="boss") for i in range(3))
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(after)
+
+    generations = list(Application.objects.values_list("generation", flat=True))
+    assert len(generations) == 3 and len(set(generations)) == 3 and all(len(g) == 32 for g in generations)
+
+
 def job(command, generation, payload=None, expires_in=60):
     now = time.time()
     kwargs = {"command": command, "app": "crm", "environment": "env_a", "payload": payload or {}, "job_id": "j-1",
