@@ -292,7 +292,8 @@ def _answer(job_id, answer_id, fields, conn, expected, env_name):
 def _foreign(value):
     if not isinstance(value, dict) or not value.get("job_id"):
         return "signed for no job"
-    return f"signed for job {value['job_id']}"
+    return (f"signed for job {value['job_id']}: {value.get('command')} {value.get('app')} on "
+            f"{value.get('environment')}")
 
 
 def _timed_out(job, env_name):

@@ -114,6 +114,22 @@ def test_another_applications_stopped_result_copied_to_a_stop_job_is_not_success
     assert "not for this command" in result.failure.error and genuine in result.failure.error
 
 
+def test_the_api_answers_a_copied_stopped_result_with_a_failure_naming_it(agent, r, client, settings):
+    settings.SUPERVISOR_API_TOKEN = "binding-token"
+    create_application("other", ["env_a"])
+    create_application("crm", ["env_a"])
+    genuine = answered(agent, "other", contract.STOP)
+    planter = planting(r, "stop-crm-", r.xrange(Result.get_key(genuine))[-1][1])
+
+    response = client.post("/api/apps/crm/stop?timeout=3", "{}", content_type="application/json",
+                           headers={"Authorization": "Bearer binding-token"})
+
+    planter.join()
+    assert response.status_code == 409, response.content
+    assert response.json()["environment"] == "env_a"
+    assert "refused an answer from environment env_a that was not for this command" in response.json()["error"]
+
+
 def test_a_copied_failure_does_not_hide_the_real_answer(agent, r):
     crm = create_application("crm", ["env_a"])
     create_application("ghost", ["env_a"])
