@@ -236,35 +236,75 @@ class Failure:
     message: str
 
 
-def _wait(job_id, env_name, deadline, clock, renew=lambda: None):
-    """The job's return value, or a Failure saying why there is none. RENEW is called every couple of seconds."""
+def _wait(job_id, env_name, deadline, clock, renew=lambda: None, *, command, app):
+    """The job's return value, or a Failure saying why there is none. RENEW is called every couple of seconds.
+
+    An answer counts only when its signed value names this very job, application, environment and command
+    (exchange.channel.is_bound): a result or failure copied from another job, or one that does not verify, is
+    refused and the wait goes on, for the real answer may still come; if none does, the failure says what was
+    refused. Only RQ's results stream is read, never the ``result`` field of the job hash."""
     conn = command_redis()
     job = CommandJob.fetch(job_id, connection=conn, serializer=SignedJSONSerializer)
+    expected = channel.binding(job_id, app, env_name, command)
+    seen, refused = "0-0", None
     while True:
         renew()
         remaining = deadline - clock()
         if remaining <= 0:
-            if job.get_status(refresh=True) == "queued":
-                job.cancel()  # it must not run later, behind the operator's back (a worker refuses it as stale too)
-                return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command "
-                                        "did not start there and is cancelled")
-            # Already running there: it cannot be taken back halfway, so say so; its outcome replaces this error
-            # once the worker reports it.
-            return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command is "
-                                    "still running there, and its outcome will be shown when it ends")
-        try:
-            result = job.latest_result(timeout=max(1, min(int(remaining), 2)))
-        except ValueError as exc:  # BadSignature, or not JSON: written by someone without the shared secret
-            log.warning("ignored an answer to job %s that does not verify: %s", job_id, exc)
-            time.sleep(0.2)  # the real answer, when it comes, is the newest again
+            failure = _timed_out(job, env_name)
+            if refused is not None:
+                failure = Failure(FAILED, f"refused an answer from environment {env_name} that was not for this "
+                                          f"command ({refused}); {failure.message}")
+            return failure
+        answers = conn.xread({Result.get_key(job_id): seen}, block=max(1, min(int(remaining), 2)) * 1000)
+        for answer_id, fields in (answers[0][1] if answers else []):
+            seen = answer_id
+            answer, why = _answer(job_id, answer_id, fields, conn, expected, env_name)
+            if why is None:
+                return answer
+            refused = why
+            log.warning("refused an answer to job %s: %s", job_id, why)
+        if answers:
             continue
-        if result is not None:
-            if result.type == Result.Type.SUCCESSFUL:
-                return result.return_value
-            return Failure(FAILED, _last_line(result.exc_string) or f"the command failed on {env_name}")
         entry = registry.read(supervisor_redis()).get(env_name)
         if entry is None or entry.get("stopped_at") or not registry.is_alive(entry):
             return Failure(LOST, f"environment {env_name} went offline while running the command")
+
+
+def _answer(job_id, answer_id, fields, conn, expected, env_name):
+    """``(answer, None)`` for an answer to the EXPECTED job (its return value, or a Failure), else ``(None, why)``."""
+    try:
+        result = Result.restore(job_id, answer_id.decode(), fields, connection=conn, serializer=SignedJSONSerializer)
+    except Exception as exc:  # BadSignature, not JSON, not even RQ's format: written without the shared secret
+        return None, f"it does not verify: {type(exc).__name__}"
+    if result.type == Result.Type.SUCCESSFUL:
+        if channel.is_bound(result.return_value, expected):
+            return result.return_value, None
+        return None, _foreign(result.return_value)
+    failure = channel.open_failure(result.exc_string)
+    if failure is None:
+        return None, "a failure that does not verify"
+    if not channel.is_bound(failure, expected):
+        return None, _foreign(failure)
+    return Failure(FAILED, _last_line(failure["error"]) or f"the command failed on {env_name}"), None
+
+
+def _foreign(value):
+    if not isinstance(value, dict) or not value.get("job_id"):
+        return "signed for no job"
+    return (f"signed for job {value['job_id']}: {value.get('command')} {value.get('app')} on "
+            f"{value.get('environment')}")
+
+
+def _timed_out(job, env_name):
+    if job.get_status(refresh=True) == "queued":
+        job.cancel()  # it must not run later, behind the operator's back (a worker refuses it as stale too)
+        return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command "
+                                "did not start there and is cancelled")
+    # Already running there: it cannot be taken back halfway, so say so; its outcome replaces this error
+    # once the worker reports it.
+    return Failure(TIMEOUT, f"no answer from environment {env_name} before the timeout: the command is "
+                            "still running there, and its outcome will be shown when it ends")
 
 
 def _last_line(text):
@@ -317,8 +357,9 @@ class RedisRunner:
         # The job expires when this operation stops waiting for it: a worker that picks it up later refuses it, so a
         # command answered as failed never runs behind the operator's back.
         expires_at = time.time() + max(0.0, deadline - clock())
-        job_id = channel.enqueue(env.name, command, placement.application.name, payload, expires_at=expires_at)
-        return _wait(job_id, env.name, deadline, clock, renew)
+        app = placement.application
+        job_id = channel.enqueue(env.name, command, app.name, payload, expires_at=expires_at, generation=app.generation)
+        return _wait(job_id, env.name, deadline, clock, renew, command=command, app=app.name)
 
     def refresh(self, placements):
         status_mirror.refresh(supervisor_redis(), placements)

@@ -1,3 +1,5 @@
+import secrets
+
 from django.db import models
 from django.utils import timezone
 
@@ -53,8 +55,17 @@ class ApplicationQuerySet(models.QuerySet):
         )
 
 
+def new_generation():
+    """A random 128-bit token: a value no earlier application of the same name ever had."""
+    return secrets.token_hex(16)
+
+
 class Application(models.Model):
     name = models.CharField(max_length=40, unique=True)
+    # Which application of this name this is: set once, on create, so an application removed and created again
+    # under the same name is another one. Every command carries it and workers refuse a command issued for another
+    # (a replayed remove must not drop the new application's database).
+    generation = models.CharField(max_length=32, default=new_generation, editable=False)
     display_name = models.CharField(max_length=200, blank=True)
     desired_state = models.CharField(max_length=10, choices=DESIRED_CHOICES, default=contract.STOPPED)
     admin_username = models.CharField("initial admin username", max_length=150)
@@ -107,6 +118,7 @@ class Application(models.Model):
             "display_name": self.display_name or self.name,
             "environments": self.environment_names(),
             "desired_state": self.desired_state,
+            "generation": self.generation,
         }
 
 

@@ -62,7 +62,7 @@ def main():
     def ping():
         began = time.perf_counter()
         job_id = channel.enqueue("env_a", contract.PING, APP, {})
-        result = lifecycle._wait(job_id, "env_a", time.monotonic() + 30, time.monotonic)
+        result = lifecycle._wait(job_id, "env_a", time.monotonic() + 30, time.monotonic, command=contract.PING, app=APP)
         if not isinstance(result, dict) or result.get("state") != "pong":
             raise RuntimeError(f"ping failed: {result}")
         return (time.perf_counter() - began) * 1000

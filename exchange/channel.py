@@ -12,7 +12,7 @@ from django_rq.queues import DjangoRQ
 from rq.job import Job
 from rq.queue import Queue
 
-from . import contract
+from . import contract, signing
 from .redis_client import command_redis
 from .signing import SignedJSONSerializer
 
@@ -20,6 +20,9 @@ from .signing import SignedJSONSerializer
 JOB_TIMEOUT = 600
 # Results are read by the supervisor right away; keep them long enough for a slow reader, not forever.
 RESULT_TTL = 3600
+# What names the job an answer is for, inside its signed value: a result (the return value) and a failure (its
+# sealed exc_string, below) are accepted only by whoever waits for exactly that job (apps.lifecycle._wait).
+ANSWER_BINDING = ("job_id", "app", "environment", "command")
 
 
 class CommandJob(Job):
@@ -70,11 +73,13 @@ def queue_for(environment, connection=None):
     )
 
 
-def enqueue(environment, command, app, payload=None, connection=None, expires_at=None):
+def enqueue(environment, command, app, payload=None, connection=None, expires_at=None, generation=None):
     """Send COMMAND for APP to ENVIRONMENT's queue; the job is created after the current transaction commits.
 
     EXPIRES_AT (epoch seconds) is when the sender stops waiting for the answer: a worker that picks the job up
     later refuses it as stale, so that a command reported as failed never runs behind the operator's back.
+    GENERATION is the application's incarnation (apps.models.Application.generation): a worker refuses the command
+    once the application of that name is another one (removed and created again), whatever it remembers.
     """
     job_id = f"{command}-{app}-{environment}-{uuid.uuid4().hex[:12]}"
     # Signed with the rest: the job id binds the command to this one job (a copy under another id is refused),
@@ -82,7 +87,8 @@ def enqueue(environment, command, app, payload=None, connection=None, expires_at
     issued_at = time.time()
     kwargs = {"command": command, "app": app, "environment": environment, "payload": payload or {},
               "job_id": job_id, "issued_at": issued_at,
-              "expires_at": expires_at if expires_at is not None else issued_at + JOB_TIMEOUT}
+              "expires_at": expires_at if expires_at is not None else issued_at + JOB_TIMEOUT,
+              "generation": generation}
     queue_for(environment, connection).enqueue_call(
         func=contract.COMMAND_FUNCTION,
         kwargs=kwargs,
@@ -92,3 +98,24 @@ def enqueue(environment, command, app, payload=None, connection=None, expires_at
         description=f"{command} {app} on {environment}",
     )
     return job_id
+
+
+def binding(job_id, app, environment, command):
+    return {"job_id": job_id, "app": app, "environment": environment, "command": command}
+
+
+def is_bound(value, expected):
+    """Whether VALUE (a result, or a failure's opened seal) names exactly the job EXPECTED (``binding``) names."""
+    return isinstance(value, dict) and all(value.get(key) == expected.get(key) for key in ANSWER_BINDING)
+
+
+def seal_failure(bound, error):
+    """A failed job's exc_string: ERROR signed together with BOUND (``binding``), the job it answers. RQ stores the
+    exc_string as it is, unsigned: sealed, a failure copied from another job is recognised as not this job's."""
+    return signing.dumps(dict(bound, error=error)).decode()
+
+
+def open_failure(exc_string):
+    """The ``{job_id, app, environment, command, error}`` a sealed failure carries, or None when it does not verify."""
+    opened = signing.loads_or_none(exc_string)
+    return opened if isinstance(opened, dict) and isinstance(opened.get("error"), str) else None

@@ -116,12 +116,12 @@ def test_an_operation_longer_than_the_lock_ttl_keeps_its_lock(monkeypatch, r):
     ttls = []
     real_wait = lifecycle._wait
 
-    def wait(*args):
+    def wait(*args, **kwargs):
         def renew_and_look():
             args[4]()
             ttls.append(r.pttl(contract.lock_key("crm")))
 
-        return real_wait(*args[:4], renew_and_look)
+        return real_wait(*args[:4], renew_and_look, **kwargs)
 
     monkeypatch.setattr(lifecycle, "_wait", wait)
 

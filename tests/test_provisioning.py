@@ -91,9 +91,11 @@ def test_two_workers_starting_the_same_app_never_migrate_at_once(monkeypatch):
     with ThreadAgent("env_a"), ThreadAgent("env_b"):
         app = create_application("shared", ["env_a", "env_b"])
         lifecycle.cache.publish(lifecycle.supervisor_redis(), app)
-        ids = [channel.enqueue(env, contract.START, "shared", {}) for env in ("env_a", "env_b")]
-        for job_id in ids:
-            assert lifecycle._wait(job_id, "env", time.monotonic() + 60, time.monotonic)["state"] == contract.RUNNING
+        ids = {env: channel.enqueue(env, contract.START, "shared", {}) for env in ("env_a", "env_b")}
+        for env, job_id in ids.items():
+            answer = lifecycle._wait(job_id, env, time.monotonic() + 60, time.monotonic, command=contract.START,
+                                     app="shared")
+            assert answer["state"] == contract.RUNNING
     assert calls == ["shared", "shared"]
     assert overlaps == []
     provisioning.drop_database("shared")

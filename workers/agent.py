@@ -30,7 +30,7 @@ from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 
 from . import commands
-from .channel import CommandWorker
+from .channel import CommandWorker, sealed_failure
 from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
@@ -115,6 +115,7 @@ class Agent:
             name=f"{self.name}.{socket.gethostname()}.{os.getpid()}",
             environment=self.name,
             is_placed=self.is_placed,
+            generation_of=self.generation_of,
             on_refusal=self.record_refusal,
         )
         if self.death_penalty_class is not None:  # job timeouts use SIGALRM by default, which needs the main thread
@@ -263,8 +264,8 @@ class Agent:
             # The supervisor waits on the job's latest result: give it one rather than its whole timeout.
             with conn.pipeline() as pipe:
                 pipe.hset(job.key, "status", JobStatus.FAILED.value)
-                Result.create_failure(job, RESULT_TTL, f"CommandRefused: {reason}", worker_name=self.worker.name,
-                                      pipeline=pipe)
+                Result.create_failure(job, RESULT_TTL, sealed_failure(job, f"CommandRefused: {reason}"),
+                                      worker_name=self.worker.name, pipeline=pipe)
                 pipe.execute()
         self.record_refusal(job_id, reason)
 
@@ -316,8 +317,9 @@ class Agent:
             message = f"interrupted: the agent of {self.name} stopped while running {_describe(job)}"
             with conn.pipeline() as pipe:
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
-                job.failed_job_registry.add(job, ttl=job.failure_ttl or RESULT_TTL, exc_string=message, pipeline=pipe)
-                Result.create_failure(job, job.failure_ttl or RESULT_TTL, message, worker_name=own, pipeline=pipe)
+                sealed = sealed_failure(job, message)
+                job.failed_job_registry.add(job, ttl=job.failure_ttl or RESULT_TTL, exc_string=sealed, pipeline=pipe)
+                Result.create_failure(job, job.failure_ttl or RESULT_TTL, sealed, worker_name=own, pipeline=pipe)
                 pipe.zrem(started.key, f"{job_id}:{execution_id}")
                 pipe.execute()
             log.warning("environment %s: job %s %s", self.name, job_id, message)
@@ -383,6 +385,11 @@ class Agent:
     def is_placed(self, app):
         entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
         return bool(entry) and self.name in entry.get("environments", [])
+
+    def generation_of(self, app):
+        """APP's current incarnation, from its configuration as is_placed reads it; None when unknown."""
+        entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
+        return (entry or {}).get("generation")
 
     def _placed_apps(self, r):
         return cache.placed_on(r, self.name)

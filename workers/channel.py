@@ -10,14 +10,15 @@ from rq.utils import now
 from rq.worker import SimpleWorker
 
 from exchange import contract
-from exchange.channel import CommandJob
+from exchange.channel import CommandJob, binding, seal_failure
 from exchange.signing import SignedJSONSerializer
 
 from .models import ExecutedCommand
 
 
-def refusal(job, environment, is_placed, clock=time.time):
-    """Why this worker must not run JOB, or None when it may."""
+def refusal(job, environment, is_placed, clock=time.time, generation_of=None):
+    """Why this worker must not run JOB, or None when it may. IS_PLACED(app) says whether the configuration places
+    the application here; GENERATION_OF(app) gives its current incarnation, None when unknown."""
     try:
         job.func_name
     except Exception:  # rq wraps whatever the serializer raised: a bad signature first of all
@@ -45,6 +46,28 @@ def refusal(job, environment, is_placed, clock=time.time):
     app = kwargs.get("app")
     if command != contract.PING and not is_placed(app):
         return f"refused: application {app!r} is not placed on environment {environment!r}"
+    if command != contract.PING:
+        return _incarnation_refusal(kwargs, generation_of(app) if generation_of is not None else None)
+    return None
+
+
+def _incarnation_refusal(kwargs, current):
+    """A command is for one application, not for whatever bears its name later: once the application was removed and
+    created again, a command issued before (replayed from Redis, where its signed data stays for an hour) is refused,
+    even by a worker that has no record of running it (a new pod, new storage).
+
+    Either incarnation unknown (a supervisor or a cache entry from before incarnations existed, during an upgrade):
+    the command runs, except a remove that drops the database, which cannot be undone."""
+    issued_for = kwargs.get("generation")
+    app = kwargs.get("app")
+    if issued_for and current and issued_for != current:
+        return (f"refused: the command was issued for an earlier application of that name ({app!r} was removed and "
+                f"created again since)")
+    payload = kwargs.get("payload")
+    dropping = isinstance(payload, dict) and payload.get("drop_database")
+    if kwargs.get("command") == contract.REMOVE and dropping and not (issued_for and current):
+        return (f"refused: a remove that drops {app!r}'s database must name the application's incarnation, and "
+                f"{'the command' if not issued_for else 'its configuration'} does not")
     return None
 
 
@@ -71,16 +94,17 @@ def first_run(job, attempts=5):
 class CommandWorker(SimpleWorker):
     """Runs jobs in this process (no fork: the agent keeps its database connections), allowlist first."""
 
-    def __init__(self, *args, environment, is_placed, on_refusal=None, **kwargs):
+    def __init__(self, *args, environment, is_placed, generation_of=None, on_refusal=None, **kwargs):
         kwargs.setdefault("serializer", SignedJSONSerializer)
         kwargs.setdefault("job_class", CommandJob)
         super().__init__(*args, **kwargs)
         self.environment = environment
         self.is_placed = is_placed
+        self.generation_of = generation_of  # app -> its current incarnation, None when unknown
         self.on_refusal = on_refusal  # (job_id, reason) -> None: the agent shows its last refusal
 
     def perform_job(self, job, queue, execution):
-        reason = refusal(job, self.environment, self.is_placed)
+        reason = refusal(job, self.environment, self.is_placed, generation_of=self.generation_of)
         # A replayed ping changes nothing; every other command is recorded (a database write) and run once.
         if reason is None and job.kwargs["command"] != contract.PING and not first_run(job):
             reason = f"refused: job {job.id} already ran here (a replay)"
@@ -94,3 +118,19 @@ class CommandWorker(SimpleWorker):
         if self.on_refusal is not None:
             self.on_refusal(job.id, reason)
         return False
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        # Every failure RQ records through this worker (a refusal, an exception, a job timeout) is sealed with the job
+        # it answers, as a result is.
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
+                                   exc_string=sealed_failure(job, exc_string), execution=execution)
+
+
+def sealed_failure(job, error):
+    """ERROR as JOB's failure (exchange.channel.seal_failure): bound to the job's id, and to its application,
+    environment and command when its signed data says them (a refused job may not even verify)."""
+    try:
+        kwargs = job.kwargs if isinstance(job.kwargs, dict) else {}
+    except Exception:  # the serializer's refusal (a bad signature), wrapped by rq
+        kwargs = {}
+    return seal_failure(binding(job.id, kwargs.get("app"), kwargs.get("environment"), kwargs.get("command")), error)

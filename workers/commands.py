@@ -13,7 +13,7 @@ import traceback
 from django.db import DatabaseError
 from redis.exceptions import LockError
 
-from exchange import contract, status
+from exchange import channel, contract, status
 from exchange.redis_client import supervisor_redis
 
 from . import provisioning
@@ -175,7 +175,10 @@ HANDLERS = {
 assert set(HANDLERS) == set(contract.COMMANDS)
 
 
-def execute(command, app, environment, payload, job_id, issued_at, expires_at):
+def execute(command, app, environment, payload, job_id, issued_at, expires_at, generation=None):
     # CommandWorker has already checked the signature, the command, the environment, the placement, the job id,
-    # the expiry, and that this job did not run here before.
-    return HANDLERS[command](app, environment, payload or {}, job_id=job_id)
+    # the expiry, the application's incarnation, and that this job did not run here before.
+    result = HANDLERS[command](app, environment, payload or {}, job_id=job_id)
+    # Signed with the result: the supervisor accepts it only as the answer to this very job, so a result copied
+    # from another job (another application's "stopped") is never taken for this one's.
+    return dict(result, **channel.binding(job_id, app, environment, command))
