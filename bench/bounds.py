@@ -161,6 +161,73 @@ class BoundsDrills:
             answer.status_code == 503,
         )
 
+    # -- answers and commands bound ---------------------------------------------------------------------------------
+
+    def foreign_result(self):
+        """Another application's signed `stopped` answer copied in as the answer to a new stop of shop, while
+        env_a's agent is paused (so only the copy can answer)."""
+        self.create("other", ["env_a"])
+        assert self.api("POST", "apps/other/start").status_code == 200
+        assert self.api("POST", "apps/other/stop").status_code == 200
+        [old] = [k for k in self.r.scan_iter("rq:results:stop-other-env_a-*")]
+        copied = [fields for _, fields in self.r.xrange(old)]
+        earlier = set(self.r.scan_iter("rq:job:stop-shop-env_a-*"))
+        agent = self.process("env_a.agent")
+        os.kill(agent, signal.SIGSTOP)
+        answer = {}
+        caller = threading.Thread(target=lambda: answer.update(r=self.api("POST", "apps/shop/stop?timeout=6")))
+        try:
+            caller.start()
+            new = lambda: set(self.r.scan_iter("rq:job:stop-shop-env_a-*")) - earlier  # noqa: E731
+            self.wait(new, 10, "shop's stop queued")
+            [job] = [k.decode().split(":", 2)[2] for k in new()]
+            for fields in copied:
+                self.r.xadd(f"rq:results:{job}", fields)
+            caller.join(30)
+        finally:
+            os.kill(agent, signal.SIGCONT)
+        reply = answer["r"]
+        served = requests.get(self.url("shop"), timeout=10).status_code
+        self.wait(lambda: self.state("shop", "env_a") == "stopped", 60, "the controller stops shop itself")
+        assert self.api("POST", "apps/shop/start").status_code == 200
+        self.row(
+            "another application's signed `stopped` answer written as the answer to shop's stop (env_a paused)",
+            f"the API answered {reply.status_code} ({reply.json().get('error', '')[:70]}…); shop then answered "
+            f"{served} until the controller stopped it",
+            "not 200",
+            reply.status_code != 200,
+        )
+
+    def replayed_remove(self):
+        """The signed remove (dropping the database) of an application, pushed again once it was created anew and
+        env_a's record of the commands it ran is empty (a new pod with new storage)."""
+        import sqlite3
+
+        self.create("temp", ["env_a"])
+        assert self.api("POST", "apps/temp/start").status_code == 200
+        assert self.api("DELETE", "apps/temp/?drop_database=true").status_code == 204
+        [job] = [k.decode().split(":", 2)[2] for k in self.r.scan_iter("rq:job:remove-temp-env_a-*")]
+        saved = self.r.hgetall(f"rq:job:{job}")
+        self.create("temp", ["env_a"])
+        assert self.api("POST", "apps/temp/start").status_code == 200
+        database = self.cluster.storage / "workers" / "apps" / "temp.sqlite3"
+        with sqlite3.connect(self.cluster.storage / "env_a" / "worker.sqlite3") as db:
+            db.execute("DELETE FROM workers_executedcommand")
+        answers = self.r.xlen(f"rq:results:{job}")
+        self.r.delete(f"rq:job:{job}")
+        self.r.hset(f"rq:job:{job}", mapping=dict(saved, status=b"queued"))
+        self.r.rpush(f"rq:queue:{queue_name('env_a')}", job)
+        self.wait(lambda: self.r.xlen(f"rq:results:{job}") > answers, 30, "the replayed remove answered")
+        kept = database.exists()
+        served = requests.get(self.url("temp"), timeout=10).status_code
+        self.row(
+            "temp's saved signed remove (drop_database) pushed again after temp was created anew and env_a's record "
+            "of commands wiped",
+            f"temp's database {'kept' if kept else 'DELETED'}; temp answers {served}",
+            "nothing deleted",
+            kept and served == 200,
+        )
+
     # -- the edge ---------------------------------------------------------------------------------------------------
 
     def huge_headers(self):

@@ -672,6 +672,8 @@ STEPS = (
     "no_secret",
     "replayed_status",
     "replayed_registration",
+    "foreign_result",
+    "replayed_remove",
     "offline_past_timeout",
     "huge_headers",
     "unsigned_registrations",
