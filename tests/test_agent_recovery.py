@@ -10,8 +10,9 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 
 from exchange import cache as config_cache
-from exchange import channel, contract, registry, status
+from exchange import channel, contract, locks, registry, status
 from exchange.channel import CommandJob
+from exchange.locks import SignedLock
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 from workers import commands
@@ -170,17 +171,26 @@ def test_the_provision_lock_lives_seconds_not_a_job_timeout(r):
 def test_the_provision_lock_is_renewed_while_held(r):
     key = contract.provision_lock_key("crm")
     with commands.provision_lock("crm", ttl=1):
-        token = r.get(key)
+        holder = locks.holder_of(r.get(key), key)
         time.sleep(1.8)  # longer than its TTL
-        assert r.get(key) == token
+        assert holder is not None and locks.holder_of(r.get(key), key) == holder
     assert not r.exists(key)
 
 
 def test_a_lock_its_holder_stopped_renewing_is_free_within_its_ttl(r):
-    supervisor_redis().lock(contract.provision_lock_key("crm"), timeout=1).acquire()  # a holder that died
+    SignedLock(supervisor_redis(), contract.provision_lock_key("crm"), contract.PROVISION_LOCK,
+               timeout=1).acquire()  # a holder that died
     began = time.monotonic()
     with commands.provision_lock("crm", ttl=1, wait=10):
         assert time.monotonic() - began < 2
+
+
+def test_a_planted_provision_lock_is_broken_not_waited_for(r):
+    r.set(contract.provision_lock_key("crm"), "planted")
+    began = time.monotonic()
+    with commands.provision_lock("crm", wait=10):
+        assert time.monotonic() - began < 1
+    assert locks.forgeries(r) == {contract.PROVISION_LOCK: 1}
 
 
 def test_a_lock_held_by_a_live_holder_is_waited_for_and_then_refused(r):

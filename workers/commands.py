@@ -15,6 +15,7 @@ from redis.exceptions import LockError
 
 from exchange import contract, status
 from exchange.channel import JOB_TIMEOUT
+from exchange.locks import SignedLock
 from exchange.redis_client import supervisor_redis
 
 from . import provisioning
@@ -60,9 +61,9 @@ def provision_lock(app, ttl=None, wait=JOB_TIMEOUT):
     with it a few seconds later. (thread_local=False: the renewing thread must see the token this one took.)
     """
     ttl = ttl or PROVISION_LOCK_TTL
-    lock = supervisor_redis().lock(
-        contract.provision_lock_key(app), timeout=ttl, blocking_timeout=wait, thread_local=False
-    )
+    # Signed (exchange.locks): a value planted by someone without the secret is broken, not waited for.
+    lock = SignedLock(supervisor_redis(), contract.provision_lock_key(app), contract.PROVISION_LOCK, timeout=ttl,
+                      blocking_timeout=wait, thread_local=False)
     if not lock.acquire():
         raise TimeoutError(f"another environment kept {app}'s database locked for {wait} s")
     done = threading.Event()
