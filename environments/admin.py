@@ -66,7 +66,9 @@ def rejected_notice():
     count = summary["count"]
     return format_html(
         "{} registration{} in Redis {} not verify (written without this deployment's APP_SHARED_SECRET, or "
-        "malformed) and {} ignored: no environment is created for them. Last seen:{}",
+        "malformed) and {} ignored: no environment is created for them. Someone who can write to Redis wrote "
+        "them, or a worker runs with another secret; they stay counted until removed from Redis "
+        "(HDEL appsup:environments NAME). Last seen:{}",
         f"{count:,}", "" if count == 1 else "s", "does" if count == 1 else "do", "is" if count == 1 else "are",
         format_html('<ul class="appsup-rejected">{}</ul>', format_html_join(
             "", "<li><code>{}</code>: {} ({})</li>",

@@ -11,6 +11,7 @@ import requests
 
 from exchange import contract, registry, status
 from exchange.channel import queue_for
+from exchange.locks import SignedLock
 
 from .local_cluster import Cluster
 from .processes import wait_for
@@ -128,7 +129,7 @@ def test_an_agent_killed_mid_start_blocks_nothing_and_the_start_completes_by_its
     create(cluster, "crm", ["env_a"])
     create(cluster, "erp", ["env_a"])
     # Another holder of crm's database lock, which dies without releasing it: the lock outlives it by its TTL.
-    r.set(contract.provision_lock_key("crm"), "a holder that died", ex=15)
+    SignedLock(r, contract.provision_lock_key("crm"), contract.PROVISION_LOCK, timeout=15).acquire()
 
     answer = {}
     caller = threading.Thread(

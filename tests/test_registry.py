@@ -238,3 +238,20 @@ def test_statuses_read_in_one_query_are_what_each_environment_says_of_itself(r, 
     assert statuses == {e.name: e.status() for e in Environment.objects.all()}
     assert statuses == {"env_online": contract.ONLINE, "env_late": contract.OFFLINE, "env_stopped": contract.OFFLINE,
                         "env_degraded": contract.DEGRADED}
+
+
+def test_rows_once_made_of_registrations_that_never_verified_are_dropped_by_the_migration():
+    from importlib import import_module
+
+    from django.apps import apps as django_apps
+
+    migration = import_module("environments.migrations.0005_drop_rows_of_rejected_registrations")
+    Environment.objects.create(name="ghost", url="", rejected="not signed")
+    Environment.objects.create(name="overwritten", url="http://a.test", rejected="not signed")
+    register_environment("hosting")
+    create_application("crm", ["hosting"])
+    Environment.objects.filter(name="hosting").update(url="", rejected="not signed")
+
+    migration.drop_rejected_rows(django_apps, None)
+
+    assert sorted(Environment.objects.values_list("name", flat=True)) == ["hosting", "overwritten"]
