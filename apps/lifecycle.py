@@ -20,6 +20,7 @@ from rq.results import Result
 from environments import mirror as registry_mirror
 from exchange import channel, contract, events, registry, status
 from exchange.channel import CommandJob
+from exchange.locks import SignedLock
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 from monitoring import metrics
@@ -149,7 +150,8 @@ def _held(app, wait=0):
 
 @contextlib.contextmanager
 def _redis_lock(app, wait):
-    lock = supervisor_redis().lock(contract.lock_key(app), timeout=LOCK_TTL)
+    # Signed: a lock value planted by someone without the secret is broken, not waited for.
+    lock = SignedLock(supervisor_redis(), contract.lock_key(app), contract.APP_LOCK, timeout=LOCK_TTL)
     if not lock.acquire(blocking=wait > 0, blocking_timeout=wait or None):
         raise OperationInProgress(app)
 

@@ -1,15 +1,16 @@
 """One acting controller among several: a Redis lock with a short TTL that its holder renews every pass (the
 leader election of Kubernetes' controllers). A holder that dies or loses Redis stops renewing, and another
-controller takes over once the lease expires."""
+controller takes over once the lease expires. Its value is signed (exchange.locks): a value planted by someone
+without APP_SHARED_SECRET is broken, not obeyed."""
 
 import os
 import socket
 import uuid
 
 from redis.exceptions import LockError
-from redis.lock import Lock
 
-from exchange.contract import CONTROLLER_LEASE_KEY
+from exchange.contract import CONTROLLER_LEASE_KEY, LEASE_LOCK
+from exchange.locks import SignedLock, holder_of
 
 # Long enough to survive a slow pass, short enough that a standby takes over quickly.
 LEASE_TTL = 10
@@ -22,7 +23,7 @@ def holder_id():
 class Lease:
     def __init__(self, redis, holder=None, ttl=LEASE_TTL):
         self.holder = holder or holder_id()
-        self.lock = Lock(redis, CONTROLLER_LEASE_KEY, timeout=ttl, thread_local=False)
+        self.lock = SignedLock(redis, CONTROLLER_LEASE_KEY, LEASE_LOCK, timeout=ttl, thread_local=False)
         self.held = False
 
     def hold(self):
@@ -31,7 +32,7 @@ class Lease:
         Renewed whenever Redis still names this holder, even after ``held`` was dropped (a Redis error makes the
         controller stop acting): it acts again as soon as Redis answers, rather than waiting for its own lease to
         expire. The renewal is atomic (the lock's token is compared in Redis), so a lease taken over meanwhile is
-        never taken back."""
+        never taken back. A forged holder value is broken as the lease is acquired."""
         if self.lock.local.token is not None:  # acquired once and not released: maybe still ours
             try:
                 self.lock.reacquire()
@@ -51,5 +52,5 @@ class Lease:
                 pass
 
     def current_holder(self):
-        raw = self.lock.redis.get(CONTROLLER_LEASE_KEY)
-        return raw.decode() if raw else None
+        """The genuine holder named in Redis, or None (no lease, or a forged one)."""
+        return holder_of(self.lock.redis.get(CONTROLLER_LEASE_KEY), CONTROLLER_LEASE_KEY)

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from apps.admin import SupervisorAdmin, badge, fragment, live_placement
+from environments import mirror as registry_mirror
 from exchange import registry
 from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
@@ -53,6 +54,27 @@ def deletion_blocker(environment):
     return None
 
 
+def rejected_notice():
+    """What the controller last counted of the registrations in Redis that do not verify (none of them is a row
+    here), or None when there are none."""
+    try:
+        summary = registry_mirror.rejected_summary(supervisor_redis())
+    except redis.RedisError:
+        return None  # the page says that Redis is unavailable already
+    if not summary or not summary["count"]:
+        return None
+    count = summary["count"]
+    return format_html(
+        "{} registration{} in Redis {} not verify (written without this deployment's APP_SHARED_SECRET, or "
+        "malformed) and {} ignored: no environment is created for them. Someone who can write to Redis wrote "
+        "them, or a worker runs with another secret; they stay counted until removed from Redis "
+        "(HDEL appsup:environments NAME). Last seen:{}",
+        f"{count:,}", "" if count == 1 else "s", "does" if count == 1 else "do", "is" if count == 1 else "are",
+        format_html('<ul class="appsup-rejected">{}</ul>', format_html_join(
+            "", "<li><code>{}</code>: {} ({})</li>",
+            ((item["name"], item["reason"], moment_html(item["at"])) for item in summary["recent"]))))
+
+
 @admin.register(Environment)
 class EnvironmentAdmin(SupervisorAdmin):
     list_display = ("name", "status_badge", "last_heartbeat", "addresses", "version")
@@ -73,6 +95,12 @@ class EnvironmentAdmin(SupervisorAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def changelist_view(self, request, extra_context=None):
+        notice = rejected_notice()
+        if notice is not None:
+            messages.warning(request, notice)
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="status")
     def status_badge(self, environment):

@@ -1,13 +1,15 @@
 """Mirror the environment registry (exchange.registry) into the supervisor's database, and read every environment's
 status in one query."""
 
+import time
+from collections import deque
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
 from django.db import models
 
-from exchange import registry
-from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE
+from exchange import registry, signing
+from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE, REJECTED_REGISTRATIONS_KEY
 from supervisor_project import bulk
 
 from .models import Environment, online_q
@@ -48,6 +50,55 @@ def _values(entry):
     )
 
 
+# How many of the last rejected registrations are kept and shown (name, reason, when first seen).
+RECENT_REJECTED = 20
+# A name that is not an environment's is shown this long at most: it is whatever was written to Redis.
+SHOWN_NAME_MAX = 60
+NOT_A_NAME = "not a name an environment can have (an id is at most 40 characters of a-z, 0-9, '-' and '_')"
+
+
+class Rejected:
+    """The registrations in Redis that do not verify, as one caller (the controller) last counted them: never a row
+    each (anyone who can write to Redis could make thousands, and every page and scrape would pay for them), only
+    a count and the last few, published as one signed summary (REJECTED_REGISTRATIONS_KEY). A rejected entry is
+    remembered by the hash of its bytes, so an unchanged one is neither verified nor reported again."""
+
+    def __init__(self):
+        self.known = {}  # name -> hash of the raw entry that did not verify
+        self.recent = deque(maxlen=RECENT_REJECTED)  # {name, reason, at}, oldest first
+        self.published = None  # the summary last written to Redis
+
+    def is_known(self, name, raw):
+        return self.known.get(name) == hash(raw)
+
+    def update(self, found, unchanged, now):
+        """FOUND: {name: (raw, reason)} newly rejected this pass; UNCHANGED: the names rejected before whose bytes
+        did not change. Returns the summary to publish, or None when it is the one published already."""
+        known = {name: self.known[name] for name in unchanged}
+        for name, (raw, reason) in found.items():
+            known[name] = hash(raw)
+            self.recent.append({"name": name[:SHOWN_NAME_MAX], "reason": reason, "at": now})
+        self.known = known
+        summary = {"count": len(known), "recent": list(self.recent)}
+        if summary == self.published:
+            return None
+        self.published = summary
+        return summary
+
+
+def rejected_summary(redis):
+    """{count, recent: [{name, reason, at}], newest first} of the registrations the controller found not to
+    verify, or None when it published none (or what is there does not verify)."""
+    summary = signing.loads_or_none(redis.get(REJECTED_REGISTRATIONS_KEY))
+    if not isinstance(summary, dict) or not isinstance(summary.get("count"), int) \
+            or not isinstance(summary.get("recent"), list):
+        return None
+    recent = [item for item in summary["recent"] if isinstance(item, dict)
+              and all(isinstance(item.get(key), str) for key in ("name", "reason"))
+              and isinstance(item.get("at"), (int, float))]
+    return {"count": summary["count"], "recent": [dict(item, at=_ts(item["at"])) for item in reversed(recent)]}
+
+
 class Seen:
     """What one long-lived caller (the controller) last mirrored: per environment name, the raw registry entry and
     the values it gave. An entry whose bytes did not change is neither verified nor decoded again, nor compared
@@ -59,6 +110,7 @@ class Seen:
         self.entries = {}
         self.updated = []  # the names whose row the last call created or changed
         self.beat_only = set()  # of those, the ones that changed in their heartbeat's time and nothing else
+        self.rejected = Rejected()
 
     def heartbeat(self, name, raw):
         """The values NAME's entry RAW gives and its heartbeat_parts, when it is the last one seen but for its
@@ -74,7 +126,8 @@ class Seen:
 
 def sync(redis, seen=None):
     """Mirror Redis registrations into the database: new environments are created, changed ones updated. Returns
-    (how many created, how many updated).
+    (how many created, how many updated). A registration that does not verify creates no row: it marks the row of
+    an environment that has one as rejected, and is otherwise only counted (Rejected, with SEEN).
 
     Without SEEN: one HGETALL and one SELECT whatever the number of environments, plus an UPDATE for the
     heartbeats, one for other changes, and one INSERT for new environments. With SEEN (kept by the caller between
@@ -93,13 +146,16 @@ def sync(redis, seen=None):
         mirrored = None
         keys = dict(Environment.objects.order_by().values_list("name", "pk"))
         fresh = {name: raw for name, raw in raw_entries.items()
-                 if name not in keys or seen.entries.get(name, (None,))[0] != raw}
+                 if (name not in keys and not seen.rejected.is_known(name, raw))
+                 or (name in keys and seen.entries.get(name, (None,))[0] != raw)}
     created, changed, values_of, parts_of = [], [], {}, {}
+    rejected = {}  # name -> (raw, reason): entries that do not verify, newly found
     # Most changes are heartbeats and nothing else: those rows get one column written, not twelve.
     beats, others, beat_names = [], [], []
     for name, raw in fresh.items():
         if not NAME_RE.match(name):
-            continue  # not a name an environment can have: never shown, never a proxy target
+            rejected[name] = (raw, NOT_A_NAME)  # never shown as an environment, never a proxy target
+            continue
         beat = seen.heartbeat(name, raw) if seen is not None and name in keys else None
         if beat is not None:
             values_of[name], parts_of[name] = beat
@@ -116,9 +172,9 @@ def sync(redis, seen=None):
             # An entry that does not verify changes nothing of what was mirrored, but is shown: someone without the
             # shared secret wrote it (or a worker configured with another secret).
             reason = registry.rejection(raw)
+            rejected[name] = (raw, reason)
             if name not in keys:
-                created.append(Environment(name=name, url="", rejected=reason))
-                continue
+                continue  # counted, never a row: see Rejected
             if mirrored is not None:
                 kept = mirrored[name][1:]
             elif seen.entries.get(name, (None, None, None))[1] is not None:
@@ -149,6 +205,10 @@ def sync(redis, seen=None):
                         for name, raw in raw_entries.items() if name in values_of or name in seen.entries}
         seen.updated = [e.name for e in created] + changed
         seen.beat_only = set(beat_names)
+        unchanged = [name for name, raw in raw_entries.items() if name not in fresh and name in seen.rejected.known]
+        summary = seen.rejected.update(rejected, unchanged, time.time())
+        if summary is not None:
+            redis.set(REJECTED_REGISTRATIONS_KEY, signing.dumps(summary))
     return len(created), len(changed)
 
 

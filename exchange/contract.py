@@ -60,8 +60,16 @@ EVENTS_CHANNEL = f"{_PREFIX}:events"
 # want those; kept off EVENTS_CHANNEL so that 10,000 heartbeats do not wake every process's request-path cache and
 # the controller's own mirror 10,000 times.
 HEARTBEATS_CHANNEL = f"{_PREFIX}:heartbeats"
-# String: the runsupervisor instance that holds the controller lease (expires unless renewed).
+# String: the runsupervisor instance that holds the controller lease (expires unless renewed), signed (exchange.locks).
 CONTROLLER_LEASE_KEY = f"{_PREFIX}:controller-lease"
+# String: signed JSON written by the controller, {count, recent: [{name, reason, at}]}: the registrations in
+# ENVIRONMENTS_KEY that do not verify (environments.mirror.Rejected). Bounded, whatever was written to that hash.
+REJECTED_REGISTRATIONS_KEY = f"{_PREFIX}:rejected-registrations"
+# Hash: lock kind (FORGED_LOCK_KINDS) -> how many forged holder values were broken (exchange.locks). Unsigned: a
+# count for people, nothing acts on it.
+FORGED_LOCKS_KEY = f"{_PREFIX}:forged-locks"
+LEASE_LOCK, APP_LOCK, PROVISION_LOCK = "lease", "app", "provision"
+FORGED_LOCK_KINDS = (LEASE_LOCK, APP_LOCK, PROVISION_LOCK)
 
 
 def status_field(app, environment):

@@ -5,15 +5,17 @@ Anyone who can write to Redis can publish on the events channel, so an event is 
 what is sent comes from where the truth is: a placement's state from its signed status entry (exchange.status;
 "unknown" while its environment is offline, as pages show it), an environment's status from the database, which
 the controller updates before it announces a change. An event naming nothing real, or whose entry does not verify,
-is dropped; one that only repeats what was sent already is dropped too.
+is dropped; one that only repeats what was sent already is dropped too. Events are coalesced (``Hub._relay``):
+what the events of a quarter of a second point at is read at once, each thing once, in one database query and one
+Redis read, and at most BATCH_LIMIT things a window: a flood of events costs a bounded amount of work a second.
 
 Messages, one JSON object each:
 
 - ``{"type": "placement", "app", "environment", "state", "error", "at"}`` (``at``: ISO 8601);
 - ``{"type": "environment", "name", "status", "problem", "last_heartbeat_at", ...}`` (the API's ENV);
 - ``{"type": "app", "name"}``: an application's configuration changed (created, started, stopped, removed);
-- ``{"type": "stream", "status": "live", "now"}`` once subscribed, again after a reconnection: events may have
-  been missed meanwhile, so whoever shows them reads the state afresh; ``now`` (Unix time) lets a browser allow
+- ``{"type": "stream", "status": "live", "now"}`` once subscribed, again after a reconnection or a flood of events:
+  events may have been missed meanwhile, so whoever shows them reads the state afresh; ``now`` (Unix time) lets a browser allow
   for its clock;
 - ``{"type": "stream", "status": "reconnecting", "problem"}`` while Redis is unreachable (retried with backoff).
 """
@@ -48,6 +50,13 @@ QUEUE_LIMIT = 1000
 RETRY_FIRST, RETRY_CAP = 0.5, 5.0
 # How often the subscription loop wakes when nothing is published (it then notices a lost connection).
 POLL_SECONDS = 1.0
+# Events are hints, coalesced: what the events of this long a window point at is read at its end, each thing once.
+WINDOW = 0.25
+# The most distinct things (environments, placements, applications) one window reads: a window's reads stay
+# bounded however many names a flood of events carries.
+BATCH_LIMIT = 500
+# During a flood that lasts, pages are told to read everything afresh this often at most.
+RESYNC_SECONDS = 10.0
 
 
 def is_name(value):
@@ -67,55 +76,81 @@ def live_message():
     return {"type": STREAM, "status": LIVE, "now": time.time()}
 
 
-def environment_message(name):
-    """The environment NAME as the API shows it, from the database, or None when there is none."""
-    environment = Environment.objects.filter(name=name).first()
-    return None if environment is None else {"type": events.ENVIRONMENT, **environment_dict(environment)}
+def environment_messages(names):
+    """{name: the environment as the API shows it} of those of NAMES that have a row, in one query."""
+    return {environment.name: {"type": events.ENVIRONMENT, **environment_dict(environment)}
+            for environment in Environment.objects.filter(name__in=names)}
 
 
-def environment_status(name):
-    environment = Environment.objects.filter(name=name).first()
-    return OFFLINE if environment is None else environment.status()
+class Batch:
+    """What the events of one window (WINDOW) point at, each thing once however many events named it: the names
+    of environments and applications and the (app, environment) of placements. Past BATCH_LIMIT distinct things the
+    window is a flood: further ones are not kept (``overflow``), and pages are told to read everything afresh."""
+
+    def __init__(self, limit=None):
+        self.limit = BATCH_LIMIT if limit is None else limit
+        self.environments, self.placements, self.apps = set(), set(), set()
+        self.overflow = False
+
+    def __len__(self):
+        return len(self.environments) + len(self.placements) + len(self.apps)
+
+    def add(self, raw):
+        event = events.decode(raw)
+        if event is None:
+            return
+        kind = event["type"]
+        if kind == events.PLACEMENT:
+            key, into = (event.get("app"), event.get("environment")), self.placements
+            valid = is_name(key[0]) and is_name(key[1])
+        elif kind == events.ENVIRONMENT:
+            key, into = event.get("name"), self.environments
+            valid = is_name(key)
+        elif kind == events.APP:
+            key, into = event.get("name"), self.apps
+            valid = is_name(key)
+        else:
+            return  # the configuration cache was rebuilt: nothing a page shows
+        if not valid or key in into:
+            return
+        if len(self) >= self.limit:
+            self.overflow = True
+            return
+        into.add(key)
 
 
 class Verifier:
-    """Turns raw events into messages worth sending; remembers what it sent, to drop repeats."""
+    """Turns the events of a window (a Batch) into messages worth sending, with one database query and one Redis
+    read whatever their number; remembers what it sent, to drop repeats."""
 
     def __init__(self, redis):
         self.redis = redis
         self.sent = {}
 
-    async def message(self, raw):
-        event = events.decode(raw)
-        if event is None:
-            return None
-        kind = event["type"]
-        if kind == events.PLACEMENT:
-            return await self._placement(event.get("app"), event.get("environment"))
-        if kind == events.ENVIRONMENT:
-            name = event.get("name")
-            return self._new((kind, name), await database_sync_to_async(environment_message)(name)
-                             if is_name(name) else None)
-        if kind == events.APP:
-            name = event.get("name")
-            return {"type": kind, "name": name} if is_name(name) else None
-        return None  # the configuration cache was rebuilt: nothing a page shows
-
-    async def _placement(self, app, environment):
-        if not (is_name(app) and is_name(environment)):
-            return None
-        entry = status.decode(await self.redis.hget(STATUSES_KEY, status_field(app, environment)), app, environment)
-        if entry is None:
-            return None
-        offline = await database_sync_to_async(environment_status)(environment) == OFFLINE
-        return self._new((events.PLACEMENT, app, environment), {
-            "type": events.PLACEMENT,
-            "app": app,
-            "environment": environment,
-            "state": UNKNOWN if offline else entry["state"],
-            "error": entry.get("error") or None,
-            "at": iso_from_unix(entry["at"]),
-        })
+    async def messages(self, batch):
+        placements = sorted(batch.placements)
+        names = batch.environments | {environment for _, environment in placements}
+        environments = await database_sync_to_async(environment_messages)(names) if names else {}
+        raws = await self.redis.hmget(STATUSES_KEY, [status_field(*p) for p in placements]) if placements else []
+        found = []
+        for name in sorted(batch.environments):
+            found.append(self._new((events.ENVIRONMENT, name), environments.get(name)))
+        for (app, environment), raw in zip(placements, raws):
+            entry = status.decode(raw, app, environment)
+            if entry is None:
+                continue
+            shown = environments.get(environment)
+            offline = shown is None or shown["status"] == OFFLINE
+            found.append(self._new((events.PLACEMENT, app, environment), {
+                "type": events.PLACEMENT,
+                "app": app,
+                "environment": environment,
+                "state": UNKNOWN if offline else entry["state"],
+                "error": entry.get("error") or None,
+                "at": iso_from_unix(entry["at"]),
+            }))
+        found.extend({"type": events.APP, "name": name} for name in sorted(batch.apps))
+        return [message for message in found if message is not None]
 
     def _new(self, key, message):
         if message is None or self.sent.get(key) == message:
@@ -194,19 +229,48 @@ class Hub:
             delay = min(delay * 2, self.retry_cap)
 
     async def _relay(self, pubsub, verifier):
+        """Relay the events, a window at a time: the first event opens a window of WINDOW seconds, and what the
+        window's events point at is read at its end (Verifier.messages), so that a flood costs a few reads a
+        second, never one per event. A window that overflowed is followed, once the flood is over (a window that
+        did not overflow, or no event for POLL_SECONDS), or every RESYNC_SECONDS while it lasts, by a "live"
+        message: pages read everything afresh once."""
+        loop = asyncio.get_running_loop()
+        flood_since = last_resync = None
         while True:
             message = await pubsub.get_message(timeout=POLL_SECONDS)
             if message is None or message.get("type") != "message":
+                if flood_since is not None:  # quiet again: the flood is over
+                    flood_since = None
+                    self.broadcast(live_message())
                 continue
+            batch = Batch()
+            batch.add(message["data"])
+            closes_at = loop.time() + WINDOW
+            while (left := closes_at - loop.time()) > 0:
+                message = await pubsub.get_message(timeout=left)
+                if message is not None and message.get("type") == "message":
+                    batch.add(message["data"])
             try:
-                forwarded = await verifier.message(message["data"])
+                forwarded = await verifier.messages(batch)
             except (RedisError, OSError):
                 raise
-            except Exception:  # one event's trouble (a database hiccup) must not end the stream
-                log.exception("events socket: an event could not be verified; dropped")
+            except Exception:  # one window's trouble (a database hiccup) must not end the stream
+                log.exception("events socket: events could not be verified; dropped")
                 continue
-            if forwarded is not None:
-                self.broadcast(forwarded)
+            for one in forwarded:
+                self.broadcast(one)
+            now = loop.time()
+            if batch.overflow:
+                if flood_since is None:
+                    flood_since = last_resync = now
+                    log.warning("events socket: a flood of events (more than %d things changed in %.1f s); "
+                                "pages will read everything afresh once it is over", BATCH_LIMIT, WINDOW)
+                elif now - last_resync >= RESYNC_SECONDS:
+                    last_resync = now
+                    self.broadcast(live_message())
+            elif flood_since is not None:
+                flood_since = None
+                self.broadcast(live_message())
 
 
 hub = Hub()

@@ -10,23 +10,30 @@ prometheus-client (and monitoring.exposition for the series per environment).
   ``appsup_controller_last_pass_timestamp_seconds`` and ``appsup_controller_redis_up``.
 * ``appsup_command_duration_seconds{command,environment,outcome}``: a histogram of lifecycle steps, whichever process
   ran them, kept in the database (monitoring.models.CommandDuration explains why) and read at scrape time.
+* From Redis at scrape time, one read each (no series when Redis does not answer):
+  ``appsup_registrations_rejected`` (registrations in Redis that do not verify, as the controller last counted
+  them: no environment is made of them, and no series per name) and ``appsup_forged_locks_broken{lock}`` (holder
+  values of the controller lease and the application and provision locks that did not verify and were broken,
+  exchange.locks; lock is one of contract.FORGED_LOCK_KINDS).
 * ``appsup_proxy_requests_total{app,code}``: requests through this process's access proxy, by application and status
   class (2xx…5xx); counted in memory, so each web process counts its own, as Prometheus expects of a scrape target.
 """
 
 from itertools import groupby
 
+import redis
 from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, ProcessCollector, disable_created_metrics
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from apps.models import Application, Placement
 from controller.models import ControllerState
 from environments import mirror as registry_mirror
 from environments.models import Environment
-from exchange import contract
+from exchange import contract, locks
+from exchange.redis_client import supervisor_redis
 
 from . import exposition
 from .models import CommandDuration
@@ -149,5 +156,28 @@ class CommandDurationCollector:
         yield family
 
 
+class RedisCollector:
+    """What the controller and the lock holders counted in Redis of what anyone wrote there without the secret."""
+
+    def collect(self):
+        try:
+            r = supervisor_redis()
+            summary = registry_mirror.rejected_summary(r)
+            forged = locks.forgeries(r)
+        except redis.RedisError:
+            return  # appsup_controller_redis_up says so
+        if summary is not None:
+            yield GaugeMetricFamily("appsup_registrations_rejected", "Registrations in Redis that do not verify "
+                                    "(not signed with APP_SHARED_SECRET, or malformed), as the controller last counted "
+                                    "them; the Environments page lists the last few.", value=summary["count"])
+        family = CounterMetricFamily("appsup_forged_locks_broken", "Holder values of the controller lease and of "
+                                     "the application and provision locks that did not verify, broken so that the "
+                                     "real holders proceed.", labels=["lock"])
+        for kind in contract.FORGED_LOCK_KINDS:
+            family.add_metric([kind], forged.get(kind, 0))
+        yield family
+
+
 registry.register(StateCollector())
+registry.register(RedisCollector())
 registry.register(CommandDurationCollector())

@@ -85,3 +85,13 @@ def mirror():
         controller.record_health(exc)  # what pages then say about Redis
     else:
         controller.record_health()
+
+
+def hold_lock(app, ttl=60):
+    """Hold APP's lifecycle lock as a genuine holder (another operation in progress); returns the lock."""
+    from exchange import contract
+    from exchange.locks import SignedLock
+
+    lock = SignedLock(supervisor_redis(), contract.lock_key(app), contract.APP_LOCK, timeout=ttl, thread_local=False)
+    assert lock.acquire(blocking=False)
+    return lock

@@ -16,7 +16,7 @@ from exchange import contract, redis_client, status
 from exchange.channel import queue_for
 from workers import provisioning
 
-from .factories import PASSWORD, ThreadAgent, create_application, mirror, register_environment
+from .factories import PASSWORD, ThreadAgent, create_application, hold_lock, mirror, register_environment
 from .pages import changelist_row as row
 from .pages import messages_of
 
@@ -401,7 +401,7 @@ def test_operation_already_in_progress_is_a_warning(monkeypatch, admin_client, r
     monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
-    r.set(contract.lock_key("crm"), "held")
+    hold_lock("crm")
 
     response = admin_client.post(app_url("start", "crm"), {"post": "yes"}, follow=True)
 

@@ -262,6 +262,24 @@ def test_an_environment_whose_registration_does_not_verify_is_shown_rejected_wit
     assert "attacker.example" not in html
 
 
+def test_registrations_that_do_not_verify_make_no_row_and_are_counted_in_a_notice(admin_client, r):
+    import json
+
+    from environments import mirror as registry_mirror
+
+    register_environment("env_a")
+    for i in range(30):
+        r.hset(contract.ENVIRONMENTS_KEY, f"ghost_{i}", json.dumps({"name": f"ghost_{i}", "url": "http://x.example"}))
+    registry_mirror.sync(r, registry_mirror.Seen())  # as the controller does
+
+    response = changelist(admin_client)
+
+    assert shown_names(response) == ["env_a"]
+    [(level, text)] = [m for m in messages_of(response) if "registrations in Redis" in m[1]]
+    assert level == "warning" and text.startswith("30 registrations in Redis do not verify")
+    assert text.count("<li><code>ghost_") == registry_mirror.RECENT_REJECTED  # the last few only
+
+
 def test_each_environment_is_marked_for_live_updates(admin_client):
     register_environment("env_a")
     register_environment("env_b", heartbeat_at=0)

@@ -10,8 +10,9 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 
 from exchange import cache as config_cache
-from exchange import channel, contract, registry, status
+from exchange import channel, contract, locks, registry, status
 from exchange.channel import CommandJob
+from exchange.locks import SignedLock
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 from workers import commands
@@ -23,6 +24,14 @@ from .factories import create_application, register_environment
 from .processes import PYTHON, Process, manage, runworker, wait_for, worker_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def provision_held_by(app, holder, ttl=60):
+    """APP's provision lock, held by HOLDER (a start job's id) as a genuine holder writes it."""
+    lock = SignedLock(supervisor_redis(), contract.provision_lock_key(app), contract.PROVISION_LOCK, timeout=ttl,
+                      thread_local=False)
+    assert lock.acquire(blocking=False, token=holder)
+    return lock
 
 
 def start_payload(app):
@@ -170,17 +179,26 @@ def test_the_provision_lock_lives_seconds_not_a_job_timeout(r):
 def test_the_provision_lock_is_renewed_while_held(r):
     key = contract.provision_lock_key("crm")
     with commands.provision_lock("crm", ttl=1):
-        token = r.get(key)
+        holder = locks.holder_of(r.get(key), key)
         time.sleep(1.8)  # longer than its TTL
-        assert r.get(key) == token
+        assert holder is not None and locks.holder_of(r.get(key), key) == holder
     assert not r.exists(key)
 
 
 def test_a_lock_its_holder_stopped_renewing_is_free_within_its_ttl(r):
-    supervisor_redis().lock(contract.provision_lock_key("crm"), timeout=1).acquire()  # a holder that died
+    SignedLock(supervisor_redis(), contract.provision_lock_key("crm"), contract.PROVISION_LOCK,
+               timeout=1).acquire()  # a holder that died
     began = time.monotonic()
     with commands.provision_lock("crm", ttl=1, wait=10):
         assert time.monotonic() - began < 2
+
+
+def test_a_planted_provision_lock_is_broken_not_waited_for(r):
+    r.set(contract.provision_lock_key("crm"), "planted")
+    began = time.monotonic()
+    with commands.provision_lock("crm", wait=10):
+        assert time.monotonic() - began < 1
+    assert locks.forgeries(r) == {contract.PROVISION_LOCK: 1}
 
 
 def test_a_lock_held_by_a_live_holder_is_waited_for_and_then_refused(r):
@@ -193,7 +211,7 @@ def test_a_lock_held_by_a_live_holder_is_waited_for_and_then_refused(r):
 def test_a_start_gives_up_on_a_held_lock_within_seconds_so_other_commands_are_not_held_up(r):
     register_environment("env_a")
     create_application("crm", ["env_a"])
-    supervisor_redis().lock(contract.provision_lock_key("crm"), timeout=60).acquire()  # a holder elsewhere
+    provision_held_by("crm", "start-crm-env_b-elsewhere")  # a holder elsewhere
     began = time.monotonic()
     answer = commands.start("crm", "env_a", {}, job_id="start-crm-env_a-1")
     assert time.monotonic() - began < commands.PROVISION_LOCK_WAIT + 1
@@ -210,13 +228,13 @@ def test_the_restarted_agent_releases_the_provision_lock_of_the_start_it_was_kil
     agent = Agent("env_a", "http://a", "", 60)
     take_as_a_previous_agent(agent.queue)
     key = contract.provision_lock_key("crm")
-    supervisor_redis().set(key, job_id, ex=commands.PROVISION_LOCK_TTL)  # what the killed start held
-    supervisor_redis().set(contract.provision_lock_key("erp"), "start-erp-env_b-other", ex=60)  # someone else's
+    provision_held_by("crm", job_id, ttl=commands.PROVISION_LOCK_TTL)  # what the killed start held
+    other = provision_held_by("erp", "start-erp-env_b-other")  # someone else's
 
     agent.register()
 
     assert not r.exists(key)
-    assert r.get(contract.provision_lock_key("erp")) == b"start-erp-env_b-other"
+    assert r.get(contract.provision_lock_key("erp")) == other.local.token
 
 
 def test_a_start_takes_its_job_id_as_the_provision_lock_token(r):
@@ -224,12 +242,13 @@ def test_a_start_takes_its_job_id_as_the_provision_lock_token(r):
     create_application("crm", ["env_a"])
     held = []
     real_migrate = commands.provisioning.migrate
-    commands.provisioning.migrate = lambda app: held.append(r.get(contract.provision_lock_key(app)))
+    commands.provisioning.migrate = lambda app: held.append(
+        locks.holder_of(r.get(contract.provision_lock_key(app)), contract.provision_lock_key(app)))
     try:
         commands.start("crm", "env_a", {}, job_id="start-crm-env_a-abc")
     finally:
         commands.provisioning.migrate = real_migrate
-    assert held == [b"start-crm-env_a-abc"]
+    assert held == ["start-crm-env_a-abc"]
 
 
 # -- real processes ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from exchange import cache as config_cache
 from exchange import channel, contract, redis_client, status
 from workers import provisioning
 
-from .factories import PASSWORD, ThreadAgent, create_application, mirror, register_environment
+from .factories import PASSWORD, ThreadAgent, create_application, hold_lock, mirror, register_environment
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -331,7 +331,7 @@ def test_a_command_while_another_runs_is_refused_with_423(monkeypatch, client, r
     monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
-    r.set(contract.lock_key("crm"), "held")
+    hold_lock("crm")
 
     response = post(client, "/api/apps/crm/stop")
 

@@ -11,6 +11,7 @@ import requests
 
 from exchange import contract, registry, status
 from exchange.channel import queue_for
+from exchange.locks import SignedLock
 
 from .local_cluster import Cluster
 from .processes import wait_for
@@ -128,7 +129,7 @@ def test_an_agent_killed_mid_start_blocks_nothing_and_the_start_completes_by_its
     create(cluster, "crm", ["env_a"])
     create(cluster, "erp", ["env_a"])
     # Another holder of crm's database lock, which dies without releasing it: the lock outlives it by its TTL.
-    r.set(contract.provision_lock_key("crm"), "a holder that died", ex=15)
+    SignedLock(r, contract.provision_lock_key("crm"), contract.PROVISION_LOCK, timeout=15).acquire()
 
     answer = {}
     caller = threading.Thread(
@@ -183,3 +184,19 @@ def test_a_killed_worker_web_makes_its_environment_degraded_and_the_proxy_avoids
         print(f"\nworker web killed: env_a degraded after {degraded_after:.1f} s")
     finally:
         c.stop()
+
+
+def test_a_lease_planted_after_a_flush_does_not_stop_the_controller_from_rebuilding_the_cache(cluster, redis_url):
+    r = redis.Redis.from_url(redis_url)
+    create(cluster, "crm", ["env_a"])
+    r.flushall()
+    planted_until = time.monotonic() + 3
+    while time.monotonic() < planted_until:  # planted, and renewed, by someone without the shared secret
+        r.set(contract.CONTROLLER_LEASE_KEY, "attacker", ex=3600)
+        time.sleep(0.2)
+
+    wait_for(lambda: r.exists(contract.CACHE_READY_KEY) and r.hexists(contract.APPS_KEY, "crm"), timeout=10,
+             what="the configuration cache rebuilt")
+    wait_for(lambda: r.get(contract.CONTROLLER_LEASE_KEY).startswith(b"appsup1:"), timeout=5,
+             what="the lease held by the controller again")
+    assert int(r.hget(contract.FORGED_LOCKS_KEY, contract.LEASE_LOCK)) >= 1

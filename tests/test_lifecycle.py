@@ -8,7 +8,7 @@ from apps.models import Placement
 from exchange import contract
 from workers import provisioning
 
-from .factories import PASSWORD, ThreadAgent, create_application, register_environment
+from .factories import PASSWORD, ThreadAgent, create_application, hold_lock, register_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -83,7 +83,7 @@ def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(monkeypatc
     monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     app = create_application("crm", ["env_a"])
-    r.set(contract.lock_key("crm"), "held")
+    hold_lock("crm")
 
     with pytest.raises(lifecycle.OperationInProgress, match="crm"):
         lifecycle.run(app, contract.START, timeout=1)
@@ -92,8 +92,7 @@ def test_a_second_operation_on_the_same_app_is_refused_while_one_runs(monkeypatc
 def test_an_operators_command_waits_for_a_step_that_ends_soon(r):
     register_environment("env_a")
     app = create_application("crm", ["env_a"])
-    held = r.lock(contract.lock_key("crm"), timeout=60, thread_local=False)
-    held.acquire()  # the controller, finishing a step
+    held = hold_lock("crm")  # the controller, finishing a step
     threading.Timer(0.5, held.release).start()
 
     with ThreadAgent("env_a"):

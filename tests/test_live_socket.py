@@ -9,6 +9,8 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.asgi import get_asgi_application
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from exchange import contract, events, redis_client, status
 from live import stream
@@ -337,6 +339,52 @@ def test_an_application_change_is_forwarded_by_name(application):
         return received
 
     assert scenario() == {"type": "app", "name": "crm"}
+
+
+def flood(r, count):
+    """COUNT events published at once, as anyone who can write to Redis could: junk, environments and placements
+    with names nothing has (a database read each, if each were read), and the real env_a's heartbeat, over and
+    over."""
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(count):
+            kind = i % 5
+            if kind == 0:
+                pipe.publish(contract.HEARTBEATS_CHANNEL, b"junk %d" % i)
+            elif kind == 1:
+                pipe.publish(contract.HEARTBEATS_CHANNEL, events.encode({"type": "environment", "name": f"ghost_{i}"}))
+            elif kind == 2:
+                pipe.publish(contract.EVENTS_CHANNEL, events.encode(
+                    {"type": "placement", "app": f"app_{i}", "environment": "env_a", "state": "running"}))
+            else:
+                pipe.publish(contract.HEARTBEATS_CHANNEL, events.encode({"type": "environment", "name": "env_a"}))
+        pipe.execute()
+
+
+def test_a_flood_of_events_costs_a_bounded_number_of_reads_and_real_changes_still_arrive(application, r):
+    register_environment("env_a")
+
+    @async_to_sync
+    async def scenario():
+        communicator = await opened(application, bearer())
+        began = time.monotonic()
+        await sync_to_async(flood, thread_sensitive=False)(r, 50_000)
+        published = time.monotonic() - began
+        # Once the flood is over, pages are told to read everything afresh (what it hid may have changed).
+        resync = await next_of(communicator, stream.STREAM, timeout=30)
+        drained = time.monotonic() - began
+        entry = await report("crm", "env_a", contract.STOPPED)  # a real change, after the flood
+        received = await next_of(communicator, "placement")
+        await communicator.disconnect()
+        return resync, entry, received, published, drained
+
+    with CaptureQueriesContext(connection) as queries:
+        resync, entry, received, published, drained = scenario()
+
+    assert resync["status"] == stream.LIVE
+    assert received == placement_event(entry)
+    # One query a window at most (WINDOW: 0.25 s), however many events: 50,000 would be 50,000 reads otherwise.
+    assert 1 <= len(queries) <= drained / stream.WINDOW + 3, (len(queries), drained)
+    assert drained < published + 5, (published, drained)
 
 
 def test_every_socket_receives_each_event_from_one_subscription(application, r):

@@ -3,7 +3,9 @@ stop within a second (the whole local cluster), is refused with a code that says
 away and comes back (a supervisor web on a private redis-server that the test kills)."""
 
 import asyncio
+import contextlib
 import json
+import os
 import time
 
 import pytest
@@ -79,9 +81,9 @@ def test_a_client_with_the_token_receives_stopped_within_a_second_of_stopping_an
     assert seen["at"] == response.json()["statuses"]["env_a"]["at"]
 
 
-@pytest.fixture
-def supervisor_on_private_redis(tmp_path, own_databases):
-    """A supervisor web alone, on a redis-server of its own, and the server."""
+@contextlib.contextmanager
+def supervisor_alone(tmp_path):
+    """(its address, the redis-server, the web Process) of a supervisor web alone, on a redis-server of its own."""
     server = RedisServer(free_port(), tmp_path)
     server.start()
     port = free_port()
@@ -91,10 +93,64 @@ def supervisor_on_private_redis(tmp_path, own_databases):
     web = web_process(env, port, tmp_path / "supervisor.log")
     try:
         wait_for(http_ready(f"http://127.0.0.1:{port}/admin/login/"), what="the supervisor web")
-        yield f"http://127.0.0.1:{port}", server
+        yield f"http://127.0.0.1:{port}", server, web
     finally:
         web.stop()
         server.stop()
+
+
+@pytest.fixture
+def supervisor_on_private_redis(tmp_path, own_databases):
+    """A supervisor web alone, on a redis-server of its own, and the server."""
+    with supervisor_alone(tmp_path) as (base, server, _):
+        yield base, server
+
+
+def cpu_seconds(pid):
+    """User and system CPU time the process PID has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# Events a second: as fast as one client publishes (faster than the stream reads them: Redis ends the
+# subscription at its pub/sub output buffer limit, and the stream subscribes again), and a rate it keeps up with.
+@pytest.mark.parametrize("rate", [None, 20_000])
+def test_ten_seconds_after_a_five_second_flood_of_heartbeat_events_the_web_is_idle_and_still_live(tmp_path,
+                                                                                                  own_databases, rate):
+    with supervisor_alone(tmp_path) as (base, server, web):
+        r = redis_lib.Redis.from_url(server.url)
+
+        def flood(seconds):
+            sent, began = 0, time.monotonic()
+            while (elapsed := time.monotonic() - began) < seconds:
+                if rate is not None and sent > elapsed * rate:
+                    time.sleep(0.01)
+                    continue
+                with r.pipeline(transaction=False) as pipe:
+                    for i in range(sent, sent + 500):
+                        pipe.publish(contract.HEARTBEATS_CHANNEL,
+                                     b'{"type": "environment", "name": "ghost_%d"}' % i if i % 2 else b"junk")
+                    pipe.execute()
+                sent += 500
+            return sent
+
+        async def scenario():
+            async with connect(socket_url(base), additional_headers=bearer()) as ws:
+                assert (await next_message(ws))["status"] == "live"
+                sent = await asyncio.to_thread(flood, 5)
+                await asyncio.sleep(10)
+                before, began = cpu_seconds(web.pid), time.monotonic()
+                await asyncio.sleep(2)
+                busy = (cpu_seconds(web.pid) - before) / (time.monotonic() - began)
+                r.publish(contract.EVENTS_CHANNEL, b'{"type": "app", "name": "crm"}')  # a real change
+                seen = await until(ws, lambda m: m.get("type") == "app", timeout=5)
+                return sent, busy, seen
+
+        sent, busy, seen = asyncio.run(scenario())
+
+    assert sent > 50_000
+    assert busy < 0.1, f"the web process used {busy:.0%} of a CPU 10 s after a flood of {sent} events"
+    assert seen == {"type": "app", "name": "crm"}
 
 
 def test_redis_killed_and_restarted_the_client_is_told_and_events_flow_again(supervisor_on_private_redis):

@@ -59,7 +59,7 @@ def test_reregistering_after_a_stop_brings_it_back_online(r):
     assert Environment.objects.get().is_online()
 
 
-def test_malformed_and_unsigned_entries_are_shown_rejected_never_online(r):
+def test_malformed_and_unsigned_entries_make_no_environment_and_are_only_counted(r):
     from exchange import signing
 
     r.hset(contract.ENVIRONMENTS_KEY, "junk", "{not json")
@@ -68,15 +68,35 @@ def test_malformed_and_unsigned_entries_are_shown_rejected_never_online(r):
     r.hset(contract.ENVIRONMENTS_KEY, "Not A Name", signing.dumps(dict(REGISTRATION, name="Not A Name")))
     registry.announce(r, REGISTRATION)
 
-    registry_mirror.sync(r)
+    registry_mirror.sync(r, registry_mirror.Seen())
 
-    shown = {env.name: env for env in Environment.objects.all()}
-    assert sorted(shown) == ["env_a", "forged", "junk", "nourl"]
-    assert shown["env_a"].is_online() and not shown["env_a"].rejected
-    assert "not signed with this deployment's APP_SHARED_SECRET" in shown["forged"].rejected
-    assert shown["nourl"].rejected == "its registration in Redis is malformed"
-    assert not any(shown[name].is_online() for name in ("forged", "junk", "nourl"))
-    assert "(rejected)" in shown["forged"].offline_reason()
+    assert list(Environment.objects.values_list("name", flat=True)) == ["env_a"]
+    assert Environment.objects.get().is_online() and not Environment.objects.get().rejected
+    summary = registry_mirror.rejected_summary(r)
+    reasons = {item["name"]: item["reason"] for item in summary["recent"]}
+    assert summary["count"] == 4 and sorted(reasons) == ["Not A Name", "forged", "junk", "nourl"]
+    assert "not signed with this deployment's APP_SHARED_SECRET" in reasons["forged"]
+    assert reasons["nourl"] == "its registration in Redis is malformed"
+
+
+def test_thousands_of_forged_registrations_cost_no_row_and_a_bounded_summary(r, django_assert_max_num_queries):
+    seen = registry_mirror.Seen()
+    registry.announce(r, REGISTRATION)
+    forged = {f"env_{i}": json.dumps(dict(REGISTRATION, name=f"env_{i}")) for i in range(5000)}
+    r.hset(contract.ENVIRONMENTS_KEY, mapping=forged)
+
+    with django_assert_max_num_queries(4):
+        registry_mirror.sync(r, seen)
+    with django_assert_max_num_queries(1):  # the next pass: nothing changed, nothing verified again
+        assert registry_mirror.sync(r, seen) == (0, 0)
+
+    assert Environment.objects.count() == 1
+    summary = registry_mirror.rejected_summary(r)
+    assert summary["count"] == 5000 and len(summary["recent"]) == registry_mirror.RECENT_REJECTED
+    assert len(r.get(contract.REJECTED_REGISTRATIONS_KEY)) < 10_000
+    r.hdel(contract.ENVIRONMENTS_KEY, *forged)
+    registry_mirror.sync(r, seen)
+    assert registry_mirror.rejected_summary(r)["count"] == 0
 
 
 def test_a_real_environment_overwritten_by_a_forged_entry_keeps_its_addresses_and_is_not_online(r):
@@ -210,7 +230,6 @@ def test_statuses_read_in_one_query_are_what_each_environment_says_of_itself(r, 
     register_environment("env_stopped")
     registry.withdraw(r, {"name": "env_stopped"})
     registry.announce(r, {"name": "env_degraded", "url": "http://d.test", "web_ok": False, "problem": "no answer"})
-    r.hset(contract.ENVIRONMENTS_KEY, "env_forged", '{"name": "env_forged", "url": "http://x.test"}')
     registry_mirror.sync(r)
 
     with django_assert_num_queries(1):
@@ -218,4 +237,21 @@ def test_statuses_read_in_one_query_are_what_each_environment_says_of_itself(r, 
 
     assert statuses == {e.name: e.status() for e in Environment.objects.all()}
     assert statuses == {"env_online": contract.ONLINE, "env_late": contract.OFFLINE, "env_stopped": contract.OFFLINE,
-                        "env_degraded": contract.DEGRADED, "env_forged": contract.OFFLINE}
+                        "env_degraded": contract.DEGRADED}
+
+
+def test_rows_once_made_of_registrations_that_never_verified_are_dropped_by_the_migration():
+    from importlib import import_module
+
+    from django.apps import apps as django_apps
+
+    migration = import_module("environments.migrations.0005_drop_rows_of_rejected_registrations")
+    Environment.objects.create(name="ghost", url="", rejected="not signed")
+    Environment.objects.create(name="overwritten", url="http://a.test", rejected="not signed")
+    register_environment("hosting")
+    create_application("crm", ["hosting"])
+    Environment.objects.filter(name="hosting").update(url="", rejected="not signed")
+
+    migration.drop_rejected_rows(django_apps, None)
+
+    assert sorted(Environment.objects.values_list("name", flat=True)) == ["hosting", "overwritten"]

@@ -9,7 +9,7 @@ from apps import lifecycle
 from apps.models import Placement
 from exchange import channel, contract, redis_client
 
-from .factories import ThreadAgent, create_application, register_environment
+from .factories import ThreadAgent, create_application, hold_lock, register_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -67,7 +67,7 @@ def test_an_operation_in_progress_is_a_clear_error(monkeypatch, r):
     monkeypatch.setattr(lifecycle, "LOCK_WAIT", 0.3)
     register_environment("env_a")
     create_application("crm", ["env_a"])
-    r.set(contract.lock_key("crm"), "held")
+    hold_lock("crm")
 
     with pytest.raises(CommandError, match="another start/stop/restart of crm is in progress"):
         start("crm")

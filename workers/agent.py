@@ -19,7 +19,7 @@ import redis
 import requests
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
@@ -49,8 +49,29 @@ FAILING_PROBE_PERIOD = 1.0
 STARTUP_GRACE = 30.0
 # A refusal shown in the registration is for people; a malformed job must not grow it without bound.
 REFUSAL_MAX = 300
+# Ids at the head of the queue with no job behind them (junk pushed by someone who can write to Redis) are dropped at
+# most this many a loop turn, read this many a round trip: whatever was pushed, a turn stays short.
+JUNK_PER_TURN = 1000
+JUNK_CHUNK = 100
 # Redis connection trouble: the retry path, never a poison job.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+class NoJobBehind(Exception):
+    """A queued id with no job behind it."""
+
+
+class DequeuedJob(CommandJob):
+    """CommandJob, as the agent takes it off its queue: RQ passes over an id with no job behind it without a word,
+    and goes on to the next within the same dequeue, however many there are; here it ends the dequeue, so that
+    the agent drops such ids a bounded number a turn (Agent.drop_junk) and says so."""
+
+    @classmethod
+    def fetch(cls, id, connection=None, serializer=None):
+        try:
+            return super().fetch(id, connection=connection, serializer=serializer)
+        except NoSuchJobError:
+            raise NoJobBehind(id) from None
 
 
 def probe_web(base_url, timeout=PROBE_TIMEOUT):
@@ -101,6 +122,7 @@ class Agent:
         }
         self.registered = False
         self.last_heartbeat = None
+        self.junk_dropped = 0  # queued ids with no job behind them, dropped since this agent started
         self.stop_requested = False
         self.death_penalty_class = death_penalty_class
         self.queue = queue_for(name, command_redis())
@@ -160,9 +182,10 @@ class Agent:
         return True
 
     def heartbeat_if_due(self):
-        if self.last_heartbeat is None or self.clock() - self.last_heartbeat >= self.interval:
-            self.announce()
-            return True
+        with self._lock:  # the loop and the heartbeat thread: one heartbeat when due, not two
+            if self.last_heartbeat is None or self.clock() - self.last_heartbeat >= self.interval:
+                self.announce()
+                return True
         return False
 
     def probe_if_due(self):
@@ -211,12 +234,15 @@ class Agent:
         """Run the next command, waiting up to TIMEOUT seconds for one. Returns True if one was taken.
 
         A job that RQ cannot even read (a bad id, a malformed hash) or that fails outside the command itself is
-        dropped and reported, never retried: one bad job must not stop this environment's commands.
+        dropped and reported, never retried: one bad job must not stop this environment's commands. Ids with no
+        job behind them are dropped first, a bounded number a turn (drop_junk).
         """
+        if self.drop_junk():
+            return True
         try:
             job, queue = CommandQueue.dequeue_any(
                 [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=SignedJSONSerializer,
-                job_class=CommandJob,
+                job_class=DequeuedJob,
             )
         except DequeueTimeout:
             return False
@@ -226,7 +252,10 @@ class Agent:
             job_id = getattr(exc, "job_id", None)
             if job_id is None:
                 raise
-            self.drop_poison(job_id, exc)
+            if isinstance(exc, NoJobBehind):
+                self.drop_junk(taken=job_id)
+            else:
+                self.drop_poison(job_id, exc)
             return True
         close_old_connections()
         try:
@@ -241,6 +270,46 @@ class Agent:
             self.queue.connection.lrem(self.queue.intermediate_queue_key, 0, job.id)
             close_old_connections()
         return True
+
+    def drop_junk(self, taken=None):
+        """Drop the ids at the head of this environment's queue that have no job behind them, at most JUNK_PER_TURN,
+        and show them as one refused command. TAKEN: such an id the dequeue took already (it is on the intermediate
+        list). Returns how many it dropped.
+
+        RQ skips such ids silently, one round trip or two each, all within one dequeue: 10,000 of them pushed onto
+        the queue would keep the loop from its next turn (and a real command queued behind them waiting) for as
+        long as that takes. Only the agent takes from its queue and the supervisor only appends to it, so a head
+        found to be junk is still the head when it is trimmed."""
+        conn, key = self.queue.connection, self.queue.key
+        prefix = CommandJob.redis_job_namespace_prefix.encode()
+        if taken is not None:
+            conn.lrem(self.queue.intermediate_queue_key, 0, taken)
+        junk, head = [], 0
+        while len(junk) < JUNK_PER_TURN:
+            ids = conn.lrange(key, head, head + JUNK_CHUNK - 1)
+            with conn.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.exists(prefix + job_id)
+                present = pipe.execute()
+            found = next((i for i, exists in enumerate(present) if exists), len(ids))
+            junk.extend(ids[:found])
+            head += found
+            if found < len(ids) or len(ids) < JUNK_CHUNK:
+                break
+        if head:
+            conn.ltrim(key, head, -1)
+        if taken is not None:
+            junk.insert(0, taken.encode() if isinstance(taken, str) else taken)
+        if not junk:
+            return 0
+        self.junk_dropped += len(junk)
+        first = junk[0].decode(errors="replace")
+        log.warning("environment %s: %d queued ids with no job behind them dropped (%d since start), first %r",
+                    self.name, len(junk), self.junk_dropped, first)
+        self.record_refusal(first, f"refused: no job behind this id (malformed, or pushed onto the queue without the "
+                                   f"shared secret); {len(junk)} such ids dropped at once, {self.junk_dropped} since "
+                                   f"the agent started")
+        return len(junk)
 
     def drop_poison(self, job_id, exc):
         """Take a job that cannot be run off every list it is on, answer whoever waits on it, and report it."""
@@ -410,6 +479,7 @@ class Agent:
         backoff = MIN_BACKOFF
         failures = 0
         prober = self._start_prober()
+        stop_heartbeats = self._start_heartbeater()
         try:
             while not self.stop_requested:
                 try:
@@ -434,6 +504,7 @@ class Agent:
                     close_old_connections()
                     self._sleep_unless_stopped(MAX_BACKOFF)
         finally:
+            stop_heartbeats()
             if prober is not None:
                 prober.set()
             try:
@@ -442,6 +513,32 @@ class Agent:
                 log.warning(
                     "environment %s: could not deregister, Redis unavailable at %s (%s)", self.name, redis_location(), exc
                 )
+
+    def _start_heartbeater(self):
+        """Heartbeat from a thread of its own once registered: whatever holds up a loop turn (a slow Redis, a queue
+        full of junk), the environment stays online. Registering, and registering again after a Redis loss, stay
+        the loop's (announce notices a lost registration and has the loop register again)."""
+        done = threading.Event()
+
+        def loop():
+            while not done.wait(POLL_SECONDS) and not self.stop_requested:
+                if not self.registered:
+                    continue
+                try:
+                    self.heartbeat_if_due()
+                except redis.RedisError as exc:  # the loop's own retry path deals with Redis, and logs it
+                    log.debug("environment %s: heartbeat failed (%s)", self.name, exc)
+                except Exception:
+                    log.exception("environment %s: heartbeat loop", self.name)
+
+        thread = threading.Thread(target=loop, name=f"heartbeater-{self.name}", daemon=True)
+        thread.start()
+
+        def stop():  # before deregistering: a heartbeat after it would bring the registration back online
+            done.set()
+            thread.join()
+
+        return stop
 
     def _start_prober(self):
         """Probe the web in a thread of its own: a slow answer (up to PROBE_TIMEOUT) never delays a command."""

@@ -13,7 +13,7 @@ import traceback
 from django.db import DatabaseError
 from redis.exceptions import LockError
 
-from exchange import channel, contract, status
+from exchange import channel, contract, locks, status
 from exchange.redis_client import supervisor_redis
 
 from . import provisioning
@@ -68,7 +68,9 @@ def provision_lock(app, ttl=None, wait=None, token=None):
     ttl = ttl or PROVISION_LOCK_TTL
     wait = PROVISION_LOCK_WAIT if wait is None else wait
     r = supervisor_redis()
-    lock = r.lock(contract.provision_lock_key(app), timeout=ttl, blocking_timeout=wait, thread_local=False)
+    # Signed (exchange.locks): a value planted by someone without the secret is broken, not waited for.
+    lock = locks.SignedLock(r, contract.provision_lock_key(app), contract.PROVISION_LOCK, timeout=ttl,
+                            blocking_timeout=wait, thread_local=False)
     if not lock.acquire(token=token):
         left = r.ttl(contract.provision_lock_key(app))
         raise TimeoutError(
@@ -107,16 +109,7 @@ def _for_up_to(seconds):
 def release_provision_lock(app, job_id):
     """Release APP's provision lock if the job JOB_ID (a start this agent's previous process was running when it
     was killed) still holds it: nobody is migrating under it any more. Returns whether it did."""
-    key = contract.provision_lock_key(app)
-    r = supervisor_redis()
-    # Compare and delete in one step, as redis-py's Lock.release does: never another holder's lock.
-    return bool(r.eval(_RELEASE_IF_HELD_BY, 1, key, job_id))
-
-
-_RELEASE_IF_HELD_BY = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
+    return locks.release_if_held_by(supervisor_redis(), contract.provision_lock_key(app), job_id)
 
 
 def _failed(app, environment, exc):
