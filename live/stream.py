@@ -84,6 +84,9 @@ class Verifier:
     def __init__(self, redis):
         self.redis = redis
         self.sent = {}
+        # (app, environment) -> the highest seq of the statuses read (exchange.sequence): a lower one is an old
+        # entry copied back into Redis, and is not sent.
+        self.seqs = {}
 
     async def message(self, raw):
         event = events.decode(raw)
@@ -107,6 +110,10 @@ class Verifier:
         entry = status.decode(await self.redis.hget(STATUSES_KEY, status_field(app, environment)), app, environment)
         if entry is None:
             return None
+        seq = status.seq_of(entry)
+        if seq < self.seqs.get((app, environment), -1):
+            return None
+        self.seqs[(app, environment)] = seq
         offline = await database_sync_to_async(environment_status)(environment) == OFFLINE
         return self._new((events.PLACEMENT, app, environment), {
             "type": events.PLACEMENT,
