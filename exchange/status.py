@@ -39,6 +39,16 @@ def put(redis, entry, raw):
     return entry
 
 
+def adopt(raw, app, environment, held):
+    """Take RAW, the entry in Redis, as what this process wrote when it says what HELD does ((state, error, at):
+    written by this writer's previous process). Returns whether it did."""
+    entry = decode(raw, app, environment)
+    if entry is None or (entry["state"], entry.get("error") or "", entry["at"]) != held:
+        return False
+    _written[status_field(app, environment)] = (raw, entry)
+    return True
+
+
 def disown(field):
     """Forget what this process wrote to FIELD (its application is no longer hosted here)."""
     _written.pop(field, None)

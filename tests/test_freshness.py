@@ -206,3 +206,25 @@ def test_the_agent_writes_its_own_state_back_over_a_replay_in_one_loop_turn(r):
 
     assert agent.republish_if_changed() == ["crm"]
     assert r.hget(contract.STATUSES_KEY, FIELD) == stopped  # byte for byte what it wrote
+
+
+def test_an_agent_started_after_a_replay_writes_what_its_worker_holds(r, monkeypatch):
+    from workers import commands
+
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    _configure(r)
+    commands._report("crm", "env_a", contract.RUNNING)
+    running = r.hget(contract.STATUSES_KEY, FIELD)
+    commands._report("crm", "env_a", contract.STOPPED)
+    stopped = r.hget(contract.STATUSES_KEY, FIELD)
+    monkeypatch.setattr(status, "_written", {})  # a new agent process: it wrote nothing yet
+
+    Agent("env_a", "http://a.test", "", 120).register()
+    assert r.hget(contract.STATUSES_KEY, FIELD) == stopped  # its own, as it is: taken, not written again
+
+    monkeypatch.setattr(status, "_written", {})
+    r.hset(contract.STATUSES_KEY, FIELD, running)
+    Agent("env_a", "http://a.test", "", 120).register()
+    entry = status.decode(r.hget(contract.STATUSES_KEY, FIELD), "crm", "env_a")
+    assert entry["state"] == contract.STOPPED and entry["seq"] > status.decode(stopped, "crm", "env_a")["seq"]

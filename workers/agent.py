@@ -378,6 +378,8 @@ class Agent:
             own = written.get(field)
             if own is not None and raw == own[0]:
                 continue
+            if own is None and status.adopt(raw, state.app, self.name, (state.state, state.error, state.at)):
+                continue  # what this worker holds, written by its previous process: taken as its own
             if own is not None:
                 status.put(r, own[1], own[0])
             else:
