@@ -64,6 +64,9 @@ class AppView:
     statuses: dict = field(default_factory=dict)  # environment name -> {state, error, traceback, at}
     # False when some of it was kept from an earlier view because Redis had lost it (see the module docstring).
     complete: bool = True
+    # When it was read from Redis (time.time()); a view answered while Redis cannot be read keeps its own: the
+    # liveness of its environments is judged as of then (proxy.targets), not aged by an outage of the supervisor's.
+    read_at: float | None = None
 
     @property
     def environment_names(self):
@@ -155,7 +158,7 @@ def _fetch(r, name, previous=None, latest=None):
             entry, complete = previous.statuses[env], False
         if entry is not None:
             view_statuses[env] = entry
-    return AppView(name, config, view_registrations, view_statuses, complete), True
+    return AppView(name, config, view_registrations, view_statuses, complete, read_at=time.time()), True
 
 
 def read(name, redis=None, previous=None):

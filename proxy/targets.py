@@ -175,6 +175,11 @@ def _reason(status, registration, now):
 
 def environment_states(view, chosen=None, now=None):
     now = time.time() if now is None else now
+    if view.read_at is not None:
+        # As of the last read of Redis: a view answered while Redis cannot be read (its last known one) is as live
+        # as it was then; Redis being away is the supervisor's trouble, not the environment's, and nobody can have
+        # rewritten what was read.
+        now = min(now, view.read_at)
     states = []
     for env in view.environment_names:
         registration = view.environments.get(env)
