@@ -74,6 +74,7 @@ def test_a_replayed_running_status_keeps_no_stopped_application_online(cluster, 
         time.sleep(0.1)
 
     served = [answer for answer in answers if answer[1] == 200]
+    print(f"{len(served)} of {len(answers)} requests served in {WATCH_SECONDS:.0f} s after the replay")
     assert served == [], f"{len(served)} of {len(answers)} requests served after the replay"
     assert {c for _, c in answers} == {503}
     # The agent wrote its own state back over the replayed one.
