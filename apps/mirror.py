@@ -64,6 +64,9 @@ class Seen:
 
     def __init__(self):
         self.entries = {}  # field (bytes) -> raw entry (bytes), as last read
+        # field (bytes) -> the highest seq (exchange.sequence) of the entries mirrored there: a lower one is an old
+        # entry copied back, never mirrored (entries are also only mirrored when their time is newer: is_newer).
+        self.seqs = {}
         self.watch = None  # a pub/sub subscription to the events channel
         self.full_read_at = None  # time.monotonic() of the last full read (or start of the last whole sweep)
         self.sweep = None  # (HSCAN cursor, when the sweep began) while a sweep of the hash is under way
@@ -126,7 +129,7 @@ def refresh_all(redis, seen=None):
         began = time.monotonic()
         reported = redis.hgetall(STATUSES_KEY)
         fresh = {field: raw for field, raw in reported.items() if seen.entries.get(field) != raw}
-        apps = _mirror(fresh, len(fresh) <= FEW)
+        apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs)
         seen.entries, seen.full_read_at, seen.sweep = reported, began, None
         return apps
     fields = sorted(fields)
@@ -143,13 +146,14 @@ def refresh_all(redis, seen=None):
     fresh = {field: raw for field, raw in read.items() if raw is not None and seen.entries.get(field) != raw}
     if not fresh:
         return []
-    apps = _mirror(fresh, len(fresh) <= FEW)
+    apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs)
     seen.entries.update(fresh)
     return apps
 
 
-def _mirror(fresh, few):
-    """Apply the raw entries FRESH ({field: raw}) to their placements; FEW: read only theirs, not every one."""
+def _mirror(fresh, few, seqs=None):
+    """Apply the raw entries FRESH ({field: raw}) to their placements; FEW: read only theirs, not every one. SEQS
+    (Seen.seqs): an entry with a lower seq than the last one mirrored to its field is skipped."""
     from .models import Placement
 
     if not fresh:
@@ -161,10 +165,16 @@ def _mirror(fresh, few):
                            environment__name__in={pair[-1] for pair in pairs})
     changed, apps = [], set()
     for pk, app, env, state, error, state_at in rows:
-        raw = fresh.get(status_field(app, env).encode())
+        field = status_field(app, env).encode()
+        raw = fresh.get(field)
         if raw is None:
             continue
         entry = status.decode(raw, app, env)
+        if entry is not None and seqs is not None:
+            seq = status.seq_of(entry)
+            if seq < seqs.get(field, -1):
+                continue
+            seqs[field] = seq
         if is_newer(entry, state_at):
             placement = Placement(pk=pk, state=state, error=error, state_at=state_at)
             apply(placement, entry)

@@ -111,17 +111,38 @@ class Seen:
         self.updated = []  # the names whose row the last call created or changed
         self.beat_only = set()  # of those, the ones that changed in their heartbeat's time and nothing else
         self.rejected = Rejected()
+        # name -> the highest seq (exchange.sequence) mirrored: a registration with a lower one is an old one copied
+        # back into Redis, and changes nothing.
+        self.seqs = {}
 
     def heartbeat(self, name, raw):
-        """The values NAME's entry RAW gives and its heartbeat_parts, when it is the last one seen but for its
-        heartbeat time; else None."""
+        """The values NAME's entry RAW gives, its heartbeat_parts and its seq, when it is the last one seen but for
+        its heartbeat time and seq; else None."""
         _, values, parts = self.entries.get(name, (None, None, None))
         if parts is None:
             return None
         change = registry.heartbeat_change(raw, parts)
         if change is None:
             return None
-        return (*values[:HEARTBEAT], _ts(change[1]), *values[HEARTBEAT + 1:]), change[0]
+        return (*values[:HEARTBEAT], _ts(change[1]), *values[HEARTBEAT + 1:]), change[0], change[2]
+
+    def older(self, name, seq):
+        """Whether SEQ is lower than the last one mirrored for NAME; else it becomes that one."""
+        if seq < self.seqs.get(name, -1):
+            return True
+        self.seqs[name] = seq
+        return False
+
+
+def _older(entry, name, seen, mirrored):
+    """Whether the verified registration ENTRY is older than what was mirrored for NAME: by its seq with SEEN, else
+    (no memory of seqs) by its heartbeat time against the row's (MIRRORED)."""
+    if seen is not None:
+        return seen.older(name, registry.seq_of(entry))
+    row = mirrored.get(name)
+    heartbeat = _ts(entry.get("heartbeat_at"))
+    known = row[1 + HEARTBEAT] if row is not None else None
+    return heartbeat is not None and known is not None and heartbeat < known
 
 
 def sync(redis, seen=None):
@@ -157,13 +178,20 @@ def sync(redis, seen=None):
             rejected[name] = (raw, NOT_A_NAME)  # never shown as an environment, never a proxy target
             continue
         beat = seen.heartbeat(name, raw) if seen is not None and name in keys else None
+        if beat is not None and seen.older(name, beat[2]):
+            values_of[name], parts_of[name] = seen.entries[name][1:]  # an old one copied back: keep the newest
+            continue
         if beat is not None:
-            values_of[name], parts_of[name] = beat
+            values_of[name], parts_of[name] = beat[:2]
             changed.append(name)
             beats.append((keys[name], (beat[0][HEARTBEAT],)))
             beat_names.append(name)
             continue
         entry = registry.decode(raw, name)
+        if entry is not None and _older(entry, name, seen, mirrored):
+            if seen is not None and name in seen.entries:
+                values_of[name], parts_of[name] = seen.entries[name][1:]
+            continue
         if entry is not None:
             values = _values(entry)
             if seen is not None:

@@ -22,6 +22,12 @@ process keeps what it read:
     as well: it is never used, and the last known one is kept. So whoever can write to Redis but has no secret
     cannot take a running application away from its users by rewriting an entry; the owner of the entry (the agent's
     next heartbeat or state, the controller's cache rebuild) writes it again.
+  * An entry that verifies but is older than one this process has already seen (its ``seq``, exchange.sequence,
+    is lower: an old signed value copied back into Redis) is "don't know" too: the newest one seen is kept, per
+    environment (registrations) and per status field, whichever application's view saw it. So a replayed
+    "running" keeps no stopped application online, and a replayed registration sends nothing to an old address;
+    the agent writes its own back within a second (workers.agent). A process that never saw the newer entry takes
+    the replay until then. Entries written without ``seq`` (an earlier version) are ordered by their time.
 
 One read is one pipeline round trip: the configuration entry, the cache's readiness, and the registrations and
 statuses of the environments the last known view names (a second trip only when the configuration names other
@@ -58,6 +64,9 @@ class AppView:
     statuses: dict = field(default_factory=dict)  # environment name -> {state, error, traceback, at}
     # False when some of it was kept from an earlier view because Redis had lost it (see the module docstring).
     complete: bool = True
+    # When it was read from Redis (time.time()); a view answered while Redis cannot be read keeps its own: the
+    # liveness of its environments is judged as of then (proxy.targets), not aged by an outage of the supervisor's.
+    read_at: float | None = None
 
     @property
     def environment_names(self):
@@ -68,10 +77,34 @@ def _environment_names(config):
     return [env for env in config.get("environments", []) if isinstance(env, str)]
 
 
-def _fetch(r, name, previous=None):
+class Latest:
+    """The newest verified entry this process has seen of each registration and status (by its ``seq``), so that an
+    older one read later is not taken (see the module docstring). Bounded by the entries there are: only entries
+    that verify are remembered, and only those signed with the shared secret verify."""
+
+    def __init__(self):
+        self._entries = {}  # ("environment", name) or ("status", app, environment) -> (seq, entry)
+        self._lock = threading.Lock()
+
+    def take(self, key, entry, seq):
+        """ENTRY when it is not older than the newest seen under KEY (then it is the newest), else the newest."""
+        with self._lock:
+            newest = self._entries.get(key)
+            if newest is not None and seq < newest[0]:
+                return newest[1]
+            self._entries[key] = (seq, entry)
+            return entry
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+
+
+def _fetch(r, name, previous=None, latest=None):
     """``(view, known)`` for NAME from Redis: VIEW None when there is no such application; KNOWN False when that
     None only means "the cache is incomplete and nothing was known before". PREVIOUS, the last known view, fills
-    in what Redis has lost and names the environments to read in the first round trip."""
+    in what Redis has lost and names the environments to read in the first round trip. LATEST (a ``Latest``):
+    what replaces an entry older than one seen before."""
     guess = _environment_names(previous.config) if previous is not None else []
     pipe = r.pipeline(transaction=False)
     pipe.hget(APPS_KEY, name)
@@ -109,17 +142,23 @@ def _fetch(r, name, previous=None):
         # Lost, never there, or not verifying (garbled, unsigned): keep the last known one, if any.
         raw = registrations.get(env)
         entry = None if raw is None else registry.decode(raw, env)
+        if entry is not None and latest is not None:
+            newest = latest.take(("environment", env), entry, registry.seq_of(entry))
+            entry, complete = newest, complete and newest is entry
         if entry is None and previous is not None and env in previous.environments:
             entry, complete = previous.environments[env], False
         if entry is not None:
             view_registrations[env] = entry
         raw = statuses.get(env)
         entry = None if raw is None else status_module.decode(raw, name, env)
+        if entry is not None and latest is not None:
+            newest = latest.take(("status", name, env), entry, status_module.seq_of(entry))
+            entry, complete = newest, complete and newest is entry
         if entry is None and previous is not None and env in previous.statuses:
             entry, complete = previous.statuses[env], False
         if entry is not None:
             view_statuses[env] = entry
-    return AppView(name, config, view_registrations, view_statuses, complete), True
+    return AppView(name, config, view_registrations, view_statuses, complete, read_at=time.time()), True
 
 
 def read(name, redis=None, previous=None):
@@ -237,6 +276,7 @@ class Directory:
         self._subscription = None  # the listener's PubSub, whose socket tells whether an event is on its way
         self._entries = {}
         self._flights = {}  # name -> the _Flight reading it now
+        self.latest = Latest()
         self._changes = 0  # bumped by every invalidation: a read that overlapped one is not stored as fresh
         self._lock = threading.Lock()
 
@@ -365,7 +405,7 @@ class Directory:
         previous = last.view if last is not None else None
         now = self.clock()
         try:
-            view, known = _fetch(self.redis(), name, previous)
+            view, known = _fetch(self.redis(), name, previous, self.latest)
         except redis_lib.RedisError as exc:
             if last is None or not (last.known or last.view is not None):
                 raise
@@ -401,6 +441,7 @@ class Directory:
         with self._lock:
             self._changes += 1
             self._entries.clear()
+            self.latest.clear()
 
 
 directory = Directory(listen=True, listen_key="directory")

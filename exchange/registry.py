@@ -3,7 +3,8 @@
 
 A registration is {name, url, proxy_url, version, host, pid, heartbeat_at, stopped_at} plus what the agent
 observed: web_ok (false while its web process does not answer), problem (why, for people), refusal and refusal_at
-(the last command it refused, and when).
+(the last command it refused, and when), and ``seq`` (exchange.sequence): every write carries a higher one, so
+that readers take no registration older than one they have seen (an old signed one copied back).
 
 Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the whole registration as JSON, so a
 heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
@@ -15,15 +16,21 @@ import time
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from . import signing
+from . import sequence, signing
 from .contract import DEGRADED, ENVIRONMENTS_KEY, OFFLINE, ONLINE
 
 
 def announce(redis, registration, now=None):
-    """Register or heartbeat: write the full registration with a fresh heartbeat time."""
-    entry = dict(registration, heartbeat_at=now if now is not None else time.time(), stopped_at=None)
-    redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry))
-    return entry
+    """Register or heartbeat: write the full registration with a fresh heartbeat time and sequence. Returns the
+    sealed value written (the agent compares Redis with it)."""
+    entry = {key: value for key, value in registration.items() if key not in ("heartbeat_at", sequence.KEY)}
+    # The sequence right after the heartbeat time: the two are what a heartbeat changes (heartbeat_change).
+    entry.update(heartbeat_at=now if now is not None else time.time())
+    entry[sequence.KEY] = sequence.new()
+    entry["stopped_at"] = None
+    raw = signing.dumps(entry)
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], raw)
+    return raw
 
 
 def withdraw(redis, registration, now=None):
@@ -31,6 +38,7 @@ def withdraw(redis, registration, now=None):
     entry = decode(redis.hget(ENVIRONMENTS_KEY, registration["name"]), registration["name"]) or dict(
         registration, heartbeat_at=None)
     entry["stopped_at"] = now if now is not None else time.time()
+    entry[sequence.KEY] = sequence.new()
     redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry))
 
 
@@ -78,43 +86,56 @@ def decode(raw, name=None):
         return None
     if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem", "refusal")):
         return None
-    if entry.get("web_ok") not in (None, True, False):
+    if entry.get("web_ok") not in (None, True, False) or not sequence.valid(entry.get(sequence.KEY)):
         return None
     return entry
 
 
-# What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>. Quotes inside
+def seq_of(entry):
+    """ENTRY's sequence (exchange.sequence); a registration written before there was one is ordered by its latest
+    heartbeat or stop."""
+    return sequence.of(entry, "heartbeat_at", "stopped_at")
+
+
+# What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>, and the
+# "seq":<integer> it writes right after it (absent from registrations written before there was one). Quotes inside
 # JSON strings are escaped, so in what announce() writes this is the key itself; and only the bytes of entries that
 # verified (written with the shared secret) are ever compared with it.
-_HEARTBEAT = re.compile(rb'"heartbeat_at":(null|[0-9][0-9.eE+-]*)(?=[,}])')
+_HEARTBEAT = re.compile(rb'"heartbeat_at":(null|[0-9][0-9.eE+-]*)(?:,"seq":([0-9]{1,19}))?(?=[,}])')
 
 
 def heartbeat_parts(raw):
-    """(the body before its heartbeat time, the body after it) of RAW, a registration that ``decode`` took; None
-    when there is no heartbeat time to find."""
+    """(the body before its heartbeat time, the body after it and its sequence) of RAW, a registration that
+    ``decode`` took; None when there is no heartbeat time to find."""
     body = signing.body_of(raw)
     found = _HEARTBEAT.search(body)
-    return None if found is None else (body[:found.start(1)], body[found.end(1):])
+    return None if found is None else (body[:found.start(1)], body[found.end():])
 
 
 def heartbeat_change(raw, parts):
-    """(RAW's heartbeat_parts, its heartbeat time) when RAW verifies and differs from the registration PARTS came
-    from in its heartbeat time only: what a heartbeat does, and all the mirror then needs to know, without decoding
-    it again. None otherwise (``decode`` it)."""
+    """(RAW's heartbeat_parts, its heartbeat time, its sequence) when RAW verifies and differs from the
+    registration PARTS came from in its heartbeat time and sequence only: what a heartbeat does, and all the mirror
+    then needs to know, without decoding it again. None otherwise (``decode`` it)."""
     try:
         body = signing.unseal(raw)
     except (signing.BadSignature, ImproperlyConfigured):
         return None
     found = _HEARTBEAT.search(body)
-    if found is None or body[:found.start(1)] != parts[0] or body[found.end(1):] != parts[1]:
+    if found is None or body[:found.start(1)] != parts[0] or body[found.end():] != parts[1]:
         return None
     if found.group(1) == b"null":
-        return parts, None
-    try:
-        at = float(found.group(1))
-    except ValueError:
+        at = None
+    else:
+        try:
+            at = float(found.group(1))
+        except ValueError:
+            return None
+        if not _time_or_none(at):
+            return None
+    seq = None if found.group(2) is None else int(found.group(2))
+    if not sequence.valid(seq):
         return None
-    return ((parts, at) if _time_or_none(at) else None)
+    return parts, at, seq_of({"heartbeat_at": at, sequence.KEY: seq, "stopped_at": None})
 
 
 def read(redis):

@@ -126,6 +126,9 @@ class Verifier:
     def __init__(self, redis):
         self.redis = redis
         self.sent = {}
+        # (app, environment) -> the highest seq of the statuses read (exchange.sequence): a lower one is an old
+        # entry copied back into Redis, and is not sent.
+        self.seqs = {}
 
     async def messages(self, batch):
         placements = sorted(batch.placements)
@@ -139,6 +142,10 @@ class Verifier:
             entry = status.decode(raw, app, environment)
             if entry is None:
                 continue
+            seq = status.seq_of(entry)
+            if seq < self.seqs.get((app, environment), -1):
+                continue  # an old entry copied back
+            self.seqs[(app, environment)] = seq
             shown = environments.get(environment)
             offline = shown is None or shown["status"] == OFFLINE
             found.append(self._new((events.PLACEMENT, app, environment), {

@@ -136,9 +136,10 @@ class EnvironmentState:
 
     @property
     def usable(self):
-        """Whether requests may go there: running, and not degraded (an offline environment's web may still
-        answer; only a degraded one is known not to)."""
-        return self.running and not self.degraded
+        """Whether requests may go there: running, on an online environment. Not to a degraded one (its web is
+        known not to answer), nor to an offline one: its registration is older than APP_HEARTBEAT_TIMEOUT, so the
+        address in it may be anyone's by now (its worker moved, or an old registration was copied back)."""
+        return self.running and self.online
 
     @property
     def shown_state(self):
@@ -167,12 +168,18 @@ def _reason(status, registration, now):
         heartbeat = registration.get("heartbeat_at")
         if heartbeat is None:
             return "no heartbeat from its worker"
-        return f"no heartbeat from its worker for {max(0, int(now - heartbeat))} s"
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(heartbeat))
+        return f"no heartbeat from its worker for {max(0, int(now - heartbeat))} s, offline since {since}"
     return ""
 
 
 def environment_states(view, chosen=None, now=None):
     now = time.time() if now is None else now
+    if view.read_at is not None:
+        # As of the last read of Redis: a view answered while Redis cannot be read (its last known one) is as live
+        # as it was then; Redis being away is the supervisor's trouble, not the environment's, and nobody can have
+        # rewritten what was read.
+        now = min(now, view.read_at)
     states = []
     for env in view.environment_names:
         registration = view.environments.get(env)
@@ -340,11 +347,14 @@ def decide(view, incoming, now=None):
     else:
         states = environment_states(view, now=now)
         if not any(s.usable for s in states):
-            if any(s.running for s in states):
+            running = [s for s in states if s.running]
+            if running:  # on degraded or offline environments only
                 return Refusal(
-                    503, "degraded", f"{display} cannot be reached right now",
-                    f"{display} runs only on degraded environments: "
-                    + "; ".join(f"{s.name}: {s.reason}" for s in states if s.running) + ".",
+                    503, "degraded" if any(s.degraded for s in running) else "not-running",
+                    f"{display} cannot be reached right now",
+                    f"{display} runs only on environments that cannot take requests now: "
+                    + "; ".join(f"{s.name}: {s.reason}" if s.degraded else f"{s.name} is offline ({s.reason})"
+                                for s in running) + ".",
                     "Try again in a few seconds. If it lasts, an operator should check the web processes of those "
                     "environments; the supervisor's admin shows why under Environments.",
                     app=name, display_name=display, environments=states, headers=((b"retry-after", b"10"),),
@@ -367,6 +377,14 @@ def decide(view, incoming, now=None):
     listed = states if len(states) > 1 else []
     others = " Or use another of its environments below." if any(
         s.usable and s.online and s is not env for s in listed) else ""
+    if env.status == contract.OFFLINE:
+        # Never forwarded: the registration's address is no longer vouched for by a heartbeat (see usable).
+        title, message, advice = _not_running(display, name, env)
+        return Refusal(
+            503, "not-running", title, message, advice + others,
+            app=name, display_name=display, environment=chosen, environments=listed,
+            headers=((b"retry-after", b"10"),),
+        )
     if env.running and env.degraded:
         title, message, advice = _degraded(display, env)
         return Refusal(

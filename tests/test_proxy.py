@@ -406,12 +406,13 @@ def test_an_unreachable_worker_is_a_502_naming_the_environment(proxy_url, r):
     assert (as_json["error"], as_json["environment"]) == ("unreachable", "env_dead")
 
 
-def test_an_offline_environment_is_said_to_be_offline(proxy_url, r):
+def test_an_offline_environment_is_no_target_and_said_to_be_offline(proxy_url, r):
     register_environment("env_gone", url=f"http://127.0.0.1:{free_port()}", heartbeat_at=time.time() - 10_000)
     publish(r, "crm", ["env_gone"], {"env_gone": contract.RUNNING})
     response = requests.get(f"{proxy_url}/apps/crm/", headers={"Accept": "application/json"}, timeout=10)
-    assert response.status_code == 502
-    assert "offline" in response.json()["message"]
+    assert response.status_code == 503 and response.json()["error"] == "not-running"
+    assert "is offline (no heartbeat from its worker for" in response.json()["message"]
+    assert "offline since" in response.json()["message"]
 
 
 def test_without_redis_the_proxy_says_the_supervisor_is_unavailable(proxy_url, crm, settings):
@@ -866,7 +867,7 @@ def test_a_registration_rewritten_without_the_shared_secret_diverts_no_request(p
     for _ in range(10):
         directory.directory.clear()  # as a fresh process would: nothing known from before the forgery
         response = requests.get(f"{proxy_url}/apps/crm/x", timeout=10)
-        assert response.status_code in (200, 502)
+        assert response.status_code in (200, 503)  # no verified registration: offline, no target
     assert trap.requests == []
 
 

@@ -121,6 +121,7 @@ class Agent:
             "pid": os.getpid(),
         }
         self.registered = False
+        self.written = None  # the sealed registration this agent last wrote
         self.last_heartbeat = None
         self.junk_dropped = 0  # queued ids with no job behind them, dropped since this agent started
         self.stop_requested = False
@@ -153,8 +154,9 @@ class Agent:
         with self._lock:
             pipe = r.pipeline(transaction=True)
             pipe.hexists(contract.ENVIRONMENTS_KEY, self.name)
-            registry.announce(pipe, dict(self.registration), now=self.clock())
+            written = registry.announce(pipe, dict(self.registration), now=self.clock())
             existed = pipe.execute()[0]
+            self.written = written
             self.last_heartbeat = self.clock()
         if not existed and self.registered:
             log.warning("environment %s: Redis lost this environment's registration; registering again", self.name)
@@ -171,10 +173,18 @@ class Agent:
         self.republish()
 
     def ensure_registered(self):
-        """Register unless registered and Redis still has the registration: one HEXISTS per loop turn notices a
-        Redis that lost its data within a second. Returns True when it (re)registered."""
+        """Register unless registered and Redis still holds the registration this agent last wrote: one HGET per
+        loop turn notices within a second a Redis that lost its data, and any other value written there (an old
+        signed registration copied back, pointing at an old address), which a heartbeat overwrites at once.
+        Returns True when it (re)registered."""
         if self.registered:
-            if supervisor_redis().hexists(contract.ENVIRONMENTS_KEY, self.name):
+            held = supervisor_redis().hget(contract.ENVIRONMENTS_KEY, self.name)
+            if held is not None:
+                with self._lock:
+                    if held != self.written:
+                        log.warning("environment %s: the registration in Redis is not the one this agent wrote "
+                                    "(an old one copied back?); writing its own again", self.name)
+                        self.announce()
                 return False
             log.warning("environment %s: Redis lost this environment's registration; registering again", self.name)
             self.registered = False
@@ -421,28 +431,62 @@ class Agent:
                 commands._report(app, self.name, contract.STOPPED)
 
     def republish(self):
-        """Publish again the states this worker holds that Redis lost, each with its original time: a start is
-        never run again for that (no re-migration). An application the configuration cache, when complete, no
+        """Publish again the states this worker holds where Redis has anything else than what this process wrote
+        (lost, or an old signed state copied back), each with its original time: a start is never run again for
+        that (no re-migration). What this process wrote is written again byte for byte; a state it did not write
+        (held from before it started) gets a new entry. An application the configuration cache, when complete, no
         longer places here was removed while this agent was away: forgotten, not published."""
         r = supervisor_redis()
         held = self._held_states()
         if not held:
+            for field in self._own_fields(status.written_fields()):
+                status.disown(field)
             return []
         cache_ready = cache.is_ready(r)
         placed = set(self._placed_apps(r)) if cache_ready else set()
-        present = r.hmget(contract.STATUSES_KEY, [contract.status_field(h.app, self.name) for h in held])
+        fields = [contract.status_field(h.app, self.name) for h in held]
+        present = r.hmget(contract.STATUSES_KEY, fields)
+        written = status.written(fields)
         published = []
-        for state, raw in zip(held, present):
+        for state, field, raw in zip(held, fields, present):
             if cache_ready and state.app not in placed:
                 commands.forget(state.app)
+                status.disown(field)
                 continue
-            if raw is None:
+            own = written.get(field)
+            if own is not None and raw == own[0]:
+                continue
+            if own is None and status.adopt(raw, state.app, self.name, (state.state, state.error, state.at)):
+                continue  # what this worker holds, written by its previous process: taken as its own
+            if own is not None:
+                status.put(r, own[1], own[0])
+            else:
                 status.write(r, state.app, self.name, state.state, error=state.error, traceback=state.traceback,
                              now=state.at)
-                published.append(state.app)
+            published.append(state.app)
+        for field in set(self._own_fields(status.written_fields())) - set(fields):
+            status.disown(field)  # no longer held here: nothing to keep in Redis
         if published:
             log.info("environment %s: published again the states of %s", self.name, ", ".join(published))
         return published
+
+    def _own_fields(self, fields):
+        return [field for field in fields if field.rpartition("/")[2] == self.name]
+
+    def republish_if_changed(self):
+        """One HMGET per loop turn: when Redis holds anything else than the states this process last wrote (lost,
+        or an old signed one copied back to keep a stopped application online), publish them again at once.
+        Returns what it published."""
+        written = status.written(self._own_fields(status.written_fields()))
+        if not written:
+            return []
+        fields = sorted(written)
+        present = supervisor_redis().hmget(contract.STATUSES_KEY, fields)
+        if all(raw == written[field][0] for field, raw in zip(fields, present)):
+            return []
+        log.warning("environment %s: a state in Redis is not the one this agent wrote; publishing its own again",
+                    self.name)
+        return self.republish()
 
     def _held_states(self):
         try:
@@ -485,6 +529,7 @@ class Agent:
                 try:
                     self.ensure_registered()
                     self.heartbeat_if_due()
+                    self.republish_if_changed()
                     ran = self.process_one(timeout=POLL_SECONDS)
                     backoff, failures = MIN_BACKOFF, 0
                     if once and not ran:
