@@ -36,9 +36,12 @@ DEFAULT_PROXY_READ_TIMEOUT = 60.0
 DEFAULT_WEB_THREADS = 8
 MAX_WEB_THREADS = 256
 # Every web process's bounds on a request's head (supervisor_project.edge): request line and headers, and the time
-# they may take to arrive. The smallest size accepted still fits any browser's head.
+# they may take to arrive. 32 KiB is nginx's default total (four 8 KiB buffers), far above a browser's head even with
+# a few applications' cookies; the range accepted keeps both a working browser and the bound. A real client sends
+# its head at once after connecting; 20 s leaves a slow link room and lets no idle client hold a connection a minute.
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 MIN_MAX_HEADER_BYTES = 4 * 1024
+MAX_MAX_HEADER_BYTES = 1024 * 1024
 DEFAULT_HEAD_TIMEOUT = 20.0
 # Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
 MIN_SHARED_SECRET = 16
@@ -179,9 +182,10 @@ def _header_bytes(env, var, problems):
         return DEFAULT_MAX_HEADER_BYTES
     match = _SIZE_RE.match(raw)
     size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()] if match else 0
-    if size < MIN_MAX_HEADER_BYTES:
-        problems.append(f"{var}={raw!r} is not a size of at least {MIN_MAX_HEADER_BYTES // 1024}K; give bytes or a "
-                        f"number with K or M (powers of 1024), e.g. {var}={DEFAULT_MAX_HEADER_BYTES // 1024}K")
+    if not MIN_MAX_HEADER_BYTES <= size <= MAX_MAX_HEADER_BYTES:
+        problems.append(f"{var}={raw!r} is not a size from {MIN_MAX_HEADER_BYTES // 1024}K to "
+                        f"{MAX_MAX_HEADER_BYTES // 1024 ** 2}M; give bytes or a number with K or M (powers of 1024), "
+                        f"e.g. {var}={DEFAULT_MAX_HEADER_BYTES // 1024}K")
         return DEFAULT_MAX_HEADER_BYTES
     return size
 

@@ -86,7 +86,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- size ----------------------------------------------------------------------------------------------------
 
     def data_received(self, data):
-        if self.head_bytes is None:  # a body, or bytes after a head waiting for its answer: as uvicorn does
+        if self.head_bytes is None:  # a request body: streamed as uvicorn streams it
             super().data_received(data)
             return
         room = self.max_head_bytes - self.head_bytes
