@@ -13,8 +13,9 @@ likes). Here, every web process (``uvicorn --http supervisor_project.edge:Bounde
 
 Bodies are not counted: they stream to the application as uvicorn hands them over (the access proxy bounds them
 with APP_PROXY_MAX_BODY). Time between requests on a keep-alive connection is uvicorn's own --timeout-keep-alive.
-Still httptools underneath: a subclass of h11's protocol, which has a size limit of its own, served the same small
-page at about half the requests per second.
+Still httptools underneath, for speed: measured on a 5-byte page (wrk, 20 keep-alive connections), the server
+spent about 18 µs of CPU per request with uvicorn's httptools protocol, 19–22 µs with this one, and 75 µs with h11's
+(which has a size limit of its own, but no time limit either).
 """
 
 from django.conf import settings
@@ -53,6 +54,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.max_head_bytes, self.head_timeout = self.limits
         self.head_bytes = None  # bytes of the current head so far; None while none is being read
         self.head_timer = None
+        self.in_head = False  # between a head's first byte and its end
 
     # -- time ----------------------------------------------------------------------------------------------------
 
@@ -93,6 +95,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(data) <= room:
             self.head_bytes += len(data)
             super().data_received(data)
+            if self.in_head:
+                self._arm_head_timer()  # only now: most heads end in the read that began them, and cost no timer
             return
         # The parser gets no more than the limit; what follows is fed only if the head ended within it.
         self.head_bytes = self.max_head_bytes
@@ -114,9 +118,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self):
         super().on_message_begin()
-        self._arm_head_timer()  # the next request of a keep-alive connection: from its first byte
+        self.in_head = True
 
     def on_headers_complete(self):
+        self.in_head = False
         self.head_bytes = None
         self._disarm_head_timer()
         super().on_headers_complete()

@@ -159,3 +159,15 @@ def test_a_keep_alive_connection_serves_requests_after_idling_longer_than_the_he
             time.sleep(pause)
             sock.sendall(HEALTH)
             assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_half_sent_head_after_a_served_request_is_closed_within_the_timeout(web):
+    with connect(web) as sock:
+        sock.sendall(HEALTH)
+        assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        answer = read_until_closed(sock)
+        took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert took < HEAD_TIMEOUT + 2
