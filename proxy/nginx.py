@@ -27,6 +27,8 @@ character set (``_token``) before it is written: nothing read from Redis can add
 import ipaddress
 import re
 
+from supervisor_project.config import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
+
 from . import export, targets
 
 # One "key value;" map entry per route; nginx hashes them. Keys are at most "<40>/<40>" characters long.
@@ -141,7 +143,7 @@ def _application_location(app, proxy_pass):
 
 def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout=5, read_timeout=60,
            withheld_cookies=(), ca_file="/etc/ssl/certs/ca-certificates.crt", keepalive=32,
-           max_header_bytes=32 * 1024, head_timeout=20):
+           max_header_bytes=DEFAULT_MAX_HEADER_BYTES, head_timeout=DEFAULT_HEAD_TIMEOUT):
     """The nginx configuration for PLAN, as text. Same plan, same text: everything is written sorted."""
     if not valid_listen(listen):
         raise Unsafe(f"{listen!r} is not a listen address ([ADDRESS:]PORT)")
