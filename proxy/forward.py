@@ -15,6 +15,8 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
+from supervisor_project.cookies import framework_cookie_names
+
 from . import headers as h
 from . import networks, targets, upstream
 from .flow import ClientWatch
@@ -162,16 +164,32 @@ async def _open(method, url, req_headers, body):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def withheld_cookies():
+    """The names (bytes) of the supervisor's own cookies, which no worker may set through the proxy."""
+    return {name.encode("latin-1") for name in (*framework_cookie_names(), targets.ENV_COOKIE)}
+
+
 def _response_headers(response, target, scope):
     source = [(name.lower(), value) for name, value in response.raw_headers]
     named = h.connection_named(source)
     origin = h.public_origin(scope)
+    prefix = f"{targets.PREFIX}/{target.app}/".encode("latin-1")
+    withheld = None
     out = []
     for name, value in source:
         if h.is_hop_by_hop(name, named):
             continue
         if name == b"location":
             value = h.rewrite_location(value, target.known_urls, origin)
+        elif name == b"set-cookie":
+            withheld = withheld_cookies() if withheld is None else withheld
+            confined = h.confined_cookie(value, prefix, withheld)
+            if confined is None:
+                logger.warning("%s %s on %s: dropped a cookie named as one of the supervisor's own (%s)",
+                               scope["method"], scope["path"], target.environment,
+                               value.partition(b"=")[0].strip().decode("latin-1"))
+                continue
+            value = confined
         out.append((name, value))
     if target.remember:
         out.append((b"set-cookie", targets.choice_cookie(target.app, target.environment,

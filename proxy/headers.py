@@ -1,4 +1,5 @@
-"""Header rules shared by HTTP and WebSocket forwarding: hop-by-hop headers, X-Forwarded-*, Location rewriting."""
+"""Header rules shared by HTTP and WebSocket forwarding: hop-by-hop headers, X-Forwarded-*, Location rewriting,
+worker cookies confined to their application."""
 
 import re
 from urllib.parse import urlsplit
@@ -75,6 +76,35 @@ def forwarded_request_headers(scope, incoming, upstream_netloc, skip=frozenset()
     if host:
         out.append((b"x-forwarded-host", host))
     return out
+
+
+def confined_cookie(value, prefix, withheld):
+    """A worker's Set-Cookie VALUE confined to its application's PREFIX (b"/apps/crm/"): a Path outside PREFIX (or
+    none) becomes PREFIX, a Domain is removed. None when the cookie is named as one of WITHHELD (bytes): one of the
+    supervisor's own, which the browser would otherwise let it overwrite or shadow.
+
+    The worker's own middleware already scopes every cookie so (workers.hosting.scope_cookies); this holds for
+    whatever answers at a registered address."""
+    first, *attributes = value.split(b";")
+    if first.partition(b"=")[0].strip() in withheld:
+        return None
+    parts = []  # (lower-cased name, attribute)
+    for attribute in attributes:
+        attribute = attribute.strip()
+        if attribute:
+            parts.append((attribute.partition(b"=")[0].strip().lower(), attribute))
+    paths = [i for i, (key, _) in enumerate(parts) if key == b"path"]  # the last one counts, as in browsers
+    path = parts[paths[-1]][1].partition(b"=")[2].strip() if paths else b""
+    confined = b"Path=" + (path if path.startswith(prefix) else prefix)
+    kept = [first.strip()]
+    for i, (key, attribute) in enumerate(parts):
+        if key == b"path" and i == paths[-1]:
+            kept.append(confined)
+        elif key not in (b"path", b"domain"):
+            kept.append(attribute)
+    if not paths:
+        kept.append(confined)
+    return b"; ".join(kept)
 
 
 def _origin(parts, default_scheme=None):

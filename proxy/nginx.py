@@ -16,7 +16,9 @@ How a request is routed, all from its raw request line, as the access proxy does
 Requests to a worker carry what the proxy forwards (proxy.headers): the client's Host (the worker's own host when
 the client sent none), X-Forwarded-For (appended to), -Proto and -Host, WebSocket upgrades; not the supervisor's own
 session, CSRF, language and messages cookies, nor ``appsup_env``; Location headers naming the worker's registered
-addresses are rewritten to the client's host. Bodies stream both ways (no request or response buffering).
+addresses are rewritten to the client's host; a worker's cookies are confined to its application (a Path outside
+``/apps/<name>/`` becomes it, a Domain the client's host). Bodies stream both ways (no request or response
+buffering); request heads are bounded in size and time as every web process bounds them (supervisor_project.edge).
 
 Every value written here is rebuilt from checked parts (proxy.export) and checked once more against a plain
 character set (``_token``) before it is written: nothing read from Redis can add nginx syntax.
@@ -24,6 +26,8 @@ character set (``_token``) before it is written: nothing read from Redis can add
 
 import ipaddress
 import re
+
+from supervisor_project.config import DEFAULT_HEAD_TIMEOUT, DEFAULT_MAX_HEADER_BYTES
 
 from . import export, targets
 
@@ -119,8 +123,27 @@ def _hash_max_size(entries):
     return size
 
 
+def _application_location(app, proxy_pass):
+    """The location of an application nginx may route to a worker: its cookies confined to /apps/<app>/ as the
+    proxy confines them (proxy.headers.confined_cookie), a Path outside it replaced, a Domain made the client's
+    host. (nginx cannot drop one cookie by name: one named as the supervisor's own stays, confined.)"""
+    prefix = f"{targets.PREFIX}/{_token(app)}/"
+    return [
+        # Without it, nginx would answer /apps/<app> itself with a redirect; the supervisor answers it.
+        f"    location = {prefix[:-1]} {{",
+        proxy_pass,
+        "    }",
+        f"    location {prefix} {{",
+        f"        proxy_cookie_path ~^(?!{prefix}) {prefix};",
+        "        proxy_cookie_domain ~. $host;",
+        proxy_pass,
+        "    }",
+    ]
+
+
 def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout=5, read_timeout=60,
-           withheld_cookies=(), ca_file="/etc/ssl/certs/ca-certificates.crt", keepalive=32):
+           withheld_cookies=(), ca_file="/etc/ssl/certs/ca-certificates.crt", keepalive=32,
+           max_header_bytes=DEFAULT_MAX_HEADER_BYTES, head_timeout=DEFAULT_HEAD_TIMEOUT):
     """The nginx configuration for PLAN, as text. Same plan, same text: everything is written sorted."""
     if not valid_listen(listen):
         raise Unsafe(f"{listen!r} is not a listen address ([ADDRESS:]PORT)")
@@ -191,6 +214,9 @@ def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout
         out.append(f"    server_name {' '.join(_token(n) for n in server_names)};")
     out += [
         f"    client_max_body_size {int(max_body or 0)};",
+        # The bounds of every web process on a request's head (supervisor_project.edge): its size and its time.
+        f"    large_client_header_buffers 1 {int(max_header_bytes)};",
+        f"    client_header_timeout {_seconds(head_timeout)};",
         "",
         "    proxy_http_version 1.1;",
         "    proxy_request_buffering off;",
@@ -218,13 +244,11 @@ def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout
             "    proxy_ssl_verify on;",
             f"    proxy_ssl_trusted_certificate {_token(ca_file)};",
         ]
-    out += [
-        "",
-        "    location / {",
-        "        proxy_pass $appsup_scheme://$appsup_upstream;",
-        "    }",
-        "}",
-    ]
+    proxy_pass = "        proxy_pass $appsup_scheme://$appsup_upstream;"
+    out += ["", "    location / {", proxy_pass, "    }"]
+    for app in sorted({app for app, _, _ in routes}):
+        out += _application_location(app, proxy_pass)
+    out.append("}")
     return "\n".join(out) + "\n"
 
 

@@ -128,12 +128,18 @@ def plan_ports(base_port, names):
     return ports
 
 
+# The HTTP protocol of every web process: uvicorn's httptools protocol with bounded request heads.
+HTTP_PROTOCOL = "supervisor_project.edge:BoundedHttpToolsProtocol"
+
+
 def web_args(port, host=HOST, application="supervisor_project.asgi:application"):
     """uvicorn's arguments for a web process of any role, as the README's roles table, the Dockerfile, compose and
-    the Kubernetes files give them: uvloop and httptools (installed, so uvicorn picks them), trusting no
-    X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access
-    log: a line per request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests."""
-    return ["--host", host, "--port", str(port), "--no-proxy-headers", "--no-access-log", application]
+    the Kubernetes files give them: uvloop (installed, so uvicorn picks it) and httptools with a bound on each
+    request's head (HTTP_PROTOCOL: size and time, see supervisor_project.edge), trusting no X-Forwarded-* header
+    (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access log: a line per
+    request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests."""
+    return ["--host", host, "--port", str(port), "--no-proxy-headers", "--no-access-log", "--http", HTTP_PROTOCOL,
+            application]
 
 
 def web_command(port, host=HOST, python=sys.executable):

@@ -35,6 +35,14 @@ DEFAULT_PROXY_READ_TIMEOUT = 60.0
 # Threads per web process serving Django's pages (supervisor_project.asgi); the bench's reference is 8.
 DEFAULT_WEB_THREADS = 8
 MAX_WEB_THREADS = 256
+# Every web process's bounds on a request's head (supervisor_project.edge): request line and headers, and the time
+# they may take to arrive. 32 KiB is nginx's default total (four 8 KiB buffers), far above a browser's head even with
+# a few applications' cookies; the range accepted keeps both a working browser and the bound. A real client sends
+# its head at once after connecting; 20 s leaves a slow link room and lets no idle client hold a connection a minute.
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+MIN_MAX_HEADER_BYTES = 4 * 1024
+MAX_MAX_HEADER_BYTES = 1024 * 1024
+DEFAULT_HEAD_TIMEOUT = 20.0
 # Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
 MIN_SHARED_SECRET = 16
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
@@ -113,6 +121,8 @@ class Config:
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
     web_threads: int = DEFAULT_WEB_THREADS
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT
 
     @property
     def is_worker(self):
@@ -164,6 +174,20 @@ def _byte_size(env, var, problems):
                         f"(powers of 1024), e.g. {var}=100M, or leave it unset for no limit")
         return None
     return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
+
+
+def _header_bytes(env, var, problems):
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return DEFAULT_MAX_HEADER_BYTES
+    match = _SIZE_RE.match(raw)
+    size = int(match.group(1)) * SIZE_UNITS[match.group(2).upper()] if match else 0
+    if not MIN_MAX_HEADER_BYTES <= size <= MAX_MAX_HEADER_BYTES:
+        problems.append(f"{var}={raw!r} is not a size from {MIN_MAX_HEADER_BYTES // 1024}K to "
+                        f"{MAX_MAX_HEADER_BYTES // 1024 ** 2}M; give bytes or a number with K or M (powers of 1024), "
+                        f"e.g. {var}={DEFAULT_MAX_HEADER_BYTES // 1024}K")
+        return DEFAULT_MAX_HEADER_BYTES
+    return size
 
 
 def _threads(env, var, problems):
@@ -421,6 +445,8 @@ def load(environ_map=None):
     proxy_allowed_networks = _networks(env, "APP_PROXY_ALLOWED_NETWORKS", problems)
     proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
     web_threads = _threads(env, "APP_WEB_THREADS", problems)
+    max_header_bytes = _header_bytes(env, "APP_MAX_HEADER_BYTES", problems)
+    head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
     email = _email(env, problems)
 
@@ -473,6 +499,8 @@ def load(environ_map=None):
         hosted_urlconf=hosted_urlconf,
         allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
+        max_header_bytes=max_header_bytes,
+        head_timeout=head_timeout,
         proxy_connect_timeout=proxy_connect_timeout,
         proxy_read_timeout=proxy_read_timeout,
         shared_secret=shared_secret,

@@ -35,6 +35,10 @@ APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
 APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
 APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
 APP_WEB_THREADS = CONFIG.web_threads
+# Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
+# (supervisor_project.edge).
+APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes
+APP_HEAD_TIMEOUT = CONFIG.head_timeout
 # Where runsupervisor POSTs alerts (a tuple of URLs), besides the channels added in the admin (alerts/).
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.

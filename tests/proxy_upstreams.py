@@ -6,7 +6,7 @@ body length and hash), except a few paths that do one thing each:
 
     …/big?size=N        N bytes (Content-Length), written in 64 KiB chunks; ``sent`` counts what went out
     …/redirect?to=URL   302 with that Location
-    …/cookies           two Set-Cookie headers
+    …/cookies?set=C     a Set-Cookie header for each C (default: two cookies of crm's, Path=/apps/crm/)
     …/hop               response with hop-by-hop headers that must not reach the client
     …/slow?delay=S      the echo, after S seconds
     …/gzip              a gzip-encoded body (Content-Encoding: gzip)
@@ -82,10 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "redirect":
             return self._send(302, headers=[("Location", query["to"][0])])
         if action == "cookies":
+            cookies = query.get("set", ["sessionid_crm=s3cr3t; Path=/apps/crm/; HttpOnly", "theme=dark; Path=/apps/crm/"])
             return self._send(200, b"cookies", headers=[
-                ("Set-Cookie", "sessionid=s3cr3t; Path=/apps/; HttpOnly"),
-                ("Set-Cookie", "csrftoken=tok; Path=/apps/"),
-                ("Content-Type", "text/plain")])
+                *(("Set-Cookie", cookie) for cookie in cookies), ("Content-Type", "text/plain")])
         if action == "hop":
             return self._send(200, b"hop", headers=[
                 ("Connection", "X-Hop-Out"), ("X-Hop-Out", "1"), ("Keep-Alive", "timeout=5"),

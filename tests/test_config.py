@@ -377,6 +377,30 @@ def test_a_bad_app_proxy_max_body_is_refused_naming_it(value):
     assert len(problems) == 1 and problems[0].startswith(f"APP_PROXY_MAX_BODY={value!r} is not a size above 0")
 
 
+def test_request_heads_are_bounded_by_default_in_every_role():
+    for environ in ({}, SUPERVISOR, WORKER):
+        config = load(environ)
+        assert config.max_header_bytes == 32 * 1024
+        assert config.head_timeout == 20  # well under a minute: a slow client holds a connection no longer
+
+
+@pytest.mark.parametrize("value, size", [("8192", 8192), ("64K", 65536), ("1M", 1024 * 1024)])
+def test_app_max_header_bytes_is_bytes_or_a_size_with_a_unit(value, size):
+    assert load(dict(WORKER, APP_MAX_HEADER_BYTES=value, APP_HEAD_TIMEOUT="7.5")).max_header_bytes == size
+
+
+@pytest.mark.parametrize("variable, value, message", [
+    ("APP_MAX_HEADER_BYTES", "100", "is not a size from 4K to 1M"),
+    ("APP_MAX_HEADER_BYTES", "2M", "is not a size from 4K to 1M"),
+    ("APP_MAX_HEADER_BYTES", "lots", "is not a size from 4K to 1M"),
+    ("APP_HEAD_TIMEOUT", "0", "must be a positive number of seconds above 0"),
+    ("APP_HEAD_TIMEOUT", "soon", "is not a positive number of seconds"),
+])
+def test_a_bad_request_head_bound_is_refused_naming_it(variable, value, message):
+    problems, _ = problems_of(dict(SUPERVISOR, **{variable: value}))
+    assert len(problems) == 1 and problems[0].startswith(f"{variable}={value!r} {message}")
+
+
 def test_app_alert_webhooks_is_a_list_of_http_urls_and_none_by_default():
     assert load(SUPERVISOR).alert_webhooks == ()
     config = load(dict(SUPERVISOR, APP_ALERT_WEBHOOKS=" https://hooks.example.com/a, ,http://alerts:8080/in,"))

@@ -253,7 +253,39 @@ def test_cookies_pass_both_ways(proxy_url, crm, upstream_a):
                             headers={"Cookie": "sessionid_crm=abc; csrftoken_crm=def; theme=dark"}, timeout=10)
     assert header(upstream_a.last(), "Cookie") == ["sessionid_crm=abc; csrftoken_crm=def; theme=dark"]
     set_cookies = response.raw.headers.getlist("Set-Cookie")
-    assert set_cookies == ["sessionid=s3cr3t; Path=/apps/; HttpOnly", "csrftoken=tok; Path=/apps/"]
+    assert set_cookies == ["sessionid_crm=s3cr3t; Path=/apps/crm/; HttpOnly", "theme=dark; Path=/apps/crm/"]
+
+
+def worker_sets(proxy_url, *cookies, app="crm"):
+    response = requests.get(f"{proxy_url}/apps/{app}/cookies", params={"set": cookies}, timeout=10)
+    assert response.status_code == 200
+    return response.raw.headers.getlist("Set-Cookie")
+
+
+def test_a_workers_cookie_outside_its_application_is_confined_to_it(proxy_url, crm):
+    assert worker_sets(proxy_url, "theme=dark; Path=/", "lang=fr; path=/admin/; Max-Age=60", "v=1",
+                       "twice=1; Path=/apps/crm/; Path=/",
+                       "other=1; Path=/apps/shop/", "near=1; Path=/apps/crmx/") == [
+        "theme=dark; Path=/apps/crm/",
+        "lang=fr; Path=/apps/crm/; Max-Age=60",
+        "v=1; Path=/apps/crm/",
+        "twice=1; Path=/apps/crm/",
+        "other=1; Path=/apps/crm/",
+        "near=1; Path=/apps/crm/",
+    ]
+    # Inside the application: as the worker set it.
+    assert worker_sets(proxy_url, "cart=7; Path=/apps/crm/shop/; Secure") == ["cart=7; Path=/apps/crm/shop/; Secure"]
+
+
+def test_a_workers_cookie_loses_its_domain(proxy_url, crm):
+    assert worker_sets(proxy_url, "wide=1; Domain=.example.com; Path=/apps/crm/; HttpOnly",
+                       "wider=1; DOMAIN=example.com") == ["wide=1; Path=/apps/crm/; HttpOnly", "wider=1; Path=/apps/crm/"]
+
+
+def test_a_worker_cannot_set_the_supervisors_own_cookies(proxy_url, crm):
+    assert worker_sets(proxy_url, "sessionid=forged; Path=/", "csrftoken=forged; Path=/apps/crm/",
+                       "messages=x", "django_language=fr", "appsup_env=env_b; Path=/apps/crm/",
+                       "sessionid_crm=own; Path=/apps/crm/") == ["sessionid_crm=own; Path=/apps/crm/"]
 
 
 def test_the_supervisors_own_session_and_csrf_cookies_never_reach_a_worker(proxy_url, crm, upstream_a):

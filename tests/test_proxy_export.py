@@ -209,6 +209,14 @@ def test_a_value_that_is_not_a_plain_token_is_refused_when_rendering(cluster_vie
         assert f"    listen {listen};\n" in nginx.render(plan, listen=listen)
 
 
+def test_the_file_bounds_request_heads_as_the_web_processes_do(cluster_view, settings):
+    configure(cluster_view, {"crm": ["env_a"]})
+    text = nginx.render(export.collect(cluster_view, SUPERVISOR), max_header_bytes=settings.APP_MAX_HEADER_BYTES,
+                        head_timeout=settings.APP_HEAD_TIMEOUT)
+    assert f"    large_client_header_buffers 1 {settings.APP_MAX_HEADER_BYTES};\n" in text
+    assert f"    client_header_timeout {int(settings.APP_HEAD_TIMEOUT * 1000)}ms;\n" in text
+
+
 @needs_nginx
 def test_nginx_accepts_the_exported_configuration(cluster_view, tmp_path, settings):
     settings.APP_PROXY_MAX_BODY = 100 * 1024 * 1024

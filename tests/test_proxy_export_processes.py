@@ -5,7 +5,9 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import subprocess
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -72,6 +74,33 @@ def raw_get(base, target, headers=None):
     conn.request("GET", target, headers=headers or {})
     response = conn.getresponse()
     return json.loads(response.read())
+
+
+@pytest.mark.django_db
+def test_nginx_confines_a_workers_cookies_and_bounds_request_heads(r, tmp_path):
+    with EchoUpstream("S") as sup, EchoUpstream("A") as a:
+        registry.announce(r, {"name": "env_a", "url": a.url, "version": "1", "host": "h", "pid": 1})
+        configure(r, {"crm": ["env_a"]})
+        status.write(r, "crm", "env_a", "running")
+        text = nginx.render(export.collect(r, export.supervisor_upstream(sup.url)), withheld_cookies=WITHHELD,
+                            head_timeout=2)
+        with running_nginx(tmp_path, text) as base:
+            response = requests.get(f"{base}/apps/crm/cookies", timeout=10, params={"set": [
+                "theme=dark; Path=/", "wide=1; Domain=.example.com; Path=/apps/crm/", "cart=7; Path=/apps/crm/x/"]})
+            assert response.raw.headers.getlist("Set-Cookie") == [
+                "theme=dark; Path=/apps/crm/", "wide=1; Domain=127.0.0.1; Path=/apps/crm/", "cart=7; Path=/apps/crm/x/"]
+
+            port = int(base.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"GET /apps/crm/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (64 * 1024) + b"\r\n\r\n")
+                assert sock.recv(100).startswith(b"HTTP/1.1 400 ")  # nginx's "Request Header Or Cookie Too Large"
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                started = time.monotonic()
+                sock.sendall(b"GET /apps/crm/ HTTP/1.1\r\nHost: x\r\n")
+                while sock.recv(65536):
+                    pass
+                assert time.monotonic() - started < 5
+        assert len(a.requests) == 1  # neither bounded request reached the worker
 
 
 @pytest.mark.django_db
