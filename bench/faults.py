@@ -529,10 +529,10 @@ class Drill(BoundsDrills):
         )
         self.row(
             "a forged environment 'evil' registered",
-            f"status {evil_env and evil_env['status']} "
-            f"({evil_env and evil_env['problem']}); ?_env=evil answered {choose}",
-            "not online, not chosen",
-            evil_env is not None and evil_env["status"] != "online",
+            ("no environment row; " if evil_env is None else f"status {evil_env['status']} ({evil_env['problem']}); ")
+            + f"?_env=evil answered {choose}",
+            "no row, not chosen",
+            evil_env is None and choose != 200,
         )
         self.row(
             "malformed registry entries ('heartbeat_at': 'soon', 'pid': 'abc', raw bytes)",
