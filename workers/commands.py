@@ -32,8 +32,11 @@ PROVISION_LOCK_WAIT = 3
 
 
 def _report(app, environment, state, error="", tb=""):
-    entry = status.write(supervisor_redis(), app, environment, state, error=error, traceback=tb)
-    remember(app, entry)
+    now = time.time()
+    # This worker's own record first: its web serves by it (workers.own_state), and the status's event, which makes
+    # every process read the application again, must find the record written.
+    remember(app, {"state": state, "error": error, "traceback": tb, "at": now})
+    status.write(supervisor_redis(), app, environment, state, error=error, traceback=tb, now=now)
     return {"app": app, "environment": environment, "state": state, "error": error}
 
 

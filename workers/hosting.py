@@ -38,7 +38,7 @@ from exchange import contract
 from exchange.directory import hosted_lookup
 from supervisor_project.cookies import framework_cookie_names
 
-from . import provisioning
+from . import own_state, provisioning
 from .routing import current_database
 
 log = logging.getLogger("appsup.worker")
@@ -223,6 +223,8 @@ class HostedApplicationMiddleware:
                 advice="Try again in a few seconds. If it lasts, an operator should check this worker's Redis "
                 "(APP_SUPERVISOR_REDIS_URL; its /readyz says what does not answer).",
             ))
+        if settings.APP_MODE == "worker":
+            view = own_state.overlaid(view, settings.ENVIRONMENT_NAME)
         problem = availability(name, view, settings.ENVIRONMENT_NAME)
         if problem is not None:
             return unavailable_response(request, name, problem)
