@@ -114,12 +114,27 @@ class SignedLock(Lock):
         self.redis.hincrby(FORGED_LOCKS_KEY, self.kind, 1)
         return True
 
+    def _own_value(self):
+        """The value stored for this lock when it is a genuine one naming this holder, else None. Not necessarily
+        the one this process last wrote: a renewal that timed out here (a hung Redis) may have been carried out by
+        Redis once it resumed, and is this holder's all the same."""
+        raw = self.redis.get(self.name)
+        key = self.name.decode() if isinstance(self.name, bytes) else self.name
+        return raw if raw is not None and self.holder is not None and holder_of(raw, key) == self.holder else None
+
     def do_reacquire(self):
+        current = self._own_value()
         value = self._value(self.holder)
-        if not self.redis.eval(_RENEW, 1, self.name, self.local.token, value, int(self.timeout * 1000)):
+        # Compared with what is stored now, in Redis: never another holder's lock, taken over meanwhile.
+        if current is None or not self.redis.eval(_RENEW, 1, self.name, current, value, int(self.timeout * 1000)):
             raise LockNotOwnedError("Cannot reacquire a lock that's no longer owned", lock_name=self.name)
         self.local.token = value
         return True
+
+    def do_release(self, expected_token):
+        current = self._own_value()
+        if current is None or not self.redis.eval(_BREAK, 1, self.name, current):
+            raise LockNotOwnedError("Cannot release a lock that's no longer owned", lock_name=self.name)
 
     def extend(self, additional_time, replace_ttl=False):
         raise NotImplementedError("a signed lock is renewed with reacquire(), which also renews its signed value")

@@ -95,6 +95,23 @@ def test_a_holder_that_stopped_acting_on_a_redis_error_acts_again_as_soon_as_red
     assert controller.lease.current_holder() == controller.lease.holder
 
 
+def test_a_renewal_that_timed_out_here_but_reached_redis_keeps_the_lease(r):
+    # Redis hung: the renewal's reply never came (a timeout here), but Redis carried it out once it resumed. What is
+    # stored is this holder's newer value, not the one it last wrote: it renews and acts at once, rather than
+    # waiting out its own lease (7.6 s in the fault drill before).
+    from exchange.locks import SignedLock
+
+    lease = Lease(r, holder="one", ttl=10)
+    assert lease.hold()
+    carried_out = SignedLock(r, contract.CONTROLLER_LEASE_KEY, contract.LEASE_LOCK, timeout=10)
+    r.set(contract.CONTROLLER_LEASE_KEY, carried_out._value("one"), px=10_000)
+    lease.held = False  # the pass that met the timeout stopped acting
+
+    assert lease.hold() and lease.current_holder() == "one"
+    lease.release()
+    assert not r.exists(contract.CONTROLLER_LEASE_KEY)
+
+
 def test_a_lease_taken_over_meanwhile_is_not_taken_back(r):
     first, second = Lease(r, holder="first", ttl=1), Lease(r, holder="second", ttl=5)
     assert first.hold()
