@@ -74,9 +74,9 @@ def test_another_jobs_signed_answer_makes_no_command_succeed(cluster, plain):
     [old] = plain.keys("rq:results:stop-other-env_a-*")
     copied = [fields for _, fields in plain.xrange(old)]
     agent = cluster.agents["env_a"]
-    os.kill(agent.pid, signal.SIGSTOP)  # only the copy can answer
+    os.kill(agent.pid, signal.SIGSTOP)  # only the copy can answer (for less than the heartbeat timeout, 4 s)
     answer = {}
-    caller = threading.Thread(target=lambda: answer.update(r=cluster.api("POST", "apps/shop/stop?timeout=6")))
+    caller = threading.Thread(target=lambda: answer.update(r=cluster.api("POST", "apps/shop/stop?timeout=3")))
     try:
         caller.start()
         jobs = wait_for(lambda: plain.keys("rq:job:stop-shop-env_a-*"), timeout=10, what="shop's stop queued")
