@@ -24,4 +24,4 @@ USER appsup
 # Port 80 as a non-root user: Docker (20.10+) lets containers bind low ports by default; elsewhere pick a port
 # above 1024 with `uvicorn --port`.
 EXPOSE 80
-CMD ["uvicorn", "--host", "0.0.0.0", "--port", "80", "--no-proxy-headers", "--no-access-log", "--http", "supervisor_project.edge:BoundedHttpToolsProtocol", "supervisor_project.asgi:application"]
+CMD ["python", "-m", "supervisor_project.web", "--host", "0.0.0.0", "--port", "80"]

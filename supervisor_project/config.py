@@ -35,6 +35,9 @@ DEFAULT_PROXY_READ_TIMEOUT = 60.0
 # Threads per web process serving Django's pages (supervisor_project.asgi); the bench's reference is 8.
 DEFAULT_WEB_THREADS = 8
 MAX_WEB_THREADS = 256
+# Processes per web (uvicorn's --workers, supervisor_project.web): one per core is the usual choice.
+DEFAULT_WEB_PROCESSES = 1
+MAX_WEB_PROCESSES = 64
 # Every web process's bounds on a request's head (supervisor_project.edge): request line and headers, and the time
 # they may take to arrive. 32 KiB is nginx's default total (four 8 KiB buffers), far above a browser's head even with
 # a few applications' cookies; the range accepted keeps both a working browser and the bound. A real client sends
@@ -121,6 +124,7 @@ class Config:
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
     web_threads: int = DEFAULT_WEB_THREADS
+    web_processes: int = DEFAULT_WEB_PROCESSES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
 
@@ -199,6 +203,29 @@ def _threads(env, var, problems):
                         f"e.g. {var}={DEFAULT_WEB_THREADS}")
         return DEFAULT_WEB_THREADS
     return int(raw)
+
+
+def _web_processes(env, mode, supervisor_redis, problems):
+    """APP_WEB_PROCESSES: a whole number from 1 to MAX_WEB_PROCESSES, above 1 only where every process sees the same
+    state: a single instance runs its lifecycle and holds its per-application locks in its one process, and an
+    embedded Redis is started on first use by whichever process gets there first and stopped when that one exits,
+    under the others' feet."""
+    var = "APP_WEB_PROCESSES"
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return DEFAULT_WEB_PROCESSES
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WEB_PROCESSES:
+        problems.append(f"{var}={raw!r} is not a number of processes from 1 to {MAX_WEB_PROCESSES}; "
+                        f"e.g. {var}=2 on a machine with two cores")
+        return DEFAULT_WEB_PROCESSES
+    processes = int(raw)
+    if processes > 1 and not mode and not any(p.startswith("APP_MODE=") for p in problems):
+        problems.append(f"{var}={processes}: a single instance (APP_MODE unset) runs its applications' lifecycle in "
+                        f"its one web process; use {var}=1, or run a supervisor and workers")
+    elif processes > 1 and mode and not supervisor_redis:
+        problems.append(f"{var}={processes} needs APP_SUPERVISOR_REDIS_URL: the embedded Redis belongs to the one "
+                        f"process that started it; set it to a Redis server (redis://host:6379/0), or use {var}=1")
+    return processes
 
 
 def _networks(env, var, problems):
@@ -445,6 +472,7 @@ def load(environ_map=None):
     proxy_allowed_networks = _networks(env, "APP_PROXY_ALLOWED_NETWORKS", problems)
     proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
     web_threads = _threads(env, "APP_WEB_THREADS", problems)
+    web_processes = _web_processes(env, mode, supervisor_redis, problems)
     max_header_bytes = _header_bytes(env, "APP_MAX_HEADER_BYTES", problems)
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
@@ -510,4 +538,5 @@ def load(environ_map=None):
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
         web_threads=web_threads,
+        web_processes=web_processes,
     )

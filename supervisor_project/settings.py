@@ -35,6 +35,7 @@ APP_PROXY_READ_TIMEOUT = CONFIG.proxy_read_timeout
 APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
 APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
 APP_WEB_THREADS = CONFIG.web_threads
+APP_WEB_PROCESSES = CONFIG.web_processes
 # Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
 # (supervisor_project.edge).
 APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes

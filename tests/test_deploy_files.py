@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from supervisor_project.cluster import web_args
+from supervisor_project.cluster import web_args, web_command
 from supervisor_project.config import BASE_DIR, load
 
 COMPOSE = yaml.safe_load((BASE_DIR / "compose.yaml").read_text())
@@ -280,9 +280,9 @@ def test_web_services_migrate_then_serve_the_asgi_application_on_the_published_p
         assert script.startswith("python manage.py migrate")
         serve = shlex.split(script.split("&&", 1)[1])
         port = int(serve[serve.index("--port") + 1])
-        assert serve == ["uvicorn", *web_args(port, host="0.0.0.0")]
+        assert serve == web_command(port, host="0.0.0.0", python="python")
         assert set(published(web).values()) == {port}
-        module, _, attribute = serve[-1].partition(":")
+        module, _, attribute = web_args(port)[-1].partition(":")  # what supervisor_project.web runs
         assert module_defines(module, attribute)
 
 
@@ -328,9 +328,9 @@ def test_the_requirements_are_installed_before_the_project_is_copied():
 
 def test_the_default_command_serves_the_asgi_application_on_port_80():
     cmd = dockerfile_cmd()
-    assert cmd == ["uvicorn", *web_args(80, host="0.0.0.0")] and "uvicorn" in requirement_names()
+    assert cmd == web_command(80, host="0.0.0.0", python="python") and "uvicorn" in requirement_names()
     assert ("EXPOSE", "80") in dockerfile()
-    module, _, attribute = cmd[-1].partition(":")
+    module, _, attribute = web_args(80)[-1].partition(":")  # what supervisor_project.web runs
     assert module_defines(module, attribute)
     assert not [args for keyword, args in dockerfile() if keyword == "ENTRYPOINT"]
 

@@ -30,7 +30,7 @@ import yaml
 from django.conf import settings
 from django.http.request import validate_host
 
-from supervisor_project.cluster import web_args
+from supervisor_project.cluster import web_args, web_command
 from supervisor_project.config import BASE_DIR, MIN_SHARED_SECRET, load
 
 from .conftest import free_port
@@ -44,7 +44,7 @@ KUBERNETES_VERSION = "1.32.0"
 IMAGE = "app-supervisor"
 SECRETS_FILE = "secrets.env"
 
-WEB = ["uvicorn", *web_args(8080, host="0.0.0.0")]
+WEB = web_command(8080, host="0.0.0.0", python="python")
 MIGRATE = ["python", "manage.py", "migrate", "--noinput"]
 RUNSUPERVISOR = ["python", "manage.py", "runsupervisor"]
 RUNWORKER = ["python", "manage.py", "runworker"]
@@ -232,7 +232,7 @@ def container_env(container, resources):
 
 def role(container, env):
     cmd = command(container)
-    if cmd[:1] == ["uvicorn"]:
+    if cmd[:3] == WEB[:3]:
         return "supervisor web" if env.get("APP_MODE") == "supervisor" else "worker web"
     if cmd[:2] == ["sh", "-c"] and cmd[2].startswith(WAIT_FOR_MIGRATIONS):
         return "wait for migrations"
@@ -420,7 +420,7 @@ def test_the_roles_are_those_of_compose_each_with_its_documented_command(overlay
     assert sorted(environments(overlay)) == ["env_a", "env_b"]
     for _, container, _ in roles["supervisor web"] + roles["worker web"]:
         assert command(container) == WEB
-    module, _, attribute = WEB[-1].partition(":")
+    module, _, attribute = web_args(WEB_PORT)[-1].partition(":")  # what supervisor_project.web runs
     assert module_defines(module, attribute)
     for _, container, _ in roles["wait for migrations"]:
         script = command(container)[2]
@@ -645,8 +645,8 @@ class Pod:
 
     def args(self, container):
         cmd = command(container)
-        if cmd[:1] == ["uvicorn"]:
-            cmd = ["uvicorn", *web_args(self.port)]
+        if cmd[:3] == WEB[:3]:
+            cmd = web_command(self.port, python="python")
         return cmd
 
     def process(self, container):
