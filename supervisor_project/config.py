@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from exchange.contract import NAME_RE, NAME_RULE
+from exchange.contract import MAX_APP_CONCURRENCY, MAX_APP_TIMEOUT, NAME_RE, NAME_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
 DEFAULT_PROXY_READ_TIMEOUT = 60.0
 # Threads per web process serving Django's pages (supervisor_project.asgi); the bench's reference is 8.
 DEFAULT_WEB_THREADS = 8
-MAX_WEB_THREADS = 256
+MAX_WEB_THREADS = MAX_APP_CONCURRENCY
 # Every web process's bounds on a request's head (supervisor_project.edge): request line and headers, and the time
 # they may take to arrive. 32 KiB is nginx's default total (four 8 KiB buffers), far above a browser's head even with
 # a few applications' cookies; the range accepted keeps both a working browser and the bound. A real client sends
@@ -46,7 +46,6 @@ DEFAULT_APP_QUEUE = 4
 MAX_APP_QUEUE = 1000
 DEFAULT_APP_QUEUE_WAIT = 3.0
 DEFAULT_APP_TIMEOUT = 60
-MAX_APP_TIMEOUT = 24 * 3600
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 MIN_MAX_HEADER_BYTES = 4 * 1024
 MAX_MAX_HEADER_BYTES = 1024 * 1024

@@ -195,7 +195,7 @@ def test_a_request_past_its_timeout_is_answered_504_and_keeps_its_slot_until_it_
 def test_an_application_timeout_of_its_own_overrides_the_default():
     async def scenario():
         inner = Blocking()
-        g = gate(inner, views=lambda name: (True, view(name, timeout=1)), timeout=0)
+        g = gate(inner, views=lambda name: (True, view(name, request_timeout=1)), timeout=0)
         answer = await call(g, scope("/apps/crm/block/"))
         inner.release.set()
         await settle()
@@ -235,6 +235,6 @@ def test_a_client_gone_while_waiting_gives_its_turn_to_the_next_one():
 
 
 @pytest.mark.parametrize("config", [{"concurrency": 0}, {"concurrency": "9"}, {"concurrency": True},
-                                    {"timeout": -1}, {"timeout": None}])
+                                    {"request_timeout": -1}, {"request_timeout": None}])
 def test_a_malformed_override_falls_back_to_the_default(config):
     assert gate(None, concurrency=2, timeout=60).limits(config) == (2, 60)

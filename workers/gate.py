@@ -8,7 +8,7 @@ or the application's own ``concurrency`` from the supervisor (never more than th
 turn (APP_APP_QUEUE, at most APP_APP_QUEUE_WAIT seconds each); beyond that, that application alone is answered 503
 with Retry-After, before its request takes a thread. So the other applications always find free threads.
 
-A request still running after APP_APP_TIMEOUT seconds (or the application's ``timeout``; 0: none) is answered 504.
+A request still running after APP_APP_TIMEOUT seconds (or the application's ``request_timeout``; 0: none) is answered 504.
 Its thread cannot be stopped, so the request keeps counting as in flight until Django is done with it: the limit
 stays honest, and a slow application is held to its share whatever its clients do.
 
@@ -100,7 +100,7 @@ class Gate:
 
     def limits(self, config):
         """(concurrency, timeout) for an application configured with CONFIG: its own when set, else the process's."""
-        concurrency, timeout = config.get("concurrency"), config.get("timeout")
+        concurrency, timeout = config.get("concurrency"), config.get("request_timeout")
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             concurrency = self.concurrency
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0:
