@@ -19,7 +19,7 @@ PASSWORD = "correct-horse-battery"
 SHARED = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "tests.operator_urls", "APP_WEB_THREADS": "4",
           "APP_APP_CONCURRENCY": "2"}
 SLOW_CLIENTS = 16
-SAMPLES = 60
+SAMPLES = 200  # so that p99 is not just the slowest one: one hiccup of a busy machine is no failure
 MEASURE = 30
 
 
@@ -56,7 +56,7 @@ def fast_latencies(url):
         except requests.RequestException as exc:
             statuses.append(type(exc).__name__)
         latencies.append(time.monotonic() - began)
-        time.sleep(0.05)
+        time.sleep(0.02)
     return statuses, latencies
 
 
