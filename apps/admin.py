@@ -30,6 +30,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from exchange import contract
+from exchange import load as load_report
+from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
@@ -48,6 +50,9 @@ CONSEQUENCES = {
     contract.RESTART: "Each application is stopped and started again on its environments, one after the other.",
 }
 
+
+# The change page's part about the application's share of each worker web process (workers.gate).
+SHARE = "Share of each worker web process"
 
 # Applications per page of the Open page.
 OPEN_PAGE_SIZE = 100
@@ -257,16 +262,18 @@ class ApplicationAdmin(SupervisorAdmin):
 
     add_fieldsets = (
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
+        (SHARE, {"fields": ("concurrency", "request_timeout")}),
     )
     fieldsets = (
         (None, {"fields": ("name", "display_name", "environment_order", "admin_username", "desired")}),
         ("Environments", {"fields": ("placement_table", "attention")}),
+        (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
     )
-    # Only the display name changes after creation: the name is in URLs, databases and Redis keys, and moving
+    # Only the display name and the share change after creation: the name is in URLs, databases and Redis keys, and moving
     # an application between environments is not something an edit can do.
     readonly_fields = (
-        "name", "environment_order", "admin_username", "desired", "placement_table", "attention", "created",
+        "name", "environment_order", "admin_username", "desired", "placement_table", "attention", "load", "created",
         "updated",
     )
 
@@ -345,6 +352,23 @@ class ApplicationAdmin(SupervisorAdmin):
         rows = placement_rows(application.ordered_placements())
         return fragment(f"placements:{application.name}",
                         render_to_string("admin/apps/application/placement_table.html", {"rows": rows}))
+
+    @admin.display(description="load now")
+    def load(self, application):
+        """Its requests in flight, waiting and refused on each environment, as the worker web processes last
+        reported them (exchange.load); read from Redis, never written."""
+        environments = application.environment_names()
+        try:
+            found = load_report.read(supervisor_redis(), environments)
+        except redis.RedisError as exc:
+            return format_html('<span class="appsup-muted">unknown: Redis is unavailable ({})</span>', exc)
+        rows = [(env, found.get(env, {}).get(application.name, dict.fromkeys(load_report.COUNTERS, 0)))
+                for env in environments]
+        return format_html(
+            '<table class="appsup-load"><thead><tr><th>environment</th><th>in flight</th><th>queued</th>'
+            "<th>refused (503)</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                             ((env, c["in_flight"], c["queued"], c["refused"]) for env, c in rows)))
 
     @admin.display(description="created")
     def created(self, application):

@@ -2,8 +2,10 @@
 supervisor_project.api_auth's; the work is apps.forms' (create) and apps.lifecycle's (start, stop, restart, remove).
 
 APP = ``{"name", "display_name", "environments": [names in start order], "desired_state",
-"statuses": {environment: {"state", "error", "at"}}}``; ``state`` is "unknown" while the environment is offline,
-``error`` is null when there is none, ``at`` is ISO 8601 or null.
+"statuses": {environment: {"state", "error", "at"}}, "concurrency", "request_timeout"}``; ``state`` is "unknown"
+while the environment is offline, ``error`` is null when there is none, ``at`` is ISO 8601 or null;
+``concurrency`` and ``request_timeout`` are the application's own share of each worker web process (workers.gate),
+null for the worker's default. A create body may give them (integers, or null).
 
 =====================================  ====================================================================
 call                                   answers
@@ -65,9 +67,12 @@ from . import lifecycle, listing, refresh
 from .forms import ApplicationCreateForm, OrderedEnvironmentsField
 from .models import Application
 
-CREATE_FIELDS = ("name", "display_name", "environments", "admin_username", "admin_password")
+CREATE_FIELDS = ("name", "display_name", "environments", "admin_username", "admin_password", "concurrency",
+                 "request_timeout")
 STRING_FIELDS = ("name", "display_name", "admin_username", "admin_password")
+INTEGER_FIELDS = ("concurrency", "request_timeout")
 NOT_A_STRING = "Give a string."
+NOT_AN_INTEGER = "Give a whole number, or null for the worker's default."
 NOT_UNICODE = "Give valid Unicode text: this string holds a lone surrogate (\\ud800-\\udfff), which cannot be stored."
 REDIS_DOWN = "Redis is unavailable ({error}); no command can be sent until it is back"
 
@@ -80,7 +85,8 @@ def app_dict(application, now=None):
     now = now or timezone.now()
     placed = [(p.environment.name, listing.status_dict(p.display_state(now), p.error, p.state_at))
               for p in application.ordered_placements()]
-    return listing.app_dict(application.name, application.display_name, application.desired_state, placed)
+    return listing.app_dict(application.name, application.display_name, application.desired_state, placed,
+                            application.concurrency, application.request_timeout)
 
 
 def _load(name):
@@ -123,6 +129,10 @@ def typing_errors(data):
             problem = _text_problem(data[field])
             if problem:
                 errors[field] = [problem]
+    for field in INTEGER_FIELDS:
+        value = data.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            errors[field] = [NOT_AN_INTEGER]
     if "environments" in data:
         names = data["environments"]
         # The form would also take "a,b"; the API takes a list and nothing else.
@@ -148,7 +158,9 @@ def _create(request):
     if not isinstance(data, dict):
         return malformed(f"the body must be a JSON object with {', '.join(CREATE_FIELDS)}")
     mistyped = typing_errors(data)
-    data = {field: value for field, value in data.items() if field not in mistyped}
+    # null is the default: the form takes it as an empty field.
+    data = {field: "" if field in INTEGER_FIELDS and value is None else value
+            for field, value in data.items() if field not in mistyped}
     # Validate against the environments registered right now, not the last page anyone loaded.
     warning = refresh.refresh()
     form = ApplicationCreateForm(data)

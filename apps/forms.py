@@ -93,7 +93,7 @@ class ApplicationCreateForm(forms.ModelForm):
 
     class Meta:
         model = Application
-        fields = ["name", "display_name", "admin_username"]
+        fields = ["name", "display_name", "admin_username", "concurrency", "request_timeout"]
         help_texts = {"name": f"Used in URLs, Redis keys and database names: {contract.NAME_RULE}."}
 
     def __init__(self, *args, **kwargs):

@@ -19,7 +19,8 @@ ENVIRONMENT_COLUMNS = ("name", "last_heartbeat_at", "stopped_at", "rejected")
 def app_page(page, now):
     """APP for each application of PAGE (its rows: the limit plus one). Two queries, whatever the size of the
     table or of the page; the database only (the controller keeps it mirrored from what workers report)."""
-    apps = list(page.rows(Application.objects.values_list("pk", "name", "display_name", "desired_state")))
+    apps = list(page.rows(Application.objects.values_list("pk", "name", "display_name", "desired_state",
+                                                          "concurrency", "request_timeout")))
     rows = (
         Placement.objects.filter(application_id__in=[pk for pk, *_ in apps])
         .order_by("application_id", "position")
@@ -30,15 +31,15 @@ def app_page(page, now):
         env = Environment(**dict(zip(ENVIRONMENT_COLUMNS, environment)))
         shown = state if env.is_online(now) else UNKNOWN
         by_app.setdefault(app_id, []).append((env.name, status_dict(shown, failure, state_at)))
-    return [app_dict(name, display_name, desired_state, by_app.get(pk, []))
-            for pk, name, display_name, desired_state in apps]
+    return [app_dict(name, display_name, desired_state, by_app.get(pk, []), concurrency, request_timeout)
+            for pk, name, display_name, desired_state, concurrency, request_timeout in apps]
 
 
 def status_dict(state, error, at):
     return {"state": state, "error": error or None, "at": iso(at)}
 
 
-def app_dict(name, display_name, desired_state, placed):
+def app_dict(name, display_name, desired_state, placed, concurrency=None, request_timeout=None):
     """APP, from PLACED: [(environment name, status_dict), …] in start order."""
     return {
         "name": name,
@@ -46,4 +47,6 @@ def app_dict(name, display_name, desired_state, placed):
         "environments": [env for env, _ in placed],
         "desired_state": desired_state,
         "statuses": dict(placed),
+        "concurrency": concurrency,
+        "request_timeout": request_timeout,
     }

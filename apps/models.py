@@ -1,5 +1,6 @@
 import secrets
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -72,6 +73,15 @@ class Application(models.Model):
     # Only the hash ever leaves the form: it is what the worker stores for the initial superuser.
     admin_password_hash = models.CharField(max_length=256)
     environments = models.ManyToManyField("environments.Environment", through="Placement", related_name="applications")
+    # Its share of each worker web process (workers.gate); blank: the worker's APP_APP_CONCURRENCY / APP_APP_TIMEOUT.
+    concurrency = models.PositiveSmallIntegerField(
+        "concurrent requests", null=True, blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(contract.MAX_APP_CONCURRENCY)],
+        help_text="How many of its requests each worker web process runs at once (never more than its "
+        "APP_WEB_THREADS); a few more wait, the others are answered 503. Blank: the worker's APP_APP_CONCURRENCY.")
+    request_timeout = models.PositiveIntegerField(
+        "request timeout (seconds)", null=True, blank=True, validators=[MaxValueValidator(contract.MAX_APP_TIMEOUT)],
+        help_text="Past it, a request is answered 504 (0: never). Blank: the worker's APP_APP_TIMEOUT.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     # Written by the controller (runsupervisor) only: how its work to reach the desired state goes.
@@ -119,6 +129,8 @@ class Application(models.Model):
             "environments": self.environment_names(),
             "desired_state": self.desired_state,
             "generation": self.generation,
+            "concurrency": self.concurrency,  # None: the worker's default
+            "request_timeout": self.request_timeout,
         }
 
 

@@ -72,6 +72,19 @@ LEASE_LOCK, APP_LOCK, PROVISION_LOCK = "lease", "app", "provision"
 FORGED_LOCK_KINDS = (LEASE_LOCK, APP_LOCK, PROVISION_LOCK)
 
 
+# Bounds of an application's own share of a worker web process (apps.models.Application, workers.gate): requests at
+# once (a worker never gives more than its APP_WEB_THREADS) and seconds a request may take (0: no limit).
+MAX_APP_CONCURRENCY = 256
+MAX_APP_TIMEOUT = 24 * 3600
+
+
+def load_key(environment):
+    """Hash: one field per worker web process of ENVIRONMENT ("<host>:<pid>") -> signed JSON {at, apps: {app:
+    {in_flight, queued, refused}}}, written by that process's gate (workers.gate) at most once a second; the key
+    expires unless some process refreshes it (exchange.load)."""
+    return f"{_PREFIX}:load:{environment}"
+
+
 def status_field(app, environment):
     return f"{app}/{environment}"
 

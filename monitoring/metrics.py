@@ -15,6 +15,10 @@ prometheus-client (and monitoring.exposition for the series per environment).
   them: no environment is made of them, and no series per name) and ``appsup_forged_locks_broken{lock}`` (holder
   values of the controller lease and the application and provision locks that did not verify and were broken,
   exchange.locks; lock is one of contract.FORGED_LOCK_KINDS).
+* ``appsup_app_requests_in_flight{app}``, ``appsup_app_requests_queued{app}`` and
+  ``appsup_app_requests_refused_total{app}``: each application's share of the worker web processes (workers.gate),
+  summed over the processes and environments that reported it within exchange.load.STALE seconds; only
+  applications that exist in the database (whatever names the reports carry), and only those reported.
 * ``appsup_proxy_requests_total{app,code}``: requests through this process's access proxy, by application and status
   class (2xx…5xx); counted in memory, so each web process counts its own, as Prometheus expects of a scrape target.
 """
@@ -33,6 +37,7 @@ from controller.models import ControllerState
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, locks
+from exchange import load as load_report
 from exchange.redis_client import supervisor_redis
 
 from . import exposition
@@ -178,6 +183,38 @@ class RedisCollector:
         yield family
 
 
+class LoadCollector:
+    """The applications' requests in flight, waiting and refused on the worker web processes, as they last
+    reported them to Redis (exchange.load)."""
+
+    def collect(self):
+        environments = Environment.objects.order_by().values_list("name", flat=True)
+        try:
+            found = load_report.read(supervisor_redis(), environments)
+        except redis.RedisError:
+            return  # appsup_controller_redis_up says so
+        totals = {}
+        for apps in found.values():
+            for name, counters in apps.items():
+                sums = totals.setdefault(name, dict.fromkeys(load_report.COUNTERS, 0))
+                for counter in load_report.COUNTERS:
+                    sums[counter] += counters[counter]
+        known = set(Application.objects.filter(name__in=list(totals)).values_list("name", flat=True))
+        in_flight = GaugeMetricFamily("appsup_app_requests_in_flight", "Requests of the application running on the "
+                                      "worker web processes (a request answered 504 counts until it ends).",
+                                      labels=["app"])
+        queued = GaugeMetricFamily("appsup_app_requests_queued", "Requests of the application waiting for a turn "
+                                   "on the worker web processes.", labels=["app"])
+        refused = CounterMetricFamily("appsup_app_requests_refused", "Requests of the application answered 503 "
+                                      "(busy) by the worker web processes since they started.", labels=["app"])
+        for name in sorted(known):
+            in_flight.add_metric([name], totals[name]["in_flight"])
+            queued.add_metric([name], totals[name]["queued"])
+            refused.add_metric([name], totals[name]["refused"])
+        yield from (in_flight, queued, refused)
+
+
 registry.register(StateCollector())
+registry.register(LoadCollector())
 registry.register(RedisCollector())
 registry.register(CommandDurationCollector())

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from exchange.contract import NAME_RE, NAME_RULE
+from exchange.contract import MAX_APP_CONCURRENCY, MAX_APP_TIMEOUT, NAME_RE, NAME_RULE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ DEFAULT_PROXY_CONNECT_TIMEOUT = 5.0
 DEFAULT_PROXY_READ_TIMEOUT = 60.0
 # Threads per web process serving Django's pages (supervisor_project.asgi); the bench's reference is 8.
 DEFAULT_WEB_THREADS = 8
-MAX_WEB_THREADS = 256
+MAX_WEB_THREADS = MAX_APP_CONCURRENCY
 # Processes per web (uvicorn's --workers, supervisor_project.web): one per core is the usual choice.
 DEFAULT_WEB_PROCESSES = 1
 MAX_WEB_PROCESSES = 64
@@ -42,6 +42,13 @@ MAX_WEB_PROCESSES = 64
 # they may take to arrive. 32 KiB is nginx's default total (four 8 KiB buffers), far above a browser's head even with
 # a few applications' cookies; the range accepted keeps both a working browser and the bound. A real client sends
 # its head at once after connecting; 20 s leaves a slow link room and lets no idle client hold a connection a minute.
+# A fair share per application in each worker web process (workers.gate): how many of its requests run at once
+# (default: half the threads, so one application never holds them all), how many more may wait for a turn and how
+# long, and how long one may run before its client is answered 504. 0 as the timeout: none.
+DEFAULT_APP_QUEUE = 4
+MAX_APP_QUEUE = 1000
+DEFAULT_APP_QUEUE_WAIT = 3.0
+DEFAULT_APP_TIMEOUT = 60
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 MIN_MAX_HEADER_BYTES = 4 * 1024
 MAX_MAX_HEADER_BYTES = 1024 * 1024
@@ -127,6 +134,10 @@ class Config:
     web_processes: int = DEFAULT_WEB_PROCESSES
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     head_timeout: float = DEFAULT_HEAD_TIMEOUT
+    app_concurrency: int = max(1, DEFAULT_WEB_THREADS // 2)
+    app_queue: int = DEFAULT_APP_QUEUE
+    app_queue_wait: float = DEFAULT_APP_QUEUE_WAIT
+    app_timeout: int = DEFAULT_APP_TIMEOUT  # seconds; 0 = none
 
     @property
     def is_worker(self):
@@ -226,6 +237,29 @@ def _web_processes(env, mode, supervisor_redis, problems):
         problems.append(f"{var}={processes} needs APP_SUPERVISOR_REDIS_URL: the embedded Redis belongs to the one "
                         f"process that started it; set it to a Redis server (redis://host:6379/0), or use {var}=1")
     return processes
+
+
+def _whole(env, var, default, low, high, what, problems):
+    """A whole number from LOW to HIGH; DEFAULT when unset."""
+    raw = env.str(var, default="").strip()
+    if raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        problems.append(f"{var}={raw!r} is not {what} from {low} to {high}; e.g. {var}={default}")
+        return default
+    return int(raw)
+
+
+def _app_share(env, web_threads, problems):
+    """APP_APP_CONCURRENCY, APP_APP_QUEUE, APP_APP_QUEUE_WAIT, APP_APP_TIMEOUT (workers.gate)."""
+    concurrency = _whole(env, "APP_APP_CONCURRENCY", max(1, web_threads // 2), 1, web_threads,
+                         "a number of concurrent requests per application (at most APP_WEB_THREADS)", problems)
+    queue = _whole(env, "APP_APP_QUEUE", DEFAULT_APP_QUEUE, 0, MAX_APP_QUEUE,
+                   "a number of requests waiting per application", problems)
+    wait = _seconds(env, "APP_APP_QUEUE_WAIT", DEFAULT_APP_QUEUE_WAIT, problems)
+    timeout = _whole(env, "APP_APP_TIMEOUT", DEFAULT_APP_TIMEOUT, 0, MAX_APP_TIMEOUT,
+                     "a whole number of seconds (0: no timeout)", problems)
+    return concurrency, queue, wait, timeout
 
 
 def _networks(env, var, problems):
@@ -473,6 +507,7 @@ def load(environ_map=None):
     proxy_max_body = _byte_size(env, "APP_PROXY_MAX_BODY", problems)
     web_threads = _threads(env, "APP_WEB_THREADS", problems)
     web_processes = _web_processes(env, mode, supervisor_redis, problems)
+    app_concurrency, app_queue, app_queue_wait, app_timeout = _app_share(env, web_threads, problems)
     max_header_bytes = _header_bytes(env, "APP_MAX_HEADER_BYTES", problems)
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
@@ -539,4 +574,8 @@ def load(environ_map=None):
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
         web_threads=web_threads,
         web_processes=web_processes,
+        app_concurrency=app_concurrency,
+        app_queue=app_queue,
+        app_queue_wait=app_queue_wait,
+        app_timeout=app_timeout,
     )

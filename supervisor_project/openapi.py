@@ -12,6 +12,8 @@ from apps.lifecycle import MAX_TIMEOUT
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
+    MAX_APP_CONCURRENCY,
+    MAX_APP_TIMEOUT,
     NAME_RE,
     NAME_RULE,
     OFFLINE,
@@ -54,6 +56,10 @@ def nullable(schema):
 
 
 # -- schemas -------------------------------------------------------------------------------------------------
+
+CONCURRENCY = ("How many of its requests each worker web process runs at once (never more than the worker's "
+               "APP_WEB_THREADS); null: the worker's APP_APP_CONCURRENCY.")
+REQUEST_TIMEOUT = "Seconds before a request is answered 504 (0: never); null: the worker's APP_APP_TIMEOUT."
 
 SCHEMAS = {
     "Error": {
@@ -133,6 +139,10 @@ SCHEMAS = {
                 "description": "One entry per environment, keyed by its name.",
                 "additionalProperties": ref("schemas", "Status"),
             },
+            "concurrency": nullable({"type": "integer", "minimum": 1, "maximum": MAX_APP_CONCURRENCY,
+                                     "description": CONCURRENCY}),
+            "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
+                                         "description": REQUEST_TIMEOUT}),
         },
     },
     "AppCreate": {
@@ -172,6 +182,10 @@ SCHEMAS = {
                 "format": "password",
                 "description": "Checked by the password validators; only its hash is stored.",
             },
+            "concurrency": nullable({"type": "integer", "minimum": 1, "maximum": MAX_APP_CONCURRENCY,
+                                     "description": CONCURRENCY}),
+            "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
+                                         "description": REQUEST_TIMEOUT}),
         },
     },
     "AppList": {

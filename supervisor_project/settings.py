@@ -36,6 +36,12 @@ APP_PROXY_ALLOWED_NETWORKS = CONFIG.proxy_allowed_networks
 APP_PROXY_MAX_BODY = CONFIG.proxy_max_body
 APP_WEB_THREADS = CONFIG.web_threads
 APP_WEB_PROCESSES = CONFIG.web_processes
+# Each application's share of a worker web process (workers.gate): requests at once, requests waiting and for how
+# long (seconds), and seconds before a request is answered 504 (0: never).
+APP_APP_CONCURRENCY = CONFIG.app_concurrency
+APP_APP_QUEUE = CONFIG.app_queue
+APP_APP_QUEUE_WAIT = CONFIG.app_queue_wait
+APP_APP_TIMEOUT = CONFIG.app_timeout
 # Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
 # (supervisor_project.edge).
 APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes

@@ -100,6 +100,8 @@ def test_list_shows_each_app_with_ordered_environments_and_statuses(client, r):
                     "env_b": {"state": "unknown", "error": None, "at": "2023-11-14T22:13:20+00:00"},
                     "env_a": {"state": "running", "error": None, "at": "2023-11-14T22:13:20+00:00"},
                 },
+                "concurrency": None,
+                "request_timeout": None,
             }
         ],
         "next": None,
@@ -189,6 +191,8 @@ def test_create_answers_201_with_the_app_and_stores_only_a_password_hash(client)
             "env_b": {"state": "stopped", "error": None, "at": None},
             "env_a": {"state": "stopped", "error": None, "at": None},
         },
+        "concurrency": None,
+        "request_timeout": None,
     }
     app = Application.objects.get(name="crm")
     assert app.admin_username == "boss"
@@ -203,6 +207,16 @@ def test_a_created_app_is_published_to_the_configuration_cache(client, r):
     assert config_cache.lookup(r, "crm")["environments"] == ["env_a"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_created_app_may_have_its_own_share_of_the_workers(client, r):
+    register_environment("env_a")
+    response = post(client, "/api/apps/", dict(NEW_APP, environments=["env_a"], concurrency=3, request_timeout=None))
+    assert response.status_code == 201, response.json()
+    assert (response.json()["concurrency"], response.json()["request_timeout"]) == (3, None)
+    entry = config_cache.lookup(r, "crm")
+    assert (entry["concurrency"], entry["request_timeout"]) == (3, None)
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "change, field, message",
@@ -215,6 +229,11 @@ def test_a_created_app_is_published_to_the_configuration_cache(client, r):
         ({"environments": []}, "environments", "required"),
         ({"admin_password": "short"}, "admin_password", "too short"),
         ({"admin_username": "bad user!"}, "admin_username", "Enter a valid username"),
+        ({"concurrency": 0}, "concurrency", "greater than or equal to 1"),
+        ({"concurrency": "4"}, "concurrency", "whole number"),
+        ({"concurrency": 2.5}, "concurrency", "whole number"),
+        ({"request_timeout": -1}, "request_timeout", "greater than or equal to 0"),
+        ({"request_timeout": True}, "request_timeout", "whole number"),
     ],
 )
 def test_create_refuses_invalid_fields_with_400_naming_them(client, change, field, message):

@@ -80,6 +80,12 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_PROXY_READ_TIMEOUT", "nan", SUPERVISOR),
         ("APP_PROXY_READ_TIMEOUT", "inf", SUPERVISOR),
         ("APP_HOSTED_APPS", "no.such.app", {}),
+        ("APP_APP_CONCURRENCY", "0", WORKER),
+        ("APP_APP_CONCURRENCY", "5", dict(WORKER, APP_WEB_THREADS="4")),
+        ("APP_APP_CONCURRENCY", "half", WORKER),
+        ("APP_APP_QUEUE", "-1", WORKER),
+        ("APP_APP_QUEUE_WAIT", "0", WORKER),
+        ("APP_APP_TIMEOUT", "1.5", WORKER),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -492,3 +498,16 @@ def test_a_sqlite_database_url_locks_as_the_db_variables_do():
     config = load({"DATABASE_URL": "sqlite:////data/by-url.sqlite3"})
     assert config.database["NAME"] == "/data/by-url.sqlite3"
     assert config.database["OPTIONS"] == {"transaction_mode": "IMMEDIATE", "timeout": 20}
+
+
+def test_an_application_gets_half_the_threads_unless_told_otherwise():
+    assert load(dict(WORKER, APP_WEB_THREADS="4")).app_concurrency == 2
+    assert load(dict(WORKER, APP_WEB_THREADS="1")).app_concurrency == 1
+    shared = load(dict(WORKER, APP_WEB_THREADS="4", APP_APP_CONCURRENCY="4", APP_APP_QUEUE="0",
+                              APP_APP_QUEUE_WAIT="0.5", APP_APP_TIMEOUT="0"))
+    assert (shared.app_concurrency, shared.app_queue, shared.app_queue_wait, shared.app_timeout) == (4, 0, 0.5, 0)
+
+
+def test_a_concurrency_above_the_threads_says_so():
+    problems, _ = problems_of(dict(WORKER, APP_WEB_THREADS="4", APP_APP_CONCURRENCY="5"))
+    assert "APP_APP_CONCURRENCY='5'" in problems[0] and "at most APP_WEB_THREADS" in problems[0]

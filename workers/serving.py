@@ -4,6 +4,9 @@ HTTP goes straight to Django, where workers.hosting.HostedApplicationMiddleware 
 /apps/<name>/ (database, script prefix, cookie scoping, and the 404/503 pages). That work is done in a middleware,
 not here, so that the web server and Django's test client run the very same code.
 
+Before Django, each application's request passes its gate (workers.gate): a fair share of Django's threads per
+application, so that one application with slow pages never holds them all.
+
 What Django cannot take is answered here: the hosted site has no WebSocket endpoints, so a WebSocket (the
 supervisor's proxy forwards them) is refused with a close before accept, which the server turns into HTTP 403,
 instead of Django raising for a scope it does not handle; and a server that speaks the lifespan protocol is
@@ -13,11 +16,14 @@ told that start-up and shutdown are done.
 
 def build(django_application):
     """The worker web's ASGI application: hosted applications under /apps/<name>/."""
+    from .gate import from_settings
+
+    gated = from_settings(django_application)
 
     async def application(scope, receive, send):
         kind = scope["type"]
         if kind == "http":
-            return await django_application(scope, receive, send)
+            return await gated(scope, receive, send)
         if kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1000})
