@@ -44,8 +44,10 @@ MAX_WEB_PROCESSES = 64
 # its head at once after connecting; 20 s leaves a slow link room and lets no idle client hold a connection a minute.
 # A fair share per application in each worker web process (workers.gate): how many of its requests run at once
 # (default: half the threads, so one application never holds them all), how many more may wait for a turn and how
-# long, and how long one may run before its client is answered 504. 0 as the timeout: none.
-DEFAULT_APP_QUEUE = 4
+# long, and how long one may run before its client is answered 504. 0 as the timeout: none. The queue is bounded
+# by the wait more than by its length: a burst of an application's users (16 at once, say, on an otherwise idle
+# worker) waits its turn rather than being refused; 64 waiting cost the loop nothing worth counting.
+DEFAULT_APP_QUEUE = 64
 MAX_APP_QUEUE = 1000
 DEFAULT_APP_QUEUE_WAIT = 3.0
 DEFAULT_APP_TIMEOUT = 60
