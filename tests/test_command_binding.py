@@ -189,14 +189,20 @@ def test_applications_existing_before_incarnations_each_get_their_own():
 
     before, after = [("apps", "0003_placement_state_index")], [("apps", "0004_application_generation")]
     executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    old = executor.loader.project_state(before).apps.get_model("apps", "Application")
-    old.objects.bulk_create(old(name=f"app{i}", admin_username="boss") for i in range(3))
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(after)
+    try:
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps.get_model("apps", "Application")
+        old.objects.bulk_create(old(name=f"app{i}", admin_username="boss") for i in range(3))
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(after)
+        generations = list(executor.loader.project_state(after).apps.get_model("apps", "Application")
+                           .objects.values_list("generation", flat=True))
+    finally:  # the tests after this one need every later migration's tables and columns back
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
-    generations = list(Application.objects.values_list("generation", flat=True))
     assert len(generations) == 3 and len(set(generations)) == 3 and all(len(g) == 32 for g in generations)
 
 
