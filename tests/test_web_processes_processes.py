@@ -203,9 +203,12 @@ def test_a_stop_answered_by_the_api_is_a_503_on_the_very_next_request_to_each_pr
 def test_a_status_written_to_redis_is_in_force_on_the_very_next_request_to_each_worker_process(deployment):
     """What the agent writes (a signed status), written here straight to Redis, 20 times each way: each worker
     process drops its cached view on the event, well within the directory's one-second TTL. The controller is
-    stopped first: it would answer a "stopped" it did not ask for by starting crm again ("starting": 503)."""
+    stopped first: it would answer a "stopped" it did not ask for by starting crm again ("starting": 503); and so is
+    the agent, which writes its own state back over any other it finds (its older sequence number is then taken for
+    a replay by processes that saw this test's newer one)."""
     read_crm_everywhere(deployment)
     deployment["processes"]["controller"].stop()
+    deployment["processes"]["agent"].stop()
     plain = redis_lib.Redis.from_url(deployment["redis"].url)
     misses = []
     for i in range(20):

@@ -46,7 +46,9 @@ REPORT_EVERY = 1.0
 
 def cached_view(name):
     """``(found, view)`` from this process's directory, without going to Redis (see Directory.cached)."""
-    return directory_module.hosted_source.cached(name)
+    source = directory_module.hosted_source
+    cached = getattr(source, "cached", None)  # a single instance's LocalDirectory reads its database: no memory
+    return cached(name) if cached is not None else (False, None)
 
 
 class _Load:
@@ -260,7 +262,8 @@ def report_to_redis(counters):
 
 
 def from_settings(inner):
-    """The gate as this worker web process is configured."""
+    """The gate as this web process is configured: a worker's reports its load to Redis; a single instance's (which
+    hosts its applications with the worker's serving, and has no Redis) keeps it to itself."""
     return Gate(inner, concurrency=settings.APP_APP_CONCURRENCY, queue=settings.APP_APP_QUEUE,
                 wait=settings.APP_APP_QUEUE_WAIT, timeout=settings.APP_APP_TIMEOUT,
-                threads=settings.APP_WEB_THREADS, report=report_to_redis)
+                threads=settings.APP_WEB_THREADS, report=report_to_redis if settings.APP_MODE == "worker" else None)
