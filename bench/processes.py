@@ -91,15 +91,20 @@ def worker_webs(cluster, counts):
                 process.kill()
 
 
-def main(argv=None):
+def measure_alone(measure, argv=None):
+    """MEASURE(cluster, quick)'s figure, on a cluster of one environment of its own (``--quick`` in ARGV)."""
     quick = "--quick" in (sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="appsup-bench-") as storage:
         cluster = Cluster(storage, envs=1)
         try:
             cluster.start()
-            figure = measure(cluster, quick)
+            return measure(cluster, quick)
         finally:
             cluster.stop()
+
+
+def main(argv=None):
+    figure = measure_alone(measure, argv)
     for n, runs in figure["runs"].items():
         print(f"{n}: " + ", ".join(f"{run['rps']:.0f}" for run in runs) + " req/s")
     for row in rows(figure):

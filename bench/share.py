@@ -9,15 +9,13 @@ alone on a cluster of one environment and prints it.
 
 import statistics
 import sys
-import tempfile
 import threading
 import time
 
 import requests
 
 from . import load
-from .cluster import Cluster
-from .processes import worker_webs
+from .processes import measure_alone, worker_webs
 
 SLOW, FAST = "bslow", "bfast"
 CLIENTS = 16
@@ -87,15 +85,7 @@ def rows(figure):
 
 
 def main(argv=None):
-    quick = "--quick" in (sys.argv[1:] if argv is None else argv)
-    with tempfile.TemporaryDirectory(prefix="appsup-bench-") as storage:
-        cluster = Cluster(storage, envs=1)
-        try:
-            cluster.start()
-            figure = measure(cluster, quick)
-        finally:
-            cluster.stop()
-    for row in rows(figure):
+    for row in rows(measure_alone(measure, argv)):
         print(" | ".join(row))
     return 0
 
