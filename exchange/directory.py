@@ -376,12 +376,13 @@ class Directory:
         found, view = self.cached(name)
         if found:
             return view
+        pending = self.listen_events and self._event_pending()
         with self._lock:
             flight = self._flights.get(name)
-            joined = flight is not None and flight.changes == self._changes
-            if not joined:
+            joined = flight is not None and flight.changes == self._changes and not pending
+            if not joined:  # a read of its own, which the next misses join
                 flight = self._flights[name] = _Flight(self._changes)
-        if joined and not (self.listen_events and self._event_pending()):
+        if joined:
             flight.done.wait()
             if flight.error is not None:
                 raise flight.error

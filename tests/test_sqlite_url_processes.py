@@ -5,14 +5,12 @@ locked", as none does with DB_DIALECT=sqlite."""
 import threading
 
 import pytest
-import requests
 
 from .local_cluster import Cluster
 from .processes import manage, wait_for
+from .test_monitoring_processes import PASSWORD, admin_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "correct-horse-battery"
 
 
 @pytest.fixture
@@ -27,17 +25,6 @@ def cluster(tmp_path, redis_url, own_databases):
         yield c
     finally:
         c.stop()
-
-
-def _admin_session(base):
-    session = requests.Session()
-    login = f"{base}/admin/login/"
-    session.get(login, timeout=10)
-    answer = session.post(login, data={"username": "ops", "password": PASSWORD, "next": "/admin/",
-                                       "csrfmiddlewaretoken": session.cookies["csrftoken"]},
-                          headers={"Referer": login}, timeout=10)
-    assert answer.url.endswith("/admin/"), answer.text[:500]
-    return session
 
 
 def test_admin_writes_beside_restarts_on_a_sqlite_database_url_are_never_locked_out(cluster):
@@ -56,7 +43,7 @@ def test_admin_writes_beside_restarts_on_a_sqlite_database_url_are_never_locked_
 
     restarter = threading.Thread(target=restart_loop, daemon=True)
     restarter.start()
-    session = _admin_session(cluster.base)
+    session = admin_session(cluster)
     add = f"{cluster.base}/admin/auth/group/add/"
     failures = []
     try:
