@@ -46,8 +46,9 @@ def refresh(redis, placements):
 
 
 def save(placements):
-    """Write the mirrored status of PLACEMENTS (changed by ``apply``) in one statement."""
-    bulk.update(placements, STATUS_FIELDS)
+    """Write the mirrored status of PLACEMENTS (changed by ``apply``) in one statement; a placement that another
+    writer (the controller, a request's refresh) has meanwhile mirrored a newer status to keeps that one."""
+    bulk.update(placements, STATUS_FIELDS, newer="state_at")
 
 
 class Seen:

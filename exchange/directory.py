@@ -12,7 +12,9 @@ process keeps what it read:
 
   * Redis unreachable (any ``redis.RedisError``), or hung (no answer within redis_client.LOOKUP_TIMEOUT, a quarter of a
     second, without retries): the last known view is answered, and Redis is tried again a TTL later. Only a process
-    that never read the application raises (the callers answer 503).
+    that never read the application raises (the callers answer 503). Views read after such an outage say when it
+    was (``AppView.unread``): no agent could heartbeat through it either, so its length is not counted against
+    their heartbeats (proxy.targets); an outage as long as APP_HEARTBEAT_TIMEOUT then takes no environment offline.
   * Redis reachable but missing data: while the configuration cache is incomplete (``CACHE_READY_KEY`` absent; the
     supervisor's controller rebuilds it within a second), a missing application entry means "don't know", so the
     last known configuration is kept. A missing registration or status of one of the application's environments
@@ -34,6 +36,7 @@ statuses of the environments the last known view names (a second trip only when 
 environments, i.e. on the first read of an application or after it was placed elsewhere).
 """
 
+import dataclasses
 import logging
 import select
 import socket
@@ -67,6 +70,8 @@ class AppView:
     # When it was read from Redis (time.time()); a view answered while Redis cannot be read keeps its own: the
     # liveness of its environments is judged as of then (proxy.targets), not aged by an outage of the supervisor's.
     read_at: float | None = None
+    # (began, ended), time.time(), of the last outage of Redis this process saw before READ_AT (Directory), or None.
+    unread: tuple | None = None
 
     @property
     def environment_names(self):
@@ -279,6 +284,9 @@ class Directory:
         self.latest = Latest()
         self._changes = 0  # bumped by every invalidation: a read that overlapped one is not stored as fresh
         self._lock = threading.Lock()
+        self._read_ok_at = None  # time.time() of the last read that Redis answered
+        self._outage_began = None  # while Redis does not answer: when it last did
+        self._unread = None  # (began, ended) of the last outage, once over
 
     # -- events ---------------------------------------------------------------------------------------------------
 
@@ -358,11 +366,14 @@ class Directory:
         callers can answer inline and read Redis in a thread only on a miss."""
         if self.listen_events:
             self.listen()
+            # Before reading the entry, not after: an event the listener handles in between has invalidated it by
+            # then, whereas one handled after a fresh entry was taken would leave neither pending nor seen (the
+            # listener clears "busy" once done), and the stale entry would be answered.
+            if self._event_pending():
+                return False, None
         with self._lock:
             hit = self._entries.get(name)
         if hit is not None and hit.fetched_at is not None and self.clock() - hit.fetched_at < self.ttl:
-            if self.listen_events and self._event_pending():
-                return False, None
             return True, hit.view
         return False, None
 
@@ -408,14 +419,27 @@ class Directory:
         try:
             view, known = _fetch(self.redis(), name, previous, self.latest)
         except redis_lib.RedisError as exc:
+            with self._lock:
+                if self._outage_began is None:
+                    self._outage_began = self._read_ok_at if self._read_ok_at is not None else time.time()
             if last is None or not (last.known or last.view is not None):
                 raise
             log.warning("Redis unreachable, %s answered from its last known view: %s", name, exc)
             # Try Redis again after a TTL, not on every request (a reconnecting listener invalidates sooner).
             self._store(name, _Entry(now, last.view, last.known), changes, now)
             return last.view
+        view = self._note_read(view)
         self._store(name, _Entry(now, view, known), changes, now)
         return view
+
+    def _note_read(self, view):
+        """VIEW, which Redis has just answered, with the last outage this process saw (AppView.unread)."""
+        with self._lock:
+            self._read_ok_at = view.read_at if view is not None else time.time()
+            if self._outage_began is not None:
+                self._unread, self._outage_began = (self._outage_began, self._read_ok_at), None
+            unread = self._unread
+        return view if view is None or unread is None else dataclasses.replace(view, unread=unread)
 
     def _store(self, name, entry, changes, now):
         with self._lock:

@@ -173,6 +173,17 @@ def _reason(status, registration, now):
     return ""
 
 
+def _unread_since_heartbeat(registration, unread):
+    """How long this process could not read Redis after REGISTRATION's last heartbeat: nor could its agent write
+    one then (a heartbeat sent during the outage lands when it ends, stamped with when it was sent), so that time
+    is not counted against it. At most the outage's length: an agent that is gone is offline that much later."""
+    heartbeat = (registration or {}).get("heartbeat_at")
+    if unread is None or not isinstance(heartbeat, (int, float)):
+        return 0.0
+    began, ended = unread
+    return max(0.0, ended - max(began, heartbeat))
+
+
 def environment_states(view, chosen=None, now=None):
     now = time.time() if now is None else now
     if view.read_at is not None:
@@ -184,7 +195,8 @@ def environment_states(view, chosen=None, now=None):
     for env in view.environment_names:
         registration = view.environments.get(env)
         status = view.statuses.get(env) or {}
-        liveness = registry.status_of(registration, now)
+        at = now - _unread_since_heartbeat(registration, view.unread)
+        liveness = registry.status_of(registration, at)
         states.append(
             EnvironmentState(
                 name=env,
@@ -193,7 +205,7 @@ def environment_states(view, chosen=None, now=None):
                 error=status.get("error") or "",
                 registered=registration is not None,
                 chosen=env == chosen,
-                reason=_reason(liveness, registration, now),
+                reason=_reason(liveness, registration, at),
             )
         )
     return states

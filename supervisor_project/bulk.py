@@ -13,17 +13,21 @@ from datetime import timezone as dt_timezone
 from django.db import connections, models, router, transaction
 
 
-def update(objs, fields):
+def update(objs, fields, newer=None):
     """Save FIELDS of OBJS (instances of one model, each with a primary key) in one statement."""
     objs = list(objs)
     if not objs:
         return 0
-    return update_rows(type(objs[0]), fields, [(obj.pk, [getattr(obj, name) for name in fields]) for obj in objs])
+    rows = [(obj.pk, [getattr(obj, name) for name in fields]) for obj in objs]
+    return update_rows(type(objs[0]), fields, rows, newer=newer)
 
 
-def update_rows(model, fields, rows):
+def update_rows(model, fields, rows, newer=None):
     """Save FIELDS of MODEL's rows in one statement, from ROWS: (primary key, the fields' values in order). No
-    model instance is built: at 10,000 rows building them cost more than the UPDATE."""
+    model instance is built: at 10,000 rows building them cost more than the UPDATE.
+
+    NEWER, one of FIELDS: a row is only written where its stored value is NULL or below the new one, so two writers
+    that read a row before either wrote it cannot put an older value back over a newer one."""
     rows = list(rows)
     if not rows:
         return 0
@@ -44,6 +48,9 @@ def update_rows(model, fields, rows):
         assignments = ", ".join(f"{column} = new.v{i}" for i, column in enumerate(columns))
         sql = (f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS new({names}) "
                f"WHERE {table}.{key_column} = new.key")
+        if newer is not None:
+            i = list(fields).index(newer)
+            sql += f" AND ({table}.{columns[i]} IS NULL OR {table}.{columns[i]} < new.v{i})"
         params = [array_literal([pk(key) for key, _ in rows])] + [
             array_literal([p(values[i]) for _, values in rows]) for i, p in enumerate(prepare)]
         with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
@@ -58,12 +65,21 @@ def update_rows(model, fields, rows):
                                 for i, field in enumerate(concrete))
         sql = (f"UPDATE {table} SET {assignments} FROM json_each(%s) AS new "
                f"WHERE {table}.{key_column} = json_extract(new.value, '$[0]')")
+        if newer is not None:
+            i = list(fields).index(newer)
+            column = f"{table}.{quote(concrete[i].column)}"
+            sql += f" AND ({column} IS NULL OR {column} < json_extract(new.value, '$[{i + 1}]'))"
         with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
             cursor.execute(sql, [document])
         return len(rows)
     assignments = ", ".join(f"{quote(field.column)} = %s" for field in concrete)
     sql = f"UPDATE {table} SET {assignments} WHERE {key_column} = %s"
     params = [[*values, key] for key, *values in params]
+    if newer is not None:
+        i = list(fields).index(newer)
+        column = quote(concrete[i].column)
+        sql += f" AND ({column} IS NULL OR {column} < %s)"
+        params = [[*row, row[i]] for row in params]
     with transaction.atomic(using=db, savepoint=False), connection.cursor() as cursor:
         cursor.executemany(sql, params)
     return len(rows)

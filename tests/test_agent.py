@@ -44,6 +44,25 @@ def test_heartbeat_is_sent_every_interval_and_not_before(r):
     assert registry.read(r)["env_a"]["heartbeat_at"] == clock.now
 
 
+def test_a_heartbeat_held_up_by_a_hung_redis_is_sent_again_at_once(r, monkeypatch):
+    clock = Clock()
+    agent = Agent("env_a", "http://a", "", 120, clock=clock)
+    agent.register()
+    clock.now += 120
+    stamped_at = clock.now
+    real = registry.announce
+
+    def hung(pipe, registration, now):  # stamped now; Redis answers 300 s later
+        written = real(pipe, registration, now=now)
+        clock.now += 300
+        return written
+
+    monkeypatch.setattr(registry, "announce", hung)
+    assert agent.heartbeat_if_due() is True
+    monkeypatch.setattr(registry, "announce", real)
+    assert registry.read(r)["env_a"]["heartbeat_at"] > stamped_at + 299
+
+
 def test_deregister_marks_the_environment_stopped(r):
     agent = Agent("env_a", "http://a", "", 120)
     agent.register()

@@ -78,3 +78,20 @@ def test_update_rows_writes_many_rows_in_one_query(django_assert_num_queries):
         bulk.update_rows(Environment, ["last_heartbeat_at", "pid"], [(e.pk, [beat, i]) for i, e in enumerate(envs)])
     assert dict(Environment.objects.values_list("name", "pid")) == {e.name: i for i, e in enumerate(envs)}
     assert set(Environment.objects.values_list("last_heartbeat_at", flat=True)) == {beat}
+
+
+@pytest.mark.parametrize("one_statement", [True, False], ids=["one statement", "a statement per row"])
+def test_update_newer_never_puts_an_older_value_back_over_a_newer_one(one_statement, monkeypatch):
+    if not one_statement:
+        monkeypatch.setattr(bulk, "_sqlite_update_from", lambda connection: False)
+    older, newer = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc), datetime(2026, 11, 26, 12, 0, 0, 1, tzinfo=timezone.utc)
+    kept, unset, behind = make(3)
+    Environment.objects.filter(pk=kept.pk).update(version="newer", last_heartbeat_at=newer)
+    Environment.objects.filter(pk=behind.pk).update(version="old", last_heartbeat_at=older)
+
+    # Each read before the other writer's newer value landed: what it writes is older than what is there.
+    rows = [(kept.pk, ["older", older]), (unset.pk, ["first", older]), (behind.pk, ["caught up", newer])]
+    bulk.update_rows(Environment, ["version", "last_heartbeat_at"], rows, newer="last_heartbeat_at")
+
+    assert dict(Environment.objects.values_list("pk", "version")) == {
+        kept.pk: "newer", unset.pk: "first", behind.pk: "caught up"}

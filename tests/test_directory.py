@@ -10,6 +10,7 @@ from exchange import contract, directory, events, registry, status
 
 from .conftest import free_port
 from .factories import create_application, register_environment
+from .processes import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -148,6 +149,25 @@ def test_a_hung_redis_costs_a_lookup_a_quarter_of_a_second_once_a_ttl_and_the_la
     for _ in range(50):
         assert d.lookup("crm") is before  # within the TTL: not tried again
     assert time.monotonic() - began < 0.1
+
+
+def test_a_view_read_after_an_outage_says_when_redis_could_not_be_read(r):
+    _configure(r)
+    clock, redis = Clock(), Switchable(r)
+    d = directory.Directory(ttl=1.0, clock=clock, redis=redis)
+    assert d.lookup("crm").unread is None
+    last_answered = time.time()
+
+    redis.break_()
+    clock.advance()
+    during = d.lookup("crm")
+    assert during.unread is None and during.read_at <= last_answered + 0.1  # judged as of the last read
+
+    redis.client = r
+    clock.advance()
+    after = d.lookup("crm")
+    began, ended = after.unread
+    assert began <= last_answered + 0.1 and began < ended <= after.read_at
 
 
 def test_concurrent_misses_on_a_hung_redis_share_one_read_and_each_waits_at_most_one_lookup_timeout(r, redis_hung):
@@ -414,6 +434,27 @@ def listening():
     assert events.wait_subscribed(d.listen())
     yield d
     d.stop_listening()
+
+
+def test_an_event_handled_while_a_lookup_looks_for_pending_ones_is_not_missed(r, listening, monkeypatch):
+    from exchange import sequence, signing
+
+    _configure(r)
+    wait_for(lambda: listening.lookup("crm") and listening.cached("crm")[0], what="the configuring events handled")
+    assert listening.lookup("crm").statuses["env_a"]["state"] == contract.RUNNING
+
+    # Written as status.write does, but the event is delivered by hand, at the worst moment.
+    entry = {"app": "crm", "environment": "env_a", "state": contract.STOPPED, "error": "", "traceback": "",
+             "at": time.time(), sequence.KEY: sequence.new()}
+    r.hset(contract.STATUSES_KEY, contract.status_field("crm", "env_a"), signing.dumps(entry))
+    checked = listening._event_pending
+
+    def handled_meanwhile():  # the listener thread runs between the lookup's steps: handled, so nothing pending
+        listening.invalidate("crm")
+        return checked()
+
+    monkeypatch.setattr(listening, "_event_pending", handled_meanwhile)
+    assert listening.lookup("crm").statuses["env_a"]["state"] == contract.STOPPED
 
 
 def test_a_status_write_is_seen_by_the_next_lookup(r, listening):

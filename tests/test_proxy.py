@@ -694,6 +694,24 @@ def test_liveness_comes_from_the_registry():
                       "d": ("offline", "its worker has never registered")}
 
 
+def test_time_redis_could_not_be_read_is_not_counted_against_a_heartbeat(settings):
+    import dataclasses
+
+    from exchange.directory import AppView
+
+    settings.APP_HEARTBEAT_TIMEOUT = 4
+    now = time.time()
+    # Redis hung from now-6 to now-1: env a's last heartbeat landed just before, env b's agent died 10 s before it.
+    view = AppView("crm", {"environments": ["a", "b"]},
+                   {"a": {"url": "http://a", "heartbeat_at": now - 6.5}, "b": {"url": "http://b", "heartbeat_at": now - 16}},
+                   {}, read_at=now, unread=(now - 6, now - 1))
+    states = {s.name: s.status for s in targets.environment_states(view, now=now)}
+    assert states == {"a": "online", "b": "offline"}
+    # Once its agent has had as long as the timeout since Redis answered again, a silent one is offline too.
+    later = targets.environment_states(dataclasses.replace(view, read_at=now + 3), now=now + 3)
+    assert [s.status for s in later] == ["offline", "offline"]
+
+
 # --- Redis lost or unreachable -------------------------------------------------------------------------------------
 
 

@@ -154,10 +154,12 @@ class Agent:
         with self._lock:
             pipe = r.pipeline(transaction=True)
             pipe.hexists(contract.ENVIRONMENTS_KEY, self.name)
-            written = registry.announce(pipe, dict(self.registration), now=self.clock())
+            stamped = self.clock()
+            written = registry.announce(pipe, dict(self.registration), now=stamped)
             existed = pipe.execute()[0]
             self.written = written
-            self.last_heartbeat = self.clock()
+            # As of its stamp, not of its landing: one held up by a hung Redis lands old, so the next is due at once.
+            self.last_heartbeat = stamped
         if not existed and self.registered:
             log.warning("environment %s: Redis lost this environment's registration; registering again", self.name)
             self.registered = False  # the loop registers again, which publishes the states again
@@ -195,6 +197,8 @@ class Agent:
         with self._lock:  # the loop and the heartbeat thread: one heartbeat when due, not two
             if self.last_heartbeat is None or self.clock() - self.last_heartbeat >= self.interval:
                 self.announce()
+                if self.clock() - self.last_heartbeat >= self.interval:  # held up by a hung Redis: it landed old
+                    self.announce()
                 return True
         return False
 
