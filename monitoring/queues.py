@@ -8,7 +8,7 @@ nothing here may import django-rq or the models at import time.
 """
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
 
@@ -24,7 +24,8 @@ def connection_url():
     query = dict(parse_qsl(parts.query))
     query.setdefault("socket_timeout", str(redis_client.SOCKET_TIMEOUT))
     query.setdefault("socket_connect_timeout", str(redis_client.CONNECT_TIMEOUT))
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    # Not urlunsplit: it writes unix:///path (no host) as unix:/path, which redis-py reads as a TCP address.
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?{urlencode(query)}"
 
 
 class EnvironmentQueues(Mapping):

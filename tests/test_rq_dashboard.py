@@ -53,6 +53,25 @@ def test_a_queued_command_is_shown_with_its_job_page(admin_client, django_captur
     assert detail.status_code == 200 and "crm" in detail.content.decode()
 
 
+def test_a_queued_command_is_shown_on_the_default_embedded_redis(admin_client, settings, tmp_path,
+                                                                  django_capture_on_commit_callbacks):
+    from exchange import redis_client
+
+    # The default setup: both connections on the embedded Redis's unix socket (unix:///…).
+    settings.APP_SUPERVISOR_REDIS_URL = settings.APP_COMMAND_REDIS_URL = ""
+    settings.APP_STORAGE_DIR = tmp_path
+    redis_client.reset()
+    try:
+        register_environment("env_a")
+        with django_capture_on_commit_callbacks(execute=True):
+            job_id = channel.enqueue("env_a", contract.START, "crm", {"admin_username": "boss"})
+        index = queue_index("env_a")
+        detail = admin_client.get(reverse("admin:django_rq_job_detail", args=[index, job_id]))
+        assert detail.status_code == 200 and "crm" in detail.content.decode()
+    finally:
+        redis_client.stop_embedded()
+
+
 GARBLED = {"data": b"\x00\xff not json", "meta": b"\x80\x04garbage", "exc_info": b"\x01\x02", "result": b"not signed",
            "status": "failed", "created_at": "not a date", "enqueued_at": "nor this", "timeout": "soon",
            "result_ttl": "x"}
