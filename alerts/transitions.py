@@ -48,7 +48,8 @@ def environment_alerts(now, heartbeats_reset_at=None, statuses=None):
     raised = []
     for environment in Environment.objects.filter(name__in=moved).order_by("name"):
         status, last = environment.status(now), alerted[environment.name]
-        if last == status or _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at):
+        if (last == status or _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at)
+                or _stopped_for_a_restart(environment, status, now)):
             continue
         alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
                       message=_environment_message(environment, last, status, now), at=now)
@@ -114,6 +115,16 @@ def _heartbeat_may_be_missing(environment, status, now, reset_at):
     if status != OFFLINE or reset_at is None or environment.rejected or environment.stopped_at is not None:
         return False
     return now - reset_at < timedelta(seconds=settings.APP_HEARTBEAT_TIMEOUT)
+
+
+def _stopped_for_a_restart(environment, status, now):
+    """Whether an offline environment's worker stopped on purpose (it deregistered: SIGTERM, Ctrl-C, a redeploy)
+    within APP_ALERT_STOP_GRACE: a redeploy is back by then, and is no news. One that stays away is alerted then;
+    one that is back was online all along as far as the alerts go, so neither offline nor online is sent."""
+    grace = settings.APP_ALERT_STOP_GRACE
+    if status != OFFLINE or environment.stopped_at is None or environment.rejected or grace <= 0:
+        return False
+    return now - environment.stopped_at < timedelta(seconds=grace)
 
 
 def _environment_message(environment, last, status, now):

@@ -103,6 +103,10 @@ def exit_on_config_error():
         sys.exit(2)
 
 
+# A worker stopped on purpose may be away this long (a redeploy) before it is alerted offline.
+DEFAULT_ALERT_STOP_GRACE = 120.0
+
+
 @dataclass
 class Config:
     mode: str
@@ -130,6 +134,8 @@ class Config:
     proxy_allowed_networks: tuple | None = None  # None: anywhere but link-local and metadata addresses (proxy.networks)
     proxy_max_body: int | None = None  # bytes; None: no limit
     alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
+    # A worker stopped on purpose (SIGTERM, a redeploy) is alerted offline only if not back within this many seconds.
+    alert_stop_grace: float = DEFAULT_ALERT_STOP_GRACE
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
     web_threads: int = DEFAULT_WEB_THREADS
@@ -513,6 +519,8 @@ def load(environ_map=None):
     max_header_bytes = _header_bytes(env, "APP_MAX_HEADER_BYTES", problems)
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
+    alert_stop_grace = 0.0 if env.str("APP_ALERT_STOP_GRACE", default="").strip() == "0" else _seconds(
+        env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
     email = _email(env, problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
@@ -572,6 +580,7 @@ def load(environ_map=None):
         proxy_allowed_networks=proxy_allowed_networks,
         proxy_max_body=proxy_max_body,
         alert_webhooks=alert_webhooks,
+        alert_stop_grace=alert_stop_grace,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
         web_threads=web_threads,

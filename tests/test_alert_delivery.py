@@ -23,6 +23,11 @@ from .factories import register_environment
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_stop_grace(settings):
+    settings.APP_ALERT_STOP_GRACE = 0  # the alerts here come from a worker's stop: at once
+
+
 class Clock:
     def __init__(self, now=None):
         self.now = time.time() if now is None else now

@@ -43,6 +43,7 @@ class Clock:
 @pytest.fixture(autouse=True)
 def _webhook(settings):
     settings.APP_ALERT_WEBHOOKS = (HOOK,)
+    settings.APP_ALERT_STOP_GRACE = 0  # a worker's stop is news at once here; the grace has tests of its own
 
 
 def look(*controllers):
@@ -313,3 +314,36 @@ def test_a_pass_looks_for_transitions_in_a_few_queries_whatever_the_number_of_en
         assert controller.raise_alerts() is False
 
     assert len(queries) <= 4
+
+
+def test_a_worker_stopped_on_purpose_is_alerted_only_if_it_stays_away_past_the_grace(r, settings):
+    settings.APP_ALERT_STOP_GRACE = 120
+    clock = Clock()
+    register_environment("env_a", heartbeat_at=clock.now)
+    controller = Controller(clock=clock)
+    look(controller)
+    registry.withdraw(r, {"name": "env_a"}, now=clock.now)
+
+    clock.now += 119
+    look(controller)
+    assert alerts() == []
+    clock.now += 2
+    look(controller)
+    [alert] = alerts()
+    assert alert.event == ENVIRONMENT_OFFLINE and "its worker stopped" in alert.message
+
+
+def test_a_worker_back_within_the_grace_raises_no_alert_at_all(r, settings):
+    settings.APP_ALERT_STOP_GRACE = 120
+    clock = Clock()
+    register_environment("env_a", heartbeat_at=clock.now)
+    controller = Controller(clock=clock)
+    look(controller)
+    registry.withdraw(r, {"name": "env_a"}, now=clock.now)
+    clock.now += 60
+    look(controller)
+    register_environment("env_a", heartbeat_at=clock.now)
+    clock.now += 200
+    register_environment("env_a", heartbeat_at=clock.now)
+    look(controller)
+    assert alerts() == []

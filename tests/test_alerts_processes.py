@@ -22,10 +22,13 @@ def receiver():
         yield receiver
 
 
+GRACE = 8
+
+
 @pytest.fixture
 def cluster(tmp_path, redis_server, receiver, own_databases):
     c = Cluster(tmp_path, redis_server.url, worker_web=True,  # without its web, an environment is degraded
-                supervisor_overrides={"APP_ALERT_WEBHOOKS": receiver.url})
+                supervisor_overrides={"APP_ALERT_WEBHOOKS": receiver.url, "APP_ALERT_STOP_GRACE": str(GRACE)})
     try:
         c.start()
         c.start_controller()  # a second controller: one acts, and either may be the one
@@ -64,3 +67,30 @@ def test_a_killed_agent_posts_one_offline_alert_and_its_return_one_online_even_a
     assert "last heartbeat" in alerts[0]["message"]
     everything = receiver.alerts()
     assert not [id for id, n in Counter(a["id"] for a in everything).items() if n > 1], everything
+
+
+def test_a_worker_stopped_on_purpose_and_back_within_the_grace_sends_nothing_and_one_that_stays_away_one_alert(
+        cluster, receiver):
+    wait_for(lambda: {cluster.status_of("env_a"), cluster.status_of("env_b")} == {"online"}, what="both online")
+    time.sleep(1.5)
+    seen = len(receiver.alerts())
+
+    # A redeploy: SIGTERM (the agent deregisters), then the new one starts.
+    cluster.agents["env_b"].signal(signal.SIGTERM)
+    cluster.agents["env_b"].wait(15)
+    wait_for(lambda: cluster.status_of("env_b") == "offline", what="env_b shown offline")
+    cluster.start_agent("env_b")
+    wait_for(lambda: cluster.status_of("env_b") == "online", what="env_b back")
+    time.sleep(3)  # several controller passes
+    assert transitions(receiver.alerts()[seen:]) == []
+
+    # Stopped for good: alerted once the grace is over, not before.
+    stopped_at = time.monotonic()
+    cluster.agents["env_b"].signal(signal.SIGTERM)
+    cluster.agents["env_b"].wait(15)
+    time.sleep(max(0.0, GRACE - 2 - (time.monotonic() - stopped_at)))
+    assert transitions(receiver.alerts()[seen:]) == []
+    receiver.wait_for(lambda alerts: ("environment.offline", "env_b") in transitions(alerts[seen:]), timeout=10,
+                      what="env_b's offline alert")
+    alerts = receiver.alerts()[seen:]
+    assert transitions(alerts) == [("environment.offline", "env_b")] and "its worker stopped" in alerts[0]["message"]

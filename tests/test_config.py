@@ -407,6 +407,18 @@ def test_a_bad_request_head_bound_is_refused_naming_it(variable, value, message)
     assert len(problems) == 1 and problems[0].startswith(f"{variable}={value!r} {message}")
 
 
+@pytest.mark.parametrize("value, grace", [(None, 120.0), ("0", 0.0), ("300", 300.0), ("1.5", 1.5)])
+def test_app_alert_stop_grace_is_seconds_and_two_minutes_by_default(value, grace):
+    environ = SUPERVISOR if value is None else dict(SUPERVISOR, APP_ALERT_STOP_GRACE=value)
+    assert load(environ).alert_stop_grace == grace
+
+
+@pytest.mark.parametrize("value", ["-5", "soon"])
+def test_a_bad_alert_stop_grace_is_refused_naming_it(value):
+    problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_STOP_GRACE=value))
+    assert len(problems) == 1 and problems[0].startswith(f"APP_ALERT_STOP_GRACE={value!r}")
+
+
 def test_app_alert_webhooks_is_a_list_of_http_urls_and_none_by_default():
     assert load(SUPERVISOR).alert_webhooks == ()
     config = load(dict(SUPERVISOR, APP_ALERT_WEBHOOKS=" https://hooks.example.com/a, ,http://alerts:8080/in,"))
