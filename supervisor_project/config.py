@@ -136,6 +136,7 @@ class Config:
     alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
     # A worker stopped on purpose (SIGTERM, a redeploy) is alerted offline only if not back within this many seconds.
     alert_stop_grace: float = DEFAULT_ALERT_STOP_GRACE
+    time_zone: str = "UTC"  # TZ: the time zone pages show times in (stored times are UTC whatever it is)
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
     web_threads: int = DEFAULT_WEB_THREADS
@@ -163,6 +164,22 @@ def _redis_url_problem(var, value):
     if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         return f"{var}={value!r} is not a Redis URL; use redis://host:6379/0 (or leave it unset for the embedded Redis)"
     return None
+
+
+def _time_zone(env, problems):
+    """TZ, as the reference deployment sets it (e.g. Asia/Shanghai): an IANA name; UTC when unset."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = env.str("TZ", default="").strip().lstrip(":")
+    if not name:
+        return "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"TZ={name!r} is not a time zone this system knows; give an IANA name, e.g. TZ=Europe/Paris "
+                        "or TZ=UTC")
+        return "UTC"
+    return name
 
 
 def _seconds(env, var, default, problems, whole=False):
@@ -519,6 +536,7 @@ def load(environ_map=None):
     max_header_bytes = _header_bytes(env, "APP_MAX_HEADER_BYTES", problems)
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
+    time_zone = _time_zone(env, problems)
     alert_stop_grace = 0.0 if env.str("APP_ALERT_STOP_GRACE", default="").strip() == "0" else _seconds(
         env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
     email = _email(env, problems)
@@ -581,6 +599,7 @@ def load(environ_map=None):
         proxy_max_body=proxy_max_body,
         alert_webhooks=alert_webhooks,
         alert_stop_grace=alert_stop_grace,
+        time_zone=time_zone,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
         web_threads=web_threads,

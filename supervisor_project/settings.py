@@ -123,7 +123,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+TIME_ZONE = CONFIG.time_zone  # how pages show times; stored ones are UTC (USE_TZ)
 USE_I18N = True
 USE_TZ = True
 

@@ -419,6 +419,17 @@ def test_a_bad_alert_stop_grace_is_refused_naming_it(value):
     assert len(problems) == 1 and problems[0].startswith(f"APP_ALERT_STOP_GRACE={value!r}")
 
 
+def test_tz_sets_the_time_zone_pages_show_and_utc_by_default():
+    assert load(SUPERVISOR).time_zone == "UTC"
+    assert load(dict(SUPERVISOR, TZ="Asia/Shanghai")).time_zone == "Asia/Shanghai"  # as the reference sets it
+    assert load(dict(WORKER, TZ=":Europe/Paris")).time_zone == "Europe/Paris"  # glibc's form
+
+
+def test_an_unknown_tz_is_refused_naming_it():
+    problems, _ = problems_of(dict(SUPERVISOR, TZ="Mars/Olympus_Mons"))
+    assert len(problems) == 1 and problems[0].startswith("TZ='Mars/Olympus_Mons' is not a time zone")
+
+
 def test_app_alert_webhooks_is_a_list_of_http_urls_and_none_by_default():
     assert load(SUPERVISOR).alert_webhooks == ()
     config = load(dict(SUPERVISOR, APP_ALERT_WEBHOOKS=" https://hooks.example.com/a, ,http://alerts:8080/in,"))
