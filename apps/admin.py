@@ -68,9 +68,11 @@ def badge(state, title=""):
 
 
 def placement_badge(placement, now=None):
-    shown = placement.display_state(now)
+    shown = placement.badge_state(now)
     if shown == contract.UNKNOWN:
         title = placement.environment.offline_reason(now)
+    elif shown == contract.DEGRADED:
+        title = placement.environment.status_reason(now)
     else:
         title = placement.error
     return badge(shown, title)
@@ -84,7 +86,7 @@ def open_url(application_name, environment_name):
 def open_link(placement, now=None):
     """"Open" for a placement; hidden (and shown by the page's script) while the application does not run there."""
     key = f"{placement.application.name}:{placement.environment.name}"
-    running = placement.display_state(now) == contract.RUNNING
+    running = placement.badge_state(now) == contract.RUNNING  # where the proxy would forward
     return format_html(
         '<a class="appsup-open" href="{}" target="_blank" rel="noopener" data-open="{}" title="open {} on {}"{}>'
         "Open</a>",
@@ -96,10 +98,12 @@ def open_link(placement, now=None):
 def live_placement(placement, label, now=None, tag="span"):
     """LABEL, the placement's state badge and its "Open" link, in an element the page's script keeps current."""
     return format_html(
-        '<{tag} class="appsup-placement" data-live-placement="{key}" data-state="{state}" data-at="{at}">'
+        '<{tag} class="appsup-placement" data-live-placement="{key}" data-state="{state}" data-at="{at}" '
+        'data-environment-status="{status}" data-environment-problem="{problem}">'
         "{label} {badge} {link}</{tag}>",
         tag=mark_safe(tag), key=f"{placement.application.name}:{placement.environment.name}",
         state=placement.display_state(now), at=placement.state_at.isoformat() if placement.state_at else "",
+        status=placement.environment.status(now), problem=placement.environment.status_reason(now),
         label=label, badge=placement_badge(placement, now), link=open_link(placement, now),
     )
 
@@ -211,6 +215,8 @@ def placement_rows(placements, now=None):
             "badge": placement_badge(p, now),
             "open": open_link(p, now),
             "offline_reason": "" if p.environment.is_online(now) else p.environment.offline_reason(now),
+            "environment_status": p.environment.status(now),
+            "environment_problem": p.environment.status_reason(now),
         }
         for p in placements
     ]

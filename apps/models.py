@@ -159,3 +159,11 @@ class Placement(models.Model):
     def display_state(self, now=None):
         """The state to show: a stale value from an offline environment would mislead, so it is unknown."""
         return self.state if self.environment.is_online(now) else contract.UNKNOWN
+
+    def badge_state(self, now=None):
+        """What its badge says: the state shown, except that running on a degraded environment is "degraded", as
+        the proxy refuses it there (its web does not answer); a green "running" would contradict the proxy."""
+        shown = self.display_state(now)
+        if shown == contract.RUNNING and self.environment.status(now) == contract.DEGRADED:
+            return contract.DEGRADED
+        return shown

@@ -537,6 +537,26 @@ def test_each_placement_is_marked_for_live_updates_with_an_open_link_shown_while
     assert 'data-live-fragment="states:crm"' in html and 'data-live-fragment="attention:crm"' in html
 
 
+def test_running_on_a_degraded_environment_is_shown_degraded_with_nothing_to_open(admin_client, r):
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm", ["env_a", "env_b"])
+    status.write(r, "crm", "env_a", contract.RUNNING)
+    status.write(r, "crm", "env_b", contract.RUNNING)
+    mirror()
+    Environment.objects.filter(name="env_a").update(web_ok=False, problem="its web does not answer")
+
+    for html in (row(admin_client.get(changelist_url()), "crm"),
+                 admin_client.get(app_url("change", "crm")).content.decode()):
+        # The proxy refuses crm on env_a (503 degraded): no green "running" there, no "Open".
+        assert 'data-environment-status="degraded"' in html
+        assert 'class="appsup-badge appsup-badge-degraded" title="environment env_a is degraded: its web does ' \
+               'not answer" data-live-badge>degraded<' in html
+        assert 'data-open="crm:env_a" title="open crm on env_a" hidden>' in html
+        assert 'data-open="crm:env_b" title="open crm on env_b">' in html
+        assert 'appsup-badge-running" title="" data-live-badge>running<' in html  # env_b
+
+
 @pytest.mark.django_db
 def test_list_and_change_pages_load_the_live_script(admin_client):
     register_environment("env_a")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .local_cluster import TIMEOUT, Cluster
-from .processes import manage
+from .processes import manage, web_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -137,6 +137,20 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
     shots(page, "06-environment-offline")
     cluster.start_agent("env_b")
     page.wait_for_selector("[data-live-environment=env_b][data-status=online]", timeout=30_000)
+
+    # env_a's web process gone: its agent calls env_a degraded and the proxy refuses crm there, so the open list
+    # says degraded, not a green running, with nothing to open; and running again once the web is back.
+    page.goto("/admin/apps/application/")
+    live(page)
+    cluster.webs["env_a"].signal(signal.SIGKILL)
+    page.wait_for_selector("[data-live-placement='crm:env_a'] .appsup-badge-degraded", timeout=30_000)
+    assert page.locator("a[data-open='crm:env_a']").first.is_hidden()
+    assert page.locator("a[data-open='crm:env_b']").first.is_visible()
+    shots(page, "06b-environment-degraded")
+    cluster.webs["env_a"] = cluster._track(web_process(
+        cluster.worker_envs["env_a"], cluster.worker_ports["env_a"], cluster.tmp / "env_a-web-2.log"))
+    page.wait_for_selector("[data-live-placement='crm:env_a'] .appsup-badge-running", timeout=30_000)
+    assert page.locator("a[data-open='crm:env_a']").first.is_visible()
 
     # The hosted application, opened through the "Open" link, with its own admin account.
     page.goto("/admin/apps/application/")

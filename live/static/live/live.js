@@ -2,7 +2,8 @@
  * Live updates of the supervisor's admin pages, without a reload.
  *
  * Listens on the events socket (/ws/events/, see live/stream.py) and keeps current what the server marked:
- *   [data-live-placement="<app>:<environment>"]  data-state, its [data-live-badge] and its "Open" link (a[data-open])
+ *   [data-live-placement="<app>:<environment>"]  data-state, its [data-live-badge] and its "Open" link (a[data-open]);
+ *                                                 data-environment-status: running there shows "degraded", unopenable
  *   [data-live-environment="<name>"]             data-status and its [data-live-badge]
  *   time[data-live-time]                         the relative time in its [data-ago], every second
  *   [data-live-fragment="<key>"]                 replaced by the same fragment of a fresh copy of this page, read
@@ -122,13 +123,18 @@
         if (event.at) {
             element.setAttribute("data-at", event.at);
         }
+        // Running on a degraded environment is refused by the proxy there: the badge says degraded, as the
+        // server's page does, and there is nothing to open.
+        var degraded = element.getAttribute("data-environment-status") === "degraded";
+        var shown = event.state === "running" && degraded ? "degraded" : event.state;
         var badge = element.querySelector("[data-live-badge]");
         if (badge) {
-            setBadge(badge, event.state, typeof event.error === "string" ? event.error : "");
+            var title = shown === "degraded" ? element.getAttribute("data-environment-problem") : event.error;
+            setBadge(badge, shown, typeof title === "string" ? title : "");
         }
         var open = element.querySelector("a[data-open]");
         if (open) {
-            open.hidden = event.state !== "running";
+            open.hidden = shown !== "running";
         }
     }
 
@@ -153,6 +159,14 @@
             var badge = element.querySelector("[data-live-badge]");
             if (badge) {
                 setBadge(badge, event.status, typeof event.problem === "string" ? event.problem : "");
+            }
+        });
+        each("[data-live-placement$=" + quoted(":" + event.name) + "]", function (element) {
+            element.setAttribute("data-environment-status", event.status);
+            element.setAttribute("data-environment-problem", typeof event.problem === "string" ? event.problem : "");
+            if (event.status !== "offline") {
+                var last = latest[element.getAttribute("data-live-placement")];
+                showPlacement(element, {state: element.getAttribute("data-state"), error: last ? last.error : ""});
             }
         });
         if (event.status === "offline") {
