@@ -17,7 +17,11 @@ Messages, one JSON object each:
 - ``{"type": "stream", "status": "live", "now"}`` once subscribed, again after a reconnection or a flood of events:
   events may have been missed meanwhile, so whoever shows them reads the state afresh; ``now`` (Unix time) lets a browser allow
   for its clock;
-- ``{"type": "stream", "status": "reconnecting", "problem"}`` while Redis is unreachable (retried with backoff).
+- ``{"type": "stream", "status": "reconnecting", "problem"}`` while Redis is unreachable (retried with backoff);
+- ``{"type": "supervisor", "warning": text or null}``: whether what pages show is being kept up to date (no
+  controller has run for a while, or it cannot reach Redis: apps.refresh.staleness_warning), sent to each new socket
+  and whenever it changes (looked at every SUPERVISOR_CHECK_SECONDS), so a page's "live" does not claim more than
+  it knows.
 """
 
 import asyncio
@@ -57,6 +61,8 @@ WINDOW = 0.25
 BATCH_LIMIT = 500
 # During a flood that lasts, pages are told to read everything afresh this often at most.
 RESYNC_SECONDS = 10.0
+SUPERVISOR = "supervisor"
+SUPERVISOR_CHECK_SECONDS = 5.0
 
 
 def is_name(value):
@@ -174,17 +180,21 @@ class Hub:
         self.retry_first, self.retry_cap = retry_first, retry_cap
         self.queues = set()
         self.task = None
+        self.watcher = None
         self.status = None  # the last stream message: what a new subscriber is told first
+        self.supervisor = None  # the last supervisor message: told next
 
     def subscribe(self):
         """A queue of messages for one socket."""
         loop = asyncio.get_running_loop()
         if self.task is None or self.task.done() or self.task.get_loop() is not loop:
-            self.queues, self.status = set(), None
+            self.queues, self.status, self.supervisor = set(), None, None
             self.task = loop.create_task(self.run(), name="appsup-live-events")
         queue = asyncio.Queue(QUEUE_LIMIT)
         if self.status is not None:
             queue.put_nowait(live_message() if self.status["status"] == LIVE else self.status)
+        if self.supervisor is not None:
+            queue.put_nowait(self.supervisor)
         self.queues.add(queue)
         return queue
 
@@ -192,7 +202,26 @@ class Hub:
         self.queues.discard(queue)
         if not self.queues and self.task is not None:
             self.task.cancel()
-            self.task, self.status = None, None
+            if self.watcher is not None:
+                self.watcher.cancel()
+            self.task, self.watcher, self.status, self.supervisor = None, None, None, None
+
+    async def watch_supervisor(self):
+        """Tell the sockets whether the controller keeps what they show up to date: one query per process every
+        SUPERVISOR_CHECK_SECONDS, whatever the number of sockets."""
+        from apps.refresh import staleness_warning
+
+        while True:
+            try:
+                warning = await database_sync_to_async(staleness_warning)()
+            except Exception:  # the database away for a moment: say nothing new rather than end the watch
+                log.warning("events socket: could not read the controller's state", exc_info=True)
+            else:
+                message = {"type": SUPERVISOR, "warning": warning}
+                if message != self.supervisor:
+                    self.supervisor = message
+                    self.broadcast(message)
+            await asyncio.sleep(SUPERVISOR_CHECK_SECONDS)
 
     def broadcast(self, message):
         for queue in self.queues:
@@ -224,6 +253,9 @@ class Hub:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(EVENTS_CHANNEL, HEARTBEATS_CHANNEL)  # pages show heartbeats too
                     self.tell(live_message())
+                    if self.watcher is None:  # after "live": what it qualifies
+                        self.watcher = asyncio.get_running_loop().create_task(
+                            self.watch_supervisor(), name="appsup-live-supervisor")
                     delay = self.retry_first
                     await self._relay(pubsub, Verifier(client))
             except (RedisError, OSError) as exc:

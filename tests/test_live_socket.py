@@ -407,6 +407,29 @@ def test_every_socket_receives_each_event_from_one_subscription(application, r):
     assert received[0] == received[1] and received[0]["state"] == contract.STARTING
 
 
+def test_a_page_is_told_when_no_controller_keeps_its_state_up_to_date_and_when_one_does_again(application,
+                                                                                             monkeypatch):
+    from django.utils import timezone
+
+    from controller.models import ControllerState
+
+    monkeypatch.setattr(stream, "SUPERVISOR_CHECK_SECONDS", 0.2)
+    ControllerState.objects.create(pk=1, holder="c1", seen_at=timezone.now() - timezone.timedelta(minutes=5))
+
+    @async_to_sync
+    async def scenario():
+        communicator = await opened(application, bearer())
+        silent = await next_of(communicator, stream.SUPERVISOR)
+        await sync_to_async(ControllerState.objects.filter(pk=1).update)(seen_at=timezone.now())
+        back = await next_of(communicator, stream.SUPERVISOR)
+        await communicator.disconnect()
+        return silent, back
+
+    silent, back = scenario()
+    assert "No supervisor controller has run for 300 s" in silent["warning"] and "runsupervisor" in silent["warning"]
+    assert back == {"type": stream.SUPERVISOR, "warning": None}
+
+
 def test_the_socket_does_not_accept_messages_and_survives_them(application):
     register_environment("env_a")
 
@@ -441,9 +464,9 @@ def test_redis_killed_and_restarted_tells_the_client_and_events_flow_again(appli
         async def scenario():
             communicator = await opened(application, bearer())
             await sync_to_async(server.kill)()
-            lost = await communicator.receive_json_from(timeout=WAIT)
+            lost = await next_of(communicator, stream.STREAM)
             await sync_to_async(server.start)()
-            back = await communicator.receive_json_from(timeout=5)
+            back = await next_of(communicator, stream.STREAM, timeout=5)
             redis_client.reset()  # the test's own client reconnects to the new server
             entry = await report("crm", "env_a", contract.STOPPED)
             received = await next_of(communicator, "placement")

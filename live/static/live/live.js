@@ -8,7 +8,8 @@
  *   time[data-live-time]                         the relative time in its [data-ago], every second
  *   [data-live-fragment="<key>"]                 replaced by the same fragment of a fresh copy of this page, read
  *                                                 from the server shortly after a change (errors, drift, times)
- * and shows how the stream is in #live-status (data-state: connecting, live, reconnecting, refused).
+ * and shows how the stream is in #live-status (data-state: connecting, live, stale (live, but no controller keeps the
+ * state up to date: the title says what to do), reconnecting, refused).
  *
  * What arrives is data, never markup: it is only compared with known states and written with textContent and
  * attributes. The markup that replaces fragments is the server's own page.
@@ -29,7 +30,8 @@
     var MARKED = "[data-live-fragment], [data-live-placement], [data-live-environment], time[data-live-time]";
 
     var skew = 0;  // the server's clock minus this browser's, in ms
-    var latest = {};  // placement key -> its last event, applied again over a fragment the server had not updated yet
+    var latest = {};
+    var supervisorWarning = "";  // placement key -> its last event, applied again over a fragment the server had not updated yet
     var indicator = null, changedNotice = null;
     var retry = RETRY_FIRST, state = "connecting", everLive = false, loadedAt = Date.now();
     var refreshTimer = null, refreshDue = 0, refreshing = false, again = false;
@@ -257,6 +259,23 @@
 
     // -- the socket -------------------------------------------------------------------------------------------------
 
+    // "live" only while the controller keeps what the page shows up to date; its warning (no controller has run
+    // for a while, or it cannot reach Redis) otherwise, which says what to do.
+    function showLive() {
+        if (supervisorWarning) {
+            setState("stale", "live, not kept up to date", supervisorWarning);
+        } else {
+            setState("live", "live", "This page updates itself as things change.");
+        }
+    }
+
+    function onSupervisor(event) {
+        supervisorWarning = typeof event.warning === "string" ? event.warning : "";
+        if (state === "live" || state === "stale") {
+            showLive();
+        }
+    }
+
     function onStream(event) {
         if (event.status === "live") {
             if (typeof event.now === "number") {
@@ -266,7 +285,7 @@
             var first = !everLive && Date.now() - loadedAt < 5000;
             everLive = true;
             retry = RETRY_FIRST;
-            setState("live", "live", "This page updates itself as things change.");
+            showLive();
             if (!first) {
                 scheduleRefresh(0);  // whatever changed while the socket was away
             }
@@ -297,6 +316,8 @@
             scheduleRefresh(SOON);
         } else if (event.type === "app") {
             scheduleRefresh(SOON);
+        } else if (event.type === "supervisor") {
+            onSupervisor(event);
         } else if (event.type === "refused") {
             setState("refused", "not live", typeof event.error === "string" ? event.error : "");
         }
