@@ -51,6 +51,7 @@ from django.db import IntegrityError
 from django.http import HttpResponse
 from django.utils import timezone
 
+from exchange import contract
 from exchange.contract import NAME_RE
 from supervisor_project.api_auth import (
     api_view,
@@ -229,12 +230,28 @@ def _failure(outcome, application):
             "message": f"{application.name} stays desired {desired}: the controller completes the "
                        f"{outcome.command} on {', '.join(waiting)} once it is back online",
         }
+        if step.kind == lifecycle.OFFLINE:
+            return _waiting(outcome, application, step, extra["pending"])
+    elif outcome.command == contract.REMOVE and step.kind == lifecycle.OFFLINE:
+        detail += (f"; if {step.environment} will never answer, DELETE /api/apps/{application.name}?force=true "
+                   "removes the application without it (what it left there is not reachable)")
     return error(
         f"{outcome.command} {application.name} failed on {step.environment}: {detail}",
         _failure_status(step),
         environment=step.environment,
         **extra,
     )
+
+
+def _waiting(outcome, application, step, pending):
+    """202: the command is recorded and waits for an offline environment, which the controller completes."""
+    return json_response({
+        "message": f"{outcome.command} {application.name} waits for {', '.join(pending['waiting_for'])}: "
+                   f"{step.error}; the controller carries it out there once it is back online, once",
+        "environment": step.environment,
+        "pending": pending,
+        "app": app_dict(Application.objects.with_placements().get(pk=application.pk)),
+    }, status=202)
 
 
 def _operate(request, name, work):
@@ -267,12 +284,23 @@ def app_command(request, name, command):
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
 
-def _remove(request, name):
-    raw = request.GET.get("drop_database", "")
+def flag(request, name):
+    """(True/False, None) from ?NAME=true|false (absent: False), or (None, the 400 response)."""
+    raw = request.GET.get(name, "")
     if raw.lower() not in TRUE + FALSE:
-        return error(f"drop_database={raw!r} is not valid: give true or false", 400, environment=None)
-    drop = raw.lower() in TRUE
-    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, drop_database=drop, timeout=timeout))
+        return None, error(f"{name}={raw!r} is not valid: give true or false", 400, environment=None)
+    return raw.lower() in TRUE, None
+
+
+def _remove(request, name):
+    drop, bad = flag(request, "drop_database")
+    if bad is not None:
+        return bad
+    force, bad = flag(request, "force")
+    if bad is not None:
+        return bad
+    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, drop_database=drop, timeout=timeout,
+                                                                            force=force))
     if isinstance(result, HttpResponse):
         return result
     return HttpResponse(status=204)
