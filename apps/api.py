@@ -19,20 +19,25 @@ call                                   answers
                                        nested), a field's message when its JSON type is wrong (the four
                                        strings must be strings, ``environments`` a list of strings);
                                        413 past DATA_UPLOAD_MAX_MEMORY_SIZE; 415 if not application/json
-``POST /api/apps/<name>/start``        200 APP once every environment answered; on failure
-(also ``stop``, ``restart``)           ``{"error", "environment"}``, see below. ``?timeout=`` seconds
+``POST /api/apps/<name>/start``        200 APP once every environment answered; 202 ``{"message",
+(also ``stop``, ``restart``)           "environment", "pending", "app"}`` when an environment is offline:
+                                       recorded, the controller carries it out there once it is back, once
+                                       (``environment`` names the one it waits for); on failure
+                                       ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
 ``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below.
-                                       Its databases are kept unless ``?drop_database=true``
+                                       Its databases are kept unless ``?drop_database=true``; with
+                                       ``?force=true`` its offline environments are sent nothing (they will
+                                       never answer) and it is removed all the same
 =====================================  ====================================================================
 
 Failures of start/stop/restart/delete, all ``{"error": message, "environment": name or null}``:
 
 * 400 — ``?timeout=`` is not a positive number of seconds (at most lifecycle.MAX_TIMEOUT), or
-  ``?drop_database=`` is not true/false; environment null;
+  ``?drop_database=`` or ``?force=`` is not true/false; environment null;
 * 404 — no such application; environment null;
-* 409 — an environment is offline (nothing is sent to it, nor to the ones after it on a start), or the command
-  failed there (error state, refusal, the worker went away while running it); environment names it;
+* 409 — the command failed on an environment (error state, refusal, the worker went away while running it), or
+  a delete without ``force`` found one offline (nothing is sent); environment names it;
 * 423 — another start/stop/restart/delete of this application is in progress (lifecycle.OperationInProgress);
   environment null; retry once it ends;
 * 503 — Redis is unavailable, so no command can be sent; environment null;
