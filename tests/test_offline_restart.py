@@ -2,6 +2,7 @@
 controller when the environment is back (apps.lifecycle, controller.loop); a stop cancels it."""
 
 import pytest
+from django.urls import reverse
 
 from apps.models import Placement
 from controller.loop import Controller
@@ -116,3 +117,14 @@ def test_a_restart_while_online_leaves_nothing_waiting(client, enqueued):
 
     assert enqueued == [("start", "env_a"), ("restart", "env_a")]
     assert not Placement.objects.get(application__name="crm").restart_pending
+
+
+def test_a_restart_from_the_admin_is_kept_the_same_way(admin_client, running_then_offline):
+    crm = Placement.objects.get(application__name="crm").application
+    response = admin_client.post(reverse("admin:apps_application_restart", args=[crm.pk]), {"post": "yes"},
+                                 follow=True)
+
+    [message] = [str(m) for m in response.context["messages"]]
+    assert message.endswith("crm stays desired running: the controller completes the restart on env_a once env_a "
+                            "is back online.")
+    assert Placement.objects.get(application__name="crm").restart_pending
