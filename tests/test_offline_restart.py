@@ -13,6 +13,7 @@ from .factories import ThreadAgent, create_application, mirror
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
+# Hosted databases are app_<name> on PostgreSQL, shared by test files run at the same time: a name of its own.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -41,10 +42,10 @@ def post(client, path):
 
 @pytest.fixture
 def running_then_offline(client):
-    """crm running on env_a, whose worker has since stopped."""
+    """rs_unit running on env_a, whose worker has since stopped."""
     with ThreadAgent("env_a"):
-        create_application("crm", ["env_a"])
-        assert post(client, "/api/apps/crm/start?timeout=60").status_code == 200
+        create_application("rs_unit", ["env_a"])
+        assert post(client, "/api/apps/rs_unit/start?timeout=60").status_code == 200
     mirror()
 
 
@@ -58,15 +59,15 @@ def reconcile_until_idle(controller):
 
 def test_offline_restart_answers_202_naming_the_environment_and_runs_once_when_back(client, running_then_offline,
                                                                                  enqueued):
-    response = post(client, "/api/apps/crm/restart?timeout=10")
+    response = post(client, "/api/apps/rs_unit/restart?timeout=10")
 
     assert response.status_code == 202, response.content
     body = response.json()
     assert body["environment"] == "env_a"
-    assert body["message"].startswith("restart crm waits for env_a: environment env_a is offline")
+    assert body["message"].startswith("restart rs_unit waits for env_a: environment env_a is offline")
     assert body["pending"]["waiting_for"] == ["env_a"]
     assert enqueued == []
-    placement = Placement.objects.get(application__name="crm")
+    placement = Placement.objects.get(application__name="rs_unit")
     assert placement.restart_pending and placement.state == "running"
 
     controller = Controller()
@@ -84,8 +85,8 @@ def test_offline_restart_answers_202_naming_the_environment_and_runs_once_when_b
 
 
 def test_two_offline_restarts_run_once_when_back(client, running_then_offline, enqueued):
-    assert post(client, "/api/apps/crm/restart?timeout=10").status_code == 202
-    assert post(client, "/api/apps/crm/restart?timeout=10").status_code == 202
+    assert post(client, "/api/apps/rs_unit/restart?timeout=10").status_code == 202
+    assert post(client, "/api/apps/rs_unit/restart?timeout=10").status_code == 202
 
     with ThreadAgent("env_a"):
         mirror()
@@ -95,8 +96,8 @@ def test_two_offline_restarts_run_once_when_back(client, running_then_offline, e
 
 
 def test_a_stop_cancels_a_restart_still_waiting(client, running_then_offline, enqueued):
-    assert post(client, "/api/apps/crm/restart?timeout=10").status_code == 202
-    stopped = post(client, "/api/apps/crm/stop?timeout=10")
+    assert post(client, "/api/apps/rs_unit/restart?timeout=10").status_code == 202
+    stopped = post(client, "/api/apps/rs_unit/stop?timeout=10")
     assert stopped.status_code == 202 and stopped.json()["pending"]["desired_state"] == "stopped"
 
     with ThreadAgent("env_a"):
@@ -104,27 +105,27 @@ def test_a_stop_cancels_a_restart_still_waiting(client, running_then_offline, en
         reconcile_until_idle(Controller())
 
     assert enqueued == [("stop", "env_a")]
-    assert not Placement.objects.get(application__name="crm").restart_pending
+    assert not Placement.objects.get(application__name="rs_unit").restart_pending
 
 
 def test_a_restart_while_online_leaves_nothing_waiting(client, enqueued):
     with ThreadAgent("env_a"):
-        create_application("crm", ["env_a"])
-        assert post(client, "/api/apps/crm/start?timeout=60").status_code == 200
-        assert post(client, "/api/apps/crm/restart?timeout=60").status_code == 200
+        create_application("rs_unit", ["env_a"])
+        assert post(client, "/api/apps/rs_unit/start?timeout=60").status_code == 200
+        assert post(client, "/api/apps/rs_unit/restart?timeout=60").status_code == 200
         mirror()
         assert reconcile_until_idle(Controller()) == 0
 
     assert enqueued == [("start", "env_a"), ("restart", "env_a")]
-    assert not Placement.objects.get(application__name="crm").restart_pending
+    assert not Placement.objects.get(application__name="rs_unit").restart_pending
 
 
 def test_a_restart_from_the_admin_is_kept_the_same_way(admin_client, running_then_offline):
-    crm = Placement.objects.get(application__name="crm").application
-    response = admin_client.post(reverse("admin:apps_application_restart", args=[crm.pk]), {"post": "yes"},
+    rs_unit = Placement.objects.get(application__name="rs_unit").application
+    response = admin_client.post(reverse("admin:apps_application_restart", args=[rs_unit.pk]), {"post": "yes"},
                                  follow=True)
 
     [message] = [str(m) for m in response.context["messages"]]
-    assert message.endswith("crm stays desired running: the controller completes the restart on env_a once env_a "
+    assert message.endswith("rs_unit stays desired running: the controller completes the restart on env_a once env_a "
                             "is back online.")
-    assert Placement.objects.get(application__name="crm").restart_pending
+    assert Placement.objects.get(application__name="rs_unit").restart_pending

@@ -12,14 +12,23 @@ import requests
 from exchange.contract import ENVIRONMENTS_KEY
 
 from .local_cluster import Cluster
-from .processes import wait_for
+from .processes import own_postgres_databases, wait_for
+
+# Its own PostgreSQL databases, and application names (so hosted databases app_<name>) no other test file uses:
+# other test files may run at the same time on the same server.
+DATABASES = ["appsup_retire_sup", "appsup_retire_env_a", "appsup_retire_env_b"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def cluster(tmp_path, redis_url, own_databases):
-    c = Cluster(tmp_path, redis_url, worker_web=True)
+def cluster(tmp_path, redis_url):
+    with own_postgres_databases(DATABASES):
+        yield from _cluster(tmp_path, redis_url)
+
+
+def _cluster(tmp_path, redis_url):
+    c = Cluster(tmp_path, redis_url, databases=DATABASES, worker_web=True)
     try:
         c.start()
         wait_for(lambda: c.status_of("env_a") == "online" and c.status_of("env_b") == "online", timeout=60,
@@ -43,30 +52,30 @@ def through_proxy(cluster, app):
 
 
 def test_a_dead_environment_is_forgotten_and_its_applications_keep_serving_elsewhere(cluster):
-    create_and_start(cluster, "crm", ["env_a", "env_b"])
-    create_and_start(cluster, "erp", ["env_b"])
+    create_and_start(cluster, "rt_crm", ["env_a", "env_b"])
+    create_and_start(cluster, "rt_erp", ["env_b"])
     for process in (cluster.agents["env_b"], cluster.webs["env_b"]):  # gone for good
         process.signal(signal.SIGKILL)
         process.wait(10)
     wait_for(lambda: cluster.status_of("env_b") == "offline", timeout=15, what="env_b offline")
 
-    kept = cluster.api("DELETE", "apps/erp")
+    kept = cluster.api("DELETE", "apps/rt_erp")
     assert kept.status_code == 409 and "force=true" in kept.json()["error"], kept.text
-    assert cluster.api("DELETE", "apps/erp?force=true").status_code == 204
-    wait_for(lambda: through_proxy(cluster, "erp") == 404, timeout=5, what="erp unknown to the proxy")
+    assert cluster.api("DELETE", "apps/rt_erp?force=true").status_code == 204
+    wait_for(lambda: through_proxy(cluster, "rt_erp") == 404, timeout=5, what="rt_erp unknown to the proxy")
 
     refused = cluster.api("DELETE", "environments/env_b")
-    assert refused.status_code == 409 and refused.json()["applications"] == ["crm"], refused.text
+    assert refused.status_code == 409 and refused.json()["applications"] == ["rt_crm"], refused.text
 
     forgotten = cluster.api("DELETE", "environments/env_b?force=true")
 
     assert forgotten.status_code == 204, forgotten.text
     assert "env_b" not in cluster.environments()
-    assert cluster.api("GET", "apps/crm/").json()["environments"] == ["env_a"]
-    wait_for(lambda: through_proxy(cluster, "crm") == 200, timeout=5, what="crm served from env_a")
+    assert cluster.api("GET", "apps/rt_crm/").json()["environments"] == ["env_a"]
+    wait_for(lambda: through_proxy(cluster, "rt_crm") == 200, timeout=5, what="rt_crm served from env_a")
     time.sleep(2)  # a few controller passes: nothing brings env_b back
     assert "env_b" not in cluster.environments()
-    assert through_proxy(cluster, "crm") == 200
+    assert through_proxy(cluster, "rt_crm") == 200
 
 
 def test_an_environment_written_to_redis_without_the_secret_takes_no_placement(cluster, redis_url):
@@ -77,7 +86,7 @@ def test_an_environment_written_to_redis_without_the_secret_takes_no_placement(c
     time.sleep(1.5)  # the controller's mirror sees it (and counts it as rejected)
 
     response = cluster.api("POST", "apps/", json={
-        "name": "crm", "environments": ["env_x"], "admin_username": "boss",
+        "name": "rt_crm", "environments": ["env_x"], "admin_username": "boss",
         "admin_password": "correct-horse-battery"})
 
     assert response.status_code == 400, response.text
