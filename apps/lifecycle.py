@@ -211,11 +211,12 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
             return outcome
     for placement in placements:
         action = contract.RESTART if placement.environment.name in restart else command
+        claimed = action == contract.RESTART and _claim_restarts(placement)
         step = _run_on(placement, action, payload, deadline, clock, renew)
+        if claimed and step.kind == OFFLINE:
+            _give_back_restarts(placement)  # nothing was sent: still to do once it is back
         outcome.steps.append(step)
         _observe(action, step)
-        if action == contract.RESTART and step.kind != OFFLINE:
-            _restarted(placement)
         if progress:
             progress(step)
         if not step.ok and command in (contract.START, contract.RESTART):
@@ -225,12 +226,18 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
     return outcome
 
 
-def _restarted(placement):
-    """The restarts asked for PLACEMENT before this one ran (read with it) are done: carried out, or tried and
-    failed (the failure is drift the controller deals with as any other), never sent again. A restart asked for
-    while this one ran stays waiting."""
-    Placement.objects.filter(pk=placement.pk, restarts_done__lt=placement.restarts_asked).update(
-        restarts_done=placement.restarts_asked)
+def _claim_restarts(placement):
+    """Count the restarts asked for PLACEMENT (as read with it) as done, before the restart is sent: whatever
+    becomes of it (carried out, or failed: drift the controller deals with as any other), it is never sent again,
+    even by a controller that takes over after this one died waiting. A restart asked for meanwhile stays waiting.
+    Returns whether there were any."""
+    return Placement.objects.filter(pk=placement.pk, restarts_done__lt=placement.restarts_asked).update(
+        restarts_done=placement.restarts_asked) == 1
+
+
+def _give_back_restarts(placement):
+    Placement.objects.filter(pk=placement.pk, restarts_done=placement.restarts_asked).update(
+        restarts_done=placement.restarts_done)
 
 
 def _keep_restart(placements, outcome):
