@@ -61,6 +61,8 @@ def environment_detail(request, name):
         return error(f"no environment named {name!r}", 404, environment=None)
     try:
         retire.forget(environment, force=force)
+    except Environment.DoesNotExist:  # deleted meanwhile
+        return error(f"no environment named {name!r}", 404, environment=None)
     except retire.Refused as refusal:
         return error(str(refusal), 409, environment=name, applications=refusal.applications)
     except redis.RedisError as exc:

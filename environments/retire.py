@@ -15,6 +15,8 @@ from apps.models import Application, Placement
 from exchange import events, registry, status
 from exchange.redis_client import supervisor_redis
 
+from . import mirror as registry_mirror
+
 
 class Refused(Exception):
     """Why an environment cannot be forgotten (as asked), in words for the operator; APPLICATIONS: those it hosts."""
@@ -67,10 +69,12 @@ def forget(environment, force=False, redis=None):
     application it hosted is published again without it, and its status there dropped, so neither the proxy nor
     the pages offer it any more. Raises Refused, or redis.RedisError (nothing deleted then). Returns the names of
     the applications it hosted."""
+    r = redis or supervisor_redis()
+    registry_mirror.sync(r)  # online or not as of now, not as of the controller's last pass
+    environment.refresh_from_db()
     refusal = blocker(environment, force)
     if refusal is not None:
         raise refusal
-    r = redis or supervisor_redis()
     with transaction.atomic():
         applications = hosted(environment)
         Placement.objects.filter(environment=environment).delete()
