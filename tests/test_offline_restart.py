@@ -129,3 +129,21 @@ def test_a_restart_from_the_admin_is_kept_the_same_way(admin_client, running_the
     assert message.endswith("rs_unit stays desired running: the controller completes the restart on env_a once env_a "
                             "is back online.")
     assert Placement.objects.get(application__name="rs_unit").restart_pending
+
+
+def test_a_restart_stopped_by_an_offline_first_environment_resumes_in_start_order_once(client, enqueued):
+    with ThreadAgent("env_a"), ThreadAgent("env_b"):
+        create_application("rs_unit", ["env_a", "env_b"])
+        assert post(client, "/api/apps/rs_unit/start?timeout=60").status_code == 200
+    with ThreadAgent("env_b"):
+        mirror()
+        response = post(client, "/api/apps/rs_unit/restart?timeout=10")
+        assert response.status_code == 202 and response.json()["environment"] == "env_a"
+        assert reconcile_until_idle(Controller()) == 0  # env_b waits behind env_a, as a sequential restart would
+        with ThreadAgent("env_a"):
+            mirror()
+            assert reconcile_until_idle(Controller()) == 1
+            assert reconcile_until_idle(Controller()) == 0
+
+    assert enqueued == [("start", "env_a"), ("start", "env_b"), ("restart", "env_a"), ("restart", "env_b")]
+    assert not any(p.restart_pending for p in Placement.objects.filter(application__name="rs_unit"))
