@@ -19,20 +19,25 @@ call                                   answers
                                        nested), a field's message when its JSON type is wrong (the four
                                        strings must be strings, ``environments`` a list of strings);
                                        413 past DATA_UPLOAD_MAX_MEMORY_SIZE; 415 if not application/json
-``POST /api/apps/<name>/start``        200 APP once every environment answered; on failure
-(also ``stop``, ``restart``)           ``{"error", "environment"}``, see below. ``?timeout=`` seconds
+``POST /api/apps/<name>/start``        200 APP once every environment answered; 202 ``{"message",
+(also ``stop``, ``restart``)           "environment", "pending", "app"}`` when an environment is offline:
+                                       recorded, the controller carries it out there once it is back, once
+                                       (``environment`` names the one it waits for); on failure
+                                       ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
 ``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below.
-                                       Its databases are kept unless ``?drop_database=true``
+                                       Its databases are kept unless ``?drop_database=true``; with
+                                       ``?force=true`` its offline environments are sent nothing (they will
+                                       never answer) and it is removed all the same
 =====================================  ====================================================================
 
 Failures of start/stop/restart/delete, all ``{"error": message, "environment": name or null}``:
 
 * 400 — ``?timeout=`` is not a positive number of seconds (at most lifecycle.MAX_TIMEOUT), or
-  ``?drop_database=`` is not true/false; environment null;
+  ``?drop_database=`` or ``?force=`` is not true/false; environment null;
 * 404 — no such application; environment null;
-* 409 — an environment is offline (nothing is sent to it, nor to the ones after it on a start), or the command
-  failed there (error state, refusal, the worker went away while running it); environment names it;
+* 409 — the command failed on an environment (error state, refusal, the worker went away while running it), or
+  a delete without ``force`` found one offline (nothing is sent); environment names it;
 * 423 — another start/stop/restart/delete of this application is in progress (lifecycle.OperationInProgress);
   environment null; retry once it ends;
 * 503 — Redis is unavailable, so no command can be sent; environment null;
@@ -51,6 +56,7 @@ from django.db import IntegrityError
 from django.http import HttpResponse
 from django.utils import timezone
 
+from exchange import contract
 from exchange.contract import NAME_RE
 from supervisor_project.api_auth import (
     api_view,
@@ -229,12 +235,28 @@ def _failure(outcome, application):
             "message": f"{application.name} stays desired {desired}: the controller completes the "
                        f"{outcome.command} on {', '.join(waiting)} once it is back online",
         }
+        if step.kind == lifecycle.OFFLINE:
+            return _waiting(outcome, application, step, extra["pending"])
+    elif outcome.command == contract.REMOVE and step.kind == lifecycle.OFFLINE:
+        detail += (f"; if {step.environment} will never answer, DELETE /api/apps/{application.name}?force=true "
+                   "removes the application without it (what it left there is not reachable)")
     return error(
         f"{outcome.command} {application.name} failed on {step.environment}: {detail}",
         _failure_status(step),
         environment=step.environment,
         **extra,
     )
+
+
+def _waiting(outcome, application, step, pending):
+    """202: the command is recorded and waits for an offline environment, which the controller completes."""
+    return json_response({
+        "message": f"{outcome.command} {application.name} waits for {', '.join(pending['waiting_for'])}: "
+                   f"{step.error}; the controller carries it out there once it is back online, once",
+        "environment": step.environment,
+        "pending": pending,
+        "app": app_dict(Application.objects.with_placements().get(pk=application.pk)),
+    }, status=202)
 
 
 def _operate(request, name, work):
@@ -267,12 +289,23 @@ def app_command(request, name, command):
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
 
-def _remove(request, name):
-    raw = request.GET.get("drop_database", "")
+def flag(request, name):
+    """(True/False, None) from ?NAME=true|false (absent: False), or (None, the 400 response)."""
+    raw = request.GET.get(name, "")
     if raw.lower() not in TRUE + FALSE:
-        return error(f"drop_database={raw!r} is not valid: give true or false", 400, environment=None)
-    drop = raw.lower() in TRUE
-    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, drop_database=drop, timeout=timeout))
+        return None, error(f"{name}={raw!r} is not valid: give true or false", 400, environment=None)
+    return raw.lower() in TRUE, None
+
+
+def _remove(request, name):
+    drop, bad = flag(request, "drop_database")
+    if bad is not None:
+        return bad
+    force, bad = flag(request, "force")
+    if bad is not None:
+        return bad
+    result = _operate(request, name, lambda app, timeout: lifecycle.remove(app, drop_database=drop, timeout=timeout,
+                                                                            force=force))
     if isinstance(result, HttpResponse):
         return result
     return HttpResponse(status=204)

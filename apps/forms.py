@@ -1,3 +1,6 @@
+import contextlib
+
+import redis
 from django import forms
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
@@ -5,6 +8,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 
+from environments import mirror as registry_mirror
 from environments.models import Environment, single_environment
 from exchange import contract
 from exchange.redis_client import supervisor_redis
@@ -44,10 +48,14 @@ class OrderedEnvironmentsField(forms.Field):
     default_error_messages = {
         "invalid_list": "Give a list of environment names.",
         "unknown": "Unknown environment: %(names)s. Known: %(known)s.",
+        "unverified": "Environment %(name)s takes no placements: %(reason)s, so it is not a verified environment "
+                      "(it is shown as rejected on the Environments page). Verified: %(known)s.",
         "duplicate": "Environment %(name)s is listed twice.",
     }
 
     known = ()
+    # name -> why: environments that exist in name only (their registration does not verify); refused, saying why.
+    unverified = {}
 
     def set_choices(self, names):
         self.known = list(names)
@@ -72,6 +80,10 @@ class OrderedEnvironmentsField(forms.Field):
             if name in seen:
                 raise forms.ValidationError(self.error_messages["duplicate"], code="duplicate", params={"name": name})
             seen.add(name)
+        for name in value:
+            if name in self.unverified:
+                raise forms.ValidationError(self.error_messages["unverified"], code="unverified", params={
+                    "name": name, "reason": self.unverified[name], "known": ", ".join(self.known) or "none yet"})
         unknown = [n for n in value if n not in self.known]
         if unknown:
             raise forms.ValidationError(
@@ -98,7 +110,9 @@ class ApplicationCreateForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["environments"].set_choices(Environment.objects.values_list("name", flat=True))
+        # Only environments whose registration verified take placements: a row whose entry in Redis was since
+        # overwritten without the secret is shown as rejected, and offered to nobody.
+        self.fields["environments"].set_choices(Environment.objects.filter(rejected="").values_list("name", flat=True))
         self.fields["admin_username"].required = True
         if single_environment():
             # A single instance hosts everything on its one environment: naming it is optional.
@@ -107,6 +121,18 @@ class ApplicationCreateForm(forms.ModelForm):
 
     def clean_environments(self):
         return self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
+
+    def full_clean(self):
+        field = self.fields["environments"]
+        field.unverified = dict(Environment.objects.exclude(rejected="").values_list("name", "rejected"))
+        if self.is_bound and settings.APP_DISCOVERY_ADAPTER != "local":
+            # A name with no row may still be in Redis, written without the secret: say so rather than "unknown".
+            named = field.widget.value_from_datadict(self.data, self.files, self.add_prefix("environments"))
+            names = [n for n in (named if isinstance(named, (list, tuple)) else [])
+                     if isinstance(n, str) and n not in field.known and contract.NAME_RE.fullmatch(n)]
+            with contextlib.suppress(redis.RedisError):
+                field.unverified.update(registry_mirror.unverified(supervisor_redis(), names))
+        super().full_clean()
 
     def clean_name(self):
         name = self.cleaned_data["name"]
@@ -154,7 +180,6 @@ class ApplicationCreateForm(forms.ModelForm):
 
 def publish_quietly(pk):
     """Put a new application in the configuration cache; if Redis is away, the next rebuild will."""
-    import redis
 
     if settings.APP_DISCOVERY_ADAPTER == "local":  # a single instance: nothing reads the cache
         return

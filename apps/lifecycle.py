@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import LockError
 from rq.results import Result
@@ -27,7 +28,7 @@ from monitoring import metrics
 
 from . import cache
 from . import mirror as status_mirror
-from .models import Application
+from .models import Application, Placement, restart_pending_q
 
 log = logging.getLogger("appsup.supervisor")
 
@@ -102,7 +103,9 @@ def run(application, command, timeout=None, progress=None, drop_database=False, 
     """Run COMMAND for APPLICATION on each of its environments in order; returns an Outcome.
 
     START, STOP and RESTART first record the desired state, which is kept when an environment is offline: the
-    controller (runsupervisor) completes the command there once it is back. TIMEOUT bounds the whole operation
+    controller (runsupervisor) completes the command there once it is back. A restart that could not reach an
+    environment is counted on its placement (and on those after it in start order), and carried out there once;
+    a stop cancels restarts still waiting. TIMEOUT bounds the whole operation
     (default settings.APP_COMMAND_TIMEOUT). PROGRESS, if given, is called with each Step as it completes. Raises
     OperationInProgress if another operation holds the application.
     """
@@ -118,7 +121,8 @@ def converge(application, environments, timeout=None, clock=time.monotonic):
     """The controller's action: bring APPLICATION to its desired state on ENVIRONMENTS (names, in start order),
     without changing that desired state. Returns None, sending nothing, when the operator changed the desired
     state since the controller read it (checked under the lock, so a start the operator no longer wants is never
-    sent), or when Redis shows every one of ENVIRONMENTS in that state already."""
+    sent), or when Redis shows every one of ENVIRONMENTS in that state already. A placement with a restart waiting
+    (asked for while its environment was offline) is restarted rather than started, once."""
     desired = application.desired_state
     with _held(application.name) as renew:
         current = Application.objects.filter(pk=application.pk).values_list("desired_state", flat=True).first()
@@ -129,12 +133,18 @@ def converge(application, environments, timeout=None, clock=time.monotonic):
         placements = application.placements.select_related("environment", "application").filter(
             environment__name__in=environments)
         runner.refresh(placements)
-        behind = set(placements.exclude(state=desired).values_list("environment__name", flat=True))
+        restart = set()
+        behind = ~Q(state=desired)
+        if desired == contract.RUNNING:
+            restart = set(placements.filter(restart_pending_q()).values_list("environment__name", flat=True))
+            behind |= restart_pending_q()
+        behind = set(placements.filter(behind).values_list("environment__name", flat=True))
         environments = [name for name in environments if name in behind]
         if not environments:
             return None
         command = contract.START if desired == contract.RUNNING else contract.STOP
-        return _run_locked(application, command, timeout, None, False, clock, renew, only=environments)
+        return _run_locked(application, command, timeout, None, False, clock, renew, only=environments,
+                           restart=restart)
 
 
 @contextlib.contextmanager
@@ -168,7 +178,8 @@ def _redis_lock(app, wait):
             lock.release()
 
 
-def _run_locked(application, command, timeout, progress, drop_database, clock, renew, only=None):
+def _run_locked(application, command, timeout, progress, drop_database, clock, renew, only=None, restart=()):
+    """RESTART: the environments where a START is a restart waiting since they were offline (the controller's)."""
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     deadline = clock() + timeout
     runner.sync_environments()
@@ -185,6 +196,9 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
     placements = list(application.placements.select_related("environment", "application").order_by("position"))
     if only is not None:
         placements = [p for p in placements if p.environment.name in only]
+    if command == contract.STOP and only is None:
+        # The operator wants it stopped: a restart still waiting for an offline environment is no longer wanted.
+        application.placements.filter(restart_pending_q()).update(restarts_done=F("restarts_asked"))
     if command == contract.REMOVE:
         # Removing from some environments and not others would leave the application half gone.
         offline = [p.environment for p in placements if not p.environment.is_online()]
@@ -196,14 +210,42 @@ def _run_locked(application, command, timeout, progress, drop_database, clock, r
                 progress(step)
             return outcome
     for placement in placements:
-        step = _run_on(placement, command, payload, deadline, clock, renew)
+        action = contract.RESTART if placement.environment.name in restart else command
+        claimed = action == contract.RESTART and _claim_restarts(placement)
+        step = _run_on(placement, action, payload, deadline, clock, renew)
+        if claimed and step.kind == OFFLINE:
+            _give_back_restarts(placement)  # nothing was sent: still to do once it is back
         outcome.steps.append(step)
-        _observe(command, step)
+        _observe(action, step)
         if progress:
             progress(step)
         if not step.ok and command in (contract.START, contract.RESTART):
             break
+    if command == contract.RESTART and only is None and outcome.waiting_for:
+        _keep_restart(placements, outcome)
     return outcome
+
+
+def _claim_restarts(placement):
+    """Count the restarts asked for PLACEMENT (as read with it) as done, before the restart is sent: whatever
+    becomes of it (carried out, or failed: drift the controller deals with as any other), it is never sent again,
+    even by a controller that takes over after this one died waiting. A restart asked for meanwhile stays waiting.
+    Returns whether there were any."""
+    return Placement.objects.filter(pk=placement.pk, restarts_done__lt=placement.restarts_asked).update(
+        restarts_done=placement.restarts_asked) == 1
+
+
+def _give_back_restarts(placement):
+    Placement.objects.filter(pk=placement.pk, restarts_done=placement.restarts_asked).update(
+        restarts_done=placement.restarts_done)
+
+
+def _keep_restart(placements, outcome):
+    """An operator's restart stopped by an offline environment: the placements it did not reach (that one, and
+    those after it in start order) each count a restart, which the controller carries out once they are back."""
+    reached = {s.environment for s in outcome.steps if s.kind != OFFLINE}
+    left = [p.pk for p in placements if p.environment.name not in reached]
+    Placement.objects.filter(pk__in=left).update(restarts_asked=F("restarts_asked") + 1)
 
 
 def _run_on(placement, command, payload, deadline, clock, renew):
@@ -323,12 +365,19 @@ def _record_failure(placement, message):
     runner.announce(placement.application.name)
 
 
-def remove(application, drop_database=False, timeout=None):
+def remove(application, drop_database=False, timeout=None, force=False):
     """Stop APPLICATION everywhere and delete it; its databases are kept unless DROP_DATABASE. Refuses (returns
     the failed Outcome) while an environment that hosts it is offline, so that no database is left behind
-    unaccounted for."""
+    unaccounted for; with FORCE, for environments that will never answer, nothing is sent to the offline ones
+    (what it left there is not reachable) and it is removed from the online ones as usual."""
     with _held(application.name, wait=_lock_wait(timeout)) as renew:
-        outcome = _run_locked(application, contract.REMOVE, timeout, None, drop_database, time.monotonic, renew)
+        only = None
+        if force:
+            runner.sync_environments()  # which ones are offline as of now
+            only = [p.environment.name for p in application.placements.select_related("environment")
+                    if p.environment.is_online()]
+        outcome = _run_locked(application, contract.REMOVE, timeout, None, drop_database, time.monotonic, renew,
+                              only=only)
         if not outcome.ok:
             return outcome
         # Still under the lock: a start slipping in here would provision an application about to be deleted.

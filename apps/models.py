@@ -11,7 +11,8 @@ DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
 
 
 def drifted_placements():
-    """The applications (``application_id``) with a placement whose mirrored state is not the desired one.
+    """The applications (``application_id``) with a placement whose mirrored state is not the desired one, or with
+    a restart waiting (restart_pending_q).
 
     A union of one part per desired state, each the placements in any other state (found through the index on
     state) of applications wanting that one, rather than ``state <> application.desired_state``, which has no
@@ -22,7 +23,13 @@ def drifted_placements():
         .values("application_id")
         for desired in contract.DESIRED_STATES
     ]
-    return parts[0].union(*parts[1:])
+    restarts = Placement.objects.order_by().filter(restart_pending_q()).values("application_id")
+    return parts[0].union(*parts[1:], restarts)
+
+
+def restart_pending_q():
+    """The placements with a restart asked for while their environment was offline, not carried out yet."""
+    return models.Q(restarts_asked__gt=models.F("restarts_done"))
 
 
 class ApplicationQuerySet(models.QuerySet):
@@ -116,7 +123,7 @@ class Application(models.Model):
     def needs_attention(self, now=None):
         """ApplicationQuerySet.needing_attention, for one application with its placements loaded."""
         return bool(self.attempts) or any(
-            p.state != self.desired_state or p.state == contract.ERROR
+            p.state != self.desired_state or p.state == contract.ERROR or p.restart_pending
             or p.environment.status(now) != contract.ONLINE
             for p in self.ordered_placements()
         )
@@ -144,17 +151,31 @@ class Placement(models.Model):
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     state_at = models.DateTimeField(null=True, blank=True)
+    # Restarts asked for while the environment was offline (a generation: it only grows), and the last of them
+    # the controller carried out. A restart's desired state is the one it had (running), so without this the
+    # controller would see nothing to do once the environment is back and the restart would be lost.
+    restarts_asked = models.PositiveIntegerField(default=0)
+    restarts_done = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["application", "position"]
         constraints = [
             models.UniqueConstraint(fields=["application", "environment"], name="one_placement_per_environment"),
         ]
-        # What finds the few placements that need work or attention among 100,000 (drifted_placements).
-        indexes = [models.Index(fields=["state", "application"], name="placement_state")]
+        # What finds the few placements that need work or attention among 100,000 (drifted_placements); the
+        # second holds only the placements with a restart waiting, so finding them costs nothing when none does.
+        indexes = [
+            models.Index(fields=["state", "application"], name="placement_state"),
+            models.Index(fields=["application"], name="placement_restart_pending",
+                         condition=models.Q(restarts_asked__gt=models.F("restarts_done"))),
+        ]
 
     def __str__(self):
         return f"{self.application.name} on {self.environment.name}"
+
+    @property
+    def restart_pending(self):
+        return self.restarts_asked > self.restarts_done
 
     def display_state(self, now=None):
         """The state to show: a stale value from an offline environment would mislead, so it is unknown."""

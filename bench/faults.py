@@ -289,9 +289,10 @@ class Drill(BoundsDrills):
         answer = self.api("POST", "apps/crm/start")
         self.row(
             "start of crm with env_b offline",
-            f"{answer.status_code}: {answer.json().get('error', '')[:90]}; desired {self.app('crm')['desired_state']}",
-            "409, intent kept",
-            answer.status_code == 409 and self.app("crm")["desired_state"] == "running",
+            f"{answer.status_code}: {answer.json().get('message', '')[:90]}; desired {self.app('crm')['desired_state']}",
+            "202 naming env_b, intent kept",
+            answer.status_code == 202 and answer.json().get("environment") == "env_b"
+            and self.app("crm")["desired_state"] == "running",
         )
         self.restart_dead()
         back = wait(lambda: self.environment("env_b")["status"] == "online", 60, "env_b back")

@@ -66,11 +66,12 @@ def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
 def plan(application, now):
     """(command, environment names to act on now, environment names waited for) for APPLICATION, from its
     placements as mirrored. A start goes in order and stops at the first unreachable environment, as an operator's
-    sequential start would; a stop acts wherever it can."""
+    sequential start would; a stop acts wherever it can. A restart asked for while an environment was offline
+    (Placement.restart_pending) is work too, until carried out."""
     desired = application.desired_state
     act, waiting = [], []
     for placement in application.ordered_placements():
-        if placement.state == desired:
+        if placement.state == desired and not (desired == contract.RUNNING and placement.restart_pending):
             continue
         if not placement.environment.is_online(now):
             waiting.append(placement.environment.name)

@@ -2,16 +2,19 @@
 
 Workers register themselves, so there is nothing to add or edit here; an environment is deleted only once it is
 offline and hosts nothing (its placements are protected), and its registration leaves Redis with it, or the next
-refresh would bring it back.
+refresh would bring it back. One that hosts applications and will never answer again is forgotten with its
+placements ("Forget environment", environments.retire), after a confirmation naming what it hosted.
 """
 
 import redis
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
@@ -22,6 +25,7 @@ from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 
+from . import retire
 from .models import Environment
 
 
@@ -50,7 +54,8 @@ def deletion_blocker(environment):
     hosted = sorted(app.name for app in environment.applications.all())
     if hosted:
         return (f"Environment {environment} cannot be deleted while it hosts applications ({', '.join(hosted)}). "
-                "Delete those applications first.")
+                "Delete those applications first, or, if it will never answer again, use Forget environment: it "
+                "removes its placements, and the applications keep running on their other environments.")
     return None
 
 
@@ -80,7 +85,7 @@ class EnvironmentAdmin(SupervisorAdmin):
     list_display = ("name", "status_badge", "last_heartbeat", "addresses", "version")
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
-    actions = ("delete_selected",)
+    actions = ("delete_selected", "forget")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
     fields = (
@@ -175,6 +180,63 @@ class EnvironmentAdmin(SupervisorAdmin):
                 ),
             ),
         ))
+
+    # -- forget ----------------------------------------------------------------------------------------------
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("<path:object_id>/forget/", self.admin_site.admin_view(self.forget_view),
+                 name=f"{info[0]}_{info[1]}_forget"),
+        ] + super().get_urls()
+
+    @admin.action(permissions=["delete"], description="Forget environment (one that will never answer)")
+    def forget(self, request, queryset):
+        chosen = list(queryset[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Forget one environment at a time: its confirmation names what it hosts.",
+                              messages.ERROR)
+            return None
+        return HttpResponseRedirect(reverse("admin:environments_environment_forget", args=[chosen[0].pk]))
+
+    def forget_view(self, request, object_id):
+        """A confirmation naming the applications it hosts and what becomes of them; on POST, environments.retire."""
+        environment = self.get_object(request, unquote(object_id))
+        if environment is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_delete_permission(request, environment):
+            raise PermissionDenied
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            try:
+                with transaction.atomic():  # the history entry goes with the deletion, or neither stays
+                    self.log_deletions(request, Environment.objects.filter(pk=environment.pk))
+                    hosted = retire.forget(environment, force=True)
+            except retire.Refused as refusal:
+                self.message_user(request, str(refusal), messages.ERROR)
+                return HttpResponseRedirect(self.change_url(environment))
+            except redis.RedisError as exc:
+                self.message_user(request, f"Could not forget {environment}: Redis is unavailable ({exc}); nothing "
+                                           "was deleted.", messages.ERROR)
+                return HttpResponseRedirect(self.change_url(environment))
+            self.message_user(request, f"Environment {environment} was forgotten" + (
+                f", with its placements of {', '.join(hosted)}." if hosted else "."), messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:environments_environment_changelist"))
+        applications = retire.hosted(environment)
+        refusal = retire.blocker(environment, force=True)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Forget environment {environment}?",
+            "subtitle": None,
+            "object": environment,
+            "applications": applications,
+            "stranded": retire.stranded(environment),
+            "consequence": retire.consequence(environment, applications) if applications else "",
+            "blocker": str(refusal) if refusal else "",
+            "opts": self.opts,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/environments/environment/forget_confirmation.html", context)
 
     # -- delete ----------------------------------------------------------------------------------------------
 

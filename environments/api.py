@@ -8,13 +8,24 @@ those after ``?after=<name>``; ``next`` is the URL of the following page (400 fo
 ``proxy_url`` is the address the supervisor proxies to (the URL itself when the worker set none); ``version`` is
 null when unknown. With Redis unavailable it answers from the database mirror, 200 with an
 ``X-Supervisor-Warning`` header.
+
+``DELETE /api/environments/<name>`` forgets an environment that will never answer (environments.retire): 204 once
+it, its placements and its registration are gone. 409 ``{"error", "environment", "applications"}`` while it is
+online (whatever ``force``), or while it hosts applications and ``?force=true`` is not given: the message says what
+forcing does and names the applications; 404 for an unknown name; 400 for a ``force`` that is not true/false; 503
+when Redis is unavailable (nothing is deleted).
 """
 
+import redis
+from django.http import HttpResponse
 from django.utils import timezone
 
 from apps import refresh
-from supervisor_project.api_auth import api_view, iso, page_request, paged, with_warning
+from apps.api import flag
+from exchange.contract import NAME_RE
+from supervisor_project.api_auth import api_view, error, iso, page_request, paged, with_warning
 
+from . import retire
 from .models import Environment
 
 
@@ -38,3 +49,22 @@ def environment_list(request):
     now = timezone.now()
     environments = [environment_dict(env, now) for env in page.rows(Environment.objects.all())]
     return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))
+
+
+@api_view("DELETE")
+def environment_detail(request, name):
+    force, bad = flag(request, "force")
+    if bad is not None:
+        return bad
+    environment = Environment.objects.filter(name=name).first() if NAME_RE.fullmatch(name) else None
+    if environment is None:
+        return error(f"no environment named {name!r}", 404, environment=None)
+    try:
+        retire.forget(environment, force=force)
+    except Environment.DoesNotExist:  # deleted meanwhile
+        return error(f"no environment named {name!r}", 404, environment=None)
+    except retire.Refused as refusal:
+        return error(str(refusal), 409, environment=name, applications=refusal.applications)
+    except redis.RedisError as exc:
+        return error(f"Redis is unavailable ({exc}); nothing was deleted", 503, environment=name)
+    return HttpResponse(status=204)

@@ -99,6 +99,15 @@ def rejected_summary(redis):
     return {"count": summary["count"], "recent": [dict(item, at=_ts(item["at"])) for item in reversed(recent)]}
 
 
+def unverified(redis, names):
+    """{name: why} for those of NAMES whose registration in Redis is there but does not verify (they never have a
+    row); raises redis.RedisError."""
+    names = list(names)
+    raws = redis.hmget(ENVIRONMENTS_KEY, names) if names else []
+    return {name: registry.rejection(raw) for name, raw in zip(names, raws)
+            if raw is not None and registry.decode(raw, name) is None}
+
+
 class Seen:
     """What one long-lived caller (the controller) last mirrored: per environment name, the raw registry entry and
     the values it gave. An entry whose bytes did not change is neither verified nor decoded again, nor compared

@@ -96,6 +96,32 @@ SCHEMAS = {
             "message": {"type": "string"},
         },
     },
+    "Waiting": {
+        "type": "object",
+        "description": "A start, stop or restart recorded while an environment is offline: it ran where it could, "
+                       "and the controller carries it out on the environments it waits for once they are back, "
+                       "once (a restart is counted on each placement it did not reach).",
+        "required": ["message", "environment", "pending", "app"],
+        "properties": {
+            "message": {"type": "string", "description": "What waits, for which environment, and why."},
+            "environment": {"type": "string", "description": "The (first) environment it waits for."},
+            "pending": ref("schemas", "Pending"),
+            "app": ref("schemas", "App"),
+        },
+    },
+    "EnvironmentConflict": {
+        "type": "object",
+        "description": "Why an environment was not deleted.",
+        "required": ["error", "environment", "applications"],
+        "properties": {
+            "error": {"type": "string", "description": "Why, and, when it hosts applications, what force=true "
+                                                       "would do to them."},
+            "environment": {"type": "string"},
+            "applications": {"type": "array", "items": {"type": "string"},
+                             "description": "The applications it hosts (empty when it is refused for being "
+                                            "online)."},
+        },
+    },
     "FieldErrors": {
         "type": "object",
         "description": "A create refused: messages per field; `__all__` when the body as a whole is refused "
@@ -250,6 +276,23 @@ PARAMETERS = {
                        "that has not answered by then fails it with 504.",
         "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_TIMEOUT},
     },
+    "environment": {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "The environment's name.",
+        "schema": {"type": "string", "minLength": 1},
+        "example": "env_b",
+    },
+    "force": {
+        "name": "force",
+        "in": "query",
+        "description": "For environments that will never answer (true/false, 1/0, yes/no; default false). On an "
+                       "environment: remove it even though it hosts applications, with its placements (the "
+                       "applications keep their other placements). On an application: remove it without sending "
+                       "anything to its offline environments (what it left there is not reachable).",
+        "schema": {"type": "boolean", "default": False},
+    },
     "drop_database": {
         "name": "drop_database",
         "in": "query",
@@ -286,12 +329,12 @@ RESPONSES = {
         "name no Content-Type.",
         ERROR,
     ),
-    "LifecycleBadParameter": answer("`timeout` or `drop_database` is not valid; environment is null.",
+    "LifecycleBadParameter": answer("`timeout`, `drop_database` or `force` is not valid; environment is null.",
                                     LIFECYCLE_ERROR),
     "UnknownApp": answer("No application has this name; environment is null.", LIFECYCLE_ERROR),
     "Conflict": answer(
-        "An environment is offline (nothing is sent to it, nor, on a start, to those after it), or the command "
-        "failed there; environment names it. `pending` tells what waits for an offline environment.",
+        "The command failed on an environment, or (a delete without `force`) an environment is offline: nothing "
+        "is sent to it; environment names it.",
         LIFECYCLE_ERROR,
     ),
     "Locked": answer("Another start, stop, restart or delete of this application is in progress; retry once it "
@@ -327,6 +370,9 @@ def lifecycle_command(command, does):
             "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
             "responses": {
                 "200": answer("Done everywhere: the application as it is now.", ref("schemas", "App")),
+                "202": answer("Recorded, and waiting for an offline environment (nothing is sent to it, nor, on "
+                              "a start or restart, to those after it): the controller carries it out there once "
+                              "it is back. `environment` names the one it waits for.", ref("schemas", "Waiting")),
                 **lifecycle_failures(),
             },
         }
@@ -369,6 +415,29 @@ DOCUMENT = {
                     "200": answer("A page of environments.", ref("schemas", "EnvironmentList"), WARNED),
                     "400": ref("responses", "BadPage"),
                     "401": ref("responses", "Unauthorized"),
+                },
+            }
+        },
+        "/api/environments/{name}/": {
+            "delete": {
+                "operationId": "deleteEnvironment",
+                "tags": ["environments"],
+                "summary": "Forget an environment that will never answer",
+                "description": "Removes the environment, its registration in Redis and, with `force`, its "
+                               "placements: each application keeps its other placements and keeps running there; "
+                               "its data on this environment is not reachable. A worker that comes back after all "
+                               "registers again as a new environment, hosting nothing.",
+                "parameters": [ref("parameters", "environment"), ref("parameters", "force")],
+                "responses": {
+                    "204": answer("Forgotten."),
+                    "400": answer("`force` is not valid.", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": answer("No environment has this name.", ERROR),
+                    "409": answer("It is online (its worker would register it again; stop it first), or it hosts "
+                                  "applications and `force` is not true: the message says what forcing does and "
+                                  "`applications` names them.", ref("schemas", "EnvironmentConflict")),
+                    "503": answer("Redis is unavailable: nothing was deleted.", ERROR),
                 },
             }
         },
@@ -422,8 +491,11 @@ DOCUMENT = {
                 "operationId": "deleteApp",
                 "tags": ["applications"],
                 "summary": "Stop an application everywhere and remove it",
+                "description": "Refused (409) while an environment that hosts it is offline, unless `force`: then "
+                               "it is removed from the online ones, nothing is sent to the offline ones, and its "
+                               "entries in Redis go (the proxy answers 404).",
                 "parameters": [ref("parameters", "name"), ref("parameters", "timeout"),
-                               ref("parameters", "drop_database")],
+                               ref("parameters", "drop_database"), ref("parameters", "force")],
                 "responses": {
                     "204": answer("Stopped everywhere and removed."),
                     **{code: response for code, response in lifecycle_failures().items()

@@ -19,6 +19,7 @@ admin.site.index_title = "Environments and applications"
 api_patterns = [
     re_path(r"^schema/?$", openapi.schema_view, name="schema"),
     re_path(r"^environments/?$", environments_api.environment_list, name="environments"),
+    re_path(r"^environments/(?P<name>[^/]+)/?$", environments_api.environment_detail, name="environment"),
     re_path(r"^apps/?$", apps_api.app_collection, name="apps"),
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),

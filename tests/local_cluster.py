@@ -27,19 +27,22 @@ DATABASES = ["appsup_it_sup", "appsup_it_env_a", "appsup_it_env_b"]  # on Postgr
 class Cluster:
     """A supervisor web and two workers (agent, and web when asked), configured the documented way."""
 
-    def __init__(self, tmp_path, redis_url, worker_web=False, worker_overrides=None, supervisor_overrides=None):
+    def __init__(self, tmp_path, redis_url, worker_web=False, worker_overrides=None, supervisor_overrides=None,
+                 databases=DATABASES):
+        """DATABASES: the supervisor's, env_a's and env_b's on PostgreSQL (a test file run beside others on the
+        same server names its own)."""
         self.tmp = tmp_path
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.supervisor_env = base_env(
             tmp_path / "supervisor", redis_url, APP_MODE="supervisor", SUPERVISOR_API_TOKEN=TOKEN,
-            APP_HEARTBEAT_INTERVAL=INTERVAL, APP_HEARTBEAT_TIMEOUT=TIMEOUT, **postgres_env("appsup_it_sup"),
+            APP_HEARTBEAT_INTERVAL=INTERVAL, APP_HEARTBEAT_TIMEOUT=TIMEOUT, **postgres_env(databases[0]),
             **(supervisor_overrides or {}))
         self.worker_ports = {"env_a": free_port(), "env_b": free_port()}
         self.worker_envs = {
             name: worker_env(name, port, tmp_path / name, redis_url, APP_HEARTBEAT_INTERVAL=INTERVAL,
-                             **postgres_env(f"appsup_it_{name}"), **(worker_overrides or {}).get(name, {}))
-            for name, port in self.worker_ports.items()
+                             **postgres_env(database), **(worker_overrides or {}).get(name, {}))
+            for (name, port), database in zip(self.worker_ports.items(), databases[1:])
         }
         self.worker_web = worker_web
         self.processes = []

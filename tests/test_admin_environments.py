@@ -165,7 +165,9 @@ def test_offline_environment_that_hosts_applications_cannot_be_deleted(admin_cli
     assert response.status_code == 200
     [(level, text)] = messages_of(response)
     assert level == "error" and text == (
-        "Environment env_a cannot be deleted while it hosts applications (crm). Delete those applications first.")
+        "Environment env_a cannot be deleted while it hosts applications (crm). Delete those applications first, or, "
+        "if it will never answer again, use Forget environment: it removes its placements, and the applications keep "
+        "running on their other environments.")
     assert Environment.objects.filter(name="env_a").exists()
 
 

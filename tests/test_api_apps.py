@@ -297,18 +297,19 @@ def test_start_runs_each_environment_in_order_and_answers_the_app(client, enqueu
 
 
 @pytest.mark.django_db(transaction=True)
-def test_start_with_an_offline_environment_fails_naming_it_sends_nothing_and_keeps_the_intent(client, enqueued):
+def test_start_with_an_offline_environment_waits_naming_it_sends_nothing_and_keeps_the_intent(client, enqueued):
     register_environment("env_a")
     register_environment("env_b", heartbeat_at=0)
     create_application("crm", ["env_b", "env_a"])
 
     response = post(client, "/api/apps/crm/start?timeout=5")
 
-    assert response.status_code == 409
+    assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"error", "environment", "pending"}
+    assert set(body) == {"message", "environment", "pending", "app"}
     assert body["environment"] == "env_b"
-    assert "env_b" in body["error"] and "offline" in body["error"]
+    assert body["message"].startswith("start crm waits for env_b: environment env_b is offline")
+    assert body["app"]["desired_state"] == "running"
     assert body["pending"]["desired_state"] == "running" and body["pending"]["waiting_for"] == ["env_b"]
     assert body["pending"]["done"] == []
     assert Application.objects.get(name="crm").desired_state == "running"
