@@ -22,6 +22,9 @@ kills whatever is still running after a timeout. A worker process (an environmen
 is reported and the rest keeps running, so the environment can be watched going offline; SIGUSR1 starts whatever
 died again. If the supervisor or Redis dies, everything is stopped and the exit status is 1.
 
+``bin/cluster manage ROLE COMMAND …`` runs a management command with ROLE's variables (kept, mode 600, in
+``STORAGE/<role>/environ.json`` when the cluster starts): ``bin/cluster manage supervisor createsuperuser``.
+
 Plain Python: the parent never sets up Django, it only runs the project's commands.
 """
 
@@ -206,6 +209,45 @@ def role_environ(common, role, storage, ports, token=""):
             ENVIRONMENT_URL=f"http://{HOST}:{ports[role]}",
         )
     return env
+
+
+ENVIRON_FILE = "environ.json"
+
+
+def write_environ(storage, role, env):
+    """Keep ROLE's variables (mode 600: they hold the secrets) for ``bin/cluster manage``."""
+    path = storage / role / ENVIRON_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(env, f, indent=2, sort_keys=True)
+
+
+def manage_main(argv):
+    """``bin/cluster manage ROLE COMMAND …``: a management command as ROLE's processes run it (its database, the
+    cluster's Redis, the secrets), so that an operator needs not know the variables."""
+    parser = argparse.ArgumentParser(
+        prog="bin/cluster manage",
+        description="Run manage.py with the variables of one role of the local cluster (supervisor, env_a, …).",
+    )
+    parser.add_argument("--storage", default=str(BASE_DIR / "storage"), help="the cluster's storage directory")
+    parser.add_argument("role", help="supervisor, or an environment's name (env_a, env_b, …)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the management command and its arguments")
+    args = parser.parse_args(argv)
+    storage = Path(args.storage).resolve()
+    path = storage / args.role / ENVIRON_FILE
+    if not args.command:
+        parser.error("name a management command, e.g. bin/cluster manage supervisor showmigrations")
+    try:
+        env = json.loads(path.read_text())
+    except (OSError, ValueError):
+        roles = sorted(p.parent.name for p in storage.glob(f"*/{ENVIRON_FILE}"))
+        known = f"roles of the cluster in {storage}: {', '.join(roles)}" if roles else (
+            f"no cluster has been started with the storage {storage}; start one with bin/cluster")
+        sys.stderr.write(f"bin/cluster manage: unknown role {args.role!r} ({known})\n")
+        return 2
+    env = {**base_environ(), **env}
+    os.execve(sys.executable, [sys.executable, str(MANAGE), *args.command], env)
 
 
 def read_or_create_secret(path, make):
@@ -490,6 +532,8 @@ class Cluster:
             role: role_environ(common, role, self.storage, self.ports, self.token)
             for role in ("supervisor", *self.names)
         }
+        for role, env in env_of.items():
+            write_environ(self.storage, role, env)
         python = sys.executable
         self.run_steps(
             [(f"{role}.migrate", [python, MANAGE, "migrate", "--noinput"], env_of[role]) for role in env_of]
@@ -563,6 +607,7 @@ class Cluster:
         lines.append(f"  applications       {apps_url} ({urlconf}), their admin at {apps_url}admin/" if urlconf
                      else f"  applications       {apps_url}admin/")
         lines += [
+            "  manage.py          bin/cluster manage supervisor <command>   (or env_a, …: that role's variables)",
             f"  redis              {self.redis_url}",
             f"  storage            {self.storage}",
             "Press Ctrl-C to stop everything.",
@@ -720,9 +765,14 @@ class Cluster:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["manage"]:
+        return manage_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="bin/cluster",
         description="Start a local App Supervisor cluster: embedded Redis, the supervisor and worker environments.",
+        epilog="bin/cluster manage ROLE COMMAND … runs a management command with a role's variables "
+        "(e.g. bin/cluster manage supervisor createsuperuser).",
     )
     parser.add_argument(
         "--storage", default=str(BASE_DIR / "storage"), help="storage directory (default: ./storage of the project)"

@@ -102,6 +102,34 @@ def test_secrets_are_created_once(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
+def _manage(storage, *args):
+    return subprocess.run([sys.executable, "-m", "supervisor_project.cluster", "manage", "--storage", str(storage),
+                           *args], cwd=BASE_DIR, capture_output=True, text=True, timeout=120)
+
+
+def test_manage_runs_a_command_with_the_roles_variables(tmp_path):
+    common = dict(cluster.base_environ({"PATH": os.environ["PATH"]}), APP_SHARED_SECRET="s" * 64,
+                  APP_SUPERVISOR_REDIS_URL="redis://127.0.0.1:1/0")
+    ports = {"supervisor": 14000, "env_a": 15000}
+    for role in ports:
+        cluster.write_environ(tmp_path, role, cluster.role_environ(common, role, tmp_path, ports, token="t" * 40))
+    assert oct((tmp_path / "supervisor" / cluster.ENVIRON_FILE).stat().st_mode & 0o777) == "0o600"  # secrets
+
+    shown = _manage(tmp_path, "env_a", "shell", "-c",
+                    "from django.conf import settings; print(settings.APP_MODE, settings.DATABASES['default']['NAME'])")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1].split() == ["worker", str(tmp_path / "env_a" / "worker.sqlite3")]
+
+
+def test_manage_names_the_known_roles_when_asked_for_another(tmp_path):
+    cluster.write_environ(tmp_path, "supervisor", {"APP_MODE": "supervisor"})
+    wrong = _manage(tmp_path, "env_z", "check")
+    assert wrong.returncode == 2 and "unknown role 'env_z'" in wrong.stderr and "supervisor" in wrong.stderr
+    nothing = _manage(tmp_path / "elsewhere", "supervisor", "check")
+    assert nothing.returncode == 2 and "start one with bin/cluster" in nothing.stderr
+    assert _manage(tmp_path, "supervisor").returncode == 2  # no command
+
+
 def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -278,6 +306,13 @@ def test_the_cluster_starts_serves_and_stops_everything(running_cluster):
         health = requests.get(f"{url}/healthz", timeout=10)
         assert health.status_code == 200 and health.json()["environment"] == name
         assert requests.get(f"{url}/admin/login/", timeout=10).status_code == 404  # not the supervisor's admin
+
+    # a management command run as the cluster runs them reaches its Redis and database, no variable to set
+    assert "bin/cluster manage supervisor" in output
+    pinged = _manage(running_cluster.storage, "supervisor", "shell", "-c",
+                     "from exchange.redis_client import supervisor_redis; from django.contrib.auth.models import User; "
+                     "print(supervisor_redis().ping(), User.objects.filter(username='admin').exists())")
+    assert pinged.returncode == 0 and pinged.stdout.strip().splitlines()[-1] == "True True", pinged.stderr
 
     # an application placed on both environments starts on both, with one database (the workers share it)
     if _api(state, "GET", "apps/").status_code == 200:
