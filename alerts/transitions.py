@@ -49,7 +49,7 @@ def environment_alerts(now, heartbeats_reset_at=None, statuses=None):
     for environment in Environment.objects.filter(name__in=moved).order_by("name"):
         status, last = environment.status(now), alerted[environment.name]
         if (last == status or _heartbeat_may_be_missing(environment, status, now, heartbeats_reset_at)
-                or _stopped_for_a_restart(environment, status, now)):
+                or _stopped_for_a_restart(environment, status, now) or _not_lasted_yet(environment, status, now)):
             continue
         alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
                       message=_environment_message(environment, last, status, now), at=now)
@@ -125,6 +125,19 @@ def _stopped_for_a_restart(environment, status, now):
     if status != OFFLINE or environment.stopped_at is None or environment.rejected or grace <= 0:
         return False
     return now - environment.stopped_at < timedelta(seconds=grace)
+
+
+def _not_lasted_yet(environment, status, now):
+    """Whether an unplanned offline (no heartbeat) has lasted less than APP_ALERT_AFTER (Alertmanager's ``for:``):
+    a blip that ends sooner raises nothing, and so its recovery raises nothing either (the alerted status never
+    moved)."""
+    after = settings.APP_ALERT_AFTER
+    if status != OFFLINE or after <= 0 or environment.rejected or environment.stopped_at is not None:
+        return False
+    if environment.last_heartbeat_at is None:
+        return False
+    offline_since = environment.last_heartbeat_at + timedelta(seconds=settings.APP_HEARTBEAT_TIMEOUT)
+    return now - offline_since < timedelta(seconds=after)
 
 
 def _environment_message(environment, last, status, now):

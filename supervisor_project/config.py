@@ -136,6 +136,8 @@ class Config:
     alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
     # A worker stopped on purpose (SIGTERM, a redeploy) is alerted offline only if not back within this many seconds.
     alert_stop_grace: float = DEFAULT_ALERT_STOP_GRACE
+    # An environment that went offline unplanned is alerted once it has been offline this long (0: at once).
+    alert_after: float = 0.0
     time_zone: str = "UTC"  # TZ: the time zone pages show times in (stored times are UTC whatever it is)
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
@@ -180,6 +182,13 @@ def _time_zone(env, problems):
                         "or TZ=UTC")
         return "UTC"
     return name
+
+
+def _seconds_or_none(env, var, default, problems):
+    """A number of seconds where 0 means "none" (no wait)."""
+    if env.str(var, default="").strip() == "0":
+        return 0.0
+    return _seconds(env, var, default, problems)
 
 
 def _seconds(env, var, default, problems, whole=False):
@@ -537,8 +546,8 @@ def load(environ_map=None):
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
     time_zone = _time_zone(env, problems)
-    alert_stop_grace = 0.0 if env.str("APP_ALERT_STOP_GRACE", default="").strip() == "0" else _seconds(
-        env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
+    alert_stop_grace = _seconds_or_none(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
+    alert_after = _seconds_or_none(env, "APP_ALERT_AFTER", 0.0, problems)
     email = _email(env, problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
@@ -599,6 +608,7 @@ def load(environ_map=None):
         proxy_max_body=proxy_max_body,
         alert_webhooks=alert_webhooks,
         alert_stop_grace=alert_stop_grace,
+        alert_after=alert_after,
         time_zone=time_zone,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),

@@ -49,6 +49,7 @@ APP_HEAD_TIMEOUT = CONFIG.head_timeout
 # Where runsupervisor POSTs alerts (a tuple of URLs), besides the channels added in the admin (alerts/).
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 APP_ALERT_STOP_GRACE = CONFIG.alert_stop_grace
+APP_ALERT_AFTER = CONFIG.alert_after
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:

@@ -347,3 +347,29 @@ def test_a_worker_back_within_the_grace_raises_no_alert_at_all(r, settings):
     register_environment("env_a", heartbeat_at=clock.now)
     look(controller)
     assert alerts() == []
+
+
+def test_an_unplanned_offline_is_alerted_only_once_it_has_lasted_app_alert_after_and_a_blip_not_at_all(settings):
+    settings.APP_ALERT_AFTER = 60
+    timeout = settings.APP_HEARTBEAT_TIMEOUT
+    clock = Clock()
+    register_environment("env_a", heartbeat_at=clock.now)
+    controller = Controller(clock=clock)
+    look(controller)
+
+    clock.now += timeout + 59  # offline for 59 s
+    look(controller)
+    assert alerts() == []
+    register_environment("env_a", heartbeat_at=clock.now)  # back: a blip, no alert, nor a recovery
+    look(controller)
+    assert alerts() == []
+
+
+    clock.now += timeout + 61
+    look(controller)
+    [alert] = alerts()
+    assert alert.event == ENVIRONMENT_OFFLINE
+    register_environment("env_a", heartbeat_at=clock.now)
+    look(controller)
+    assert [a.event for a in alerts()] == [ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE]  # that outage was alerted
+

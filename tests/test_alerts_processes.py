@@ -23,12 +23,14 @@ def receiver():
 
 
 GRACE = 8
+AFTER = 2  # a killed agent is alerted once offline this long
 
 
 @pytest.fixture
 def cluster(tmp_path, redis_server, receiver, own_databases):
     c = Cluster(tmp_path, redis_server.url, worker_web=True,  # without its web, an environment is degraded
-                supervisor_overrides={"APP_ALERT_WEBHOOKS": receiver.url, "APP_ALERT_STOP_GRACE": str(GRACE)})
+                supervisor_overrides={"APP_ALERT_WEBHOOKS": receiver.url, "APP_ALERT_STOP_GRACE": str(GRACE),
+                                      "APP_ALERT_AFTER": str(AFTER)})
     try:
         c.start()
         c.start_controller()  # a second controller: one acts, and either may be the one
@@ -49,7 +51,7 @@ def test_a_killed_agent_posts_one_offline_alert_and_its_return_one_online_even_a
 
     cluster.agents["env_b"].signal(signal.SIGKILL)
     receiver.wait_for(lambda alerts: ("environment.offline", "env_b") in transitions(alerts[seen:]),
-                      timeout=TIMEOUT + 5, what="env_b's offline alert")
+                      timeout=TIMEOUT + AFTER + 5, what="env_b's offline alert")
 
     redis_server.kill()
     time.sleep(0.5)

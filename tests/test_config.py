@@ -413,6 +413,13 @@ def test_app_alert_stop_grace_is_seconds_and_two_minutes_by_default(value, grace
     assert load(environ).alert_stop_grace == grace
 
 
+def test_app_alert_after_is_seconds_and_none_by_default():
+    assert load(SUPERVISOR).alert_after == 0.0
+    assert load(dict(SUPERVISOR, APP_ALERT_AFTER="90")).alert_after == 90.0
+    problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_AFTER="later"))
+    assert len(problems) == 1 and problems[0].startswith("APP_ALERT_AFTER='later'")
+
+
 @pytest.mark.parametrize("value", ["-5", "soon"])
 def test_a_bad_alert_stop_grace_is_refused_naming_it(value):
     problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_STOP_GRACE=value))
