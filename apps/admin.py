@@ -286,7 +286,9 @@ class ApplicationAdmin(SupervisorAdmin):
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
         (SHARE, {"fields": ("concurrency", "request_timeout")}),
     )
-    fieldsets = (
+    # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
+    # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
+    change_fieldsets = (
         (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
@@ -412,7 +414,7 @@ class ApplicationAdmin(SupervisorAdmin):
     # -- add and change forms -------------------------------------------------------------------------------
 
     def get_fieldsets(self, request, obj=None):
-        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+        return self.add_fieldsets if obj is None else self.change_fieldsets
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.readonly_fields
