@@ -22,6 +22,12 @@ call                                   answers
 ``POST /api/apps/<name>/start``        200 APP once every environment answered; on failure
 (also ``stop``, ``restart``)           ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
+``PATCH /api/apps/<name>/``            200 APP once changed (apps.placements: ``environments`` in start
+                                       order, ``drop_database`` for those left, ``display_name``,
+                                       ``concurrency``, ``request_timeout``); 202 APP with ``pending``
+                                       when an environment is offline (the controller completes it); 400
+                                       ``{"errors"}`` as for a create, and for a field that cannot change;
+                                       failures as below, with ``pending`` (the change is kept)
 ``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below.
                                        Its databases are kept unless ``?drop_database=true``
 =====================================  ====================================================================
