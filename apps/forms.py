@@ -178,6 +178,11 @@ class ApplicationChangeForm(forms.ModelForm):
         if self.instance.pk is not None:
             # In start order: the admin's model_to_dict would give the many-to-many's environments, by name.
             self.initial["environments"] = self.instance.environment_names()
+        name = self.add_prefix("environments")
+        if self.is_bound and name not in self.data and self.fields["environments"].widget.value_omitted_from_data(
+                self.data, self.files, name):
+            # Not given at all (a client posting only the display name): unchanged, rather than required.
+            self.fields["environments"].disabled = True
 
     def new_environments(self):
         """The environments asked for, or None when they are the application's already (same order)."""

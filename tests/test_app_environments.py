@@ -310,7 +310,7 @@ def test_the_admin_change_form_refuses_no_environment_and_shows_a_pending_remova
     Removal.objects.create(application=application, environment=Environment.objects.get(name="env_a"))
     url = app_url("change", "crm")
 
-    response = admin_client.post(url, {"display_name": "CRM"})
+    response = admin_client.post(url, {"display_name": "CRM", "environments_0": "", "environments_1": ""})
 
     assert response.status_code == 200
     assert "at least one environment" in response.context["adminform"].form.errors["environments"][0]
