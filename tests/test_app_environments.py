@@ -9,7 +9,7 @@ from apps.models import Application, Placement, Removal
 from controller.loop import Controller
 from environments.models import Environment
 from exchange import cache as config_cache
-from exchange import channel, contract
+from exchange import channel, contract, status
 from workers import provisioning
 from workers.models import HostedState
 
@@ -274,6 +274,21 @@ def test_an_environment_added_back_before_its_removal_ran_keeps_the_application(
     assert not Removal.objects.exists()
     assert config_cache.lookup(r, "crm")[contract.LEAVING] == []
     assert sent == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_an_application_forgets_its_states_where_its_removal_was_pending(client, r):
+    register_environment("env_a", heartbeat_at=0)
+    with ThreadAgent("env_b"):
+        create_application("crm", ["env_b", "env_a"])
+        status.write(r, "crm", "env_a", contract.RUNNING)
+        assert patch(client, "crm", {"environments": ["env_b"]}).status_code == 202
+
+        assert client.delete("/api/apps/crm/?timeout=60", headers=AUTH).status_code == 204
+
+    assert not Application.objects.exists() and not Removal.objects.exists()
+    assert r.hget(contract.STATUSES_KEY, contract.status_field("crm", "env_a")) is None
+    assert config_cache.lookup(r, "crm") is None
 
 
 # -- the admin -----------------------------------------------------------------------------------------------
