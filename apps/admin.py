@@ -448,6 +448,9 @@ class ApplicationAdmin(SupervisorAdmin):
             self.message_user(request, f"The environments of {application} were not changed: Redis is unavailable "
                               f"({exc}).", messages.ERROR)
             return
+        except Application.DoesNotExist:
+            self.message_user(request, f"{application} was deleted meanwhile.", messages.WARNING)
+            return
         level, text = change_message(change)
         self.message_user(request, text, level)
         self.log_change(request, application, f"environments: {' → '.join(change.environments)}; "

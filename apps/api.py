@@ -348,6 +348,8 @@ def _change(request, name):
             return error(str(exc), 423, environment=None)
         except redis.RedisError as exc:
             return error(REDIS_DOWN.format(error=exc), 503, environment=None)
+        except Application.DoesNotExist:  # deleted while this waited for its lock
+            return _unknown(name)
     fields = [field for field in form.changed_data if field in ApplicationChangeForm.Meta.fields]
     if fields:
         # Only what changed: the rest of this instance may be older than the database (the controller's progress).
