@@ -370,15 +370,16 @@ class ApplicationAdmin(SupervisorAdmin):
     def leaving(self, application):
         """Environments the application has left where its remove has not run yet (apps.models.Removal)."""
         removals = list(application.removals.select_related("environment").order_by("environment__name"))
+        # A fragment: the page's script reads it again once the controller has removed it there.
         if not removals:
-            return "—"
-        return format_html_join(mark_safe("<br>"), "{}: {}", (
+            return fragment(f"leaving:{application.name}", "—")
+        return fragment(f"leaving:{application.name}", format_html_join(mark_safe("<br>"), "{}: {}", (
             (r.environment.name, (f"waiting for it to be back online ({r.environment.offline_reason()})"
                                   if not r.environment.is_online() else
                                   f"remove failed ({r.error}), next try {r.next_attempt_at:%H:%M:%S}" if r.error
                                   else "being removed")
              + ("; its database is dropped" if r.drop_database else "; its database is kept"))
-            for r in removals))
+            for r in removals)))
 
     @admin.display(description="state per environment")
     def placement_table(self, application):
