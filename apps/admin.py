@@ -35,8 +35,8 @@ from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
-from . import lifecycle, refresh
-from .forms import ApplicationCreateForm, publish_quietly
+from . import lifecycle, placements, refresh
+from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import Application
 
 LIFECYCLE_COMMANDS = (contract.START, contract.STOP, contract.RESTART)
@@ -140,6 +140,27 @@ def outcome_message(application, outcome):
     if skipped and outcome.failure is not None:
         sentences.append(f"Not tried on {', '.join(skipped)}, since {outcome.failure.environment} failed first.")
     level = messages.ERROR if failed else messages.WARNING if offline else messages.SUCCESS
+    return level, " ".join(sentences)
+
+
+def change_message(change):
+    """(level, text): what a change of an application's environments did, in one message."""
+    name = change.app
+    sentences = [f"{name} now runs on {' → '.join(change.environments)}."]
+    done = [s for s in change.steps if s.ok]
+    if done:
+        sentences.append(" ".join(
+            f"{'Removed from' if s.environment in change.removed else 'Started on'} {s.environment} "
+            f"({s.seconds:.1f} s)." for s in done))
+    failure = change.failure
+    if failure is not None:
+        sentences.append(f"Could not {'remove' if failure.environment in change.removed else 'start'} it on "
+                         f"{failure.environment}: {failure.error.rstrip('.')}; the controller tries again.")
+    if change.waiting_for:
+        sentences.append(change.pending_message()[:1].upper() + change.pending_message()[1:] + ".")
+    if change.reordered and not change.added and not change.removed:
+        sentences.append("The new order applies at its next start.")
+    level = messages.ERROR if failure else messages.WARNING if change.waiting_for else messages.SUCCESS
     return level, " ".join(sentences)
 
 
@@ -259,6 +280,7 @@ class SupervisorAdmin(admin.ModelAdmin):
 @admin.register(Application)
 class ApplicationAdmin(SupervisorAdmin):
     add_form = ApplicationCreateForm
+    change_form = ApplicationChangeForm
     list_display = ("name", "display_name", "environment_states", "attention")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
@@ -270,17 +292,18 @@ class ApplicationAdmin(SupervisorAdmin):
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
         (SHARE, {"fields": ("concurrency", "request_timeout")}),
     )
-    fieldsets = (
-        (None, {"fields": ("name", "display_name", "environment_order", "admin_username", "desired")}),
-        ("Environments", {"fields": ("placement_table", "attention")}),
+    # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
+    # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
+    change_fieldsets = (
+        (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
+        ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
     )
-    # Only the display name and the share change after creation: the name is in URLs, databases and Redis keys, and moving
-    # an application between environments is not something an edit can do.
+    # The name never changes after creation: it is in URLs, databases and Redis keys. The environments do, through
+    # apps.placements (commands are sent), once the rest of the form is saved.
     readonly_fields = (
-        "name", "environment_order", "admin_username", "desired", "placement_table", "attention", "load", "created",
-        "updated",
+        "name", "admin_username", "desired", "leaving", "placement_table", "attention", "load", "created", "updated",
     )
 
     # -- rows ---------------------------------------------------------------------------------------------
@@ -349,9 +372,20 @@ class ApplicationAdmin(SupervisorAdmin):
             ),
         ))
 
-    @admin.display(description="environments, in start order")
-    def environment_order(self, application):
-        return " → ".join(application.environment_names())
+    @admin.display(description="leaving")
+    def leaving(self, application):
+        """Environments the application has left where its remove has not run yet (apps.models.Removal)."""
+        removals = list(application.removals.select_related("environment").order_by("environment__name"))
+        # A fragment: the page's script reads it again once the controller has removed it there.
+        if not removals:
+            return fragment(f"leaving:{application.name}", "—")
+        return fragment(f"leaving:{application.name}", format_html_join(mark_safe("<br>"), "{}: {}", (
+            (r.environment.name, (f"waiting for it to be back online ({r.environment.offline_reason()})"
+                                  if not r.environment.is_online() else
+                                  f"remove failed ({r.error}), next try {r.next_attempt_at:%H:%M:%S}" if r.error
+                                  else "being removed")
+             + ("; its database is dropped" if r.drop_database else "; its database is kept"))
+            for r in removals)))
 
     @admin.display(description="state per environment")
     def placement_table(self, application):
@@ -387,14 +421,13 @@ class ApplicationAdmin(SupervisorAdmin):
     # -- add and change forms -------------------------------------------------------------------------------
 
     def get_fieldsets(self, request, obj=None):
-        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+        return self.add_fieldsets if obj is None else self.change_fieldsets
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.readonly_fields
 
     def get_form(self, request, obj=None, **kwargs):
-        if obj is None:
-            kwargs["form"] = self.add_form
+        kwargs["form"] = self.add_form if obj is None else self.change_form
         return super().get_form(request, obj, **kwargs)
 
     def save_model(self, request, obj, form, change):
@@ -402,8 +435,33 @@ class ApplicationAdmin(SupervisorAdmin):
             super().save_model(request, obj, form, change)
             # The display name is part of what workers and the proxy read.
             transaction.on_commit(lambda: publish_quietly(obj.pk))
+            names = form.new_environments()
+            if names is not None:
+                # Once the form is saved: commands are only sent outside a transaction.
+                drop = form.cleaned_data.get("drop_database", False)
+                transaction.on_commit(lambda: self.change_environments(request, obj, names, drop))
         else:
             form.save_with_placements(obj)
+
+    def change_environments(self, request, application, names, drop_database):
+        """Change where APPLICATION runs (apps.placements) and say what was done, what waits and what failed."""
+        try:
+            change = placements.change_environments(application, names, drop_database=drop_database)
+        except lifecycle.OperationInProgress as exc:
+            self.message_user(request, f"The environments of {application} were not changed: {exc}.",
+                              messages.WARNING)
+            return
+        except redis.RedisError as exc:
+            self.message_user(request, f"The environments of {application} were not changed: Redis is unavailable "
+                              f"({exc}).", messages.ERROR)
+            return
+        except Application.DoesNotExist:
+            self.message_user(request, f"{application} was deleted meanwhile.", messages.WARNING)
+            return
+        level, text = change_message(change)
+        self.message_user(request, text, level)
+        self.log_change(request, application, f"environments: {' → '.join(change.environments)}; "
+                        + "; ".join(s.line() for s in change.steps))
 
     # -- start, stop, restart ------------------------------------------------------------------------------
 

@@ -25,6 +25,12 @@ call                                   answers
                                        (``environment`` names the one it waits for); on failure
                                        ``{"error", "environment"}``, see below. ``?timeout=`` seconds
                                        (default settings.APP_COMMAND_TIMEOUT) bounds the whole operation
+``PATCH /api/apps/<name>/``            200 APP once changed (apps.placements: ``environments`` in start
+                                       order, ``drop_database`` for those left, ``display_name``,
+                                       ``concurrency``, ``request_timeout``); 202 APP with ``pending``
+                                       when an environment is offline (the controller completes it); 400
+                                       ``{"errors"}`` as for a create, and for a field that cannot change;
+                                       failures as below, with ``pending`` (the change is kept)
 ``DELETE /api/apps/<name>/``           204 once it is stopped everywhere and removed; failures as below.
                                        Its databases are kept unless ``?drop_database=true``; with
                                        ``?force=true`` its offline environments are sent nothing (they will
@@ -69,8 +75,8 @@ from supervisor_project.api_auth import (
     with_warning,
 )
 
-from . import lifecycle, listing, refresh
-from .forms import ApplicationCreateForm, OrderedEnvironmentsField
+from . import lifecycle, listing, placements, refresh
+from .forms import ApplicationChangeForm, ApplicationCreateForm, OrderedEnvironmentsField, publish_quietly
 from .models import Application
 
 CREATE_FIELDS = ("name", "display_name", "environments", "admin_username", "admin_password", "concurrency",
@@ -184,10 +190,12 @@ def _create(request):
     return with_warning(json_response({"errors": errors}, status=400), warning)
 
 
-@api_view("GET", "DELETE")
+@api_view("GET", "PATCH", "DELETE")
 def app_detail(request, name):
     if request.method == "DELETE":
         return _remove(request, name)
+    if request.method == "PATCH":
+        return _change(request, name)
     application = _load(name)
     if application is None:
         return _unknown(name)
@@ -309,3 +317,96 @@ def _remove(request, name):
     if isinstance(result, HttpResponse):
         return result
     return HttpResponse(status=204)
+
+
+# -- change --------------------------------------------------------------------------------------------------
+
+CHANGE_FIELDS = ("environments", "drop_database", "display_name", "concurrency", "request_timeout")
+NOT_A_BOOLEAN = "Give true or false."
+
+
+def _change_refusals(data):
+    """{field: [message]} for the fields of DATA a change does not take, or whose JSON type is wrong."""
+    errors = {}
+    for name in data:
+        if name in CHANGE_FIELDS:
+            continue
+        if name in CREATE_FIELDS:
+            errors[name] = [f"{name} cannot be changed once the application exists; a change takes "
+                            f"{', '.join(CHANGE_FIELDS)}."]
+        else:
+            errors[name] = [f"Unknown field; a change takes {', '.join(CHANGE_FIELDS)}."]
+    errors.update(typing_errors({k: v for k, v in data.items() if k in CHANGE_FIELDS}))
+    if "drop_database" in data and not isinstance(data["drop_database"], bool):
+        errors["drop_database"] = [NOT_A_BOOLEAN]
+    return errors
+
+
+def _change(request, name):
+    application = _load(name)
+    if application is None:
+        return _unknown(name)
+    timeout, bad = _timeout(request)
+    if bad is not None:
+        return bad
+    data, refusal = read_json(request)
+    if refusal is not None:
+        return refusal
+    if not isinstance(data, dict):
+        return malformed(f"the body must be a JSON object with any of {', '.join(CHANGE_FIELDS)}")
+    refused = _change_refusals(data)
+    if refused:
+        return json_response({"errors": refused}, status=400)
+    # A PATCH changes what it names; the form sees the rest as it is.
+    given = {
+        "display_name": application.display_name,
+        "concurrency": application.concurrency,
+        "request_timeout": application.request_timeout,
+        "environments": application.environment_names(),
+        **data,
+    }
+    given = {field: "" if field in INTEGER_FIELDS and value is None else value for field, value in given.items()}
+    warning = refresh.refresh()  # validated against the environments registered now
+    form = ApplicationChangeForm(given, instance=application)
+    if not form.is_valid():
+        errors = {field: list(messages) for field, messages in form.errors.items()}
+        return with_warning(json_response({"errors": errors}, status=400), warning)
+    names = form.new_environments()
+    change = None
+    if names is not None:
+        try:
+            change = placements.change_environments(
+                application, names, drop_database=form.cleaned_data["drop_database"], timeout=timeout)
+        except lifecycle.OperationInProgress as exc:
+            return error(str(exc), 423, environment=None)
+        except redis.RedisError as exc:
+            return error(REDIS_DOWN.format(error=exc), 503, environment=None)
+        except Application.DoesNotExist:  # deleted while this waited for its lock
+            return _unknown(name)
+    fields = [field for field in form.changed_data if field in ApplicationChangeForm.Meta.fields]
+    if fields:
+        # Only what changed: the rest of this instance may be older than the database (the controller's progress).
+        form.instance.save(update_fields=[*fields, "updated_at"])
+        publish_quietly(application.pk)  # the display name and the share are part of what workers read
+    return with_warning(_change_response(application, change), warning)
+
+
+def _change_response(application, change):
+    """200 APP when done; 202 APP with "pending" when an environment is offline; 409/504 naming where a command
+    failed (the change is kept: the controller tries again)."""
+    if change is None or (change.failure is None and not change.waiting_for):
+        return _fresh_app_response(application)
+    body = app_dict(Application.objects.with_placements().get(pk=application.pk))
+    failure = change.failure
+    pending = {
+        "added": change.added,
+        "removed": change.removed,
+        "waiting_for": change.waiting_for,
+        "message": change.pending_message() or f"the controller tries again on {failure.environment}",
+    }
+    if failure is None:
+        return json_response({**body, "pending": pending}, status=202)
+    return error(
+        f"changing the environments of {application.name} failed on {failure.environment}: "
+        f"{failure.error or f'it ended {failure.state}'}; the change is recorded and the controller tries again",
+        _failure_status(failure), environment=failure.environment, pending=pending, app=body)

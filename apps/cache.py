@@ -3,11 +3,12 @@ each change (exchange.events) so that every process drops its cached view at onc
 
 from exchange import cache, events
 
-from .models import Application
+from .models import Application, Removal
 
 
 def publish(redis, application):
-    cache.write(redis, application.name, application.cache_entry())
+    leaving = Removal.objects.filter(application=application).values_list("environment__name", flat=True)
+    cache.write(redis, application.name, application.cache_entry(leaving=sorted(leaving)))
     events.publish(redis, events.APP, name=application.name)
 
 
@@ -18,7 +19,12 @@ def unpublish(redis, name):
 
 def rebuild(redis):
     """Write every application's entry, then mark the cache complete. Returns how many."""
-    entries = {app.name: app.cache_entry() for app in Application.objects.with_placements()}
+    leaving = {}
+    for app, environment in Removal.objects.order_by("environment__name").values_list(
+            "application__name", "environment__name"):
+        leaving.setdefault(app, []).append(environment)
+    entries = {app.name: app.cache_entry(leaving=leaving.get(app.name, ()))
+               for app in Application.objects.with_placements()}
     cache.replace_all(redis, entries)
     events.publish(redis, events.CACHE, action="rebuilt")
     return len(entries)

@@ -178,6 +178,47 @@ class ApplicationCreateForm(forms.ModelForm):
         pass  # placements are written by save_with_placements
 
 
+class ApplicationChangeForm(forms.ModelForm):
+    """Changing an application: used by the admin's change page and by PATCH /api/apps/<name>/. Its environments are
+    changed by apps.placements (commands are sent), not by save(): the caller passes ``new_environments()`` there."""
+
+    environments = OrderedEnvironmentsField(
+        help_text="Where the application runs, in start order. An environment added is provisioned and started "
+        "there if the application is running; one left is stopped and removed there. A new order applies at the "
+        "next start.",
+        error_messages={"required": "Give at least one environment: to remove the application everywhere, delete "
+                                    "it."},
+    )
+    drop_database = forms.BooleanField(
+        label="Drop the databases of the environments left", required=False,
+        help_text="Unticked, an environment left keeps the application's database.")
+
+    class Meta:
+        model = Application
+        fields = ["display_name", "concurrency", "request_timeout"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["environments"].set_choices(
+            Environment.objects.order_by("name").values_list("name", flat=True))
+        if self.instance.pk is not None:
+            # In start order: the admin's model_to_dict would give the many-to-many's environments, by name.
+            self.initial["environments"] = self.instance.environment_names()
+        name = self.add_prefix("environments")
+        if self.is_bound and name not in self.data and self.fields["environments"].widget.value_omitted_from_data(
+                self.data, self.files, name):
+            # Not given at all (a client posting only the display name): unchanged, rather than required.
+            self.fields["environments"].disabled = True
+
+    def new_environments(self):
+        """The environments asked for, or None when they are the application's already (same order)."""
+        names = self.cleaned_data.get("environments")
+        return None if names is None or names == self.instance.environment_names() else names
+
+    def _save_m2m(self):
+        pass  # placements are changed by apps.placements
+
+
 def publish_quietly(pk):
     """Put a new application in the configuration cache; if Redis is away, the next rebuild will."""
 

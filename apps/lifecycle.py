@@ -383,6 +383,8 @@ def remove(application, drop_database=False, timeout=None, force=False):
         # Still under the lock: a start slipping in here would provision an application about to be deleted.
         with transaction.atomic():
             names = application.environment_names()
+            # Environments it was leaving (apps.placements) too: their last reported states must not outlive it.
+            names += list(application.removals.values_list("environment__name", flat=True))
             application.delete()
         runner.forget(application.name, names)
     return outcome

@@ -128,12 +128,14 @@ class Application(models.Model):
             for p in self.ordered_placements()
         )
 
-    def cache_entry(self):
-        """What workers and the proxy read from Redis (the configuration cache)."""
+    def cache_entry(self, leaving=()):
+        """What workers and the proxy read from Redis (the configuration cache). LEAVING: the environments it is
+        leaving (Removal), where only the remove command is still accepted."""
         return {
             "name": self.name,
             "display_name": self.display_name or self.name,
             "environments": self.environment_names(),
+            contract.LEAVING: list(leaving),
             "desired_state": self.desired_state,
             "generation": self.generation,
             "concurrency": self.concurrency,  # None: the worker's default
@@ -188,3 +190,28 @@ class Placement(models.Model):
         if shown == contract.RUNNING and self.environment.status(now) == contract.DEGRADED:
             return contract.DEGRADED
         return shown
+
+
+class Removal(models.Model):
+    """An environment an application has left (its environments were changed) where it is still to be removed: the
+    remove command is sent there as soon as the environment is online, by the operation that changed the
+    environments or, when that found it offline or failed, by the controller (controller.loop). Its database there is
+    kept unless DROP_DATABASE."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="removals")
+    # An environment forgotten for good takes its pending removals with it: nothing can be removed there any more.
+    environment = models.ForeignKey("environments.Environment", on_delete=models.CASCADE, related_name="removals")
+    drop_database = models.BooleanField(default=False)
+    requested_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["application", "environment__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["application", "environment"], name="one_removal_per_environment"),
+        ]
+
+    def __str__(self):
+        return f"{self.application.name} leaving {self.environment.name}"

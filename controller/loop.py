@@ -13,6 +13,8 @@ Written as small steps that answer "was there work?" and that tests call directl
   scratch, so an operation cut off by a crash (a supervisor killed between env_a and env_b, an agent killed
   mid-start) is finished like any other drift. A failure moves the application's next attempt forward
   (exponential backoff, capped); an offline environment is waited for, not retried against;
+- ``remove_one``: an environment an application has left (its environments were changed while it was offline, or
+  the remove failed there) gets the remove command once it is online (apps.placements);
 - ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
   once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
 - ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff.
@@ -35,7 +37,7 @@ from django.db.models import Q
 
 from alerts import delivery as alert_delivery
 from alerts import transitions as alert_transitions
-from apps import cache, lifecycle
+from apps import cache, lifecycle, placements
 from apps import mirror as status_mirror
 from apps.models import Application
 from environments import mirror as registry_mirror
@@ -256,6 +258,11 @@ class Controller:
             return True
         return False
 
+    def remove_one(self):
+        """Send one remove left waiting by a change of an application's environments (apps.placements): its
+        environment was offline, or the remove failed there. Returns True if a command was sent."""
+        return placements.remove_one(self.now(), timeout=self.timeout)
+
     def _note_waiting(self, application, waiting):
         text = ", ".join(f"{name} (offline)" for name in waiting)
         if text != application.waiting_for:
@@ -313,6 +320,8 @@ class Controller:
             if inline:
                 while self.reconcile_one():
                     pass
+                while self.remove_one():
+                    pass
                 while self.deliver_alerts():
                     pass
             else:
@@ -330,6 +339,8 @@ class Controller:
     def _reconcile_all(self):
         try:
             while not self.stop_requested and self.lease.held and self.reconcile_one():
+                pass
+            while not self.stop_requested and self.lease.held and self.remove_one():
                 pass
         finally:
             close_old_connections()

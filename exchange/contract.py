@@ -101,3 +101,8 @@ def provision_lock_key(app):
 
 def queue_name(environment):
     return f"{_PREFIX}.{environment}"
+
+
+# The configuration cache entry's list of environments an application is leaving (apps.models.Removal): not served
+# there any more, but the worker there still accepts the remove command that ends its placement.
+LEAVING = "leaving"

@@ -307,7 +307,7 @@ def _refusal(request, allowed, public):
         response = error(f"method {request.method} is not allowed here; use {', '.join(allowed)}", 405)
         response["Allow"] = ", ".join(allowed)
         return response
-    if request.method == "POST":
+    if request.method in ("POST", "PATCH"):
         # Before the CSRF check, which would read a form body whole; a body's size is known from its header.
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         if limit is not None and content_length(request) > limit:

@@ -122,6 +122,63 @@ SCHEMAS = {
                                             "online)."},
         },
     },
+    "ChangePending": {
+        "type": "object",
+        "description": "What a change of environments left to the controller: the application is started on "
+                       "`added` environments and removed from `removed` ones once `waiting_for` are back online "
+                       "(or, after a failure, at its next try).",
+        "required": ["added", "removed", "waiting_for", "message"],
+        "properties": {
+            "added": {"type": "array", "items": {"type": "string"}},
+            "removed": {"type": "array", "items": {"type": "string"}},
+            "waiting_for": {"type": "array", "items": {"type": "string"}},
+            "message": {"type": "string"},
+        },
+    },
+    "AppChangePending": {
+        "allOf": [ref("schemas", "App"), {
+            "type": "object",
+            "required": ["pending"],
+            "properties": {"pending": ref("schemas", "ChangePending")},
+        }],
+    },
+    "ChangeError": {
+        "type": "object",
+        "description": "Why a change of environments answered as failed. With `pending`, the change is recorded "
+                       "(`app` shows it) and the controller tries again.",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "environment": nullable({"type": "string"}),
+            "pending": ref("schemas", "ChangePending"),
+            "app": ref("schemas", "App"),
+        },
+    },
+    "AppChange": {
+        "type": "object",
+        "description": "What to change; what is left out stays as it is. `name`, `admin_username` and "
+                       "`admin_password` cannot change (400).",
+        "example": {"environments": ["env_b", "env_a"]},
+        "properties": {
+            "environments": {
+                "type": "array",
+                "items": {"type": "string"},
+                "minItems": 1,
+                "uniqueItems": True,
+                "description": "Names of registered environments, each once, in start order. An environment "
+                               "added is provisioned and started there when the application is desired running; "
+                               "one left is stopped and removed there; a new order applies at the next start.",
+            },
+            "drop_database": {"type": "boolean", "default": False,
+                              "description": "Drop the application's database on the environments left (kept "
+                                             "by default)."},
+            "display_name": {"type": "string", "maxLength": 200},
+            "concurrency": nullable({"type": "integer", "minimum": 1, "maximum": MAX_APP_CONCURRENCY,
+                                     "description": CONCURRENCY}),
+            "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
+                                         "description": REQUEST_TIMEOUT}),
+        },
+    },
     "FieldErrors": {
         "type": "object",
         "description": "A create refused: messages per field; `__all__` when the body as a whole is refused "
@@ -485,6 +542,38 @@ DOCUMENT = {
                     "200": answer("The application.", ref("schemas", "App"), WARNED),
                     "401": ref("responses", "Unauthorized"),
                     "404": answer("No application has this name.", ERROR),
+                },
+            },
+            "patch": {
+                "operationId": "changeApp",
+                "tags": ["applications"],
+                "summary": "Change an application: its environments (added, removed, reordered), display name or "
+                           "share",
+                "description": "Under the application's lock; waits for the commands a change of environments "
+                               "sends (a remove where it left, a start where it was added if it is desired "
+                               "running), or `timeout`.",
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "requestBody": {"required": True, "content": json_content(ref("schemas", "AppChange"))},
+                "responses": {
+                    "200": answer("Done: the application as it is now.", ref("schemas", "App"), WARNED),
+                    "202": answer("Recorded, and done where it could be: an environment is offline, and the "
+                                  "controller completes the change once it is back (`pending`).",
+                                  ref("schemas", "AppChangePending"), WARNED),
+                    "400": answer("Refused, with messages per field (an unknown, repeated or missing environment, "
+                                  "a field that cannot change or is unknown, a wrong JSON type; `__all__` for a "
+                                  "body that is not a JSON object), or `timeout` is not valid.",
+                                  {"oneOf": [ref("schemas", "FieldErrors"), LIFECYCLE_ERROR]}, WARNED),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": ref("responses", "UnknownApp"),
+                    "409": answer("A command failed on an environment (named); the change is recorded and the "
+                                  "controller tries again.", ref("schemas", "ChangeError")),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                    "423": ref("responses", "Locked"),
+                    "503": ref("responses", "RedisDown"),
+                    "504": answer("An environment did not answer within `timeout` (named); the change is "
+                                  "recorded and the controller tries again.", ref("schemas", "ChangeError")),
                 },
             },
             "delete": {

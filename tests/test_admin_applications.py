@@ -249,7 +249,8 @@ def test_add_form_refuses_a_reserved_name_and_a_repeated_environment(admin_clien
 
 
 @pytest.mark.django_db
-def test_change_form_edits_only_the_display_name(admin_client, r, django_capture_on_commit_callbacks):
+def test_change_form_edits_the_display_name_but_not_the_name_nor_the_admin(admin_client, r,
+                                                                         django_capture_on_commit_callbacks):
     register_environment("env_a")
     register_environment("env_b")
     create_application("crm", ["env_b", "env_a"], admin_username="boss")
@@ -257,13 +258,16 @@ def test_change_form_edits_only_the_display_name(admin_client, r, django_capture
 
     html = admin_client.get(url).content.decode()
     assert 'name="display_name"' in html
-    for field in ("name", "admin_username", "environments_0", "desired_state"):
+    for field in ("name", "admin_username", "desired_state"):
         assert f'name="{field}"' not in html
-    assert "env_b → env_a" in html
+    # The environments are offered in their start order.
+    assert re.search(r'name="environments_0"[^>]*>.*?<option value="env_b" selected>', html, re.DOTALL)
+    assert re.search(r'name="environments_1"[^>]*>.*?<option value="env_a" selected>', html, re.DOTALL)
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(
-            url, {"display_name": "Customers", "name": "hijacked", "admin_username": "eve", "environments_0": "env_a"}
+            url, {"display_name": "Customers", "name": "hijacked", "admin_username": "eve",
+                  "environments_0": "env_b", "environments_1": "env_a"}
         )
 
     assert response.status_code == 302

@@ -500,8 +500,11 @@ class Agent:
             return []
 
     def is_placed(self, app):
+        """Whether the configuration places APP here, or APP is leaving this environment (its remove is still to
+        run here: the supervisor's only command for it)."""
         entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
-        return bool(entry) and self.name in entry.get("environments", [])
+        return bool(entry) and (self.name in entry.get("environments", [])
+                                or self.name in (entry.get(contract.LEAVING) or []))
 
     def generation_of(self, app):
         """APP's current incarnation, from its configuration as is_placed reads it; None when unknown."""
