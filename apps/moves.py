@@ -133,7 +133,10 @@ def move(application, source, destination, drop_database=False, timeout=None, pr
         # Still "moving" in the cache until the source is removed: the source takes only the move's commands now.
         lifecycle.runner.publish(application)
         _advance(record, REMOVE, progress)
-        warning = _remove_source(application, origin, drop_database, deadline, clock, renew)
+        warning = _remove_source(application, origin, drop_database and not _shared(record), deadline, clock, renew)
+        if drop_database and _shared(record):
+            warning = (f"{origin.name} and {target.name} share {application.name}'s database (one database server): "
+                       "it was not dropped. " + warning).strip()
         record.state = Move.DONE
         record.error = warning
         record.finished_at = timezone.now()
@@ -151,9 +154,12 @@ def _copy(record, application, origin, target, transfer_id, deadline, clock, ren
                    clock, renew)
     record.size, record.sha256 = dumped.get("size"), dumped.get("sha256") or ""
     _advance(record, LOAD, progress)
-    manifest = {key: dumped.get(key) for key in ("engine", "sha256", "size", "chunks")}
-    _step(application, target, contract.LOAD, dict(manifest, transfer=transfer_id), contract.LOADED, LOAD, deadline,
-          clock, renew)
+    manifest = {key: dumped.get(key) for key in ("engine", "place", "sha256", "size", "chunks")}
+    loaded = _step(application, target, contract.LOAD, dict(manifest, transfer=transfer_id), contract.LOADED, LOAD,
+                   deadline, clock, renew)
+    # One database server (or file) for both: the destination serves the very database, which the source's remove
+    # must then not drop.
+    record.shared = bool(loaded.get("shared"))
     _advance(record, START, progress)
     payload = {"admin_username": application.admin_username,
                "admin_password_hash": application.admin_password_hash}
@@ -175,6 +181,10 @@ def cut_off(application):
                         f"{record.source.name}")
         record.finished_at = timezone.now()
         record.save(update_fields=["state", "error", "finished_at"])
+
+
+def _shared(record):
+    return getattr(record, "shared", False)
 
 
 def _advance(record, step, progress):

@@ -5,6 +5,7 @@ travel through Redis (exchange.transfer), checked by SHA-256 before anything is 
 """
 
 import os
+import socket
 import sqlite3
 import subprocess
 import tempfile
@@ -44,8 +45,10 @@ def _run(args):
         raise TransferError(f"{args[0]} is not installed on this worker (the PostgreSQL client tools are needed "
                             "to move an application)") from exc
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise TransferError(f"{args[0]} failed (exit {done.returncode}): {detail[-1] if detail else 'no output'}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        # pg_restore ends with the statement that failed; the line saying why comes before it.
+        detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "no output")
+        raise TransferError(f"{args[0]} failed (exit {done.returncode}): {detail.strip()}")
 
 
 def dump_to(app, path):
@@ -86,18 +89,33 @@ def restore_from(app, path):
         source.close()
 
 
+def database_place(app):
+    """Which database APP's is, as seen from here: two environments on one PostgreSQL server (or one SQLite file)
+    share it, and a move between them must neither restore it over itself nor drop it as the source's."""
+    if engine() == contract.POSTGRES_ENGINE:
+        with provisioning._server_connection() as conn:
+            try:
+                server = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0]
+            except Exception:  # not allowed to this role: the address names the server well enough
+                server = f"{conn.info.host}:{conn.info.port}"
+        return f"postgresql:{server}/{provisioning.alias(app)}"
+    return f"sqlite:{socket.gethostname()}:{provisioning.sqlite_path(app).resolve()}"
+
+
 def dump(app, transfer_id, redis):
-    """Dump APP's database into the transfer TRANSFER_ID; returns ``{"engine", "sha256", "size", "chunks"}``."""
+    """Dump APP's database into the transfer TRANSFER_ID; returns ``{"engine", "place", "sha256", "size",
+    "chunks"}``."""
     with tempfile.TemporaryDirectory(prefix=f"appsup-dump-{app}-") as scratch:
         path = Path(scratch) / "dump"
         dump_to(app, path)
         sent = transfer.upload(redis, transfer_id, path)
-    return dict(sent, engine=engine())
+    return dict(sent, engine=engine(), place=database_place(app))
 
 
 def load(app, manifest, redis):
-    """Restore APP's database from the transfer MANIFEST names (``{"transfer", "engine", "sha256", "size",
-    "chunks"}``, as ``dump`` answered it). Nothing here is touched unless every byte checks out."""
+    """Restore APP's database from the transfer MANIFEST names (``{"transfer", "engine", "place", "sha256", "size",
+    "chunks"}``, as ``dump`` answered it). Nothing here is touched unless every byte checks out. Returns ``{"size",
+    "sha256", "shared"}``; ``shared``: the source's database is this environment's (one server), left as it is."""
     if manifest.get("engine") != engine():
         raise TransferError(f"the dump is of a {manifest.get('engine')} database and this environment's databases "
                             f"are {engine()}: a move goes between environments of the same engine")
@@ -111,5 +129,7 @@ def load(app, manifest, redis):
         path = Path(scratch) / "dump"
         transfer.download(redis, manifest["transfer"], path, manifest["sha256"], manifest["size"],
                           manifest["chunks"])
-        restore_from(app, path)
-    return {"size": manifest["size"], "sha256": manifest["sha256"]}
+        shared = manifest.get("place") == database_place(app)
+        if not shared:
+            restore_from(app, path)
+    return {"size": manifest["size"], "sha256": manifest["sha256"], "shared": shared}

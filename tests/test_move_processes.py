@@ -1,0 +1,88 @@
+"""Moving an application with its data between environments, end to end (apps.moves): real processes (supervisor
+web and controller, two worker webs and agents with the sample notes app), real Redis, real HTTP through the
+supervisor's proxy. Each environment has its own storage, so the data can only travel through the transfer."""
+
+import pytest
+
+from .local_cluster import Cluster
+from .processes import wait_for
+from .test_hosted_code_processes import PASSWORD, logged_in
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+NOTES = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "samples.notes.urls"}
+
+
+@pytest.fixture
+def cluster(tmp_path, redis_url, own_databases):
+    c = Cluster(tmp_path, redis_url, worker_web=True, worker_overrides={"env_a": NOTES, "env_b": NOTES})
+    try:
+        c.start()
+        wait_for(lambda: {c.status_of("env_a"), c.status_of("env_b")} == {"online"}, what="registration")
+        created = c.api("POST", "apps/", json={"name": "crm", "environments": ["env_a"], "admin_username": "boss",
+                                               "admin_password": PASSWORD})
+        assert created.status_code == 201, created.text
+        started = c.api("POST", "apps/crm/start")
+        assert started.status_code == 200, started.text
+        yield c
+    finally:
+        c.stop()
+
+
+def write_notes(cluster, session, titles):
+    token = session.cookies.get("csrftoken_crm", path="/apps/crm/")
+    for title in titles:
+        created = session.post(f"{cluster.base}/apps/crm/api/notes/", json={"title": title},
+                               headers={"Origin": cluster.base, "X-CSRFToken": token}, timeout=30)
+        assert created.status_code == 201, created.text
+
+
+def note_titles(cluster, session):
+    listed = session.get(f"{cluster.base}/apps/crm/api/notes/", timeout=30)
+    assert listed.status_code == 200, listed.text
+    return sorted(note["title"] for note in listed.json()["notes"])
+
+
+def test_notes_written_on_env_a_are_all_served_from_env_b_once_env_a_is_gone(cluster):
+    session = logged_in(cluster.base, "crm")
+    titles = [f"note {n}" for n in range(5)]
+    write_notes(cluster, session, titles)
+
+    moved = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_b"})
+    assert moved.status_code == 200, moved.text
+    body = moved.json()
+    assert body["move"]["state"] == "done" and body["move"]["error"] is None, body
+    assert len(body["move"]["sha256"]) == 64 and body["move"]["size"] > 0
+    assert body["app"]["environments"] == ["env_b"]
+    assert body["app"]["statuses"]["env_b"]["state"] == "running"
+
+    # The login session lives in the application's database: it moved too.
+    assert note_titles(cluster, session) == titles
+
+    # env_a's processes stopped for good: crm answers from env_b.
+    cluster.webs["env_a"].stop()
+    cluster.agents["env_a"].stop()
+    page = session.get(f"{cluster.base}/apps/crm/", timeout=30)
+    assert page.status_code == 200
+    assert note_titles(cluster, session) == titles
+    write_notes(cluster, session, ["after the move"])
+    assert "after the move" in note_titles(cluster, session)
+
+
+def test_a_move_that_cannot_be_is_refused_naming_why_and_the_app_stays(cluster):
+    again = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_a"})
+    assert again.status_code == 400 and again.json()["environment"] == "env_a"
+    nowhere = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_z"})
+    assert nowhere.status_code == 400 and "env_z" in nowhere.json()["error"]
+    not_there = cluster.api("POST", "apps/crm/move", json={"from": "env_b", "to": "env_a"})
+    assert not_there.status_code == 400 and "not placed on env_b" in not_there.json()["error"]
+    bad = cluster.api("POST", "apps/crm/move", json={"from": "env_a"})
+    assert bad.status_code == 400 and "to" in bad.json()["errors"]
+
+    # The destination offline: refused before anything is done.
+    cluster.agents["env_b"].stop()
+    wait_for(lambda: cluster.status_of("env_b") == "offline", what="env_b offline")
+    offline = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_b"})
+    assert offline.status_code == 400 and "offline" in offline.json()["error"], offline.text
+    app = cluster.api("GET", "apps/crm/").json()
+    assert app["environments"] == ["env_a"] and app["statuses"]["env_a"]["state"] == "running"
