@@ -5,7 +5,7 @@ supervisor's proxy. Each environment has its own storage, so the data can only t
 import pytest
 
 from .local_cluster import Cluster
-from .processes import wait_for
+from .processes import postgres_env, wait_for
 from .test_hosted_code_processes import PASSWORD, logged_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -86,3 +86,22 @@ def test_a_move_that_cannot_be_is_refused_naming_why_and_the_app_stays(cluster):
     assert offline.status_code == 400 and "offline" in offline.json()["error"], offline.text
     app = cluster.api("GET", "apps/crm/").json()
     assert app["environments"] == ["env_a"] and app["statuses"]["env_a"]["state"] == "running"
+
+
+def test_a_move_failing_on_the_destination_leaves_the_app_serving_and_writable_where_it_was(cluster):
+    if postgres_env("x"):
+        pytest.skip("the failure is made with a SQLite path; the PostgreSQL run shares one server")
+    session = logged_in(cluster.base, "crm")
+    write_notes(cluster, session, ["before"])
+    # Where env_b would restore crm's database there is a directory: the load fails there.
+    (cluster.tmp / "env_b" / "apps" / "crm.sqlite3").mkdir(parents=True)
+
+    failed = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_b"})
+    assert failed.status_code == 409, failed.text
+    assert failed.json()["step"] == "load" and failed.json()["environment"] == "env_b"
+    assert "still runs on env_a" in failed.json()["error"]
+
+    app = cluster.api("GET", "apps/crm/").json()
+    assert app["environments"] == ["env_a"] and app["statuses"]["env_a"]["state"] == "running"
+    write_notes(cluster, session, ["after the failed move"])  # writes are taken again
+    assert note_titles(cluster, session) == ["after the failed move", "before"]
