@@ -84,6 +84,51 @@ SCHEMAS = {
             "pending": ref("schemas", "Pending"),
         },
     },
+    "MoveRequest": {
+        "type": "object",
+        "required": ["from", "to"],
+        "additionalProperties": False,
+        "properties": {
+            "from": {"type": "string", "description": "The environment it leaves (one it is placed on)."},
+            "to": {"type": "string", "description": "The environment it goes to: online, verified, not degraded, "
+                                                    "not hosting it already."},
+            "drop_database": {"type": "boolean", "default": False,
+                              "description": "Drop its database on the environment it leaves (kept by default)."},
+        },
+    },
+    "Move": {
+        "type": "object",
+        "required": ["app", "from", "to", "state", "step", "error", "size", "sha256", "seconds", "started_at",
+                     "finished_at"],
+        "properties": {
+            "app": {"type": "string"},
+            "from": {"type": "string"},
+            "to": {"type": "string"},
+            "state": {"type": "string", "enum": ["active", "done", "failed"]},
+            "step": {"type": "string", "enum": ["dump", "load", "start", "switch", "remove"],
+                     "description": "The last step it reached."},
+            "error": nullable({"type": "string", "description": "On a done move, what was not tidied after the "
+                                                                "switch (a source that could not be removed)."}),
+            "size": nullable({"type": "integer", "description": "Bytes of the dump carried."}),
+            "sha256": nullable({"type": "string", "description": "SHA-256 of the dump, checked by the "
+                                                                 "destination before it restored it."}),
+            "seconds": nullable({"type": "number"}),
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
+    "MoveError": {
+        "type": "object",
+        "description": "Why a move was refused or failed, and where; a failed move leaves the application where "
+                       "it was, running as before.",
+        "required": ["error", "environment"],
+        "properties": {
+            "error": {"type": "string"},
+            "environment": nullable({"type": "string"}),
+            "step": nullable({"type": "string", "enum": ["dump", "load", "start"],
+                              "description": "The step that failed; null or absent when the move never began."}),
+        },
+    },
     "Pending": {
         "type": "object",
         "description": "Present when an environment was offline: the desired state is kept, and the controller "
@@ -438,6 +483,40 @@ DOCUMENT = {
             "stop", "Stops it on each environment; keeps it desired stopped."),
         "/api/apps/{name}/restart": lifecycle_command(
             "restart", "Stops, then starts it on each environment in order; keeps it desired running."),
+        "/api/apps/{name}/move": {
+            "post": {
+                "operationId": "moveApp",
+                "tags": ["applications"],
+                "summary": "Move an application to another environment with its data",
+                "description": (
+                    "Dumps its database on `from` (engine-native; reads are still served there, writes answered "
+                    "503 until the switch), carries it through Redis, checks its SHA-256 on `to`, restores it, "
+                    "migrates and starts it there, then switches the proxy to `to` and removes it from `from` (its "
+                    "database kept unless `drop_database`). Waits until done, or `timeout`."),
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "requestBody": {"required": True, "content": json_content(ref("schemas", "MoveRequest"))},
+                "responses": {
+                    "200": answer("Moved: the move, and the application as it is now.", {
+                        "type": "object", "required": ["move", "app"],
+                        "properties": {"move": ref("schemas", "Move"), "app": ref("schemas", "App")}}),
+                    "400": answer("A body that is not valid (`errors` per field), or a move that cannot be: the same "
+                                  "environment, not placed on `from`, already on `to`, `to` unknown, offline, "
+                                  "degraded or not verified.", {"oneOf": [ref("schemas", "MoveError"),
+                                                                          ref("schemas", "FieldErrors")]}),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": ref("responses", "UnknownApp"),
+                    "409": answer("`from` is offline, or a step failed there or on `to`: nothing changed, the "
+                                  "application runs where it was.", ref("schemas", "MoveError")),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                    "423": ref("responses", "Locked"),
+                    "503": ref("responses", "RedisDown"),
+                    "504": answer("A step did not end within `timeout`: nothing changed.",
+                                  ref("schemas", "MoveError")),
+                },
+            }
+        },
         "/api/schema/": {
             "get": {
                 "operationId": "getSchema",
