@@ -2,7 +2,12 @@
 web and controller, two worker webs and agents with the sample notes app), real Redis, real HTTP through the
 supervisor's proxy. Each environment has its own storage, so the data can only travel through the transfer."""
 
+import sqlite3
+import threading
+import time
+
 import pytest
+import requests
 
 from .local_cluster import Cluster
 from .processes import postgres_env, wait_for
@@ -105,3 +110,94 @@ def test_a_move_failing_on_the_destination_leaves_the_app_serving_and_writable_w
     assert app["environments"] == ["env_a"] and app["statuses"]["env_a"]["state"] == "running"
     write_notes(cluster, session, ["after the failed move"])  # writes are taken again
     assert note_titles(cluster, session) == ["after the failed move", "before"]
+
+
+def fill(cluster, megabytes):
+    """About MEGABYTES of notes in crm's database on env_a, written straight into it (SQLite) or through its
+    server (PostgreSQL)."""
+    rows = [(f"bulk {n}", "x" * 4000) for n in range(megabytes * 256)]
+    sql = "INSERT INTO notes_note (title, body, created_at, updated_at) VALUES ({0}, {0}, {1}, {1})"
+    if postgres_env("x"):
+        import psycopg
+
+        db = postgres_env("app_crm")
+        with psycopg.connect(host=db["DB_HOST"], port=db["DB_PORT"], user=db["DB_USER"],
+                             password=db["DB_PASSWORD"] or None, dbname="app_crm") as conn:
+            conn.cursor().executemany(sql.format("%s", "now()"), rows)
+        return
+    with sqlite3.connect(cluster.tmp / "env_a" / "apps" / "crm.sqlite3") as conn:
+        conn.executemany(sql.format("?", "datetime('now')"), rows)
+
+
+class Traffic:
+    """Clients reading and writing crm through the supervisor's proxy until stopped, every answer kept with its
+    time: what a move costs them."""
+
+    def __init__(self, cluster, session):
+        self.cluster, self.session, self.done = cluster, session, threading.Event()
+        self.reads, self.writes, self.written = [], [], []
+        self.token = session.cookies.get("csrftoken_crm", path="/apps/crm/")
+        self.threads = [threading.Thread(target=self.read), threading.Thread(target=self.write)]
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def read(self):
+        while not self.done.is_set():
+            began = time.monotonic()
+            try:
+                code = self.session.get(f"{self.cluster.base}/apps/crm/api/notes/?q=live", timeout=30).status_code
+            except requests.RequestException:
+                code = 0
+            self.reads.append((began, time.monotonic(), code))
+
+    def write(self):
+        n = 0
+        while not self.done.is_set():
+            began, title = time.monotonic(), f"live {n}"
+            try:
+                code = self.session.post(f"{self.cluster.base}/apps/crm/api/notes/", json={"title": title},
+                                         headers={"Origin": self.cluster.base, "X-CSRFToken": self.token},
+                                         timeout=30).status_code
+            except requests.RequestException:
+                code = 0
+            self.writes.append((began, time.monotonic(), code))
+            if code == 201:
+                self.written.append(title)
+            n += 1
+            time.sleep(0.02)
+
+
+def window(answers, ok):
+    """(how many answers were not OK, seconds from the first such request's start to the last one's end)."""
+    failed = [(began, ended) for began, ended, code in answers if code != ok]
+    return len(failed), (max(e for _, e in failed) - min(b for b, _ in failed)) if failed else 0.0
+
+
+def test_what_a_move_of_a_10_mb_application_costs_its_clients(cluster):
+    session = logged_in(cluster.base, "crm")
+    fill(cluster, 10)
+    with Traffic(cluster, session) as traffic:
+        time.sleep(2)
+        began = time.monotonic()
+        moved = cluster.api("POST", "apps/crm/move", json={"from": "env_a", "to": "env_b"})
+        seconds = time.monotonic() - began
+        time.sleep(2)
+    assert moved.status_code == 200, moved.text
+    failed_reads, read_gap = window(traffic.reads, 200)
+    refused_writes, write_gap = window(traffic.writes, 201)
+    print(f"\nmove of {moved.json()['move']['size'] / 1e6:.1f} MB ({'PostgreSQL' if postgres_env('x') else 'SQLite'}): "
+          f"{seconds:.2f} s; reads: {failed_reads} failed of {len(traffic.reads)} ({read_gap:.2f} s); "
+          f"writes: {refused_writes} refused of {len(traffic.writes)} (503 for {write_gap:.2f} s)")
+    assert failed_reads == 0  # reads are served from the source until the switch, then from the destination
+    assert {code for _, _, code in traffic.writes} <= {201, 503}
+    # Every write that was answered 201 is there after the move: none was lost.
+    listed = session.get(f"{cluster.base}/apps/crm/api/notes/?q=live", timeout=30).json()
+    assert listed["count"] == len(traffic.written)
