@@ -5,7 +5,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
 
-from environments.models import Environment, single_environment
+from environments.models import Environment, drain_refusal, single_environment
 from exchange import contract
 from exchange.redis_client import supervisor_redis
 
@@ -106,7 +106,11 @@ class ApplicationCreateForm(forms.ModelForm):
             self.fields["environments"].initial = [single_environment()]
 
     def clean_environments(self):
-        return self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
+        names = self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
+        refusal = drain_refusal(names)
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return names
 
     def clean_name(self):
         name = self.cleaned_data["name"]

@@ -38,6 +38,7 @@ from alerts import transitions as alert_transitions
 from apps import cache, lifecycle
 from apps import mirror as status_mirror
 from apps.models import Application
+from environments import drain
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
@@ -312,6 +313,8 @@ class Controller:
             if inline:
                 while self.reconcile_one():
                     pass
+                while self.drain_one():
+                    pass
                 while self.deliver_alerts():
                     pass
             else:
@@ -326,10 +329,16 @@ class Controller:
             self.record_health(exc)
             return False
 
+    def drain_one(self):
+        """Move one application off a draining environment (environments.drain); whether there was work."""
+        return drain.step(timeout=self.timeout)
+
     def _reconcile_all(self):
         try:
             while not self.stop_requested and self.lease.held and self.reconcile_one():
                 pass
+            if not self.stop_requested and self.lease.held:
+                self.drain_one()  # one application a pass: a drain never holds up reconciling for long
         finally:
             close_old_connections()
 

@@ -27,7 +27,18 @@ def environment_dict(environment, now=None):
         "status": environment.status(now),
         "problem": environment.status_reason(now) or None,
         "last_heartbeat_at": iso(environment.last_heartbeat_at),
+        **drain_fields(environment, now),
     }
+
+
+def drain_fields(environment, now=None):
+    """A drained or draining environment's ``status`` says so (its liveness stays in ``liveness``), with what its
+    drain could not move (``drain_left``: application → why)."""
+    state = environment.drain_state
+    if state is None:
+        return {"drain": None}
+    return {"status": state, "liveness": environment.status(now), "drain": state,
+            "drain_left": environment.drain_left or {}}
 
 
 @api_view("GET")

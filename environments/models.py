@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from exchange.contract import DEGRADED, OFFLINE, ONLINE
+from exchange.contract import DEGRADED, DRAINED, DRAINING, OFFLINE, ONLINE
 
 
 def single_environment():
@@ -23,6 +23,17 @@ def online_q(now=None):
     alive = models.Q(rejected="", stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
     local = single_environment()
     return alive | models.Q(name=local) if local else alive
+
+
+def drain_refusal(names):
+    """Why none of the environments NAMES may take a new placement ("" when all may): drained or draining ones
+    (environments.drain) may not."""
+    draining = list(Environment.objects.filter(name__in=names, drain_requested_at__isnull=False)
+                    .order_by("name").values_list("name", flat=True))
+    if not draining:
+        return ""
+    return (f"Environment {', '.join(draining)} is out of service (drained or being drained): it takes no new "
+            "application.")
 
 
 class EnvironmentQuerySet(models.QuerySet):
@@ -55,6 +66,11 @@ class Environment(models.Model):
     # Why the entry in Redis was not taken (not signed with APP_SHARED_SECRET, malformed): never online, never
     # a proxy target, until its worker registers again.
     rejected = models.TextField(blank=True)
+    # Drain (environments.drain): asked for at, emptied at, and each application it could not move away with why.
+    # While asked for, the environment takes no new placement.
+    drain_requested_at = models.DateTimeField(null=True, blank=True)
+    drained_at = models.DateTimeField(null=True, blank=True)
+    drain_left = models.JSONField(default=dict, blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -78,6 +94,13 @@ class Environment(models.Model):
             and self.last_heartbeat_at is not None
             and self.last_heartbeat_at >= online_since(now)
         )
+
+    @property
+    def drain_state(self):
+        """None in service, else DRAINING (applications still to move away) or DRAINED."""
+        if self.drain_requested_at is None:
+            return None
+        return DRAINED if self.drained_at is not None else DRAINING
 
     def status(self, now=None):
         """ONLINE, DEGRADED (commands run, the proxy does not route there) or OFFLINE."""

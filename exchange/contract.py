@@ -31,6 +31,9 @@ ONLINE = "online"
 DEGRADED = "degraded"
 OFFLINE = "offline"
 ENVIRONMENT_STATUSES = (ONLINE, DEGRADED, OFFLINE)
+# An environment taken out of service (environments.drain): its applications are being moved away, then all are.
+DRAINING = "draining"
+DRAINED = "drained"
 
 # Commands a worker accepts; anything else is refused before the job runs.
 START = "start"
