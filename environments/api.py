@@ -32,11 +32,11 @@ def environment_dict(environment, now=None):
 
 
 def drain_fields(environment, now=None):
-    """A drained or draining environment's ``status`` says so (its liveness stays in ``liveness``), with what its
-    drain could not move (``drain_left``: application → why)."""
+    """A drained or draining environment's ``status`` says so (its liveness then in ``liveness``), with ``drain``
+    and what its drain could not move (``drain_left``: application → why); nothing more while in service."""
     state = environment.drain_state
     if state is None:
-        return {"drain": None}
+        return {}
     return {"status": state, "liveness": environment.status(now), "drain": state,
             "drain_left": environment.drain_left or {}}
 

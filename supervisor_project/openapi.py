@@ -12,6 +12,8 @@ from apps.lifecycle import MAX_TIMEOUT
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
+    DRAINED,
+    DRAINING,
     MAX_APP_CONCURRENCY,
     MAX_APP_TIMEOUT,
     NAME_RE,
@@ -249,10 +251,26 @@ SCHEMAS = {
             "url": {"type": "string", "description": "The worker's access URL."},
             "proxy_url": {"type": "string", "description": "Where the supervisor reaches it (url when unset)."},
             "version": nullable({"type": "string"}),
-            "status": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE]},
+            "status": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE, DRAINING, DRAINED],
+                       "description": f"`{DRAINING}` or `{DRAINED}` while it is out of service (its liveness is then "
+                                      "in `liveness`), else its liveness."},
             "problem": nullable({"type": "string", "description": "Why it is not online."}),
             "last_heartbeat_at": nullable({"type": "string", "format": "date-time"}),
+            "drain": {"type": "string", "enum": [DRAINING, DRAINED],
+                      "description": "Present while drained or draining."},
+            "liveness": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE],
+                         "description": "Present while drained or draining."},
+            "drain_left": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "Present while drained or draining: each application the drain could not "
+                                          "move away, with why."},
         },
+    },
+    "DrainProgress": {
+        "allOf": [ref("schemas", "Environment")],
+        "type": "object",
+        "required": ["applications"],
+        "properties": {"applications": {"type": "array", "items": {"type": "string"},
+                                        "description": "The applications still placed on it."}},
     },
     "EnvironmentList": {
         "type": "object",
@@ -287,6 +305,14 @@ PARAMETERS = {
         "description": "The application's name.",
         "schema": {"type": "string", "minLength": 1},
         "example": "crm",
+    },
+    "environment": {
+        "name": "environment",
+        "in": "path",
+        "required": True,
+        "description": "The environment's name.",
+        "schema": {"type": "string", "minLength": 1},
+        "example": "env_a",
     },
     "timeout": {
         "name": "timeout",
@@ -414,6 +440,46 @@ DOCUMENT = {
                     "200": answer("A page of environments.", ref("schemas", "EnvironmentList"), WARNED),
                     "400": ref("responses", "BadPage"),
                     "401": ref("responses", "Unauthorized"),
+                },
+            }
+        },
+        "/api/environments/{environment}/drain": {
+            "post": {
+                "operationId": "drainEnvironment",
+                "tags": ["environments"],
+                "summary": "Take an environment out of service and move its applications away",
+                "description": (
+                    "From now on it takes no new application (a create naming it is refused with 400). The "
+                    "controller moves its applications, one at a time, each to the online environment with the "
+                    "fewest applications that does not host it already (with its data, as `move` does); one no "
+                    "environment can take is stopped there (when it runs nowhere else) and listed in `drain_left` "
+                    "with the reason. `status` reads draining, then drained. Answers at once; takes no body."),
+                "parameters": [ref("parameters", "environment")],
+                "responses": {
+                    "202": answer("Draining (or drained already).", ref("schemas", "DrainProgress")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": answer("No environment has this name.", ERROR),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                },
+            }
+        },
+        "/api/environments/{environment}/undrain": {
+            "post": {
+                "operationId": "undrainEnvironment",
+                "tags": ["environments"],
+                "summary": "Return a drained or draining environment to service",
+                "description": "It takes new applications again; applications already moved away stay where they "
+                               "are. Takes no body.",
+                "parameters": [ref("parameters", "environment")],
+                "responses": {
+                    "200": answer("In service.", ref("schemas", "DrainProgress")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": answer("No environment has this name.", ERROR),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
                 },
             }
         },
