@@ -68,3 +68,13 @@ def test_the_admin_drains_and_undrains(admin_client):
     assert "draining" in admin_client.get(changelist).content.decode()
     admin_client.post(changelist, {"action": "undrain", "_selected_action": [pk]}, follow=True)
     assert Environment.objects.get(pk=pk).drain_state is None
+
+
+def test_metrics_show_each_environment_out_of_service(admin_client):
+    register_environment("env_a")
+    register_environment("env_b")
+    drain.request(Environment.objects.get(name="env_b"))
+    text = admin_client.get("/metrics").content.decode()
+    assert 'appsup_environment_drain{environment="env_b",state="draining"} 1.0' in text
+    assert 'appsup_environment_drain_left{environment="env_b"} 0.0' in text
+    assert 'appsup_environment_drain{environment="env_a"' not in text
