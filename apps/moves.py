@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -167,6 +168,22 @@ def _copy(record, application, origin, target, transfer_id, deadline, clock, ren
     if application.desired_state == contract.STOPPED:
         started = _step(application, target, contract.STOP, {}, contract.STOPPED, START, deadline, clock, renew)
     return started
+
+
+def close_cut_off(now=None):
+    """The controller's step: close one active move whose supervisor died during it (its application's lock is
+    free, so nobody runs it), and publish its application without ``moving`` (the source takes writes again).
+    Returns whether there was one."""
+    since = (now or timezone.now()) - timedelta(seconds=lifecycle.LOCK_TTL)
+    for record in Move.objects.filter(state=Move.ACTIVE, started_at__lt=since).select_related("application"):
+        try:
+            with lifecycle._held(record.application.name, wait=0):
+                cut_off(record.application)
+                lifecycle.runner.publish(record.application)
+        except lifecycle.OperationInProgress:  # running after all, or another operation: a later pass looks again
+            continue
+        return True
+    return False
 
 
 def cut_off(application):

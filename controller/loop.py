@@ -35,7 +35,7 @@ from django.db.models import Q
 
 from alerts import delivery as alert_delivery
 from alerts import transitions as alert_transitions
-from apps import cache, lifecycle
+from apps import cache, lifecycle, moves
 from apps import mirror as status_mirror
 from apps.models import Application
 from environments import drain
@@ -330,8 +330,9 @@ class Controller:
             return False
 
     def drain_one(self):
-        """Move one application off a draining environment (environments.drain); whether there was work."""
-        return drain.step(timeout=self.timeout)
+        """Close a move cut off by a crash (apps.moves), or move one application off a draining environment
+        (environments.drain); whether there was work."""
+        return moves.close_cut_off(self.now()) or drain.step(timeout=self.timeout)
 
     def _reconcile_all(self):
         try:

@@ -78,3 +78,29 @@ def test_metrics_show_each_environment_out_of_service(admin_client):
     assert 'appsup_environment_drain{environment="env_b",state="draining"} 1.0' in text
     assert 'appsup_environment_drain_left{environment="env_b"} 0.0' in text
     assert 'appsup_environment_drain{environment="env_a"' not in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_cut_off_by_a_crash_is_closed_once_its_lock_is_free(r):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps import moves
+    from apps.models import Move
+    from exchange import cache
+
+    register_environment("env_a")
+    register_environment("env_b")
+    application = create_application("crm", ["env_a"])
+    Move.objects.create(application=application, source=Environment.objects.get(name="env_a"),
+                        destination=Environment.objects.get(name="env_b"), step="load",
+                        started_at=timezone.now() - timedelta(minutes=1))
+    cache.write(r, "crm", application.cache_entry())
+    assert cache.lookup(r, "crm")["moving"] == {"from": "env_a", "to": "env_b"}
+
+    assert moves.close_cut_off() is True
+    record = Move.objects.get()
+    assert record.state == Move.FAILED and "cut off during its load" in record.error
+    assert "moving" not in cache.lookup(r, "crm")  # the source takes writes again
+    assert moves.close_cut_off() is False
