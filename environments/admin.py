@@ -82,6 +82,7 @@ class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
     actions = ("drain", "undrain", "delete_selected")
+    list_select_related = ("drain",)
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
     fields = (

@@ -38,7 +38,7 @@ def drain_fields(environment, now=None):
     if state is None:
         return {}
     return {"status": state, "liveness": environment.status(now), "drain": state,
-            "drain_left": environment.drain_left or {}}
+            "drain_left": environment.drain_left}
 
 
 @api_view("GET")
@@ -47,5 +47,5 @@ def environment_list(request):
     if bad is not None:
         return bad
     now = timezone.now()
-    environments = [environment_dict(env, now) for env in page.rows(Environment.objects.all())]
+    environments = [environment_dict(env, now) for env in page.rows(Environment.objects.select_related("drain"))]
     return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))

@@ -18,30 +18,31 @@ from apps import lifecycle, moves
 from apps.models import Application
 from exchange import contract
 
-from .models import Environment
+from .models import Drain, Environment
 
 log = logging.getLogger("appsup.supervisor")
 
 
 def request(environment):
     """Take ENVIRONMENT out of service; a drain already asked for goes on as it is."""
-    Environment.objects.filter(pk=environment.pk, drain_requested_at__isnull=True).update(
-        drain_requested_at=timezone.now(), drained_at=None, drain_left={})
-    environment.refresh_from_db()
-    return environment
+    Drain.objects.get_or_create(environment=environment)
+    return _fresh(environment)
 
 
 def undrain(environment):
-    Environment.objects.filter(pk=environment.pk).update(drain_requested_at=None, drained_at=None, drain_left={})
-    environment.refresh_from_db()
-    return environment
+    Drain.objects.filter(environment=environment).delete()
+    return _fresh(environment)
+
+
+def _fresh(environment):
+    return Environment.objects.select_related("drain").get(pk=environment.pk)
 
 
 def destination_for(application, now=None):
     """The online, serving, not draining environment with the fewest applications that does not host
     APPLICATION, or None."""
     placed = application.placements.values_list("environment_id", flat=True)
-    candidates = (Environment.objects.online(now).filter(drain_requested_at__isnull=True)
+    candidates = (Environment.objects.online(now).filter(drain__isnull=True)
                   .exclude(web_ok=False).exclude(pk__in=placed)
                   .annotate(hosted=models.Count("placements")).order_by("hosted", "name"))
     return candidates.first()
@@ -50,17 +51,16 @@ def destination_for(application, now=None):
 def step(timeout=None):
     """Move (or leave) one application of one draining environment, or mark one drained. Returns whether there
     was work."""
-    for environment in Environment.objects.filter(drain_requested_at__isnull=False, drained_at__isnull=True):
-        left = environment.drain_left or {}
+    for drain in Drain.objects.filter(drained_at__isnull=True).select_related("environment"):
+        environment, left = drain.environment, drain.left or {}
         application = (Application.objects.filter(placements__environment=environment)
                        .exclude(name__in=list(left)).order_by("name").first())
         if application is None:
-            Environment.objects.filter(pk=environment.pk, drained_at__isnull=True).update(drained_at=timezone.now())
+            Drain.objects.filter(pk=drain.pk, drained_at__isnull=True).update(drained_at=timezone.now())
             return True
         reason = _move_away(application, environment, timeout)
         if reason:
-            left = dict(left, **{application.name: reason})
-            Environment.objects.filter(pk=environment.pk).update(drain_left=left)
+            Drain.objects.filter(pk=drain.pk).update(left=dict(left, **{application.name: reason}))
         return True
     return False
 

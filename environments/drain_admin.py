@@ -36,7 +36,7 @@ class DrainActionsMixin:
         state = environment.drain_state
         if state is None:
             return "in service"
-        left = environment.drain_left or {}
+        left = environment.drain_left
         if not left:
             return state
         return format_html("{}<ul class=\"appsup-drain-left\">{}</ul>", state, format_html_join(

@@ -28,8 +28,8 @@ def online_q(now=None):
 def drain_refusal(names):
     """Why none of the environments NAMES may take a new placement ("" when all may): drained or draining ones
     (environments.drain) may not."""
-    draining = list(Environment.objects.filter(name__in=names, drain_requested_at__isnull=False)
-                    .order_by("name").values_list("name", flat=True))
+    draining = list(Drain.objects.filter(environment__name__in=names).order_by("environment__name")
+                    .values_list("environment__name", flat=True))
     if not draining:
         return ""
     return (f"Environment {', '.join(draining)} is out of service (drained or being drained): it takes no new "
@@ -66,11 +66,6 @@ class Environment(models.Model):
     # Why the entry in Redis was not taken (not signed with APP_SHARED_SECRET, malformed): never online, never
     # a proxy target, until its worker registers again.
     rejected = models.TextField(blank=True)
-    # Drain (environments.drain): asked for at, emptied at, and each application it could not move away with why.
-    # While asked for, the environment takes no new placement.
-    drain_requested_at = models.DateTimeField(null=True, blank=True)
-    drained_at = models.DateTimeField(null=True, blank=True)
-    drain_left = models.JSONField(default=dict, blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 
@@ -98,9 +93,22 @@ class Environment(models.Model):
     @property
     def drain_state(self):
         """None in service, else DRAINING (applications still to move away) or DRAINED."""
-        if self.drain_requested_at is None:
+        drain = self.drain_or_none
+        if drain is None:
             return None
-        return DRAINED if self.drained_at is not None else DRAINING
+        return DRAINED if drain.drained_at is not None else DRAINING
+
+    @property
+    def drain_or_none(self):
+        try:
+            return self.drain
+        except Drain.DoesNotExist:
+            return None
+
+    @property
+    def drain_left(self):
+        drain = self.drain_or_none
+        return (drain.left or {}) if drain is not None else {}
 
     def status(self, now=None):
         """ONLINE, DEGRADED (commands run, the proxy does not route there) or OFFLINE."""
@@ -128,3 +136,16 @@ class Environment(models.Model):
             f"environment {self.name} is offline: last heartbeat {age} s ago "
             f"(timeout {settings.APP_HEARTBEAT_TIMEOUT} s)"
         )
+
+
+class Drain(models.Model):
+    """An environment taken out of service (environments.drain): asked for at, emptied at, and each application it
+    could not move away, with why. While there is one, the environment takes no new placement. A row of its own
+    rather than columns of Environment: the registry's mirror writes environments in bulk, and SQLite's limit of
+    999 parameters a query makes every column cost it queries."""
+
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, primary_key=True,
+                                       related_name="drain")
+    requested_at = models.DateTimeField(default=timezone.now)
+    drained_at = models.DateTimeField(null=True, blank=True)
+    left = models.JSONField(default=dict, blank=True)

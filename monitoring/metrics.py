@@ -124,9 +124,9 @@ class StateCollector:
         left = GaugeMetricFamily("appsup_environment_drain_left", "Applications a drain could not move away from "
                                  "the environment (stopped or left there, with the reason in the admin).",
                                  labels=["environment"])
-        for environment in Environment.objects.filter(drain_requested_at__isnull=False).order_by("name"):
+        for environment in Environment.objects.filter(drain__isnull=False).select_related("drain").order_by("name"):
             family.add_metric([environment.name, environment.drain_state], 1)
-            left.add_metric([environment.name], len(environment.drain_left or {}))
+            left.add_metric([environment.name], len(environment.drain_left))
         yield family
         yield left
 
