@@ -100,6 +100,8 @@ def destination_refusal(environment):
     """Why ENVIRONMENT cannot take an application now ("" when it can): it must be online, verified and serving."""
     if environment.rejected:
         return f"its registration did not verify ({environment.rejected})"
+    if environment.drain_state is not None:
+        return f"it is out of service ({environment.drain_state})"
     status = environment.status()
     if status != contract.ONLINE:
         return environment.status_reason()

@@ -104,3 +104,14 @@ def test_a_move_cut_off_by_a_crash_is_closed_once_its_lock_is_free(r):
     assert record.state == Move.FAILED and "cut off during its load" in record.error
     assert "moving" not in cache.lookup(r, "crm")  # the source takes writes again
     assert moves.close_cut_off() is False
+
+
+def test_a_draining_environment_is_no_destination_for_a_move():
+    from apps import moves
+
+    register_environment("env_a")
+    register_environment("env_b")
+    application = create_application("crm", ["env_a"])
+    drain.request(Environment.objects.get(name="env_b"))
+    with pytest.raises(moves.MoveRefused, match="out of service"):
+        moves.check(application, "env_a", "env_b")
