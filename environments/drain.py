@@ -9,14 +9,17 @@ it again), and left with the reason in ``drain_left``; so is one whose move fail
 Once nothing is left to try, the environment is ``drained``. ``undrain`` returns it to service.
 """
 
+import contextlib
 import logging
 
+import redis
 from django.db import models
 from django.utils import timezone
 
 from apps import lifecycle, moves
 from apps.models import Application
-from exchange import contract
+from exchange import contract, events
+from exchange.redis_client import supervisor_redis
 
 from .models import Drain, Environment
 
@@ -26,12 +29,20 @@ log = logging.getLogger("appsup.supervisor")
 def request(environment):
     """Take ENVIRONMENT out of service; a drain already asked for goes on as it is."""
     Drain.objects.get_or_create(environment=environment)
+    _announce(environment.name)
     return _fresh(environment)
 
 
 def undrain(environment):
     Drain.objects.filter(environment=environment).delete()
+    _announce(environment.name)
     return _fresh(environment)
+
+
+def _announce(name):
+    """Tell open pages and /ws/events/ that the environment changed (they read it again: its drain's progress)."""
+    with contextlib.suppress(redis.RedisError):
+        events.publish(supervisor_redis(), events.ENVIRONMENT, name=name)
 
 
 def _fresh(environment):
@@ -57,10 +68,12 @@ def step(timeout=None):
                        .exclude(name__in=list(left)).order_by("name").first())
         if application is None:
             Drain.objects.filter(pk=drain.pk, drained_at__isnull=True).update(drained_at=timezone.now())
+            _announce(environment.name)
             return True
         reason = _move_away(application, environment, timeout)
         if reason:
             Drain.objects.filter(pk=drain.pk).update(left=dict(left, **{application.name: reason}))
+        _announce(environment.name)
         return True
     return False
 
