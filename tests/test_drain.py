@@ -115,3 +115,19 @@ def test_a_draining_environment_is_no_destination_for_a_move():
     drain.request(Environment.objects.get(name="env_b"))
     with pytest.raises(moves.MoveRefused, match="out of service"):
         moves.check(application, "env_a", "env_b")
+
+
+def test_each_change_of_a_drain_is_announced_to_open_pages(r):
+    import json
+
+    register_environment("env_a")
+    listener = r.pubsub()
+    listener.subscribe("appsup:events")
+    listener.get_message(timeout=1)  # the subscription's confirmation
+    drain.request(Environment.objects.get(name="env_a"))
+    drain.step()
+    drain.undrain(Environment.objects.get(name="env_a"))
+    seen = []
+    while (message := listener.get_message(timeout=0.5)) is not None:
+        seen.append(json.loads(message["data"]))
+    assert [(e["type"], e["name"]) for e in seen] == [("environment", "env_a")] * 3
