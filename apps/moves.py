@@ -193,7 +193,8 @@ def cut_off(application):
     lock, where no move runs). Before its switch the application never left its source; after it, the source was
     not removed, and the error says so."""
     for record in Move.objects.filter(application=application, state=Move.ACTIVE).select_related("source"):
-        after = record.step in (SWITCH, REMOVE)
+        # Whether the switch's transaction committed, whatever step the record reached.
+        after = application.placements.filter(environment=record.destination_id).exists()
         record.state = Move.DONE if after else Move.FAILED
         record.error = (f"cut off after the switch: {application.name} was not removed from {record.source.name}"
                         if after else f"cut off during its {record.step or 'start'}: {application.name} stayed on "

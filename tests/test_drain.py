@@ -131,3 +131,23 @@ def test_each_change_of_a_drain_is_announced_to_open_pages(r):
     while (message := listener.get_message(timeout=0.5)) is not None:
         seen.append(json.loads(message["data"]))
     assert [(e["type"], e["name"]) for e in seen] == [("environment", "env_a")] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_cut_off_after_its_switch_is_closed_as_done_naming_the_leftover(r):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps import moves
+    from apps.models import Move
+
+    register_environment("env_a")
+    register_environment("env_b")
+    application = create_application("crm", ["env_b"])  # the switch committed: it is placed on env_b
+    Move.objects.create(application=application, source=Environment.objects.get(name="env_a"),
+                        destination=Environment.objects.get(name="env_b"), step="remove",
+                        started_at=timezone.now() - timedelta(minutes=1))
+    assert moves.close_cut_off() is True
+    record = Move.objects.get()
+    assert record.state == Move.DONE and "not removed from env_a" in record.error
