@@ -38,6 +38,7 @@ from proxy.targets import ENV_PARAM, PREFIX
 from . import lifecycle, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import Application
+from .move_admin import MoveActionMixin
 
 LIFECYCLE_COMMANDS = (contract.START, contract.STOP, contract.RESTART)
 
@@ -278,13 +279,13 @@ class SupervisorAdmin(admin.ModelAdmin):
 
 
 @admin.register(Application)
-class ApplicationAdmin(SupervisorAdmin):
+class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     add_form = ApplicationCreateForm
     change_form = ApplicationChangeForm
     list_display = ("name", "display_name", "environment_states", "attention")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
-    actions = ("start", "stop", "restart", "delete_selected")
+    actions = ("start", "stop", "restart", "move", "delete_selected")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
 

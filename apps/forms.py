@@ -7,9 +7,10 @@ from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import transaction
+from django.db.models import Q
 
 from environments import mirror as registry_mirror
-from environments.models import Environment, single_environment
+from environments.models import Environment, drain_refusal, single_environment
 from exchange import contract
 from exchange.redis_client import supervisor_redis
 
@@ -120,18 +121,16 @@ class ApplicationCreateForm(forms.ModelForm):
             self.fields["environments"].initial = [single_environment()]
 
     def clean_environments(self):
-        return self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
+        names = self.cleaned_data["environments"] or ([single_environment()] if single_environment() else [])
+        refusal = drain_refusal(names)
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return names
 
     def full_clean(self):
-        field = self.fields["environments"]
-        field.unverified = dict(Environment.objects.exclude(rejected="").values_list("name", "rejected"))
-        if self.is_bound and settings.APP_DISCOVERY_ADAPTER != "local":
-            # A name with no row may still be in Redis, written without the secret: say so rather than "unknown".
-            named = field.widget.value_from_datadict(self.data, self.files, self.add_prefix("environments"))
-            names = [n for n in (named if isinstance(named, (list, tuple)) else [])
-                     if isinstance(n, str) and n not in field.known and contract.NAME_RE.fullmatch(n)]
-            with contextlib.suppress(redis.RedisError):
-                field.unverified.update(registry_mirror.unverified(supervisor_redis(), names))
+        self.fields["environments"].unverified = dict(
+            Environment.objects.exclude(rejected="").values_list("name", "rejected"))
+        note_unverified(self)
         super().full_clean()
 
     def clean_name(self):
@@ -178,6 +177,19 @@ class ApplicationCreateForm(forms.ModelForm):
         pass  # placements are written by save_with_placements
 
 
+def note_unverified(form):
+    """Add to the FORM's environments field the names it was given that have no row but are in Redis, written
+    without the secret: the refusal says so rather than "unknown"."""
+    field = form.fields["environments"]
+    if not form.is_bound or settings.APP_DISCOVERY_ADAPTER == "local":
+        return
+    named = field.widget.value_from_datadict(form.data, form.files, form.add_prefix("environments"))
+    names = [n for n in (named if isinstance(named, (list, tuple)) else [])
+             if isinstance(n, str) and n not in field.known and contract.NAME_RE.fullmatch(n)]
+    with contextlib.suppress(redis.RedisError):
+        field.unverified.update(registry_mirror.unverified(supervisor_redis(), names))
+
+
 class ApplicationChangeForm(forms.ModelForm):
     """Changing an application: used by the admin's change page and by PATCH /api/apps/<name>/. Its environments are
     changed by apps.placements (commands are sent), not by save(): the caller passes ``new_environments()`` there."""
@@ -199,8 +211,13 @@ class ApplicationChangeForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["environments"].set_choices(
-            Environment.objects.order_by("name").values_list("name", flat=True))
+        # Only verified environments take a new placement (one already placed on one shown rejected since stays).
+        current = self.instance.environment_names() if self.instance.pk is not None else []
+        field = self.fields["environments"]
+        field.set_choices(Environment.objects.filter(Q(rejected="") | Q(name__in=current)).order_by("name")
+                          .values_list("name", flat=True))
+        field.unverified = dict(Environment.objects.exclude(rejected="").exclude(name__in=current)
+                                .values_list("name", "rejected"))
         if self.instance.pk is not None:
             # In start order: the admin's model_to_dict would give the many-to-many's environments, by name.
             self.initial["environments"] = self.instance.environment_names()
@@ -209,6 +226,19 @@ class ApplicationChangeForm(forms.ModelForm):
                 self.data, self.files, name):
             # Not given at all (a client posting only the display name): unchanged, rather than required.
             self.fields["environments"].disabled = True
+
+    def full_clean(self):
+        if not self.fields["environments"].disabled:
+            note_unverified(self)
+        super().full_clean()
+
+    def clean_environments(self):
+        names = self.cleaned_data["environments"]
+        current = set(self.instance.environment_names()) if self.instance.pk is not None else set()
+        refusal = drain_refusal([name for name in names or [] if name not in current])  # no new placement there
+        if refusal:
+            raise forms.ValidationError(refusal)
+        return names
 
     def new_environments(self):
         """The environments asked for, or None when they are the application's already (same order)."""

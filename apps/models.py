@@ -59,7 +59,9 @@ class ApplicationQuerySet(models.QuerySet):
     def with_placements(self):
         """Placements and their environments in two queries, whatever the number of applications."""
         return self.prefetch_related(
-            models.Prefetch("placements", queryset=Placement.objects.select_related("environment"))
+            models.Prefetch("placements", queryset=Placement.objects.select_related("environment")),
+            models.Prefetch("moves", queryset=Move.objects.filter(state=Move.ACTIVE).select_related(
+                "source", "destination"), to_attr="active_moves"),
         )
 
 
@@ -140,7 +142,17 @@ class Application(models.Model):
             "generation": self.generation,
             "concurrency": self.concurrency,  # None: the worker's default
             "request_timeout": self.request_timeout,
+            **self._moving_entry(),
         }
+
+    def _moving_entry(self):
+        """``{"moving": {"from", "to"}}`` while a move of this application runs (apps.moves), else nothing: the
+        source refuses writes, and both take the move's commands (the destination before it is placed there)."""
+        active = getattr(self, "active_moves", None)
+        if active is None:
+            active = self.moves.filter(state=Move.ACTIVE).select_related("source", "destination")
+        move = next(iter(active), None)
+        return {"moving": {"from": move.source.name, "to": move.destination.name}} if move else {}
 
 
 class Placement(models.Model):
@@ -215,3 +227,34 @@ class Removal(models.Model):
 
     def __str__(self):
         return f"{self.application.name} leaving {self.environment.name}"
+
+
+class Move(models.Model):
+    """One move of an application from an environment to another with its database (apps.moves): what it is doing
+    (STEP), how it ended, and why when it failed. At most one is ACTIVE per application."""
+
+    ACTIVE, DONE, FAILED = "active", "done", "failed"
+    STATES = [(s, s) for s in (ACTIVE, DONE, FAILED)]
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="moves")
+    source = models.ForeignKey("environments.Environment", on_delete=models.CASCADE, related_name="+")
+    destination = models.ForeignKey("environments.Environment", on_delete=models.CASCADE, related_name="+")
+    drop_database = models.BooleanField(default=False)
+    state = models.CharField(max_length=10, choices=STATES, default=ACTIVE)
+    step = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    # Bytes and SHA-256 of the dump that was carried.
+    size = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["application"], condition=models.Q(state="active"),
+                                    name="one_active_move_per_application"),
+        ]
+
+    def __str__(self):
+        return f"{self.application.name}: {self.source.name} → {self.destination.name} ({self.state})"

@@ -37,9 +37,10 @@ from django.db.models import Q
 
 from alerts import delivery as alert_delivery
 from alerts import transitions as alert_transitions
-from apps import cache, lifecycle, placements
+from apps import cache, lifecycle, moves, placements
 from apps import mirror as status_mirror
 from apps.models import Application
+from environments import drain
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
@@ -322,6 +323,8 @@ class Controller:
                     pass
                 while self.remove_one():
                     pass
+                while self.drain_one():
+                    pass
                 while self.deliver_alerts():
                     pass
             else:
@@ -336,12 +339,19 @@ class Controller:
             self.record_health(exc)
             return False
 
+    def drain_one(self):
+        """Close a move cut off by a crash (apps.moves), or move one application off a draining environment
+        (environments.drain); whether there was work."""
+        return moves.close_cut_off(self.now()) or drain.step(timeout=self.timeout)
+
     def _reconcile_all(self):
         try:
             while not self.stop_requested and self.lease.held and self.reconcile_one():
                 pass
             while not self.stop_requested and self.lease.held and self.remove_one():
                 pass
+            if not self.stop_requested and self.lease.held:
+                self.drain_one()  # one application a pass: a drain never holds up reconciling for long
         finally:
             close_old_connections()
 

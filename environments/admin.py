@@ -26,6 +26,7 @@ from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 
 from . import retire
+from .drain_admin import DrainActionsMixin
 from .models import Environment
 
 
@@ -81,15 +82,16 @@ def rejected_notice():
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(SupervisorAdmin):
-    list_display = ("name", "status_badge", "last_heartbeat", "addresses", "version")
+class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
+    list_display = ("name", "status_badge", "service", "last_heartbeat", "addresses", "version")
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
-    actions = ("delete_selected", "forget")
+    actions = ("drain", "undrain", "delete_selected", "forget")
+    list_select_related = ("drain",)
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
     fields = (
-        "name", "status_badge", "version", "url", "proxy_url", "host", "pid",
+        "name", "status_badge", "service", "version", "url", "proxy_url", "host", "pid",
         "first_seen", "last_heartbeat", "stopped", "last_refusal", "hosted_applications",
     )
     readonly_fields = fields

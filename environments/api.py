@@ -38,7 +38,18 @@ def environment_dict(environment, now=None):
         "status": environment.status(now),
         "problem": environment.status_reason(now) or None,
         "last_heartbeat_at": iso(environment.last_heartbeat_at),
+        **drain_fields(environment, now),
     }
+
+
+def drain_fields(environment, now=None):
+    """A drained or draining environment's ``status`` says so (its liveness then in ``liveness``), with ``drain``
+    and what its drain could not move (``drain_left``: application → why); nothing more while in service."""
+    state = environment.drain_state
+    if state is None:
+        return {}
+    return {"status": state, "liveness": environment.status(now), "drain": state,
+            "drain_left": environment.drain_left}
 
 
 @api_view("GET")
@@ -47,7 +58,7 @@ def environment_list(request):
     if bad is not None:
         return bad
     now = timezone.now()
-    environments = [environment_dict(env, now) for env in page.rows(Environment.objects.all())]
+    environments = [environment_dict(env, now) for env in page.rows(Environment.objects.select_related("drain"))]
     return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))
 
 

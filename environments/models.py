@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from exchange.contract import DEGRADED, OFFLINE, ONLINE
+from exchange.contract import DEGRADED, DRAINED, DRAINING, OFFLINE, ONLINE
 
 
 def single_environment():
@@ -23,6 +23,17 @@ def online_q(now=None):
     alive = models.Q(rejected="", stopped_at__isnull=True, last_heartbeat_at__gte=online_since(now))
     local = single_environment()
     return alive | models.Q(name=local) if local else alive
+
+
+def drain_refusal(names):
+    """Why none of the environments NAMES may take a new placement ("" when all may): drained or draining ones
+    (environments.drain) may not."""
+    draining = list(Drain.objects.filter(environment__name__in=names).order_by("environment__name")
+                    .values_list("environment__name", flat=True))
+    if not draining:
+        return ""
+    return (f"Environment {', '.join(draining)} is out of service (drained or being drained): it takes no new "
+            "application.")
 
 
 class EnvironmentQuerySet(models.QuerySet):
@@ -79,6 +90,26 @@ class Environment(models.Model):
             and self.last_heartbeat_at >= online_since(now)
         )
 
+    @property
+    def drain_state(self):
+        """None in service, else DRAINING (applications still to move away) or DRAINED."""
+        drain = self.drain_or_none
+        if drain is None:
+            return None
+        return DRAINED if drain.drained_at is not None else DRAINING
+
+    @property
+    def drain_or_none(self):
+        try:
+            return self.drain
+        except Drain.DoesNotExist:
+            return None
+
+    @property
+    def drain_left(self):
+        drain = self.drain_or_none
+        return (drain.left or {}) if drain is not None else {}
+
     def status(self, now=None):
         """ONLINE, DEGRADED (commands run, the proxy does not route there) or OFFLINE."""
         if not self.is_online(now):
@@ -105,3 +136,16 @@ class Environment(models.Model):
             f"environment {self.name} is offline: last heartbeat {age} s ago "
             f"(timeout {settings.APP_HEARTBEAT_TIMEOUT} s)"
         )
+
+
+class Drain(models.Model):
+    """An environment taken out of service (environments.drain): asked for at, emptied at, and each application it
+    could not move away, with why. While there is one, the environment takes no new placement. A row of its own
+    rather than columns of Environment: the registry's mirror writes environments in bulk, and SQLite's limit of
+    999 parameters a query makes every column cost it queries."""
+
+    environment = models.OneToOneField(Environment, on_delete=models.CASCADE, primary_key=True,
+                                       related_name="drain")
+    requested_at = models.DateTimeField(default=timezone.now)
+    drained_at = models.DateTimeField(null=True, blank=True)
+    left = models.JSONField(default=dict, blank=True)

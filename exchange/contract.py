@@ -31,6 +31,9 @@ ONLINE = "online"
 DEGRADED = "degraded"
 OFFLINE = "offline"
 ENVIRONMENT_STATUSES = (ONLINE, DEGRADED, OFFLINE)
+# An environment taken out of service (environments.drain): its applications are being moved away, then all are.
+DRAINING = "draining"
+DRAINED = "drained"
 
 # Commands a worker accepts; anything else is refused before the job runs.
 START = "start"
@@ -38,7 +41,17 @@ STOP = "stop"
 RESTART = "restart"
 REMOVE = "remove"
 PING = "ping"
-COMMANDS = (START, STOP, RESTART, REMOVE, PING)
+# A move (apps.moves): DUMP writes the application's database to a transfer (below) on its source environment, LOAD
+# restores it from there on its destination.
+DUMP = "dump"
+LOAD = "load"
+COMMANDS = (START, STOP, RESTART, REMOVE, PING, DUMP, LOAD)
+# What a worker answers when a dump or a load succeeded.
+DUMPED = "dumped"
+LOADED = "loaded"
+# The engines a dump can come from; a load restores only a dump of its own engine.
+SQLITE_ENGINE = "sqlite"
+POSTGRES_ENGINE = "postgresql"
 # The one function a command job may name.
 COMMAND_FUNCTION = "workers.commands.execute"
 
@@ -97,6 +110,17 @@ def lock_key(app):
 def provision_lock_key(app):
     """Held by a worker while it creates or migrates APP's database, across all workers."""
     return f"{_PREFIX}:lock:provision:{app}"
+
+
+# A transfer (exchange.transfer): the bytes of one dump, in chunks, while a move carries them from one environment to
+# another. Deleted once the move ends; expires anyway.
+TRANSFER_CHUNK_BYTES = 1024 * 1024
+TRANSFER_TTL = 3600
+
+
+def transfer_key(transfer):
+    """List: the chunks of the dump TRANSFER, in order (exchange.transfer)."""
+    return f"{_PREFIX}:transfer:{transfer}"
 
 
 def queue_name(environment):

@@ -85,7 +85,7 @@ def live_message():
 def environment_messages(names):
     """{name: the environment as the API shows it} of those of NAMES that have a row, in one query."""
     return {environment.name: {"type": events.ENVIRONMENT, **environment_dict(environment)}
-            for environment in Environment.objects.filter(name__in=names)}
+            for environment in Environment.objects.filter(name__in=names).select_related("drain")}
 
 
 class Batch:

@@ -7,7 +7,9 @@ prometheus-client (and monitoring.exposition for the series per environment).
   always 1), ``appsup_environment_last_heartbeat_timestamp_seconds{environment}``, ``appsup_placements{state}`` (an
   offline environment's placements count as unknown, as the pages show them), ``appsup_applications{desired_state}``,
   ``appsup_applications_drifting``,
-  ``appsup_controller_last_pass_timestamp_seconds`` and ``appsup_controller_redis_up``.
+  ``appsup_controller_last_pass_timestamp_seconds``, ``appsup_controller_redis_up``, and for each environment out
+  of service ``appsup_environment_drain{environment,state}`` (state draining or drained, always 1) and
+  ``appsup_environment_drain_left{environment}``.
 * ``appsup_command_duration_seconds{command,environment,outcome}``: a histogram of lifecycle steps, whichever process
   ran them, kept in the database (monitoring.models.CommandDuration explains why) and read at scrape time.
 * From Redis at scrape time, one read each (no series when Redis does not answer):
@@ -111,6 +113,22 @@ class StateCollector:
                                 "is not the desired one (what the controller acts on).",
                                 value=Application.objects.drifting().count())
         yield from self._controller()
+        yield from self._drains()
+
+    @staticmethod
+    def _drains():
+        """Environments out of service (environments.drain): usually none, so a series for each such one only."""
+        family = GaugeMetricFamily("appsup_environment_drain", "1 for each environment taken out of service, by "
+                                   "state (draining: applications still to move away; drained); no series for "
+                                   "environments in service.", labels=["environment", "state"])
+        left = GaugeMetricFamily("appsup_environment_drain_left", "Applications a drain could not move away from "
+                                 "the environment (stopped or left there, with the reason in the admin).",
+                                 labels=["environment"])
+        for environment in Environment.objects.filter(drain__isnull=False).select_related("drain").order_by("name"):
+            family.add_metric([environment.name, environment.drain_state], 1)
+            left.add_metric([environment.name], len(environment.drain_left))
+        yield family
+        yield left
 
     @staticmethod
     def _controller():

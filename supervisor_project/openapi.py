@@ -12,6 +12,8 @@ from apps.lifecycle import MAX_TIMEOUT
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
+    DRAINED,
+    DRAINING,
     MAX_APP_CONCURRENCY,
     MAX_APP_TIMEOUT,
     NAME_RE,
@@ -82,6 +84,51 @@ SCHEMAS = {
                                "unavailable).",
             }),
             "pending": ref("schemas", "Pending"),
+        },
+    },
+    "MoveRequest": {
+        "type": "object",
+        "required": ["from", "to"],
+        "additionalProperties": False,
+        "properties": {
+            "from": {"type": "string", "description": "The environment it leaves (one it is placed on)."},
+            "to": {"type": "string", "description": "The environment it goes to: online, verified, not degraded, "
+                                                    "not hosting it already."},
+            "drop_database": {"type": "boolean", "default": False,
+                              "description": "Drop its database on the environment it leaves (kept by default)."},
+        },
+    },
+    "Move": {
+        "type": "object",
+        "required": ["app", "from", "to", "state", "step", "error", "size", "sha256", "seconds", "started_at",
+                     "finished_at"],
+        "properties": {
+            "app": {"type": "string"},
+            "from": {"type": "string"},
+            "to": {"type": "string"},
+            "state": {"type": "string", "enum": ["active", "done", "failed"]},
+            "step": {"type": "string", "enum": ["dump", "load", "start", "switch", "remove"],
+                     "description": "The last step it reached."},
+            "error": nullable({"type": "string", "description": "On a done move, what was not tidied after the "
+                                                                "switch (a source that could not be removed)."}),
+            "size": nullable({"type": "integer", "description": "Bytes of the dump carried."}),
+            "sha256": nullable({"type": "string", "description": "SHA-256 of the dump, checked by the "
+                                                                 "destination before it restored it."}),
+            "seconds": nullable({"type": "number"}),
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
+    "MoveError": {
+        "type": "object",
+        "description": "Why a move was refused or failed, and where; a failed move leaves the application where "
+                       "it was, running as before.",
+        "required": ["error", "environment"],
+        "properties": {
+            "error": {"type": "string"},
+            "environment": nullable({"type": "string"}),
+            "step": nullable({"type": "string", "enum": ["dump", "load", "start"],
+                              "description": "The step that failed; null or absent when the move never began."}),
         },
     },
     "Pending": {
@@ -287,10 +334,26 @@ SCHEMAS = {
             "url": {"type": "string", "description": "The worker's access URL."},
             "proxy_url": {"type": "string", "description": "Where the supervisor reaches it (url when unset)."},
             "version": nullable({"type": "string"}),
-            "status": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE]},
+            "status": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE, DRAINING, DRAINED],
+                       "description": f"`{DRAINING}` or `{DRAINED}` while it is out of service (its liveness is then "
+                                      "in `liveness`), else its liveness."},
             "problem": nullable({"type": "string", "description": "Why it is not online."}),
             "last_heartbeat_at": nullable({"type": "string", "format": "date-time"}),
+            "drain": {"type": "string", "enum": [DRAINING, DRAINED],
+                      "description": "Present while drained or draining."},
+            "liveness": {"type": "string", "enum": [ONLINE, DEGRADED, OFFLINE],
+                         "description": "Present while drained or draining."},
+            "drain_left": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "Present while drained or draining: each application the drain could not "
+                                          "move away, with why."},
         },
+    },
+    "DrainProgress": {
+        "allOf": [ref("schemas", "Environment")],
+        "type": "object",
+        "required": ["applications"],
+        "properties": {"applications": {"type": "array", "items": {"type": "string"},
+                                        "description": "The applications still placed on it."}},
     },
     "EnvironmentList": {
         "type": "object",
@@ -326,20 +389,20 @@ PARAMETERS = {
         "schema": {"type": "string", "minLength": 1},
         "example": "crm",
     },
+    "environment": {
+        "name": "environment",
+        "in": "path",
+        "required": True,
+        "description": "The environment's name.",
+        "schema": {"type": "string", "minLength": 1},
+        "example": "env_a",
+    },
     "timeout": {
         "name": "timeout",
         "in": "query",
         "description": "Seconds the whole operation may take (default APP_COMMAND_TIMEOUT, 120). An environment "
                        "that has not answered by then fails it with 504.",
         "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": MAX_TIMEOUT},
-    },
-    "environment": {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "description": "The environment's name.",
-        "schema": {"type": "string", "minLength": 1},
-        "example": "env_b",
     },
     "force": {
         "name": "force",
@@ -475,7 +538,7 @@ DOCUMENT = {
                 },
             }
         },
-        "/api/environments/{name}/": {
+        "/api/environments/{environment}/": {
             "delete": {
                 "operationId": "deleteEnvironment",
                 "tags": ["environments"],
@@ -495,6 +558,46 @@ DOCUMENT = {
                                   "applications and `force` is not true: the message says what forcing does and "
                                   "`applications` names them.", ref("schemas", "EnvironmentConflict")),
                     "503": answer("Redis is unavailable: nothing was deleted.", ERROR),
+                },
+            }
+        },
+        "/api/environments/{environment}/drain": {
+            "post": {
+                "operationId": "drainEnvironment",
+                "tags": ["environments"],
+                "summary": "Take an environment out of service and move its applications away",
+                "description": (
+                    "From now on it takes no new application (a create naming it is refused with 400). The "
+                    "controller moves its applications, one at a time, each to the online environment with the "
+                    "fewest applications that does not host it already (with its data, as `move` does); one no "
+                    "environment can take is stopped there (when it runs nowhere else) and listed in `drain_left` "
+                    "with the reason. `status` reads draining, then drained. Answers at once; takes no body."),
+                "parameters": [ref("parameters", "environment")],
+                "responses": {
+                    "202": answer("Draining (or drained already).", ref("schemas", "DrainProgress")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": answer("No environment has this name.", ERROR),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                },
+            }
+        },
+        "/api/environments/{environment}/undrain": {
+            "post": {
+                "operationId": "undrainEnvironment",
+                "tags": ["environments"],
+                "summary": "Return a drained or draining environment to service",
+                "description": "It takes new applications again; applications already moved away stay where they "
+                               "are. Takes no body.",
+                "parameters": [ref("parameters", "environment")],
+                "responses": {
+                    "200": answer("In service.", ref("schemas", "DrainProgress")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": answer("No environment has this name.", ERROR),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
                 },
             }
         },
@@ -599,6 +702,40 @@ DOCUMENT = {
             "stop", "Stops it on each environment; keeps it desired stopped."),
         "/api/apps/{name}/restart": lifecycle_command(
             "restart", "Stops, then starts it on each environment in order; keeps it desired running."),
+        "/api/apps/{name}/move": {
+            "post": {
+                "operationId": "moveApp",
+                "tags": ["applications"],
+                "summary": "Move an application to another environment with its data",
+                "description": (
+                    "Dumps its database on `from` (engine-native; reads are still served there, writes answered "
+                    "503 until the switch), carries it through Redis, checks its SHA-256 on `to`, restores it, "
+                    "migrates and starts it there, then switches the proxy to `to` and removes it from `from` (its "
+                    "database kept unless `drop_database`). Waits until done, or `timeout`."),
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "requestBody": {"required": True, "content": json_content(ref("schemas", "MoveRequest"))},
+                "responses": {
+                    "200": answer("Moved: the move, and the application as it is now.", {
+                        "type": "object", "required": ["move", "app"],
+                        "properties": {"move": ref("schemas", "Move"), "app": ref("schemas", "App")}}),
+                    "400": answer("A body that is not valid (`errors` per field), or a move that cannot be: the same "
+                                  "environment, not placed on `from`, already on `to`, `to` unknown, offline, "
+                                  "degraded or not verified.", {"oneOf": [ref("schemas", "MoveError"),
+                                                                          ref("schemas", "FieldErrors")]}),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "CsrfFailed"),
+                    "404": ref("responses", "UnknownApp"),
+                    "409": answer("`from` is offline, or a step failed there or on `to`: nothing changed, the "
+                                  "application runs where it was.", ref("schemas", "MoveError")),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                    "423": ref("responses", "Locked"),
+                    "503": ref("responses", "RedisDown"),
+                    "504": answer("A step did not end within `timeout`: nothing changed.",
+                                  ref("schemas", "MoveError")),
+                },
+            }
+        },
         "/api/schema/": {
             "get": {
                 "operationId": "getSchema",

@@ -4,7 +4,9 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from apps import api as apps_api
+from apps import move_api
 from environments import api as environments_api
+from environments import drain_api
 from monitoring import views as monitoring_views
 from supervisor_project import api_auth, openapi
 from supervisor_project.views import favicon, healthz, readyz
@@ -20,9 +22,12 @@ api_patterns = [
     re_path(r"^schema/?$", openapi.schema_view, name="schema"),
     re_path(r"^environments/?$", environments_api.environment_list, name="environments"),
     re_path(r"^environments/(?P<name>[^/]+)/?$", environments_api.environment_detail, name="environment"),
+    re_path(r"^environments/(?P<name>[^/]+)/drain/?$", drain_api.environment_drain, name="environment-drain"),
+    re_path(r"^environments/(?P<name>[^/]+)/undrain/?$", drain_api.environment_undrain, name="environment-undrain"),
     re_path(r"^apps/?$", apps_api.app_collection, name="apps"),
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
+    re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 

@@ -87,6 +87,25 @@ def test_a_change_names_what_is_wrong_and_changes_nothing(client, r, sent, body,
     assert not sent and not Removal.objects.exists()
 
 
+@pytest.mark.django_db
+def test_a_change_may_not_add_a_draining_or_unverified_environment(client, r, sent):
+    from environments import drain
+
+    register_environment("env_a")
+    register_environment("env_b")
+    create_application("crm_envs", ["env_b"])
+    drain.request(Environment.objects.get(name="env_a"))
+    # env_c written to Redis by someone without the secret (no signature).
+    r.hset(contract.ENVIRONMENTS_KEY, "env_c", json.dumps({"name": "env_c", "url": "http://evil.test:8000"}))
+
+    draining = patch(client, "crm_envs", {"environments": ["env_b", "env_a"]})
+    rejected = patch(client, "crm_envs", {"environments": ["env_b", "env_c"]})
+
+    assert draining.status_code == 400 and "env_a is out of service" in " ".join(draining.json()["errors"]["environments"])
+    assert rejected.status_code == 400 and "env_c takes no placements" in " ".join(rejected.json()["errors"]["environments"])
+    assert placed("crm_envs") == ["env_b"] and not sent
+
+
 @pytest.mark.parametrize("body", ["[]", "null", '"env_a"', "{"])
 @pytest.mark.django_db
 def test_a_change_that_is_not_a_json_object_is_refused(client, r, body):

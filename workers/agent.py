@@ -504,7 +504,7 @@ class Agent:
         run here: the supervisor's only command for it)."""
         entry = cache.lookup(supervisor_redis(), app) if isinstance(app, str) else None
         return bool(entry) and (self.name in entry.get("environments", [])
-                                or self.name in (entry.get(contract.LEAVING) or []))
+                                or self.name in (entry.get(contract.LEAVING) or []) or self.name in _moving(entry))
 
     def generation_of(self, app):
         """APP's current incarnation, from its configuration as is_placed reads it; None when unknown."""
@@ -643,3 +643,10 @@ def without_password(url):
     )
     # Spelt out: urlunsplit would drop the empty host of unix:///path.
     return f"{parts.scheme}://{userinfo}{at}{host}{parts.path}" + (f"?{query}" if query else "")
+
+
+def _moving(entry):
+    """The environments a move of the application (its cache entry's ``moving``: {from, to}) concerns: the
+    destination takes its load and start before the application is placed there, the source its dump and remove."""
+    moving = entry.get("moving")
+    return [moving.get("from"), moving.get("to")] if isinstance(moving, dict) else []

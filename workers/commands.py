@@ -14,9 +14,9 @@ from django.db import DatabaseError
 from redis.exceptions import LockError
 
 from exchange import channel, contract, locks, status
-from exchange.redis_client import supervisor_redis
+from exchange.redis_client import command_redis, supervisor_redis
 
-from . import provisioning
+from . import provisioning, transfer
 from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
@@ -161,12 +161,26 @@ def ping(app, environment, payload, job_id=None):
     return {"environment": environment, "state": "pong", "error": "", "at": time.time()}
 
 
+def dump(app, environment, payload, job_id=None):
+    # The application keeps serving (reads; its writes are refused while it moves, workers.hosting): no state to report.
+    sent = transfer.dump(app, payload.get("transfer"), command_redis())
+    return dict(sent, app=app, environment=environment, state=contract.DUMPED, error="")
+
+
+def load(app, environment, payload, job_id=None):
+    # Runs before the start that migrates and serves it here; a failure raises, answered as the command's failure.
+    loaded = transfer.load(app, payload, command_redis())
+    return dict(loaded, app=app, environment=environment, state=contract.LOADED, error="")
+
+
 HANDLERS = {
     contract.START: start,
     contract.STOP: stop,
     contract.RESTART: restart,
     contract.REMOVE: remove,
     contract.PING: ping,
+    contract.DUMP: dump,
+    contract.LOAD: load,
 }
 assert set(HANDLERS) == set(contract.COMMANDS)
 

@@ -119,6 +119,25 @@ def availability(name, view, environment):
                        advice=_start_advice(name))
 
 
+# Methods that do not write: a moving application keeps answering them from its source.
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
+MOVING_RETRY_AFTER = 2
+
+
+def moving_refusal(name, view, environment, method):
+    """Why a request that may write is refused here while NAME moves away from ENVIRONMENT (its database is being
+    copied to the destination: a write now would be lost), else None. Reads are served until the switch."""
+    moving = view.config.get("moving")
+    if not isinstance(moving, dict) or moving.get("from") != environment or method in READ_METHODS:
+        return None
+    title = view.config.get("display_name") or name
+    return Unavailable(
+        503, "moving", f"{title} is moving", f"{title} is moving from environment {environment} to "
+        f"{moving.get('to')} with its data: it answers reads until it has moved, and refuses changes meanwhile so "
+        "that none is lost.", retry_after=MOVING_RETRY_AFTER,
+        advice="Send the change again in a few seconds: it will reach the application where it runs then.")
+
+
 def unavailable_response(request, name, problem):
     environment = settings.ENVIRONMENT_NAME
     if request.get_preferred_type(["text/html", "application/json"]) == "application/json":
@@ -225,7 +244,8 @@ class HostedApplicationMiddleware:
             ))
         if settings.APP_MODE == "worker":
             view = own_state.overlaid(view, settings.ENVIRONMENT_NAME)
-        problem = availability(name, view, settings.ENVIRONMENT_NAME)
+        problem = availability(name, view, settings.ENVIRONMENT_NAME) or moving_refusal(
+            name, view, settings.ENVIRONMENT_NAME, request.method)
         if problem is not None:
             return unavailable_response(request, name, problem)
         return self.serve(request, view, rest)

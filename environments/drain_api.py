@@ -1,0 +1,38 @@
+"""JSON API: ``POST /api/environments/<name>/drain`` and ``…/undrain`` (docs/architecture.md, "Draining an
+environment"). Thin: the drain is marked and answered at once (202 with the environment, ``status`` draining); the
+controller moves the applications away, one a pass, and ``GET /api/environments/`` shows the progress."""
+
+from django.utils import timezone
+
+from supervisor_project.api_auth import api_view, error, json_response
+
+from . import drain
+from .api import environment_dict
+from .models import Environment
+
+
+def _environment(name):
+    return Environment.objects.filter(name=name).first() if isinstance(name, str) and len(name) <= 40 else None
+
+
+def _progress(environment):
+    return dict(environment_dict(environment, timezone.now()),
+                applications=sorted(environment.applications.values_list("name", flat=True)))
+
+
+@api_view("POST")
+def environment_drain(request, name):
+    environment = _environment(name)
+    if environment is None:
+        return error(f"no environment named {name!r}", 404)
+    drain.request(environment)
+    return json_response(_progress(environment), status=202)
+
+
+@api_view("POST")
+def environment_undrain(request, name):
+    environment = _environment(name)
+    if environment is None:
+        return error(f"no environment named {name!r}", 404)
+    drain.undrain(environment)
+    return json_response(_progress(environment))
