@@ -343,3 +343,12 @@ def test_the_requirements_are_pinned_and_cover_every_role():
     ]
     assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
     assert {"django", "uvicorn", "uvloop", "httptools", "a2wsgi", "redis", "rq", "django-rq", "psycopg", "django-environ"} <= requirement_names()
+
+
+def test_the_image_carries_pg_dump_and_pg_restore_as_new_as_the_composed_postgresql():
+    # A move (apps.moves) dumps and restores with them; older tools than the server refuse its dumps.
+    [postgres] = [s for s in COMPOSE["services"].values() if str(s.get("image", "")).startswith("postgres:")]
+    major = int(re.match(r"postgres:(\d+)", postgres["image"]).group(1))
+    dockerfile = (BASE_DIR / "Dockerfile").read_text()
+    installed = [int(v) for v in re.findall(r"postgresql-client-(\d+)", dockerfile)]
+    assert installed and min(installed) >= major, (installed, major)
