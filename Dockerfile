@@ -1,5 +1,5 @@
 # One image for every role: supervisor web, worker web and worker agent differ only in their environment
-# variables and command (see compose.yaml and the README).
+# variables and command (see compose.yaml and docs/deployment.md, "Docker Compose").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

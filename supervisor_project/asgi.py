@@ -1,4 +1,4 @@
-"""The web process's ASGI application, for every role, served by uvicorn (see the README's roles table).
+"""The web process's ASGI application, for every role, served by uvicorn (docs/deployment.md, "The web server").
 
 HTTP that Django answers (the admin, the API, hosted applications) goes to Django's WSGI handler on a pool of
 APP_WEB_THREADS threads (supervisor_project.threadpool); the event loop keeps what must be asynchronous: the access proxy, WebSockets and
