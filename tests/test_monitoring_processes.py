@@ -75,7 +75,7 @@ def test_readiness_metrics_and_dashboard_of_a_running_cluster(cluster, redis_ser
     cluster.agents["env_b"].stop()
     wait_for(lambda: cluster.status_of("env_b") == "offline", what="env_b offline")
     started = cluster.api("POST", "apps/crm/start")
-    assert started.status_code >= 400 and started.json()["environment"] == "env_b", started.text
+    assert started.status_code == 202 and started.json()["environment"] == "env_b", started.text
     cluster.start_agent("env_b")
 
     def started_by_the_controller():
