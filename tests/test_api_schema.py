@@ -22,7 +22,7 @@ from supervisor_project.wsgi import application as wsgi_application
 
 from .factories import create_application, mirror, register_environment
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 

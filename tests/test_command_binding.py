@@ -115,7 +115,7 @@ def test_another_applications_stopped_result_copied_to_a_stop_job_is_not_success
 
 
 def test_the_api_answers_a_copied_stopped_result_with_a_failure_naming_it(agent, r, client, settings):
-    settings.SUPERVISOR_API_TOKEN = "binding-token"
+    settings.SUPERVISOR_API_TOKEN = "binding-token-0123456789abcdef0123"
     create_application("other", ["env_a"])
     create_application("crm", ["env_a"])
     genuine = answered(agent, "other", contract.STOP)

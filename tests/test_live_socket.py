@@ -24,7 +24,7 @@ from .processes import RedisServer
 # it finds inside a transaction, as a test's own would be.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = "socket-test-token"
+TOKEN = "socket-test-token-0123456789abcd"
 PATH = "/ws/events/"
 WAIT = 2  # seconds: "within a second", with room for a loaded machine
 

@@ -14,7 +14,7 @@ from .factories import create_application, mirror, register_environment
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "metrics-token-for-tests"
+TOKEN = "metrics-token-for-tests-01234567"
 
 
 @pytest.fixture
