@@ -7,8 +7,11 @@
   CSRF_TRUSTED_ORIGINS), or another site could read the operator's events with the operator's cookie. A token is
   never sent by a browser on its own, so it needs no such check.
 
+A session's user also needs the view permissions of what the socket tells (``EVENT_PERMISSIONS``: applications and
+environments), as the JSON API's reads do.
+
 A refusal is a close code and a message: 4401 for missing or wrong credentials, 4403 for credentials that are
-not enough (not staff, another site's page).
+not enough (not staff, a permission missing, another site's page).
 """
 
 from dataclasses import dataclass
@@ -22,8 +25,13 @@ from supervisor_project.api_auth import (
     NO_TOKEN_CONFIGURED,
     NOT_STAFF,
     WRONG_TOKEN,
+    granted,
     token_matches,
 )
+
+# Its events are the Applications' and Environments' lists, live.
+EVENT_PERMISSIONS = ("apps.view_application", "environments.view_environment")
+MISSING_PERMISSION = "permission denied: the events socket needs the {permission} permission, which {user} does not have"
 
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
@@ -60,6 +68,9 @@ def refusal(scope):
         return Refusal(UNAUTHENTICATED, MISSING)
     if not (user.is_active and user.is_staff):
         return Refusal(FORBIDDEN, NOT_STAFF)
+    missing = next((permission for permission in EVENT_PERMISSIONS if not granted(user, permission)), None)
+    if missing is not None:
+        return Refusal(FORBIDDEN, MISSING_PERMISSION.format(permission=missing, user=user.get_username()))
     return _origin_refusal(scope)
 
 

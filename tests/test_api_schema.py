@@ -80,6 +80,15 @@ def test_every_operation_documents_its_refusals(path, method):
         assert {"400", "404", "409", "423", "503", "504"} <= answers
 
 
+@pytest.mark.parametrize("path, method", operations())
+def test_every_operation_names_the_permission_its_endpoint_enforces(path, method):
+    operation = DOCUMENT["paths"][path][method]
+    view = resolve(path.replace("{name}", "crm")).func
+    assert list(view.permissions[method.upper()]) == operation.get("x-permission", []), (path, method)
+    if path != "/api/schema/":
+        assert operation["responses"]["403"] == {"$ref": "#/components/responses/Forbidden"}
+
+
 # -- fuzzing -------------------------------------------------------------------------------------------------
 
 

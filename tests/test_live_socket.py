@@ -14,6 +14,7 @@ from django.test.utils import CaptureQueriesContext
 
 from exchange import contract, events, redis_client, status
 from live import stream
+from live.access import EVENT_PERMISSIONS
 from proxy.asgi import build
 
 from .conftest import free_port
@@ -137,10 +138,13 @@ def test_a_token_is_refused_when_none_is_configured(application, settings):
     assert code == 4401 and "SUPERVISOR_API_TOKEN is not set" in message
 
 
-def session_headers(client, username, staff=True, origin="http://testserver"):
-    from django.contrib.auth.models import User
+def session_headers(client, username, staff=True, origin="http://testserver", permissions=EVENT_PERMISSIONS):
+    from django.contrib.auth.models import Permission, User
 
     user = User.objects.create_user(username, password="pw-123456789", is_staff=staff)
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     headers = [(b"cookie", cookie), (b"host", b"testserver")]
@@ -190,6 +194,13 @@ def test_a_trusted_origin_is_accepted(application, client, settings):
 def test_a_session_of_a_user_who_is_not_staff_is_refused_with_4403(application, client):
     code, message = async_to_sync(refused)(application, session_headers(client, "visitor", staff=False))
     assert code == 4403 and "not active staff" in message
+
+
+def test_a_staff_session_without_the_view_permissions_is_refused_with_4403_naming_the_missing_one(application,
+                                                                                                 client):
+    headers = session_headers(client, "intern", permissions=["apps.view_application"])
+    code, message = async_to_sync(refused)(application, headers)
+    assert code == 4403 and "environments.view_environment" in message and "intern" in message
 
 
 def test_a_wrong_token_is_refused_even_alongside_a_staff_session(application, client):
