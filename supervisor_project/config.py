@@ -82,6 +82,9 @@ BASE_INSTALLED_APPS = (
     "django.contrib.humanize",
     "django_rq",
     "channels",
+    # The supervisor's admin login throttle (supervisor_project/throttle.py); its tables live in every process's
+    # own database, never in a hosted application's.
+    "axes",
 )
 
 
