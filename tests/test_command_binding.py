@@ -122,7 +122,7 @@ def test_the_api_answers_a_copied_stopped_result_with_a_failure_naming_it(agent,
     planter = planting(r, "stop-crm-", r.xrange(Result.get_key(genuine))[-1][1])
 
     response = client.post("/api/apps/crm/stop?timeout=3", "{}", content_type="application/json",
-                           headers={"Authorization": "Bearer binding-token"})
+                           headers={"Authorization": "Bearer binding-token-0123456789abcdef0123"})
 
     planter.join()
     assert response.status_code == 409, response.content
