@@ -1,6 +1,7 @@
 """Who may open the events socket (/ws/events/): the JSON API's rule (supervisor_project.api_auth), for a socket.
 
-- ``Authorization: Bearer <SUPERVISOR_API_TOKEN>``, for automation. When the header is present it decides alone,
+- ``Authorization: Bearer <SUPERVISOR_API_TOKEN>``, or a per-user API token (then with its user's permissions,
+  below), for automation. When the header is present it decides alone,
   as in the API: a wrong token is refused even alongside a session.
 - Otherwise a session of an active staff user, from a page of this very site: the browser sends the session
   cookie with any page's WebSocket, so the ``Origin`` must be the host the socket was opened on (or one of
@@ -19,15 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from supervisor_project.api_auth import (
-    BAD_SCHEME,
-    MISSING,
-    NO_TOKEN_CONFIGURED,
-    NOT_STAFF,
-    WRONG_TOKEN,
-    granted,
-    token_matches,
-)
+from supervisor_project.api_auth import BAD_SCHEME, MISSING, NOT_STAFF, granted, token_holder
 
 # Its events are the Applications' and Environments' lists, live.
 EVENT_PERMISSIONS = ("apps.view_application", "environments.view_environment")
@@ -62,27 +55,34 @@ def refusal(scope):
     AuthMiddlewareStack."""
     authorization = header(scope, b"authorization")
     if authorization is not None:
-        return _token_refusal(authorization)
+        holder = _token_holder(authorization)
+        if isinstance(holder, Refusal):
+            return holder
+        return None if holder == "token" else _permission_refusal(holder)
     user = scope.get("user")
     if user is None or not user.is_authenticated:
         return Refusal(UNAUTHENTICATED, MISSING)
     if not (user.is_active and user.is_staff):
         return Refusal(FORBIDDEN, NOT_STAFF)
+    return _permission_refusal(user) or _origin_refusal(scope)
+
+
+def _permission_refusal(user):
     missing = next((permission for permission in EVENT_PERMISSIONS if not granted(user, permission)), None)
     if missing is not None:
         return Refusal(FORBIDDEN, MISSING_PERMISSION.format(permission=missing, user=user.get_username()))
-    return _origin_refusal(scope)
+    return None
 
 
-def _token_refusal(authorization):
+def _token_holder(authorization):
+    """"token", the user of a per-user token, or the Refusal."""
     scheme, _, token = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return Refusal(UNAUTHENTICATED, BAD_SCHEME)
-    if not settings.SUPERVISOR_API_TOKEN:
-        return Refusal(UNAUTHENTICATED, NO_TOKEN_CONFIGURED)
-    if not token_matches(token.strip()):
-        return Refusal(UNAUTHENTICATED, WRONG_TOKEN)
-    return None
+    holder = token_holder(token.strip())
+    if isinstance(holder, str) and holder != "token":
+        return Refusal(UNAUTHENTICATED, holder)
+    return holder
 
 
 def _origin_refusal(scope):

@@ -2,8 +2,10 @@
 
 A request is let in by either
 
-* ``Authorization: Bearer <token>`` equal to ``settings.SUPERVISOR_API_TOKEN`` (compared in constant time; an
-  empty configured token never matches, so an unset variable disables token access instead of opening it), or
+* ``Authorization: Bearer <token>`` equal to ``settings.SUPERVISOR_API_TOKEN``, the bootstrap token (compared in
+  constant time; an empty configured token never matches, so an unset variable disables it instead of opening it),
+* ``Authorization: Bearer <token>`` of a per-user API token (apitokens: created in the admin, not expired, not
+  revoked, its user active staff), acting as its user with the user's permissions, or
 * a session of an active staff user; Django's CSRF check then applies to unsafe methods, as it would to a form.
 
 An ``Authorization`` header, when present, decides alone: a wrong token is refused even alongside a session.
@@ -59,8 +61,10 @@ WARNING_HEADER = "X-Supervisor-Warning"
 MISSING = (
     "authentication required: send 'Authorization: Bearer <SUPERVISOR_API_TOKEN>' or log in to the admin as staff"
 )
-WRONG_TOKEN = "invalid bearer token: it does not match SUPERVISOR_API_TOKEN"
-NO_TOKEN_CONFIGURED = "bearer token refused: SUPERVISOR_API_TOKEN is not set on this supervisor, so no token is valid"
+WRONG_TOKEN = ("invalid bearer token: it is neither SUPERVISOR_API_TOKEN nor a usable API token (unknown, expired, "
+               "revoked, or its user is no longer active staff)")
+NO_TOKEN_CONFIGURED = ("bearer token refused: SUPERVISOR_API_TOKEN is not set on this supervisor, and this is no "
+                       "per-user API token (those start with appsup_)")
 BAD_SCHEME = "unsupported Authorization header: use 'Authorization: Bearer <token>'"
 NOT_STAFF = "your session's user is not active staff; log in to the admin as staff or use a bearer token"
 MISSING_PERMISSION = (
@@ -142,7 +146,7 @@ def granted(user, permission):
 
 def missing_permission(request, needed):
     """The first of the permission names NEEDED that REQUEST's caller lacks, or None. The bootstrap token holds all."""
-    if request.api_auth != "session":
+    if request.api_auth not in ("session", "user-token"):
         return None
     return next((permission for permission in needed if not granted(request.user, permission)), None)
 
@@ -159,17 +163,36 @@ def forbidden(request, permission):
                                            user=request.user.get_username()), 403, permission=permission)
 
 
+def token_holder(token):
+    """"token" for the bootstrap token, the active staff user of a usable per-user TOKEN (its use recorded), or
+    the refusal's message."""
+    from apitokens.models import PREFIX, ApiToken
+
+    if token_matches(token):
+        return "token"
+    api_token = ApiToken.objects.for_token(token)
+    if api_token is not None and api_token.user.is_staff:
+        api_token.mark_used()
+        return api_token.user
+    if not settings.SUPERVISOR_API_TOKEN and not token.startswith(PREFIX):
+        return NO_TOKEN_CONFIGURED
+    return WRONG_TOKEN
+
+
 def authenticate(request):
     """None when REQUEST may use the API, else the JSON response refusing it."""
     present, token = bearer_token(request)
     if present:
         if token is None:
             return unauthorized(BAD_SCHEME, invalid_token=True)
-        if not settings.SUPERVISOR_API_TOKEN:
-            return unauthorized(NO_TOKEN_CONFIGURED, invalid_token=True)
-        if not token_matches(token):
-            return unauthorized(WRONG_TOKEN, invalid_token=True)
-        request.api_auth = "token"
+        holder = token_holder(token)
+        if isinstance(holder, str) and holder != "token":
+            return unauthorized(holder, invalid_token=True)
+        if holder == "token":
+            request.api_auth = "token"
+        else:
+            request.user = holder
+            request.api_auth = "user-token"
         return None
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:

@@ -73,6 +73,7 @@ BASE_INSTALLED_APPS = (
     "live",
     "alerts",
     "monitoring",
+    "apitokens",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -551,7 +551,9 @@ DOCUMENT = {
     },
     "components": {
         "securitySchemes": {
-            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "SUPERVISOR_API_TOKEN"},
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "SUPERVISOR_API_TOKEN (a superuser), or a per-user API token from the "
+                                          "admin (appsup_…, its user's permissions)."},
             "staffSession": {"type": "apiKey", "in": "cookie", "name": "sessionid",
                              "description": "A session of an active staff user, from the admin's login."},
         },

@@ -16,6 +16,7 @@ from exchange import contract, events, redis_client, status
 from live import stream
 from live.access import EVENT_PERMISSIONS
 from proxy.asgi import build
+from supervisor_project.api_auth import WRONG_TOKEN
 
 from .conftest import free_port
 from .factories import register_environment
@@ -127,7 +128,7 @@ def test_no_credentials_are_refused_with_4401_naming_the_token_and_the_session(a
 
 def test_a_wrong_token_is_refused_with_4401(application):
     code, message = async_to_sync(refused)(application, bearer("not-the-token"))
-    assert (code, message) == (4401, "invalid bearer token: it does not match SUPERVISOR_API_TOKEN")
+    assert (code, message) == (4401, WRONG_TOKEN)
 
 
 def test_a_token_is_refused_when_none_is_configured(application, settings):
