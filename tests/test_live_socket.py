@@ -204,6 +204,30 @@ def test_a_staff_session_without_the_view_permissions_is_refused_with_4403_namin
     assert code == 4403 and "environments.view_environment" in message and "intern" in message
 
 
+def test_a_per_user_token_opens_the_socket_with_its_users_permissions_only(application):
+    from apitokens.models import ApiToken
+
+    from .factories import staff_user
+
+    def token_of(user):
+        api_token = ApiToken(user=user, name="socket")
+        token = api_token.issue()
+        api_token.save()
+        return token
+
+    half = token_of(staff_user("half", "apps.view_application"))
+    code, message = async_to_sync(refused)(application, bearer(half))
+    assert code == 4403 and "environments.view_environment" in message
+    both = token_of(staff_user("both", *EVENT_PERMISSIONS))
+
+    @async_to_sync
+    async def scenario():
+        communicator = await opened(application, bearer(both))  # no Origin asked of a token
+        await communicator.disconnect()
+
+    scenario()
+
+
 def test_a_wrong_token_is_refused_even_alongside_a_staff_session(application, client):
     headers = session_headers(client, "operator") + bearer("not-the-token")
     code, _ = async_to_sync(refused)(application, headers)
