@@ -37,7 +37,7 @@ from proxy.targets import ENV_PARAM, PREFIX
 
 from . import lifecycle, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
-from .models import Application
+from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
 
 LIFECYCLE_COMMANDS = (contract.START, contract.STOP, contract.RESTART)
@@ -466,17 +466,25 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
 
     # -- start, stop, restart ------------------------------------------------------------------------------
 
-    @admin.action(permissions=["change"], description="Start selected applications")
+    @admin.action(permissions=["operate"], description="Start selected applications")
     def start(self, request, queryset):
         return self.lifecycle_action(request, queryset, contract.START)
 
-    @admin.action(permissions=["change"], description="Stop selected applications")
+    @admin.action(permissions=["operate"], description="Stop selected applications")
     def stop(self, request, queryset):
         return self.lifecycle_action(request, queryset, contract.STOP)
 
-    @admin.action(permissions=["change"], description="Restart selected applications")
+    @admin.action(permissions=["operate"], description="Restart selected applications")
     def restart(self, request, queryset):
         return self.lifecycle_action(request, queryset, contract.RESTART)
+
+    def has_operate_permission(self, request, obj=None):
+        """apps.operate_application: start, stop and restart (the actions' permissions=["operate"] asks this)."""
+        return request.user.has_perm(OPERATE_PERMISSION)
+
+    def render_change_form(self, request, context, *args, **kwargs):
+        context["has_operate_permission"] = self.has_operate_permission(request)
+        return super().render_change_form(request, context, *args, **kwargs)
 
     def lifecycle_action(self, request, queryset, command):
         applications = list(queryset.order_by("name"))
@@ -525,7 +533,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
         application = self.get_object(request, unquote(object_id))
         if application is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_change_permission(request, application):
+        if not self.has_operate_permission(request):
             raise PermissionDenied
         if request.method == "POST" and request.POST.get("post") == "yes":
             self.run_lifecycle(request, [application], command)

@@ -77,7 +77,7 @@ from supervisor_project.api_auth import (
 
 from . import lifecycle, listing, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, OrderedEnvironmentsField, publish_quietly
-from .models import Application
+from .models import OPERATE_PERMISSION, Application
 
 CREATE_FIELDS = ("name", "display_name", "environments", "admin_username", "admin_password", "concurrency",
                  "request_timeout")
@@ -120,7 +120,7 @@ def _fresh_app_response(application, status=200):
 # -- reads and create ----------------------------------------------------------------------------------------
 
 
-@api_view("GET", "POST")
+@api_view("GET", "POST", permission={"GET": "apps.view_application", "POST": "apps.add_application"})
 def app_collection(request):
     if request.method == "POST":
         return _create(request)
@@ -190,7 +190,8 @@ def _create(request):
     return with_warning(json_response({"errors": errors}, status=400), warning)
 
 
-@api_view("GET", "PATCH", "DELETE")
+@api_view("GET", "PATCH", "DELETE", permission={"GET": "apps.view_application", "PATCH": "apps.change_application",
+                                          "DELETE": "apps.delete_application"})
 def app_detail(request, name):
     if request.method == "DELETE":
         return _remove(request, name)
@@ -286,7 +287,7 @@ def _operate(request, name, work):
     return application
 
 
-@api_view("POST")
+@api_view("POST", permission=OPERATE_PERMISSION)
 def app_command(request, name, command):
     result = _operate(request, name, lambda app, timeout: lifecycle.run(app, command, timeout=timeout))
     if isinstance(result, HttpResponse):

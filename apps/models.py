@@ -8,6 +8,9 @@ from exchange import contract
 
 STATE_CHOICES = [(s, s) for s in contract.RUNTIME_STATES]
 DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
+# The codename of the permission to start, stop and restart (and, later, move) an application: apps.operate_application.
+OPERATE = "operate_application"
+OPERATE_PERMISSION = f"apps.{OPERATE}"
 
 
 def drifted_placements():
@@ -107,6 +110,9 @@ class Application(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "application"
+        # Starting, stopping and restarting change no field an edit could, and an editor of display names need not
+        # be able to take applications down: a permission of its own, required by the admin and the API alike.
+        permissions = [(OPERATE, "Can start, stop and restart application")]
 
     def __str__(self):
         return self.name

@@ -31,7 +31,7 @@ class MoveForm(forms.Form):
 
 
 class MoveActionMixin:
-    @admin.action(permissions=["change"], description="Move the selected application with its data")
+    @admin.action(permissions=["operate"], description="Move the selected application with its data")
     def move(self, request, queryset):
         applications = list(queryset.order_by("name")[:2])
         if len(applications) != 1:

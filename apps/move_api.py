@@ -16,7 +16,7 @@ from django.http import HttpResponse
 from supervisor_project.api_auth import api_view, error, iso, json_response, malformed, read_json
 
 from . import api, lifecycle, moves
-from .models import Application
+from .models import OPERATE_PERMISSION, Application
 
 MOVE_FIELDS = ("from", "to", "drop_database")
 
@@ -50,7 +50,7 @@ def _body(request):
     return data["from"], data["to"], drop, None
 
 
-@api_view("POST")
+@api_view("POST", permission=OPERATE_PERMISSION)
 def app_move(request, name):
     application = api._load(name)
     if application is None:

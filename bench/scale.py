@@ -60,7 +60,7 @@ def app_name(i):
 
 
 USERNAME, PASSWORD = "bench", "bench-password"
-TOKEN = "bench-scale"
+TOKEN = "bench-scale-0123456789abcdef0123"
 
 
 DIALECTS = ("SQLite", "PostgreSQL")

@@ -52,7 +52,7 @@ def drain_fields(environment, now=None):
             "drain_left": environment.drain_left}
 
 
-@api_view("GET")
+@api_view("GET", permission="environments.view_environment")
 def environment_list(request):
     page, bad = page_request(request)
     if bad is not None:
@@ -62,7 +62,7 @@ def environment_list(request):
     return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))
 
 
-@api_view("DELETE")
+@api_view("DELETE", permission="environments.delete_environment")
 def environment_detail(request, name):
     force, bad = flag(request, "force")
     if bad is not None:

@@ -20,7 +20,7 @@ def _progress(environment):
                 applications=sorted(environment.applications.values_list("name", flat=True)))
 
 
-@api_view("POST")
+@api_view("POST", permission="environments.change_environment")
 def environment_drain(request, name):
     environment = _environment(name)
     if environment is None:
@@ -29,7 +29,7 @@ def environment_drain(request, name):
     return json_response(_progress(environment), status=202)
 
 
-@api_view("POST")
+@api_view("POST", permission="environments.change_environment")
 def environment_undrain(request, name):
     environment = _environment(name)
     if environment is None:

@@ -6,6 +6,7 @@ import json
 import logging
 
 from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from . import access, stream
@@ -24,7 +25,7 @@ class EventsConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.accept()
-        refusal = access.refusal(self.scope)
+        refusal = await database_sync_to_async(access.refusal)(self.scope)  # a session's permissions are read
         if refusal is not None:
             log.info("events socket refused (%s): %s", refusal.code, refusal.message)
             await self.send(json.dumps({"type": REFUSED, "error": refusal.message}))

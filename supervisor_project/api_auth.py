@@ -2,8 +2,10 @@
 
 A request is let in by either
 
-* ``Authorization: Bearer <token>`` equal to ``settings.SUPERVISOR_API_TOKEN`` (compared in constant time; an
-  empty configured token never matches, so an unset variable disables token access instead of opening it), or
+* ``Authorization: Bearer <token>`` equal to ``settings.SUPERVISOR_API_TOKEN``, the bootstrap token (compared in
+  constant time; an empty configured token never matches, so an unset variable disables it instead of opening it),
+* ``Authorization: Bearer <token>`` of a per-user API token (apitokens: created in the admin, not expired, not
+  revoked, its user active staff), acting as its user with the user's permissions, or
 * a session of an active staff user; Django's CSRF check then applies to unsafe methods, as it would to a form.
 
 An ``Authorization`` header, when present, decides alone: a wrong token is refused even alongside a session.
@@ -11,6 +13,9 @@ An ``Authorization`` header, when present, decides alone: a wrong token is refus
 Answers, always JSON (never an HTML error page):
 
 * 401 ``{"error": ...}`` with ``WWW-Authenticate: Bearer`` — credentials missing, or wrong; the message says which;
+* 403 ``{"error": ..., "permission": ...}`` — a staff session whose user lacks the Django model permission the
+  endpoint declares for the method (``permission``: the missing one, e.g. ``apps.add_application``), checked as the
+  admin checks it (``user.has_perm``: superusers have all; a view permission is also granted by the change one);
 * 403 ``{"error": ...}`` — a staff session whose unsafe request failed the CSRF check;
 * 405 ``{"error": ...}`` with ``Allow`` — a method the endpoint does not take;
 * 413 ``{"error": ...}`` — a body past ``settings.DATA_UPLOAD_MAX_MEMORY_SIZE`` (Django's 2.5 MB by default);
@@ -26,6 +31,10 @@ and ``paged``: ``?limit=`` (1..``MAX_PAGE_SIZE``, default ``DEFAULT_PAGE_SIZE``)
 
 Reads that had to answer from the database mirror because Redis is unavailable still answer 200, with the reason
 in an ``X-Supervisor-Warning`` header.
+
+Every endpoint declares the permission each method needs: ``api_view("GET", "POST", permission={"GET":
+VIEW_APPLICATION, "POST": "apps.add_application"})``, one name for all methods, a tuple of names all needed, or
+``NO_PERMISSION`` (any authenticated caller). The bootstrap token (``SUPERVISOR_API_TOKEN``) acts as a superuser.
 
 Views are wrapped with ``api_view("GET", "POST", …)``; ``json_response``, ``error`` and ``with_warning`` build
 answers.
@@ -52,10 +61,18 @@ WARNING_HEADER = "X-Supervisor-Warning"
 MISSING = (
     "authentication required: send 'Authorization: Bearer <SUPERVISOR_API_TOKEN>' or log in to the admin as staff"
 )
-WRONG_TOKEN = "invalid bearer token: it does not match SUPERVISOR_API_TOKEN"
-NO_TOKEN_CONFIGURED = "bearer token refused: SUPERVISOR_API_TOKEN is not set on this supervisor, so no token is valid"
+WRONG_TOKEN = ("invalid bearer token: it is neither SUPERVISOR_API_TOKEN nor a usable API token (unknown, expired, "
+               "revoked, or its user is no longer active staff)")
+NO_TOKEN_CONFIGURED = ("bearer token refused: SUPERVISOR_API_TOKEN is not set on this supervisor, and this is no "
+                       "per-user API token (those start with appsup_)")
 BAD_SCHEME = "unsupported Authorization header: use 'Authorization: Bearer <token>'"
 NOT_STAFF = "your session's user is not active staff; log in to the admin as staff or use a bearer token"
+MISSING_PERMISSION = (
+    "permission denied: {method} {path} needs the {permission} permission, which {user} does not have; "
+    "an administrator grants it in the admin (Users or Groups)"
+)
+# An endpoint any authenticated caller may use (the 404 of unknown paths).
+NO_PERMISSION = ()
 
 
 def json_response(data, status=200, **kwargs):
@@ -118,17 +135,64 @@ def token_matches(token):
     return hmac.compare_digest(token.encode(), expected.encode())
 
 
+def granted(user, permission):
+    """Whether USER holds PERMISSION as the admin sees it: its changelist and change pages are open to a user with
+    the view or the change permission (ModelAdmin.has_view_permission)."""
+    if user.has_perm(permission):
+        return True
+    app_label, _, codename = permission.partition(".")
+    return codename.startswith("view_") and user.has_perm(f"{app_label}.change_{codename[len('view_'):]}")
+
+
+def missing_permission(request, needed):
+    """The first of the permission names NEEDED that REQUEST's caller lacks, or None. The bootstrap token holds all."""
+    if request.api_auth not in ("session", "user-token"):
+        return None
+    return next((permission for permission in needed if not granted(request.user, permission)), None)
+
+
+def _needed(permission, method):
+    """The permission names METHOD needs under an endpoint's PERMISSION declaration, as a tuple."""
+    if isinstance(permission, dict):
+        permission = permission[method]
+    return (permission,) if isinstance(permission, str) else tuple(permission)
+
+
+def forbidden(request, permission):
+    return error(MISSING_PERMISSION.format(method=request.method, path=request.path, permission=permission,
+                                           user=request.user.get_username()), 403, permission=permission)
+
+
+def token_holder(token):
+    """"token" for the bootstrap token, the active staff user of a usable per-user TOKEN (its use recorded), or
+    the refusal's message."""
+    from apitokens.models import PREFIX, ApiToken
+
+    if token_matches(token):
+        return "token"
+    api_token = ApiToken.objects.for_token(token)
+    if api_token is not None and api_token.user.is_staff:
+        api_token.mark_used()
+        return api_token.user
+    if not settings.SUPERVISOR_API_TOKEN and not token.startswith(PREFIX):
+        return NO_TOKEN_CONFIGURED
+    return WRONG_TOKEN
+
+
 def authenticate(request):
     """None when REQUEST may use the API, else the JSON response refusing it."""
     present, token = bearer_token(request)
     if present:
         if token is None:
             return unauthorized(BAD_SCHEME, invalid_token=True)
-        if not settings.SUPERVISOR_API_TOKEN:
-            return unauthorized(NO_TOKEN_CONFIGURED, invalid_token=True)
-        if not token_matches(token):
-            return unauthorized(WRONG_TOKEN, invalid_token=True)
-        request.api_auth = "token"
+        holder = token_holder(token)
+        if isinstance(holder, str) and holder != "token":
+            return unauthorized(holder, invalid_token=True)
+        if holder == "token":
+            request.api_auth = "token"
+        else:
+            request.user = holder
+            request.api_auth = "user-token"
         return None
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
@@ -270,17 +334,23 @@ def paged(request, page, key, items, name=lambda item: item["name"]):
 # -- the decorator -------------------------------------------------------------------------------------------
 
 
-def api_view(*methods, public=False):
-    """Wrap a view of the JSON API: authentication (unless PUBLIC), allowed METHODS, CSRF for sessions, what a
-    POST body must be (413, 415), JSON on any failure."""
+def api_view(*methods, public=False, permission=None):
+    """Wrap a view of the JSON API: authentication (unless PUBLIC), allowed METHODS, the PERMISSION each needs
+    (see the module's docstring), CSRF for sessions, what a POST body must be (413, 415), JSON on any failure."""
     allowed = tuple(m.upper() for m in methods)
+    if public:
+        permission = NO_PERMISSION
+    if permission is None:
+        # Loud at import: an endpoint that forgot its permission would otherwise be open to every staff user.
+        raise TypeError("api_view: declare the permission each method needs (permission=...), or NO_PERMISSION")
+    needed = {method: _needed(permission, method) for method in allowed}
 
     def decorator(view):
         @csrf_exempt  # checked below, for sessions only: a bearer token is not sent by a browser on its own
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
             try:
-                refusal = _refusal(request, allowed, public)
+                refusal = _refusal(request, allowed, public, needed)
                 if refusal is not None:
                     return refusal
                 return view(request, *args, **kwargs)
@@ -290,12 +360,13 @@ def api_view(*methods, public=False):
                 log.exception("API %s %s failed", request.method, request.path)
                 return error("internal error; the supervisor's log has the details", 500)
 
+        wrapped.permissions = needed  # what the OpenAPI document's x-permission must say (tests/test_api_schema.py)
         return wrapped
 
     return decorator
 
 
-def _refusal(request, allowed, public):
+def _refusal(request, allowed, public, needed):
     """The answer refusing REQUEST before its view runs, or None."""
     if public:
         request.api_auth = "public"
@@ -307,6 +378,9 @@ def _refusal(request, allowed, public):
         response = error(f"method {request.method} is not allowed here; use {', '.join(allowed)}", 405)
         response["Allow"] = ", ".join(allowed)
         return response
+    missing = missing_permission(request, needed[request.method])
+    if missing is not None:
+        return forbidden(request, missing)
     if request.method in ("POST", "PATCH"):
         # Before the CSRF check, which would read a form body whole; a body's size is known from its header.
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -322,7 +396,7 @@ def _refusal(request, allowed, public):
     return None
 
 
-@api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+@api_view("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", permission=NO_PERMISSION)
 def not_found(request, rest=""):
     """Anything under /api/ that is no endpoint."""
     return error(f"no API endpoint at {request.path}; /api/schema/ lists them", 404)

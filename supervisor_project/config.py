@@ -57,6 +57,8 @@ MAX_MAX_HEADER_BYTES = 1024 * 1024
 DEFAULT_HEAD_TIMEOUT = 20.0
 # Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
 MIN_SHARED_SECRET = 16
+# The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
+MIN_API_TOKEN = 32
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 # The Django apps every process installs, before APP_HOSTED_APPS (settings.INSTALLED_APPS). Known here so that a
 # hosted app repeating one is refused by name instead of by Django's traceback.
@@ -71,6 +73,7 @@ BASE_INSTALLED_APPS = (
     "live",
     "alerts",
     "monitoring",
+    "apitokens",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -80,6 +83,9 @@ BASE_INSTALLED_APPS = (
     "django.contrib.humanize",
     "django_rq",
     "channels",
+    # The supervisor's admin login throttle (supervisor_project/throttle.py); its tables live in every process's
+    # own database, never in a hosted application's.
+    "axes",
 )
 
 
@@ -572,6 +578,14 @@ def load(environ_map=None):
         problems.append(f"APP_SHARED_SECRET is too short ({len(shared_secret)} characters): use at least "
                         f"{MIN_SHARED_SECRET} random characters, e.g. the output of `openssl rand -hex 32`")
 
+    # Empty means "no bootstrap token": the API then answers only staff sessions (and per-user tokens), so the
+    # supervisor stays reachable through the admin; a short one would be a superuser's password that can be guessed.
+    api_token = env.str("SUPERVISOR_API_TOKEN", default="")
+    if api_token and len(api_token) < MIN_API_TOKEN:
+        problems.append(f"SUPERVISOR_API_TOKEN is too short ({len(api_token)} characters): use at least "
+                        f"{MIN_API_TOKEN} random characters, e.g. the output of `openssl rand -hex 32`, or leave it "
+                        "unset to turn bearer-token access off (staff sessions still work)")
+
     secret_key = env.str("SECRET_KEY", default="")
     if not secret_key:
         # Local use works on checkout; a deployment that forgets the key is told so (supervisor_project/checks.py).
@@ -590,7 +604,7 @@ def load(environ_map=None):
         environment_proxy_url=proxy_url or url,
         heartbeat_interval=interval,
         heartbeat_timeout=timeout,
-        api_token=env.str("SUPERVISOR_API_TOKEN", default=""),
+        api_token=api_token,
         storage_dir=storage_dir,
         database=database,
         secret_key=secret_key,

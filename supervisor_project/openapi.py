@@ -9,6 +9,7 @@ applications or environments, and API tools (code generators, Swagger UI) fetch 
 """
 
 from apps.lifecycle import MAX_TIMEOUT
+from apps.models import OPERATE_PERMISSION
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
@@ -70,6 +71,16 @@ SCHEMAS = {
                        "LifecycleError).",
         "required": ["error"],
         "properties": {"error": {"type": "string", "description": "What went wrong, for a person to read."}},
+    },
+    "PermissionError": {
+        "type": "object",
+        "description": "A refusal for want of a permission (or of a CSRF token: then without `permission`).",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string"},
+            "permission": {"type": "string", "description": "The missing Django permission, e.g. "
+                                                            "apps.add_application.", "example": "apps.operate_application"},
+        },
     },
     "LifecycleError": {
         "type": "object",
@@ -441,7 +452,12 @@ RESPONSES = {
         ERROR,
         {"WWW-Authenticate": {"schema": {"type": "string"}}},
     ),
-    "CsrfFailed": answer("A staff session's unsafe request without a valid CSRF token.", ERROR),
+    "Forbidden": answer(
+        "A staff session whose user lacks the permission the operation needs (its `x-permission`; `permission` "
+        "names the missing one), or a session's unsafe request without a valid CSRF token. The bootstrap token "
+        "holds every permission.",
+        ref("schemas", "PermissionError"),
+    ),
     "BadPage": answer("`limit` or `after` is not valid.", ERROR),
     "TooLarge": answer("The body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB by default).", ERROR),
     "NotJson": answer(
@@ -469,7 +485,7 @@ def lifecycle_failures():
     return {
         "400": ref("responses", "LifecycleBadParameter"),
         "401": ref("responses", "Unauthorized"),
-        "403": ref("responses", "CsrfFailed"),
+        "403": ref("responses", "Forbidden"),
         "404": ref("responses", "UnknownApp"),
         "409": ref("responses", "Conflict"),
         "413": ref("responses", "TooLarge"),
@@ -488,6 +504,7 @@ def lifecycle_command(command, does):
             "summary": f"{command.capitalize()} an application on each of its environments",
             "description": f"{does} Waits until every environment answered, or `timeout`. Takes no body.",
             "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+            "x-permission": [OPERATE_PERMISSION],
             "responses": {
                 "200": answer("Done everywhere: the application as it is now.", ref("schemas", "App")),
                 "202": answer("Recorded, and waiting for an offline environment (nothing is sent to it, nor, on "
@@ -508,8 +525,11 @@ DOCUMENT = {
         "version": "1",
         "description": (
             "Manage the applications and environments of an App Supervisor. Authenticate with "
-            "`Authorization: Bearer $SUPERVISOR_API_TOKEN` or a staff session of the admin (which then needs "
-            "Django's CSRF token on unsafe methods). Bodies are JSON (`application/json`, UTF-8).\n\n"
+            "`Authorization: Bearer $SUPERVISOR_API_TOKEN` (the bootstrap token: it acts as a superuser) or a "
+            "staff session of the admin (which then needs Django's CSRF token on unsafe methods). A session's "
+            "user needs the Django model permissions the admin would ask for: each operation's `x-permission` "
+            "(view, add, delete, and `apps.operate_application` for start, stop and restart); without one the "
+            "answer is 403 naming it. Bodies are JSON (`application/json`, UTF-8).\n\n"
             f"Lists return at most `limit` items (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}) ordered "
             "by name, with `next`: the URL of the following page, or null.\n\n"
             "Every answer is JSON, errors included: `{\"error\": message}` (plus `environment` on lifecycle "
@@ -531,10 +551,12 @@ DOCUMENT = {
                 "tags": ["environments"],
                 "summary": "The registered environments, ordered by name",
                 "parameters": [ref("parameters", "limit"), ref("parameters", "after")],
+                "x-permission": ["environments.view_environment"],
                 "responses": {
                     "200": answer("A page of environments.", ref("schemas", "EnvironmentList"), WARNED),
                     "400": ref("responses", "BadPage"),
                     "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
                 },
             }
         },
@@ -548,11 +570,12 @@ DOCUMENT = {
                                "its data on this environment is not reachable. A worker that comes back after all "
                                "registers again as a new environment, hosting nothing.",
                 "parameters": [ref("parameters", "environment"), ref("parameters", "force")],
+                "x-permission": ["environments.delete_environment"],
                 "responses": {
                     "204": answer("Forgotten."),
                     "400": answer("`force` is not valid.", ERROR),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "404": answer("No environment has this name.", ERROR),
                     "409": answer("It is online (its worker would register it again; stop it first), or it hosts "
                                   "applications and `force` is not true: the message says what forcing does and "
@@ -573,10 +596,11 @@ DOCUMENT = {
                     "environment can take is stopped there (when it runs nowhere else) and listed in `drain_left` "
                     "with the reason. `status` reads draining, then drained. Answers at once; takes no body."),
                 "parameters": [ref("parameters", "environment")],
+                "x-permission": ["environments.change_environment"],
                 "responses": {
                     "202": answer("Draining (or drained already).", ref("schemas", "DrainProgress")),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "404": answer("No environment has this name.", ERROR),
                     "413": ref("responses", "TooLarge"),
                     "415": ref("responses", "NotJson"),
@@ -591,10 +615,11 @@ DOCUMENT = {
                 "description": "It takes new applications again; applications already moved away stay where they "
                                "are. Takes no body.",
                 "parameters": [ref("parameters", "environment")],
+                "x-permission": ["environments.change_environment"],
                 "responses": {
                     "200": answer("In service.", ref("schemas", "DrainProgress")),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "404": answer("No environment has this name.", ERROR),
                     "413": ref("responses", "TooLarge"),
                     "415": ref("responses", "NotJson"),
@@ -607,10 +632,12 @@ DOCUMENT = {
                 "tags": ["applications"],
                 "summary": "The applications, ordered by name",
                 "parameters": [ref("parameters", "limit"), ref("parameters", "after")],
+                "x-permission": ["apps.view_application"],
                 "responses": {
                     "200": answer("A page of applications.", ref("schemas", "AppList"), WARNED),
                     "400": ref("responses", "BadPage"),
                     "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
                 },
             },
             "post": {
@@ -618,6 +645,7 @@ DOCUMENT = {
                 "tags": ["applications"],
                 "summary": "Create an application (stopped)",
                 "requestBody": {"required": True, "content": json_content(ref("schemas", "AppCreate"))},
+                "x-permission": ["apps.add_application"],
                 "responses": {
                     "201": answer("Created.", ref("schemas", "App"), {"Location": ref("headers", "Location"),
                                                                       **WARNED}),
@@ -629,7 +657,7 @@ DOCUMENT = {
                         WARNED,
                     ),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "413": ref("responses", "TooLarge"),
                     "415": ref("responses", "NotJson"),
                 },
@@ -641,9 +669,11 @@ DOCUMENT = {
                 "tags": ["applications"],
                 "summary": "One application",
                 "parameters": [ref("parameters", "name")],
+                "x-permission": ["apps.view_application"],
                 "responses": {
                     "200": answer("The application.", ref("schemas", "App"), WARNED),
                     "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
                     "404": answer("No application has this name.", ERROR),
                 },
             },
@@ -656,6 +686,7 @@ DOCUMENT = {
                                "sends (a remove where it left, a start where it was added if it is desired "
                                "running), or `timeout`.",
                 "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "x-permission": ["apps.change_application"],
                 "requestBody": {"required": True, "content": json_content(ref("schemas", "AppChange"))},
                 "responses": {
                     "200": answer("Done: the application as it is now.", ref("schemas", "App"), WARNED),
@@ -667,7 +698,7 @@ DOCUMENT = {
                                   "body that is not a JSON object), or `timeout` is not valid.",
                                   {"oneOf": [ref("schemas", "FieldErrors"), LIFECYCLE_ERROR]}, WARNED),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "404": ref("responses", "UnknownApp"),
                     "409": answer("A command failed on an environment (named); the change is recorded and the "
                                   "controller tries again.", ref("schemas", "ChangeError")),
@@ -688,6 +719,7 @@ DOCUMENT = {
                                "entries in Redis go (the proxy answers 404).",
                 "parameters": [ref("parameters", "name"), ref("parameters", "timeout"),
                                ref("parameters", "drop_database"), ref("parameters", "force")],
+                "x-permission": ["apps.delete_application"],
                 "responses": {
                     "204": answer("Stopped everywhere and removed."),
                     **{code: response for code, response in lifecycle_failures().items()
@@ -713,6 +745,7 @@ DOCUMENT = {
                     "migrates and starts it there, then switches the proxy to `to` and removes it from `from` (its "
                     "database kept unless `drop_database`). Waits until done, or `timeout`."),
                 "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "x-permission": [OPERATE_PERMISSION],
                 "requestBody": {"required": True, "content": json_content(ref("schemas", "MoveRequest"))},
                 "responses": {
                     "200": answer("Moved: the move, and the application as it is now.", {
@@ -723,7 +756,7 @@ DOCUMENT = {
                                   "degraded or not verified.", {"oneOf": [ref("schemas", "MoveError"),
                                                                           ref("schemas", "FieldErrors")]}),
                     "401": ref("responses", "Unauthorized"),
-                    "403": ref("responses", "CsrfFailed"),
+                    "403": ref("responses", "Forbidden"),
                     "404": ref("responses", "UnknownApp"),
                     "409": answer("`from` is offline, or a step failed there or on `to`: nothing changed, the "
                                   "application runs where it was.", ref("schemas", "MoveError")),
@@ -748,7 +781,9 @@ DOCUMENT = {
     },
     "components": {
         "securitySchemes": {
-            "bearerAuth": {"type": "http", "scheme": "bearer", "description": "SUPERVISOR_API_TOKEN"},
+            "bearerAuth": {"type": "http", "scheme": "bearer",
+                           "description": "SUPERVISOR_API_TOKEN (a superuser), or a per-user API token from the "
+                                          "admin (appsup_…, its user's permissions)."},
             "staffSession": {"type": "apiKey", "in": "cookie", "name": "sessionid",
                              "description": "A session of an active staff user, from the admin's login."},
         },

@@ -1,6 +1,7 @@
 """The one settings module for every role: configuration comes from environment variables only
 (docs/architecture.md, "Configuration")."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from monitoring.queues import EnvironmentQueues
@@ -90,7 +91,27 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# The admin login throttle (supervisor_project/throttle.py): its backend first, so a locked-out pair is refused
+# before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "supervisor_project.throttle.SupervisorLoginThrottle",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# A worker has no supervisor login to protect: its hosted applications' logins are theirs.
+AXES_ENABLED = APP_MODE != "worker"
+# 5 wrong passwords for one username from one address lock that pair out for 15 minutes.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "supervisor_project.throttle.client_ip"
+AXES_WHITELIST_CALLABLE = "supervisor_project.throttle.not_the_supervisors_login"
+# One log line per failure and lockout is enough; a line per successful login is not needed.
+AXES_DISABLE_ACCESS_LOG = True
 
 # A worker serves /healthz and, through workers.hosting, /apps/<name>/…; never the supervisor's admin or API.
 ROOT_URLCONF = "workers.urls" if APP_MODE == "worker" else "supervisor_project.urls"

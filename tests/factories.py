@@ -71,6 +71,18 @@ class ThreadAgent:
         time.sleep(0)
 
 
+def staff_user(username, *permissions):
+    """An active staff user holding PERMISSIONS ("apps.view_application", …), as an administrator grants them."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, password=PASSWORD, is_staff=True)
+    for name in permissions:
+        app_label, codename = name.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user
+
+
 def mirror():
     """A controller's pass as pages see it: Redis mirrored into the database, and the controller recorded as
     running (pages warn otherwise)."""

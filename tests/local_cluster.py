@@ -17,7 +17,7 @@ from .processes import (
     worker_env,
 )
 
-TOKEN = "integration-token"
+TOKEN = "integration-token-0123456789abcd"
 INTERVAL, TIMEOUT = 1, 4
 
 

@@ -16,7 +16,7 @@ from workers import provisioning
 
 from .factories import PASSWORD, ThreadAgent, create_application, hold_lock, mirror, register_environment
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NEW_APP = {
     "name": "crm",

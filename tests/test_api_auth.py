@@ -6,7 +6,7 @@ from django.test import Client
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ from .factories import mirror, register_environment
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 
 
 @pytest.fixture

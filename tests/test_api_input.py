@@ -13,7 +13,7 @@ from .factories import PASSWORD, create_application, register_environment
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 NEW_APP = {
     "name": "crm",

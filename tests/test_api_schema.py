@@ -22,7 +22,7 @@ from supervisor_project.wsgi import application as wsgi_application
 
 from .factories import create_application, mirror, register_environment
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
@@ -78,6 +78,15 @@ def test_every_operation_documents_its_refusals(path, method):
         assert {"403", "413", "415"} <= answers
     if path.startswith("/api/apps/{name}/") and method in ("post", "delete"):
         assert {"400", "404", "409", "423", "503", "504"} <= answers
+
+
+@pytest.mark.parametrize("path, method", operations())
+def test_every_operation_names_the_permission_its_endpoint_enforces(path, method):
+    operation = DOCUMENT["paths"][path][method]
+    view = resolve(path.replace("{name}", "crm")).func
+    assert list(view.permissions[method.upper()]) == operation.get("x-permission", []), (path, method)
+    if path != "/api/schema/":
+        assert operation["responses"]["403"] == {"$ref": "#/components/responses/Forbidden"}
 
 
 # -- fuzzing -------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .factories import ThreadAgent, create_application, hold_lock, register_envi
 from .pages import messages_of
 from .test_admin_applications import app_url
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

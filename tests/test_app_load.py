@@ -17,7 +17,7 @@ from .factories import create_application, register_environment
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "metrics-token-for-tests"
+TOKEN = "metrics-token-for-tests-01234567"
 
 
 def busy(in_flight=0, queued=0, refused=0):

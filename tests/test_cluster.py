@@ -47,8 +47,8 @@ def test_the_callers_configuration_does_not_leak_into_the_children(tmp_path):
     common = cluster.base_environ(caller)
     assert common == {"PATH": "/bin"}
     ports = {"supervisor": 14000, "env_a": 15000, "env_b": 16000}
-    supervisor = cluster.role_environ(common, "supervisor", tmp_path, ports, token="t")
-    assert supervisor["APP_MODE"] == "supervisor" and supervisor["SUPERVISOR_API_TOKEN"] == "t"
+    supervisor = cluster.role_environ(common, "supervisor", tmp_path, ports, token="t" * 32)
+    assert supervisor["APP_MODE"] == "supervisor" and supervisor["SUPERVISOR_API_TOKEN"] == "t" * 32
     assert supervisor["APP_STORAGE_DIR"] == str(tmp_path / "supervisor")
     assert supervisor["DB_DATABASE"] == str(tmp_path / "supervisor" / "supervisor.sqlite3")
     worker = cluster.role_environ(common, "env_a", tmp_path, ports)
@@ -82,7 +82,7 @@ def test_every_role_configuration_validates(tmp_path):
     common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock", APP_HEARTBEAT_INTERVAL="5",
                   APP_SHARED_SECRET="0123456789abcdef0123456789abcdef")
     ports = cluster.plan_ports(14000, ["env_a"])
-    assert load(cluster.role_environ(common, "supervisor", tmp_path, ports, token="t")).heartbeat_timeout == 30
+    assert load(cluster.role_environ(common, "supervisor", tmp_path, ports, token="t" * 32)).heartbeat_timeout == 30
     assert load(cluster.role_environ(common, "env_a", tmp_path, ports)).environment_name == "env_a"
 
 

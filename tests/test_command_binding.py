@@ -115,14 +115,14 @@ def test_another_applications_stopped_result_copied_to_a_stop_job_is_not_success
 
 
 def test_the_api_answers_a_copied_stopped_result_with_a_failure_naming_it(agent, r, client, settings):
-    settings.SUPERVISOR_API_TOKEN = "binding-token"
+    settings.SUPERVISOR_API_TOKEN = "binding-token-0123456789abcdef0123"
     create_application("other", ["env_a"])
     create_application("crm", ["env_a"])
     genuine = answered(agent, "other", contract.STOP)
     planter = planting(r, "stop-crm-", r.xrange(Result.get_key(genuine))[-1][1])
 
     response = client.post("/api/apps/crm/stop?timeout=3", "{}", content_type="application/json",
-                           headers={"Authorization": "Bearer binding-token"})
+                           headers={"Authorization": "Bearer binding-token-0123456789abcdef0123"})
 
     planter.join()
     assert response.status_code == 409, response.content

@@ -235,16 +235,31 @@ def test_lists_and_token_are_read():
         {
             "ALLOWED_HOSTS": "a.example,b.example",
             "CSRF_TRUSTED_ORIGINS": "https://a.example",
-            "SUPERVISOR_API_TOKEN": "t0ken",
+            "SUPERVISOR_API_TOKEN": "t0ken-0123456789abcdef0123456789",
             "APP_HOSTED_APPS": "django.contrib.sites",
             "DEBUG": "true",
         }
     )
     assert config.allowed_hosts == ["a.example", "b.example"]
     assert config.csrf_trusted_origins == ["https://a.example"]
-    assert config.api_token == "t0ken"
+    assert config.api_token == "t0ken-0123456789abcdef0123456789"
     assert config.hosted_apps == ["django.contrib.sites"]
     assert config.debug is True
+
+
+@pytest.mark.parametrize("base", [{}, SUPERVISOR], ids=["single", "supervisor"])
+@pytest.mark.parametrize("token", ["a", "0123456789abcdef0123456789abcde"], ids=["one-character", "31-characters"])
+def test_a_short_api_token_refuses_to_start(base, token):
+    problems, message = problems_of({**base, "SUPERVISOR_API_TOKEN": token})
+    assert problems == [
+        f"SUPERVISOR_API_TOKEN is too short ({len(token)} characters): use at least 32 random characters, e.g. the "
+        "output of `openssl rand -hex 32`, or leave it unset to turn bearer-token access off (staff sessions still work)"
+    ]
+
+
+def test_an_unset_api_token_turns_bearer_token_access_off_and_starts():
+    assert load(SUPERVISOR).api_token == ""
+    assert load({**SUPERVISOR, "SUPERVISOR_API_TOKEN": ""}).api_token == ""
 
 
 def test_hosted_apps_are_listed_in_order_without_blanks_or_spaces():

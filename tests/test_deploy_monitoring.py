@@ -21,7 +21,7 @@ from .factories import create_application, mirror, register_environment
 SCRAPE = BASE_DIR / "deploy" / "prometheus" / "scrape.yml"
 DASHBOARD = BASE_DIR / "deploy" / "grafana" / "appsup-dashboard.json"
 METRIC = re.compile(r"\bappsup_[a-z0-9_]+\b")
-TOKEN = "deploy-token"
+TOKEN = "deploy-token-0123456789abcdef012"
 
 
 def scrape_job():

@@ -14,7 +14,9 @@ from django.test.utils import CaptureQueriesContext
 
 from exchange import contract, events, redis_client, status
 from live import stream
+from live.access import EVENT_PERMISSIONS
 from proxy.asgi import build
+from supervisor_project.api_auth import WRONG_TOKEN
 
 from .conftest import free_port
 from .factories import register_environment
@@ -24,7 +26,7 @@ from .processes import RedisServer
 # it finds inside a transaction, as a test's own would be.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = "socket-test-token"
+TOKEN = "socket-test-token-0123456789abcd"
 PATH = "/ws/events/"
 WAIT = 2  # seconds: "within a second", with room for a loaded machine
 
@@ -126,7 +128,7 @@ def test_no_credentials_are_refused_with_4401_naming_the_token_and_the_session(a
 
 def test_a_wrong_token_is_refused_with_4401(application):
     code, message = async_to_sync(refused)(application, bearer("not-the-token"))
-    assert (code, message) == (4401, "invalid bearer token: it does not match SUPERVISOR_API_TOKEN")
+    assert (code, message) == (4401, WRONG_TOKEN)
 
 
 def test_a_token_is_refused_when_none_is_configured(application, settings):
@@ -137,10 +139,13 @@ def test_a_token_is_refused_when_none_is_configured(application, settings):
     assert code == 4401 and "SUPERVISOR_API_TOKEN is not set" in message
 
 
-def session_headers(client, username, staff=True, origin="http://testserver"):
-    from django.contrib.auth.models import User
+def session_headers(client, username, staff=True, origin="http://testserver", permissions=EVENT_PERMISSIONS):
+    from django.contrib.auth.models import Permission, User
 
     user = User.objects.create_user(username, password="pw-123456789", is_staff=staff)
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     headers = [(b"cookie", cookie), (b"host", b"testserver")]
@@ -190,6 +195,37 @@ def test_a_trusted_origin_is_accepted(application, client, settings):
 def test_a_session_of_a_user_who_is_not_staff_is_refused_with_4403(application, client):
     code, message = async_to_sync(refused)(application, session_headers(client, "visitor", staff=False))
     assert code == 4403 and "not active staff" in message
+
+
+def test_a_staff_session_without_the_view_permissions_is_refused_with_4403_naming_the_missing_one(application,
+                                                                                                 client):
+    headers = session_headers(client, "intern", permissions=["apps.view_application"])
+    code, message = async_to_sync(refused)(application, headers)
+    assert code == 4403 and "environments.view_environment" in message and "intern" in message
+
+
+def test_a_per_user_token_opens_the_socket_with_its_users_permissions_only(application):
+    from apitokens.models import ApiToken
+
+    from .factories import staff_user
+
+    def token_of(user):
+        api_token = ApiToken(user=user, name="socket")
+        token = api_token.issue()
+        api_token.save()
+        return token
+
+    half = token_of(staff_user("half", "apps.view_application"))
+    code, message = async_to_sync(refused)(application, bearer(half))
+    assert code == 4403 and "environments.view_environment" in message
+    both = token_of(staff_user("both", *EVENT_PERMISSIONS))
+
+    @async_to_sync
+    async def scenario():
+        communicator = await opened(application, bearer(both))  # no Origin asked of a token
+        await communicator.disconnect()
+
+    scenario()
 
 
 def test_a_wrong_token_is_refused_even_alongside_a_staff_session(application, client):

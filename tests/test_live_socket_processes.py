@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 
 from exchange import contract, signing
 from exchange.contract import STATUSES_KEY, status_field
+from supervisor_project.api_auth import WRONG_TOKEN
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster
@@ -194,5 +195,5 @@ def test_a_wrong_token_is_told_why_and_closed_with_4401(supervisor_on_private_re
             return told, closed.value.rcvd.code
 
     told, code = asyncio.run(scenario())
-    assert told == {"type": "refused", "error": "invalid bearer token: it does not match SUPERVISOR_API_TOKEN"}
+    assert told == {"type": "refused", "error": WRONG_TOKEN}
     assert code == 4401

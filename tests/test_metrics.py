@@ -10,11 +10,11 @@ from apps import lifecycle
 from monitoring import metrics
 from monitoring.models import CommandDuration
 
-from .factories import create_application, mirror, register_environment
+from .factories import create_application, mirror, register_environment, staff_user
 
 pytestmark = pytest.mark.django_db
 
-TOKEN = "metrics-token-for-tests"
+TOKEN = "metrics-token-for-tests-01234567"
 
 
 @pytest.fixture
@@ -47,9 +47,12 @@ def test_anonymous_scrape_is_refused_with_401_and_no_data(client, settings):
     assert wrong.status_code == 401 and b"appsup_" not in wrong.content
 
 
-def test_a_staff_session_may_scrape(client):
-    client.force_login(get_user_model().objects.create_user("ops", password="x", is_staff=True))
+def test_a_staff_session_with_both_view_permissions_may_scrape(client):
+    client.force_login(staff_user("ops", "apps.view_application", "environments.view_environment"))
     assert client.get("/metrics").status_code == 200
+    client.force_login(staff_user("half", "apps.view_application"))
+    refused = client.get("/metrics")
+    assert refused.status_code == 403 and refused.json()["permission"] == "environments.view_environment"
     client.force_login(get_user_model().objects.create_user("visitor", password="x"))
     assert client.get("/metrics").status_code == 401
 

@@ -10,7 +10,7 @@ from exchange import channel
 
 from .factories import ThreadAgent, create_application, mirror
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 # Hosted databases are app_<name> on PostgreSQL, shared by test files run at the same time: a name of its own.

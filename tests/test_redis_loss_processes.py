@@ -36,7 +36,7 @@ from .processes import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-TOKEN = "redis-loss-token"
+TOKEN = "redis-loss-token-0123456789abcde"
 INTERVAL, TIMEOUT = 1, 4
 DATABASES = ["appsup_it_rl_sup", "appsup_it_rl_env_a"]
 LOAD_SECONDS = 6.0

@@ -10,7 +10,7 @@ from exchange import cache, contract, registry, status
 
 from .factories import create_application, mirror, register_environment
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 pytestmark = pytest.mark.django_db(transaction=True)

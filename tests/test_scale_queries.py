@@ -18,7 +18,7 @@ from environments.models import Environment
 from exchange import contract
 
 pytestmark = pytest.mark.django_db
-TOKEN = "scale-token"
+TOKEN = "scale-token-0123456789abcdef0123"
 
 
 @pytest.fixture(autouse=True)

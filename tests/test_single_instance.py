@@ -28,7 +28,7 @@ from .factories import PASSWORD, create_application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TOKEN = "single-instance-token"
+TOKEN = "single-instance-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LOCAL = "local"
 

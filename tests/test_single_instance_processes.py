@@ -26,7 +26,7 @@ from .processes import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-TOKEN = "single-instance-process-token"
+TOKEN = "single-instance-process-token-01"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DATABASE = "appsup_single_instance"
 

@@ -14,7 +14,7 @@ from exchange.contract import ENVIRONMENTS_KEY
 
 from .factories import PASSWORD, mirror, register_environment
 
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-012345678"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 pytestmark = pytest.mark.django_db(transaction=True)
