@@ -268,14 +268,22 @@ def _waiting(outcome, application, step, pending):
     }, status=202)
 
 
-def _operate(request, name, work):
-    """Run WORK(application, timeout) -> Outcome, mapping every way it can fail to its answer."""
+def target(request, name):
+    """``(application, timeout, None)`` for an operation on NAME, or ``(None, None, the 404 or 400 answer)``."""
     application = _load(name)
     if application is None:
-        return _unknown(name)
+        return None, None, _unknown(name)
     timeout, bad = _timeout(request)
     if bad is not None:
-        return bad
+        return None, None, bad
+    return application, timeout, None
+
+
+def _operate(request, name, work):
+    """Run WORK(application, timeout) -> Outcome, mapping every way it can fail to its answer."""
+    application, timeout, refusal = target(request, name)
+    if refusal is not None:
+        return refusal
     try:
         outcome = work(application, timeout)
     except lifecycle.OperationInProgress as exc:
@@ -344,12 +352,9 @@ def _change_refusals(data):
 
 
 def _change(request, name):
-    application = _load(name)
-    if application is None:
-        return _unknown(name)
-    timeout, bad = _timeout(request)
-    if bad is not None:
-        return bad
+    application, timeout, refusal = target(request, name)
+    if refusal is not None:
+        return refusal
     data, refusal = read_json(request)
     if refusal is not None:
         return refusal

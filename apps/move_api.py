@@ -52,12 +52,9 @@ def _body(request):
 
 @api_view("POST", permission=OPERATE_PERMISSION)
 def app_move(request, name):
-    application = api._load(name)
-    if application is None:
-        return api._unknown(name)
-    timeout, bad = api._timeout(request)
-    if bad is not None:
-        return bad
+    application, timeout, refusal = api.target(request, name)
+    if refusal is not None:
+        return refusal
     source, destination, drop, bad = _body(request)
     if bad is not None:
         return bad

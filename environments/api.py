@@ -62,12 +62,17 @@ def environment_list(request):
     return with_warning(paged(request, page, "environments", environments), refresh.staleness_warning(now))
 
 
+def named(name):
+    """The environment called NAME, or None (a string that cannot be a name is none)."""
+    return Environment.objects.filter(name=name).first() if NAME_RE.fullmatch(name) else None
+
+
 @api_view("DELETE", permission="environments.delete_environment")
 def environment_detail(request, name):
     force, bad = flag(request, "force")
     if bad is not None:
         return bad
-    environment = Environment.objects.filter(name=name).first() if NAME_RE.fullmatch(name) else None
+    environment = named(name)
     if environment is None:
         return error(f"no environment named {name!r}", 404, environment=None)
     try:

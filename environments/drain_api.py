@@ -7,12 +7,7 @@ from django.utils import timezone
 from supervisor_project.api_auth import api_view, error, json_response
 
 from . import drain
-from .api import environment_dict
-from .models import Environment
-
-
-def _environment(name):
-    return Environment.objects.filter(name=name).first() if isinstance(name, str) and len(name) <= 40 else None
+from .api import environment_dict, named
 
 
 def _progress(environment):
@@ -22,7 +17,7 @@ def _progress(environment):
 
 @api_view("POST", permission="environments.change_environment")
 def environment_drain(request, name):
-    environment = _environment(name)
+    environment = named(name)
     if environment is None:
         return error(f"no environment named {name!r}", 404)
     drain.request(environment)
@@ -31,7 +26,7 @@ def environment_drain(request, name):
 
 @api_view("POST", permission="environments.change_environment")
 def environment_undrain(request, name):
-    environment = _environment(name)
+    environment = named(name)
     if environment is None:
         return error(f"no environment named {name!r}", 404)
     drain.undrain(environment)

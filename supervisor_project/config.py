@@ -190,8 +190,8 @@ def _time_zone(env, problems):
     return name
 
 
-def _seconds_or_none(env, var, default, problems):
-    """A number of seconds where 0 means "none" (no wait)."""
+def _seconds_or_zero(env, var, default, problems):
+    """A number of seconds, where 0 (no wait) is allowed too."""
     if env.str(var, default="").strip() == "0":
         return 0.0
     return _seconds(env, var, default, problems)
@@ -552,8 +552,8 @@ def load(environ_map=None):
     head_timeout = _seconds(env, "APP_HEAD_TIMEOUT", DEFAULT_HEAD_TIMEOUT, problems)
     alert_webhooks = _webhooks(env, "APP_ALERT_WEBHOOKS", problems)
     time_zone = _time_zone(env, problems)
-    alert_stop_grace = _seconds_or_none(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
-    alert_after = _seconds_or_none(env, "APP_ALERT_AFTER", 0.0, problems)
+    alert_stop_grace = _seconds_or_zero(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
+    alert_after = _seconds_or_zero(env, "APP_ALERT_AFTER", 0.0, problems)
     email = _email(env, problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
