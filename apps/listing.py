@@ -5,9 +5,9 @@ ORM took over a second, rows take a few dozen milliseconds.
 """
 
 
+from api.auth import iso
 from environments.models import Environment
 from exchange.contract import UNKNOWN
-from supervisor_project.api_auth import iso
 
 from .models import Application, Placement
 

@@ -32,7 +32,7 @@ import requests
 
 from exchange import signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
-from supervisor_project.cluster import web_args
+from supervisor_project.web import web_args
 
 from .bounds import BoundsDrills
 from .cluster import ROOT, Cluster, RedisServer, free_port

@@ -15,7 +15,7 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from supervisor_project.cookies import framework_cookie_names
+from exchange.cookies import framework_cookie_names
 
 from . import headers as h
 from . import networks, targets, upstream

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from exchange import contract, registry
-from supervisor_project.cookies import framework_cookie_names
+from exchange.cookies import framework_cookie_names
 
 PREFIX = "/apps"
 ENV_PARAM = "_env"

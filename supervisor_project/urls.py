@@ -3,12 +3,13 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from api import auth as api_auth
+from api import openapi
 from apps import api as apps_api
 from apps import move_api
 from environments import api as environments_api
 from environments import drain_api
 from monitoring import views as monitoring_views
-from supervisor_project import api_auth, openapi
 from supervisor_project.views import favicon, healthz, readyz
 
 admin.site.site_header = "App Supervisor"

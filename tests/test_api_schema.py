@@ -14,9 +14,9 @@ from hypothesis import settings as hypothesis_settings
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from api import auth as api_auth
+from api.openapi import DOCUMENT
 from apps.models import Application
-from supervisor_project import api_auth
-from supervisor_project.openapi import DOCUMENT
 from supervisor_project.urls import api_patterns
 from supervisor_project.wsgi import application as wsgi_application
 

@@ -35,8 +35,8 @@ from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
 
 from exchange import contract
+from exchange.cookies import framework_cookie_names
 from exchange.directory import hosted_lookup
-from supervisor_project.cookies import framework_cookie_names
 
 from . import own_state, provisioning
 from .routing import current_database

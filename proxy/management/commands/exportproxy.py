@@ -15,9 +15,9 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from exchange.cookies import framework_cookie_names
 from exchange.redis_client import supervisor_redis
 from proxy import export, nginx
-from supervisor_project.cookies import framework_cookie_names
 
 FORMATS = ("nginx",)
 DEFAULT_SUPERVISOR_PORT = 14000

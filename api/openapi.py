@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the JSON API (docs/architecture.md, "JSON API"), served at ``GET /api/schema/``.
 
-Written by hand, next to the views it describes (apps.api, environments.api, supervisor_project.api_auth), and
+Written by hand, next to the views it describes (apps.api, environments.api, api.auth), and
 held to them by tests: tests/test_api_schema.py validates it against the OpenAPI specification and fuzzes every
 operation from it with schemathesis. Change a view's answers, change this document.
 
@@ -8,6 +8,14 @@ The document is served without authentication: it is the same for everyone, says
 applications or environments, and API tools (code generators, Swagger UI) fetch it before they hold a token.
 """
 
+from api.auth import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JSON_DEPTH,
+    MAX_PAGE_SIZE,
+    WARNING_HEADER,
+    api_view,
+    json_response,
+)
 from apps.lifecycle import MAX_TIMEOUT
 from apps.models import OPERATE_PERMISSION
 from exchange.contract import (
@@ -24,14 +32,6 @@ from exchange.contract import (
     RESERVED_APP_NAMES,
     RUNTIME_STATES,
     UNKNOWN,
-)
-from supervisor_project.api_auth import (
-    DEFAULT_PAGE_SIZE,
-    MAX_JSON_DEPTH,
-    MAX_PAGE_SIZE,
-    WARNING_HEADER,
-    api_view,
-    json_response,
 )
 
 OPENAPI_VERSION = "3.0.3"
