@@ -111,6 +111,10 @@ def exit_on_config_error():
 
 # A worker stopped on purpose may be away this long (a redeploy) before it is alerted offline.
 DEFAULT_ALERT_STOP_GRACE = 120.0
+# An environment whose status changed this many times within the window is flapping: one alert says so, the rest
+# are held until it has been steady for a whole window (alerts.transitions).
+DEFAULT_ALERT_FLAP_COUNT = 4
+DEFAULT_ALERT_FLAP_WINDOW = 600.0
 
 
 @dataclass
@@ -144,6 +148,8 @@ class Config:
     alert_stop_grace: float = DEFAULT_ALERT_STOP_GRACE
     # An environment that went offline unplanned is alerted once it has been offline this long (0: at once).
     alert_after: float = 0.0
+    alert_flap_count: int = DEFAULT_ALERT_FLAP_COUNT
+    alert_flap_window: float = DEFAULT_ALERT_FLAP_WINDOW
     time_zone: str = "UTC"  # TZ: the time zone pages show times in (stored times are UTC whatever it is)
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
@@ -195,6 +201,18 @@ def _seconds_or_zero(env, var, default, problems):
     if env.str(var, default="").strip() == "0":
         return 0.0
     return _seconds(env, var, default, problems)
+
+
+def _flap_count(env, problems):
+    """APP_ALERT_FLAP_COUNT: 0 (no grouping) or a whole number of status changes from 2 up."""
+    raw = env.str("APP_ALERT_FLAP_COUNT", default="").strip()
+    if raw == "":
+        return DEFAULT_ALERT_FLAP_COUNT
+    if not raw.isdigit() or int(raw) == 1:
+        problems.append(f"APP_ALERT_FLAP_COUNT={raw!r} must be 0 (never group) or a whole number of status changes "
+                        f"from 2 up; e.g. APP_ALERT_FLAP_COUNT={DEFAULT_ALERT_FLAP_COUNT}")
+        return DEFAULT_ALERT_FLAP_COUNT
+    return int(raw)
 
 
 def _seconds(env, var, default, problems, whole=False):
@@ -554,6 +572,8 @@ def load(environ_map=None):
     time_zone = _time_zone(env, problems)
     alert_stop_grace = _seconds_or_zero(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
     alert_after = _seconds_or_zero(env, "APP_ALERT_AFTER", 0.0, problems)
+    alert_flap_count = _flap_count(env, problems)
+    alert_flap_window = _seconds(env, "APP_ALERT_FLAP_WINDOW", DEFAULT_ALERT_FLAP_WINDOW, problems)
     email = _email(env, problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
@@ -623,6 +643,8 @@ def load(environ_map=None):
         alert_webhooks=alert_webhooks,
         alert_stop_grace=alert_stop_grace,
         alert_after=alert_after,
+        alert_flap_count=alert_flap_count,
+        alert_flap_window=alert_flap_window,
         time_zone=time_zone,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),

@@ -51,6 +51,8 @@ APP_HEAD_TIMEOUT = CONFIG.head_timeout
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 APP_ALERT_STOP_GRACE = CONFIG.alert_stop_grace
 APP_ALERT_AFTER = CONFIG.alert_after
+APP_ALERT_FLAP_COUNT = CONFIG.alert_flap_count
+APP_ALERT_FLAP_WINDOW = CONFIG.alert_flap_window
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:
