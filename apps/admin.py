@@ -307,7 +307,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
     change_fieldsets = (
-        (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
+        (None, {"fields": ("name", "display_name", "domains", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
@@ -445,7 +445,8 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
-            # The display name is part of what workers and the proxy read.
+            form.save_domains()
+            # The display name and the domains are part of what workers and the proxy read.
             transaction.on_commit(lambda: publish_quietly(obj.pk))
             names = form.new_environments()
             if names is not None:

@@ -169,6 +169,9 @@ def build(django_application):
         kind = scope["type"]
         if kind in ("http", "websocket"):
             where, name = hosts.addressed(scope)
+            if where == hosts.ELSEWHERE:  # a custom domain (apps.models.Domain), or nothing
+                name = await hosts.custom_domains.application(name)
+                where = hosts.ELSEWHERE if name is None else hosts.APPLICATION
             if where == hosts.APPLICATION:
                 handle = handle_http if kind == "http" else handle_websocket
                 return await handle(scope, receive, send, own_host=name)

@@ -6,7 +6,12 @@ supervisor's pages nor another application's; the supervisor's admin, API and /w
 APP_SUPERVISOR_HOSTS, where /apps/<name>/ leads to the application's own origin.
 """
 
+import asyncio
+import logging
+import time
+
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 from . import headers as h
 
@@ -15,6 +20,8 @@ APPLICATION = "application"
 ELSEWHERE = "elsewhere"
 # Answered on any host: orchestrators probe with whatever host they address the process by.
 ANY_HOST_PATHS = ("/healthz", "/readyz")
+
+logger = logging.getLogger("appsup.proxy")
 
 
 def host_name(scope):
@@ -29,7 +36,7 @@ def host_name(scope):
 
 
 def addressed(scope):
-    """(SUPERVISOR | APPLICATION | ELSEWHERE, the application's name or "")."""
+    """(SUPERVISOR, ""), (APPLICATION, the application's name) or (ELSEWHERE, the host name: maybe a custom domain)."""
     if not settings.APP_APPS_DOMAIN:
         return SUPERVISOR, ""
     host = host_name(scope)
@@ -38,7 +45,43 @@ def addressed(scope):
     suffix = "." + settings.APP_APPS_DOMAIN
     if host.endswith(suffix) and "." not in host[:-len(suffix)]:
         return APPLICATION, host[:-len(suffix)]
-    return ELSEWHERE, ""
+    return ELSEWHERE, host
+
+
+class CustomDomains:
+    """Custom domain -> application name (apps.models.Domain), read from the database at most once per TTL seconds,
+    in a thread: the event loop never waits on the database. A domain added in the admin answers within TTL."""
+
+    TTL = 1.0
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.mapping, self.read_at = {}, None
+        self.lock = asyncio.Lock()
+
+    @staticmethod
+    def _read():
+        from apps.models import Domain
+
+        try:
+            return dict(Domain.objects.values_list("name", "application__name"))
+        finally:
+            connection.close()  # a thread of asyncio's pool: no connection left behind in it
+
+    async def application(self, host):
+        if not host:
+            return None
+        async with self.lock:
+            if self.read_at is None or self.clock() - self.read_at >= self.TTL:
+                try:
+                    self.mapping = await asyncio.to_thread(self._read)
+                except DatabaseError as exc:  # keep the last known mapping
+                    logger.warning("custom domains: cannot read them from the database: %s", exc)
+                self.read_at = self.clock()
+        return self.mapping.get(host)
+
+
+custom_domains = CustomDomains()
 
 
 def app_origin(name, scheme="https", port=None):

@@ -284,6 +284,12 @@ SCHEMAS = {
                                      "description": CONCURRENCY}),
             "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
                                          "description": REQUEST_TIMEOUT}),
+            "domains": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Its custom domains (edited in the admin), sorted. With APP_APPS_DOMAIN the "
+                               "application answers at each, besides <name>.<APP_APPS_DOMAIN>.",
+            },
         },
     },
     "AppCreate": {

@@ -19,14 +19,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct-horse-battery"
 APP = "origcrm"  # a name of this file's own: hosted PostgreSQL databases are shared by the server
+CUSTOM = f"{APP}.example.com"
+# A custom domain must be among the workers' ALLOWED_HOSTS (the supervisor routes it from its database).
 DOMAIN = {"APP_APPS_DOMAIN": "apps.test"}
+WORKER = {**DOMAIN, "ALLOWED_HOSTS": f"localhost,127.0.0.1,.apps.test,{CUSTOM}"}
 
 
 @pytest.fixture
 def cluster(tmp_path, redis_url, own_databases):
     c = Cluster(tmp_path, redis_url, worker_web=True, supervisor_host="admin.test",
                 supervisor_overrides={**DOMAIN, "APP_SUPERVISOR_HOSTS": "admin.test"},
-                worker_overrides={"env_a": DOMAIN, "env_b": DOMAIN})
+                worker_overrides={"env_a": WORKER, "env_b": WORKER})
     try:
         c.start()
         manage(["createsuperuser", "--noinput", "--username", "root", "--email", "root@example.com"],
@@ -123,6 +126,19 @@ def test_each_application_has_its_own_origin_and_the_supervisor_its_own_hosts(cl
     # A host that is neither: nothing; /healthz answers on any host.
     assert requests.get(f"{cluster.base}/admin/login/", timeout=30).status_code == 404
     assert requests.get(f"{cluster.base}/healthz", timeout=30).status_code == 200
+    # A custom domain, given in the admin: the application answers there too, within a second.
+    pk = _pk_from_changelist(supervisor)
+    form = supervisor.get(f"/admin/apps/application/{pk}/change/")
+    saved = supervisor.post(f"/admin/apps/application/{pk}/change/", {
+        "csrfmiddlewaretoken": csrf(form), "display_name": APP, "domains": CUSTOM, "concurrency": "",
+        "request_timeout": ""})
+    assert saved.status_code == 302, saved.text[:2000]
+    custom = On(cluster, CUSTOM)
+    wait_for(lambda: custom.get("/admin/").status_code == 302, what="the custom domain")
+    assert custom.get("/admin/").headers["Location"] == "/admin/login/?next=/admin/"
+    assert f"<title>Log in | {APP}</title>" in custom.get("/admin/login/").text
+    assert On(cluster, "other.example.com").get("/admin/").status_code == 404
+
     # /apps/<name>/ on the supervisor's host leads to the application's own origin.
     moved = supervisor.get(f"/apps/{APP}/admin/?q=1")
     assert moved.status_code == 302
