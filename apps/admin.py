@@ -564,7 +564,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
             "object": application,
             "opts": self.opts,
             "environments": environments,
-            "mapped_user": contract.SIGNIN_USER_PREFIX + request.user.get_username(),
+            "mapped_user": signin.mapped_username(request.user),
             "max_age": settings.APP_SIGNIN_MAX_AGE,
         }
         request.current_app = self.admin_site.name

@@ -33,6 +33,11 @@ def _audit(user, action, target, **params):
     log.info("audit: %s %s %s %s", user.get_username(), action, target, params)
 
 
+def mapped_username(user):
+    """Who USER becomes in the application (workers.signin.mapped_user)."""
+    return (contract.SIGNIN_USER_PREFIX + user.get_username())[:150]
+
+
 def may_sign_in(user):
     return user.is_active and user.is_staff and user.has_perm(PERMISSION)
 

@@ -142,3 +142,38 @@ def test_with_an_origin_per_application_the_link_is_on_the_applications_own_host
     crm = create_application("crm", [ENV])
     assert link_from_admin(admin_client, crm).startswith("http://crm.apps.test/_appsup/signin/?t=")
     assert signin.SIGNIN_PATH == "_appsup/signin/"
+
+
+def test_the_api_gives_a_link_to_a_person_with_the_operate_permission(client, admin_client, settings):
+    from apitokens.models import ApiToken
+
+    settings.SUPERVISOR_API_TOKEN = "b" * 32
+    register_environment(ENV)
+    register_environment("env_b")
+    create_application("crm", [ENV])
+    create_application("both", [ENV, "env_b"])
+
+    answer = admin_client.post("/api/apps/crm/signin-link", content_type="application/json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["url"].startswith("http://testserver/apps/crm/_appsup/signin/?t=")
+    assert (body["app"], body["environment"], body["user"], body["expires_in"]) == ("crm", ENV, "operator-admin", 60)
+
+    # Several environments: name one it is on.
+    assert admin_client.post("/api/apps/both/signin-link", content_type="application/json").status_code == 400
+    assert admin_client.post("/api/apps/both/signin-link", {"environment": "env_b"},
+                             content_type="application/json").json()["environment"] == "env_b"
+    assert admin_client.post("/api/apps/both/signin-link", {"environment": "env_c"},
+                             content_type="application/json").status_code == 400
+    assert admin_client.post("/api/apps/nosuch/signin-link", content_type="application/json").status_code == 404
+
+    # The bootstrap token is no person; a per-user token without the operate permission gets nothing.
+    bootstrap = client.post("/api/apps/crm/signin-link", content_type="application/json", headers={"Authorization": "Bearer " + "b" * 32})
+    assert bootstrap.status_code == 403 and "signs a person in" in bootstrap.json()["error"]
+    reader = get_user_model().objects.create_user("reader", is_staff=True)
+    reader.user_permissions.add(Permission.objects.get(codename="view_application"))
+    api_token = ApiToken(user=reader, name="script")
+    secret = api_token.issue()
+    api_token.save()
+    refused = client.post("/api/apps/crm/signin-link", content_type="application/json", headers={"Authorization": f"Bearer {secret}"})
+    assert refused.status_code == 403
