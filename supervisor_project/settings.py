@@ -97,6 +97,9 @@ MIDDLEWARE = [
     # scopes the cookies the session, CSRF and messages middleware set on the way out (workers/hosting.py).
     "workers.hosting.HostedApplicationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The supervisor's pages (never a hosted application's): a Content-Security-Policy, and their cookies made Secure
+    # when the request came over TLS: outside the session and CSRF middleware, which set theirs on the way out.
+    "supervisor_project.cookies.SupervisorPagesMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -105,9 +108,6 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # The supervisor's pages (never a hosted application's): a Content-Security-Policy, and its cookies made Secure
-    # when the request came over TLS.
-    "supervisor_project.cookies.SupervisorPagesMiddleware",
     # Last, as django-axes asks: turns a locked-out login into its 429 answer.
     "axes.middleware.AxesMiddleware",
 ]
