@@ -307,7 +307,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
     change_fieldsets = (
-        (None, {"fields": ("name", "display_name", "domains", "admin_username", "desired")}),
+        (None, {"fields": ("name", "display_name", "custom_domains", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
@@ -541,6 +541,11 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
         request.current_app = self.admin_site.name
         return self.with_staleness_warning(
             request, TemplateResponse(request, "admin/apps/application/open.html", context))
+
+    @admin.display(description="custom domains")
+    def custom_domains(self, obj):
+        """Shown so to a user who may view but not change it (the form's field otherwise)."""
+        return ", ".join(obj.domain_names()) or "–"
 
     def signin_view(self, request, object_id):
         """"Open as operator": choose the environment, then a POST answers with a redirect to a one-time link that

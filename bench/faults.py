@@ -656,7 +656,7 @@ class Drill(BoundsDrills):
         """On a cluster of its own, with APP_APPS_DOMAIN and APP_SUPERVISOR_HOSTS (bench.origins)."""
         from . import origins
 
-        origins.drill(self.storage / "origins", self.row, wait)
+        origins.drill(self.storage / "origins", self.row)
 
 
 def quietly(call):

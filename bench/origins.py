@@ -60,7 +60,7 @@ class Host:
             "Host": self.host, "Origin": f"http://{self.host}", "Referer": f"http://{self.host}{path}"})
 
 
-def drill(storage, row, wait):
+def drill(storage, row):
     """Start the cluster, run the three checks (each a ROW), stop it."""
     storage.mkdir()
     redis_server = RedisServer(free_port(), storage)
@@ -81,7 +81,7 @@ def drill(storage, row, wait):
         assert signed_in.status_code == 302, signed_in.text[:500]
         _own_host(cluster, login, row)
         _cookie(signed_in, row)
-        _signin(cluster, supervisor, row, wait)
+        _signin(cluster, supervisor, row)
     finally:
         cluster.stop()
         redis_server.kill()
@@ -117,7 +117,7 @@ def _cookie(signed_in, row):
         and not to_app)
 
 
-def _signin(cluster, supervisor, row, wait):
+def _signin(cluster, supervisor, row):
     page = supervisor.get("/admin/apps/application/")
     pk = re.search(r"/admin/apps/application/(\d+)/signin/", page.text).group(1)
     confirm = supervisor.get(f"/admin/apps/application/{pk}/signin/?environment=env_a")

@@ -130,7 +130,7 @@ def test_each_application_has_its_own_origin_and_the_supervisor_its_own_hosts(cl
     pk = _pk_from_changelist(supervisor)
     form = supervisor.get(f"/admin/apps/application/{pk}/change/")
     saved = supervisor.post(f"/admin/apps/application/{pk}/change/", {
-        "csrfmiddlewaretoken": csrf(form), "display_name": APP, "domains": CUSTOM, "concurrency": "",
+        "csrfmiddlewaretoken": csrf(form), "display_name": APP, "custom_domains": CUSTOM, "concurrency": "",
         "request_timeout": ""})
     assert saved.status_code == 302, saved.text[:2000]
     custom = On(cluster, CUSTOM)

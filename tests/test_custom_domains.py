@@ -22,13 +22,13 @@ def origins(settings):
 
 def change(client, app, domains):
     return client.post(f"/admin/apps/application/{app.pk}/change/", {
-        "display_name": app.display_name, "domains": domains, "concurrency": "", "request_timeout": ""})
+        "display_name": app.display_name, "custom_domains": domains, "concurrency": "", "request_timeout": ""})
 
 
 def test_the_admin_edits_an_applications_custom_domains_and_the_cache_carries_them(admin_client):
     crm = create_application("crm", ["env_a"])
     page = admin_client.get(f"/admin/apps/application/{crm.pk}/change/")
-    assert b'name="domains"' in page.content
+    assert b'name="custom_domains"' in page.content
     answer = change(admin_client, crm, "CRM.Example.com\ncrm.example.org.\n\ncrm.example.com")
     assert answer.status_code == 302, answer.content[:3000]
     assert crm.domain_names() == ["crm.example.com", "crm.example.org"]
