@@ -98,7 +98,7 @@ def app_dict(application, now=None):
     placed = [(p.environment.name, listing.status_dict(p.display_state(now), p.error, p.state_at))
               for p in application.ordered_placements()]
     return listing.app_dict(application.name, application.display_name, application.desired_state, placed,
-                            application.concurrency, application.request_timeout)
+                            application.concurrency, application.request_timeout, application.domain_names())
 
 
 def _load(name):

@@ -59,6 +59,10 @@ DEFAULT_HEAD_TIMEOUT = 20.0
 MIN_SHARED_SECRET = 16
 # The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
 MIN_API_TOKEN = 32
+# A sign-in link from the supervisor into a hosted application's admin is refused after this many seconds.
+DEFAULT_SIGNIN_MAX_AGE = 60
+# A DNS name: labels of letters, digits and inner hyphens, at least two of them.
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 # The Django apps every process installs, before APP_HOSTED_APPS (settings.INSTALLED_APPS). Known here so that a
 # hosted app repeating one is refused by name instead of by Django's traceback.
@@ -161,10 +165,53 @@ class Config:
     app_queue: int = DEFAULT_APP_QUEUE
     app_queue_wait: float = DEFAULT_APP_QUEUE_WAIT
     app_timeout: int = DEFAULT_APP_TIMEOUT  # seconds; 0 = none
+    apps_domain: str = ""  # "" = every application at /apps/<name>/ on the supervisor's hosts (one origin)
+    supervisor_hosts: tuple = ()  # host names the supervisor's admin, API and events answer on (with apps_domain)
+    signin_max_age: int = DEFAULT_SIGNIN_MAX_AGE
 
     @property
     def is_worker(self):
         return self.mode == "worker"
+
+
+def is_domain_name(value):
+    return bool(_DOMAIN_RE.match(value)) and "." in value
+
+
+def _is_ip(text):
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _origins(env, mode, problems):
+    """(APP_APPS_DOMAIN, APP_SUPERVISOR_HOSTS): an origin per application, the supervisor on hosts of its own."""
+    domain = env.str("APP_APPS_DOMAIN", default="").strip().lower().rstrip(".")
+    hosts = tuple(h.strip().lower().rstrip(".") for h in env.list("APP_SUPERVISOR_HOSTS", default=[]) if h.strip())
+    if domain and not is_domain_name(domain):
+        problems.append(f"APP_APPS_DOMAIN={domain!r} is not a domain name; use e.g. apps.example.com (each "
+                        "application then answers at <name>.apps.example.com)")
+        domain = ""
+    for host in hosts:
+        if not is_domain_name(host) and host != "localhost" and not _is_ip(host):
+            problems.append(f"APP_SUPERVISOR_HOSTS names {host!r}, which is not a host name; use e.g. "
+                            "admin.example.com")
+        elif domain and host.endswith("." + domain):
+            problems.append(f"APP_SUPERVISOR_HOSTS names {host!r}, inside APP_APPS_DOMAIN={domain}: the supervisor "
+                            "must not share the applications' domain (use e.g. admin.example.com)")
+    if domain and not mode:
+        problems.append("APP_APPS_DOMAIN is for a cluster (APP_MODE=supervisor or worker); a single instance serves "
+                        "its applications at /apps/<name>/ on its own host")
+    if domain and mode == "supervisor" and not hosts:
+        problems.append(f"APP_SUPERVISOR_HOSTS is required with APP_APPS_DOMAIN={domain}: name the host(s) the "
+                        "supervisor's admin and API answer on, e.g. admin.example.com")
+    if hosts and not domain and mode == "supervisor":
+        problems.append("APP_SUPERVISOR_HOSTS is set without APP_APPS_DOMAIN: without an origin per application the "
+                        "applications are served on the supervisor's own hosts; set APP_APPS_DOMAIN too, or unset "
+                        "APP_SUPERVISOR_HOSTS")
+    return domain, hosts
 
 
 def _http_url_problem(var, value):
@@ -476,6 +523,14 @@ def _single_instance_problems(name, supervisor_redis, command_redis):
     return problems
 
 
+def _default_allowed_hosts(mode, apps_domain, supervisor_hosts):
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    if apps_domain:
+        # A worker answers its applications' own hosts; the supervisor receives them too and forwards them.
+        hosts += [*supervisor_hosts, "." + apps_domain]
+    return hosts
+
+
 def load(environ_map=None):
     """Build the Config from ``environ_map`` (default: os.environ) or raise ConfigError."""
     env = environ.Env()
@@ -575,6 +630,9 @@ def load(environ_map=None):
     alert_flap_count = _flap_count(env, problems)
     alert_flap_window = _seconds(env, "APP_ALERT_FLAP_WINDOW", DEFAULT_ALERT_FLAP_WINDOW, problems)
     email = _email(env, problems)
+    apps_domain, supervisor_hosts = _origins(env, mode, problems)
+    signin_max_age = _whole(env, "APP_SIGNIN_MAX_AGE", DEFAULT_SIGNIN_MAX_AGE, 1, DEFAULT_SIGNIN_MAX_AGE,
+                            "seconds a sign-in link stays valid", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -631,7 +689,7 @@ def load(environ_map=None):
         debug=debug,
         hosted_apps=hosted_apps,
         hosted_urlconf=hosted_urlconf,
-        allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
+        allowed_hosts=env.list("ALLOWED_HOSTS", default=_default_allowed_hosts(mode, apps_domain, supervisor_hosts)),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
         max_header_bytes=max_header_bytes,
         head_timeout=head_timeout,
@@ -654,4 +712,7 @@ def load(environ_map=None):
         app_queue=app_queue,
         app_queue_wait=app_queue_wait,
         app_timeout=app_timeout,
+        apps_domain=apps_domain,
+        supervisor_hosts=supervisor_hosts,
+        signin_max_age=signin_max_age,
     )

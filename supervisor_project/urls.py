@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from api import auth as api_auth
 from api import openapi
 from apps import api as apps_api
-from apps import move_api
+from apps import move_api, signin_api
 from environments import api as environments_api
 from environments import drain_api
 from monitoring import views as monitoring_views
@@ -29,6 +29,7 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
+    re_path(r"^apps/(?P<name>[^/]+)/signin-link/?$", signin_api.app_signin_link, name="app-signin-link"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 
