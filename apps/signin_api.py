@@ -8,7 +8,7 @@ token (a link signs a person in: use a staff session or a per-user token), 404 (
 
 from django.conf import settings
 
-from supervisor_project.api_auth import api_view, error, json_response, malformed, read_json
+from api.auth import api_view, error, json_response, malformed, read_json
 
 from . import api, signin
 from .models import OPERATE_PERMISSION

@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from cluster.launcher import ADMIN_USERNAME
 from exchange import contract, signing
-from supervisor_project.cluster import ADMIN_USERNAME
 
 from .cluster import Cluster, RedisServer, free_port
 

@@ -101,7 +101,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # The supervisor's pages (never a hosted application's): a Content-Security-Policy, and their cookies made Secure
     # when the request came over TLS: outside the session and CSRF middleware, which set theirs on the way out.
-    "supervisor_project.cookies.SupervisorPagesMiddleware",
+    "supervisor_project.pages.SupervisorPagesMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -115,7 +115,7 @@ MIDDLEWARE = [
 ]
 
 # The supervisor's cookies: host-only (no Domain: never sent to another host, an application's origin included),
-# HttpOnly, SameSite=Lax; Secure behind TLS (supervisor_project.cookies). The admin's scripts never read the CSRF
+# HttpOnly, SameSite=Lax; Secure behind TLS (supervisor_project.pages). The admin's scripts never read the CSRF
 # cookie (its forms carry the token), so it is HttpOnly too.
 SESSION_COOKIE_DOMAIN = None
 CSRF_COOKIE_DOMAIN = None

@@ -1,4 +1,4 @@
-"""The supervisor's pages (supervisor_project.cookies.SupervisorPagesMiddleware): a Content-Security-Policy and
+"""The supervisor's pages (supervisor_project.pages.SupervisorPagesMiddleware): a Content-Security-Policy and
 X-Frame-Options: DENY; cookies host-only, HttpOnly, SameSite=Lax, and Secure when the request came over TLS."""
 
 import pytest
