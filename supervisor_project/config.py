@@ -86,6 +86,8 @@ BASE_INSTALLED_APPS = (
     # The supervisor's admin login throttle (supervisor_project/throttle.py); its tables live in every process's
     # own database, never in a hosted application's.
     "axes",
+    # Last: it re-registers the admin of django.contrib.auth's users and groups with its hooks (audit/admin.py).
+    "audit",
 )
 
 
@@ -108,6 +110,11 @@ def exit_on_config_error():
         sys.stderr.write(f"{exc}\n")
         sys.exit(2)
 
+
+# Days the audit log keeps its entries (the controller prunes older ones); ten years at most is a bound, not a
+# recommendation: the log grows with every operation.
+DEFAULT_AUDIT_DAYS = 90
+MAX_AUDIT_DAYS = 3650
 
 # A worker stopped on purpose may be away this long (a redeploy) before it is alerted offline.
 DEFAULT_ALERT_STOP_GRACE = 120.0
@@ -155,6 +162,7 @@ class Config:
     app_queue: int = DEFAULT_APP_QUEUE
     app_queue_wait: float = DEFAULT_APP_QUEUE_WAIT
     app_timeout: int = DEFAULT_APP_TIMEOUT  # seconds; 0 = none
+    audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
 
     @property
     def is_worker(self):
@@ -555,6 +563,8 @@ def load(environ_map=None):
     alert_stop_grace = _seconds_or_zero(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
     alert_after = _seconds_or_zero(env, "APP_ALERT_AFTER", 0.0, problems)
     email = _email(env, problems)
+    audit_days = _whole(env, "APP_AUDIT_DAYS", DEFAULT_AUDIT_DAYS, 1, MAX_AUDIT_DAYS,
+                        "a number of days to keep audit entries", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -632,4 +642,5 @@ def load(environ_map=None):
         app_queue=app_queue,
         app_queue_wait=app_queue_wait,
         app_timeout=app_timeout,
+        audit_days=audit_days,
     )

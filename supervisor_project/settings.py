@@ -51,6 +51,8 @@ APP_HEAD_TIMEOUT = CONFIG.head_timeout
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 APP_ALERT_STOP_GRACE = CONFIG.alert_stop_grace
 APP_ALERT_AFTER = CONFIG.alert_after
+# Days the audit log keeps its entries; the controller prunes older ones (audit.models).
+APP_AUDIT_DAYS = CONFIG.audit_days
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:
@@ -83,6 +85,8 @@ MIDDLEWARE = [
     # scopes the cookies the session, CSRF and messages middleware set on the way out (workers/hosting.py).
     "workers.hosting.HostedApplicationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Supervisor only: every request's id (X-Request-ID, given or made), answered and stored on its audit entries.
+    "audit.middleware.RequestIdMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens"}
+SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens", "audit"}
 WORKER_SIDE = {"workers"}
 COMPOSITIONS = {"single"}
 
