@@ -10,7 +10,8 @@ from . import actions
 from .log import Actor, acting_as, new_request_id, record
 
 # Options that are the command's plumbing, not what it was asked to do.
-PLUMBING = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks"}
+PLUMBING = {"verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color", "skip_checks", "stdout",
+            "stderr"}
 
 
 class AuditedCommand(BaseCommand):

@@ -42,14 +42,15 @@ REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 SECRET_KEYS = re.compile(r"pass(word|wd|phrase)?|secret|token|key|auth|cookie|credential|signature|private|session"
                          r"|csrf|otp|salt|hash", re.IGNORECASE)
 # Values that are secrets whatever their key: a per-user API token (apitokens.models.PREFIX), a PEM private key.
-SECRET_VALUES = re.compile(r"appsup_[A-Za-z0-9_-]{8,}|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+SECRET_VALUES = re.compile(r"appsup_[A-Za-z0-9_-]{8,}"
+                           r"|-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)", re.DOTALL)
 # user:password@ in a URL (a webhook's, a database's).
 URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
 REMOVED = "[removed]"
 # Bounds on what one entry keeps of a request's parameters.
 MAX_STRING = 500
 MAX_ITEMS = 50
-MAX_DEPTH = 4
+MAX_DEPTH = 6
 
 _acting = contextvars.ContextVar("audit_actor", default=None)
 

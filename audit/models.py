@@ -33,8 +33,10 @@ class EntryQuerySet(models.QuerySet):
     def delete(self):
         raise AppendOnly(APPEND_ONLY)
 
-    def prune(self, now=None, days=90, batch=PRUNE_BATCH):
-        """Delete up to BATCH entries older than DAYS days before NOW. Returns how many it deleted."""
+    def prune(self, now=None, days=90, batch=None):
+        """Delete up to BATCH (default PRUNE_BATCH) entries older than DAYS days before NOW. Returns how many it
+        deleted."""
+        batch = PRUNE_BATCH if batch is None else batch
         cutoff = (now or timezone.now()) - timedelta(days=days)
         pks = list(self.model.objects.filter(at__lt=cutoff).order_by("pk").values_list("pk", flat=True)[:batch])
         if not pks:
