@@ -26,7 +26,7 @@ DROP FUNCTION IF EXISTS audit_entry_append_only();
 
 def create_trigger(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER)
+        schema_editor.execute(TRIGGER, params=None)  # no placeholders: its % is PL/pgSQL's
 
 
 def drop_trigger(apps, schema_editor):
