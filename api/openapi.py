@@ -18,6 +18,8 @@ from api.auth import (
 )
 from apps.lifecycle import MAX_TIMEOUT
 from apps.models import OPERATE_PERMISSION
+from audit import actions as audit_actions
+from audit.api import VIEW_PERMISSION as AUDIT_PERMISSION
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
@@ -372,6 +374,37 @@ SCHEMAS = {
         "properties": {"applications": {"type": "array", "items": {"type": "string"},
                                         "description": "The applications still placed on it."}},
     },
+    "AuditEntry": {
+        "type": "object",
+        "description": "One entry of the audit log: who did what to what, when, and how it ended. Secrets (passwords, "
+                       "tokens, keys) are removed from `parameters`.",
+        "required": ["id", "at", "actor_kind", "actor", "action", "target", "parameters", "outcome", "status",
+                     "detail", "request_id", "address"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "actor_kind": {"type": "string", "enum": list(audit_actions.ACTOR_KINDS)},
+            "actor": {"type": "string", "description": "The username; the token's name, hint and owner "
+                                                       "(SUPERVISOR_API_TOKEN for the bootstrap token); the "
+                                                       "controller's id; the OS user and the command."},
+            "action": {"type": "string", "example": "application.start"},
+            "target": {"type": "string", "example": "application:crm"},
+            "parameters": {"type": "object", "description": "What was asked: the query, the body, the form."},
+            "outcome": {"type": "string", "enum": list(audit_actions.OUTCOMES)},
+            "status": nullable({"type": "integer", "description": "The HTTP status answered (API calls)."}),
+            "detail": {"type": "string", "description": "The error or refusal, as answered; empty when none."},
+            "request_id": {"type": "string", "description": "The request's X-Request-ID."},
+            "address": nullable({"type": "string", "description": "The client's address."}),
+        },
+    },
+    "AuditList": {
+        "type": "object",
+        "required": ["entries", "next"],
+        "properties": {
+            "entries": {"type": "array", "items": ref("schemas", "AuditEntry")},
+            "next": nullable({"type": "string", "format": "uri", "description": "The next page, or null."}),
+        },
+    },
     "EnvironmentList": {
         "type": "object",
         "required": ["environments", "next"],
@@ -547,6 +580,7 @@ DOCUMENT = {
     "tags": [
         {"name": "applications"},
         {"name": "environments"},
+        {"name": "audit"},
         {"name": "schema"},
     ],
     "security": [{"bearerAuth": []}, {"staffSession": []}],
@@ -805,6 +839,46 @@ DOCUMENT = {
                     "404": ref("responses", "UnknownApp"),
                     "413": ref("responses", "TooLarge"),
                     "415": ref("responses", "NotJson"),
+                },
+            }
+        },
+        "/api/audit/": {
+            "get": {
+                "operationId": "listAuditEntries",
+                "tags": ["audit"],
+                "summary": "The audit log, newest first",
+                "description": (
+                    "Every API call that may change something (refused ones included), admin action, "
+                    "command-line command that changes something and controller action, kept APP_AUDIT_DAYS "
+                    "days. Filters combine. Paged by id: `after` is the id of the last entry of the previous "
+                    "page (`next` carries it)."),
+                "parameters": [
+                    ref("parameters", "limit"),
+                    {"name": "after", "in": "query", "description": "The id of the last entry of the previous page.",
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        {"name": "actor", "in": "query", "description": 'Part of the actor (any case), e.g. a username.',
+         "schema": {"type": "string"}},
+        {"name": "actor_kind", "in": "query", "description": 'One actor kind.',
+         "schema": {"type": "string", "enum": list(audit_actions.ACTOR_KINDS)}},
+        {"name": "action", "in": "query", "description": 'An action (application.start), or a prefix ending in a dot (application.).',
+         "schema": {"type": "string"}},
+        {"name": "target", "in": "query", "description": 'A target, exactly (application:crm).',
+         "schema": {"type": "string"}},
+        {"name": "outcome", "in": "query", "description": 'One outcome.',
+         "schema": {"type": "string", "enum": list(audit_actions.OUTCOMES)}},
+        {"name": "request_id", "in": "query", "description": 'The X-Request-ID of the request that recorded it.',
+         "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "description": 'Entries at or after this time (ISO 8601; a date alone is its midnight UTC).',
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "until", "in": "query", "description": 'Entries before this time (ISO 8601; a date alone is its midnight UTC).',
+         "schema": {"type": "string", "format": "date-time"}},
+                ],
+                "x-permission": [AUDIT_PERMISSION],
+                "responses": {
+                    "200": answer("A page of entries.", ref("schemas", "AuditList")),
+                    "400": answer("A filter, `limit` or `after` is not valid; the message names it.", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
                 },
             }
         },

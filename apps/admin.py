@@ -31,6 +31,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from audit.admin_hooks import Audited
 from exchange import contract
 from exchange import load as load_report
 from exchange.redis_client import supervisor_redis
@@ -255,9 +256,10 @@ def placement_rows(placements, now=None):
     ]
 
 
-class SupervisorAdmin(admin.ModelAdmin):
+class SupervisorAdmin(Audited, admin.ModelAdmin):
     """Shared by both tabs: pages only read the database, which the controller keeps mirrored from Redis, and say
-    so when that mirror may be stale (Redis down, no controller running)."""
+    so when that mirror may be stale (Redis down, no controller running). What operators do here is recorded in
+    the audit log (audit.admin_hooks)."""
 
     class Media:
         css = {"all": ["apps/admin.css", "live/live.css"]}

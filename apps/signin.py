@@ -28,11 +28,6 @@ PERMISSION = "apps.operate_application"
 SIGNIN_PATH = "_appsup/signin/"  # workers.hosted_urls.SIGNIN_PATH, below the application's mount point
 
 
-def _audit(user, action, target, **params):
-    """One record of who did what (the audit log's seam)."""
-    log.info("audit: %s %s %s %s", user.get_username(), action, target, params)
-
-
 def mapped_username(user):
     """Who USER becomes in the application (workers.signin.mapped_user)."""
     return (contract.SIGNIN_USER_PREFIX + user.get_username())[:150]
@@ -57,10 +52,10 @@ def token(application_name, environment_name, user, now=None):
 
 
 def link(request, application_name, environment_name, now=None):
-    """The one-time link for REQUEST's user into APPLICATION_NAME's admin on ENVIRONMENT_NAME, audited."""
+    """The one-time link for REQUEST's user into APPLICATION_NAME's admin on ENVIRONMENT_NAME. The request
+    that asks for it is audited as the admin's and the API's requests are (application.signin_link)."""
     query = urlencode({"t": token(application_name, environment_name, request.user, now), targets.ENV_PARAM:
                        environment_name})
     origin = hosts.app_origin(application_name, request.scheme, request.get_port())
     base = f"{origin}/" if origin else f"{targets.PREFIX}/{application_name}/"
-    _audit(request.user, "signin-link", application_name, environment=environment_name)
     return f"{base}{SIGNIN_PATH}?{query}"

@@ -90,6 +90,8 @@ BASE_INSTALLED_APPS = (
     # The supervisor's admin login throttle (supervisor_project/throttle.py); its tables live in every process's
     # own database, never in a hosted application's.
     "axes",
+    # Last: it re-registers the admin of django.contrib.auth's users and groups with its hooks (audit/admin.py).
+    "audit",
 )
 
 
@@ -112,6 +114,11 @@ def exit_on_config_error():
         sys.stderr.write(f"{exc}\n")
         sys.exit(2)
 
+
+# Days the audit log keeps its entries (the controller prunes older ones); ten years at most is a bound, not a
+# recommendation: the log grows with every operation.
+DEFAULT_AUDIT_DAYS = 90
+MAX_AUDIT_DAYS = 3650
 
 # A worker stopped on purpose may be away this long (a redeploy) before it is alerted offline.
 DEFAULT_ALERT_STOP_GRACE = 120.0
@@ -168,6 +175,7 @@ class Config:
     apps_domain: str = ""  # "" = every application at /apps/<name>/ on the supervisor's hosts (one origin)
     supervisor_hosts: tuple = ()  # host names the supervisor's admin, API and events answer on (with apps_domain)
     signin_max_age: int = DEFAULT_SIGNIN_MAX_AGE
+    audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
 
     @property
     def is_worker(self):
@@ -633,6 +641,8 @@ def load(environ_map=None):
     apps_domain, supervisor_hosts = _origins(env, mode, problems)
     signin_max_age = _whole(env, "APP_SIGNIN_MAX_AGE", DEFAULT_SIGNIN_MAX_AGE, 1, DEFAULT_SIGNIN_MAX_AGE,
                             "seconds a sign-in link stays valid", problems)
+    audit_days = _whole(env, "APP_AUDIT_DAYS", DEFAULT_AUDIT_DAYS, 1, MAX_AUDIT_DAYS,
+                        "a number of days to keep audit entries", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -715,4 +725,5 @@ def load(environ_map=None):
         apps_domain=apps_domain,
         supervisor_hosts=supervisor_hosts,
         signin_max_age=signin_max_age,
+        audit_days=audit_days,
     )

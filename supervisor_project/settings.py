@@ -53,6 +53,8 @@ APP_ALERT_STOP_GRACE = CONFIG.alert_stop_grace
 APP_ALERT_AFTER = CONFIG.alert_after
 APP_ALERT_FLAP_COUNT = CONFIG.alert_flap_count
 APP_ALERT_FLAP_WINDOW = CONFIG.alert_flap_window
+# Days the audit log keeps its entries; the controller prunes older ones (audit.models).
+APP_AUDIT_DAYS = CONFIG.audit_days
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:
@@ -102,6 +104,8 @@ MIDDLEWARE = [
     # The supervisor's pages (never a hosted application's): a Content-Security-Policy, and their cookies made Secure
     # when the request came over TLS: outside the session and CSRF middleware, which set theirs on the way out.
     "supervisor_project.pages.SupervisorPagesMiddleware",
+    # Supervisor only: every request's id (X-Request-ID, given or made), answered and stored on its audit entries.
+    "audit.middleware.RequestIdMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -7,6 +7,7 @@ from api import auth as api_auth
 from api import openapi
 from apps import api as apps_api
 from apps import move_api, signin_api
+from audit import api as audit_api
 from environments import api as environments_api
 from environments import drain_api
 from monitoring import views as monitoring_views
@@ -30,6 +31,7 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
     re_path(r"^apps/(?P<name>[^/]+)/signin-link/?$", signin_api.app_signin_link, name="app-signin-link"),
+    re_path(r"^audit/?$", audit_api.audit_list, name="audit"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 

@@ -86,6 +86,9 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_APP_QUEUE", "-1", WORKER),
         ("APP_APP_QUEUE_WAIT", "0", WORKER),
         ("APP_APP_TIMEOUT", "1.5", WORKER),
+        ("APP_AUDIT_DAYS", "0", SUPERVISOR),
+        ("APP_AUDIT_DAYS", "ninety", SUPERVISOR),
+        ("APP_AUDIT_DAYS", "3651", SUPERVISOR),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -154,6 +157,11 @@ def test_the_heartbeat_timeout_defaults_to_twice_the_interval_plus_20(interval, 
 
 def test_an_explicit_heartbeat_timeout_is_kept():
     assert load({"APP_HEARTBEAT_INTERVAL": "5", "APP_HEARTBEAT_TIMEOUT": "7"}).heartbeat_timeout == 7
+
+
+def test_the_audit_log_keeps_90_days_unless_told_otherwise():
+    assert load(SUPERVISOR).audit_days == 90
+    assert load({**SUPERVISOR, "APP_AUDIT_DAYS": "365"}).audit_days == 365
 
 
 def test_the_proxy_timeouts_have_defaults_and_take_fractions_of_a_second():

@@ -16,6 +16,7 @@ from django.test import Client
 
 from apps import cache, signin
 from apps.models import Application
+from audit.models import Entry
 from exchange import contract, redis_client, signing
 from exchange.directory import directory
 from workers import commands, provisioning
@@ -63,9 +64,9 @@ def test_the_admin_gives_a_one_time_link_that_signs_the_operator_in_once(admin_c
     crm = create_application("crm", [ENV])
     changelist = admin_client.get("/admin/apps/application/").content.decode()
     assert f'/admin/apps/application/{crm.pk}/signin/?environment={ENV}' in changelist
-    with caplog.at_level("INFO", logger="appsup.signin"):
-        link = link_from_admin(admin_client, crm)
-    assert "audit: admin signin-link crm" in caplog.text
+    link = link_from_admin(admin_client, crm)
+    [entry] = Entry.objects.filter(action="application.signin_link")
+    assert (entry.actor_kind, entry.actor, entry.target, entry.outcome) == ("user", "admin", "application:crm", "ok")
     parts = urlsplit(link)
     assert parts.path == "/apps/crm/_appsup/signin/" and parse_qs(parts.query)["_env"] == [ENV]
 
