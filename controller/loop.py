@@ -17,7 +17,9 @@ Written as small steps that answer "was there work?" and that tests call directl
   the remove failed there) gets the remove command once it is online (apps.placements);
 - ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
   once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
-- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff.
+- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff;
+- ``upgrade_step``: the pending migrations the agents report are mirrored, and the fleet upgrades under way advance
+  one bounded step (fleet.upgrades; in a background thread of its own).
 
 ``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
 of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
@@ -45,6 +47,8 @@ from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
 from exchange.redis_client import supervisor_redis
+from fleet import pending as fleet_pending
+from fleet import upgrades as fleet_upgrades
 
 from .lease import Lease
 from .models import ControllerState
@@ -145,6 +149,7 @@ class Controller:
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
         self._deliverer = Background("alerts", self._deliver_all)
+        self._upgrader = Background("upgrades", self._upgrade_all)
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -287,6 +292,20 @@ class Controller:
             last_error_at=self.now(),
         )
 
+    def upgrade_step(self):
+        """Mirror the pending migrations the agents report (publishing an ``app`` event for each application whose
+        list changed), start an automatic upgrade when APP_AUTO_UPGRADE asks for one, and advance the fleet upgrades
+        under way by one bounded step. Returns whether anything changed."""
+        r = supervisor_redis()
+        changed = fleet_pending.mirror(r)
+        if changed:
+            events_out = Outbox()
+            for app in sorted(changed):
+                events.publish(events_out, events.APP, name=app)
+            events_out.send(r)
+        created = fleet_upgrades.auto_upgrade()
+        return bool(fleet_upgrades.advance(self.clock()) or changed or created)
+
     def record_health(self, error=None):
         """What pages show about the controller and Redis (they never ask Redis themselves)."""
         state = ControllerState.current()
@@ -327,9 +346,12 @@ class Controller:
                     pass
                 while self.deliver_alerts():
                     pass
+                while self.upgrade_step():
+                    pass
             else:
                 self._reconciler.kick()
                 self._deliverer.kick()
+                self._upgrader.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
@@ -362,6 +384,17 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _upgrade_all(self):
+        try:
+            if not self.stop_requested and self.lease.held:
+                self.upgrade_step()
+        except redis.RedisError as exc:  # the pass's own retry path reports Redis; the next kick tries again
+            log.warning("fleet upgrades: Redis unavailable (%s)", exc)
+        except Exception:
+            log.exception("fleet upgrades: unexpected error; carrying on")
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
@@ -372,6 +405,7 @@ class Controller:
         finally:
             self._reconciler.shutdown()
             self._deliverer.shutdown()
+            self._upgrader.shutdown()
             with contextlib.suppress(redis.RedisError, OSError):
                 self._seen_statuses.close()
             try:

@@ -7,6 +7,7 @@ from apps import api as apps_api
 from apps import move_api
 from environments import api as environments_api
 from environments import drain_api
+from fleet import api as fleet_api
 from monitoring import views as monitoring_views
 from supervisor_project import api_auth, openapi
 from supervisor_project.views import favicon, healthz, readyz
@@ -28,6 +29,9 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
+    re_path(r"^apps/(?P<name>[^/]+)/command/?$", fleet_api.app_management_command, name="app-management-command"),
+    re_path(r"^upgrade/?$", fleet_api.upgrade_collection, name="upgrade"),
+    re_path(r"^upgrades/(?P<upgrade_id>[^/]+)/?$", fleet_api.upgrade_detail, name="upgrade-detail"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 
