@@ -40,7 +40,7 @@ class UpgradeActionMixin:
     def upgrade_needed(self, application):
         count = getattr(application, "pending_migrations", 0)
         if not count:
-            return fragment(f"upgrade:{application.name}", format_html('<span class="appsup-muted">up to date</span>'))
+            return fragment(f"upgrade:{application.name}", format_html('<span class="appsup-muted">{}</span>', "up to date"))
         return fragment(f"upgrade:{application.name}", format_html(
             '<strong class="appsup-error">upgrade needed</strong> ({} migration{})', count, "" if count == 1 else "s"))
 
