@@ -12,12 +12,12 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 
 @pytest.fixture
 def crm():
-    provisioning.create_database("crm")
-    provisioning.migrate("crm")
-    return "crm"
+    provisioning.create_database("fleetcmd")
+    provisioning.migrate("fleetcmd")
+    return "fleetcmd"
 
 
-def run(name, *args, app="crm"):
+def run(name, *args, app="fleetcmd"):
     return appcommand.run(app, "env_a", {"name": name, "args": list(args)})
 
 
