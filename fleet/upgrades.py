@@ -14,6 +14,7 @@ operator; the other steps go on. Every change is published as ``{"type": "upgrad
 so the admin and ``/ws/events/`` show progress as it happens.
 """
 
+import datetime
 import logging
 import time
 
@@ -48,6 +49,9 @@ log = logging.getLogger("appsup.fleet")
 # How long a worker may take to pick an upgrade up (it runs one command at a time), and then to run it.
 PICKUP_SECONDS = 600
 RUN_SECONDS = channel.JOB_TIMEOUT
+# A step claimed for its backup this long ago whose sender never sent it (killed meanwhile) is failed, so that its
+# upgrade ends.
+CUT_OFF_SECONDS = 3600
 
 
 class UnknownApps(ValueError):
@@ -112,6 +116,10 @@ def advance(now=None, per_environment=None):
     per_environment = per_environment or settings.APP_UPGRADE_CONCURRENCY
     now = now or time.time()
     changed = set()
+    cut_off = timezone.now() - datetime.timedelta(seconds=CUT_OFF_SECONDS)
+    for step in UpgradeStep.objects.filter(state=BACKING_UP, started_at__lt=cut_off):
+        if _fail(step, "cut off: the process sending it stopped while it was taking its backup; not migrated"):
+            changed.add(step.upgrade_id)
     for step in UpgradeStep.objects.filter(state=MIGRATING, upgrade__state=RUNNING):
         if _poll(step, now):
             changed.add(step.upgrade_id)

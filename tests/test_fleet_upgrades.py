@@ -3,11 +3,13 @@ forged is not), an upgrade migrates what is pending in the background with a bou
 migration leaves its application stopped with the error while the others go on, APP_AUTO_UPGRADE migrates once per
 version. Real Redis, real database, a real agent in a thread (tests.factories.ThreadAgent)."""
 
+import datetime
 import time
 
 import pytest
 from django.core.management import call_command
 from django.db import connections
+from django.utils import timezone
 
 from apps import lifecycle
 from apps.models import Application
@@ -240,3 +242,19 @@ def test_without_auto_upgrade_nothing_is_migrated_unasked(r):
     report(r, "crm", "env_a", [AUTH])
     Controller().upgrade_step()
     assert not Upgrade.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_step_cut_off_while_taking_its_backup_is_failed_so_that_its_upgrade_ends(r):
+    register_environment("env_a")
+    create_application("crm", ["env_a"])
+    report(r, "crm", "env_a", [AUTH])
+    pending.mirror(r)
+    upgrade = upgrades.create(["crm"])
+    long_ago = timezone.now() - datetime.timedelta(seconds=upgrades.CUT_OFF_SECONDS + 1)
+    upgrade.steps.update(state="backing_up", started_at=long_ago)  # claimed by a process killed since
+
+    upgrades.advance()
+
+    upgrade.refresh_from_db()
+    assert upgrade.state == FAILED and upgrade.steps.get().error.startswith("cut off")

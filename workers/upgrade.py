@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import connections
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
+from redis.exceptions import RedisError
 
 from exchange import contract, signing
 from exchange.redis_client import supervisor_redis
@@ -87,7 +88,13 @@ def pending(app):
         return None
     alias = provisioning.connect(app)
     recorder = MigrationRecorder(connections[alias])
-    applied = set(recorder.applied_migrations()) if recorder.has_table() else set()
+    try:
+        applied = set(recorder.applied_migrations()) if recorder.has_table() else set()
+    finally:
+        # The agent reports every application it holds at registration: one connection each left open would
+        # exhaust a PostgreSQL server's connections with a few hundred applications.
+        if not connections[alias].in_atomic_block:
+            connections[alias].close()
     return [f"{label}.{name}" for label, name in migration_order() if (label, name) not in applied]
 
 
@@ -101,11 +108,14 @@ def report(app, environment, redis=None):
     except Exception as exc:  # a database that cannot be read: said, not hidden
         log.warning("%s: could not read its applied migrations (%s)", app, exc)
         return None
-    if missing is None:
-        redis.hdel(contract.MIGRATIONS_KEY, field)
-        return None
     entry = {"app": app, "environment": environment, "pending": missing, "version": code_version(), "at": time.time()}
-    redis.hset(contract.MIGRATIONS_KEY, field, signing.dumps(entry))
+    try:
+        if missing is None:
+            redis.hdel(contract.MIGRATIONS_KEY, field)
+        else:
+            redis.hset(contract.MIGRATIONS_KEY, field, signing.dumps(entry))
+    except RedisError as exc:  # a report is for people; the command it follows has done its work
+        log.warning("%s: could not report its pending migrations (%s)", app, exc)
     return missing
 
 
