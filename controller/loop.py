@@ -18,8 +18,9 @@ Written as small steps that answer "was there work?" and that tests call directl
 - ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
   once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
 - ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff;
-- ``upgrade_step``: the pending migrations the agents report are mirrored, and the fleet upgrades under way advance
-  one bounded step (fleet.upgrades; in a background thread of its own).
+- ``mirror_migrations`` and ``upgrade_step``: the pending migrations the agents report are mirrored (every
+  MIGRATIONS_MIRROR_SECONDS), and the fleet upgrades under way advance one bounded step (fleet.upgrades; in a
+  background thread of its own).
 
 ``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
 of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
@@ -63,6 +64,9 @@ CANDIDATES_PER_PASS = 50
 # How often the mirror compares every registration and reported state with the database, rather than only those
 # whose bytes changed in Redis since the last pass (a safety net: the database changed behind the controller).
 FULL_MIRROR_SECONDS = 300.0
+# How often the pending migrations the agents report are mirrored (the whole hash is read: they change only when a
+# worker starts or runs a command, and nobody waits on them to the second).
+MIGRATIONS_MIRROR_SECONDS = 2.0
 
 
 def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
@@ -150,6 +154,7 @@ class Controller:
         self._reconciler = Background("reconcile", self._reconcile_all)
         self._deliverer = Background("alerts", self._deliver_all)
         self._upgrader = Background("upgrades", self._upgrade_all)
+        self._migrations_mirrored_at = None  # time.monotonic() of the last mirror of pending migrations
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -292,17 +297,27 @@ class Controller:
             last_error_at=self.now(),
         )
 
-    def upgrade_step(self):
-        """Mirror the pending migrations the agents report (publishing an ``app`` event for each application whose
-        list changed), start an automatic upgrade when APP_AUTO_UPGRADE asks for one, and advance the fleet upgrades
-        under way by one bounded step. Returns whether anything changed."""
+    def mirror_migrations(self):
+        """Mirror the pending migrations the agents report (fleet.pending), publishing an ``app`` event for each
+        application whose list changed. Returns those applications."""
         r = supervisor_redis()
+        self._migrations_mirrored_at = time.monotonic()
         changed = fleet_pending.mirror(r)
         if changed:
             events_out = Outbox()
             for app in sorted(changed):
                 events.publish(events_out, events.APP, name=app)
             events_out.send(r)
+        return changed
+
+    def upgrade_step(self):
+        """Mirror the pending migrations when due (every MIGRATIONS_MIRROR_SECONDS), start an automatic upgrade when
+        APP_AUTO_UPGRADE asks for one, and advance the fleet upgrades under way by one bounded step. Returns whether
+        anything changed."""
+        changed = set()
+        if self._migrations_mirrored_at is None or \
+                time.monotonic() - self._migrations_mirrored_at >= MIGRATIONS_MIRROR_SECONDS:
+            changed = self.mirror_migrations()
         created = fleet_upgrades.auto_upgrade()
         return bool(fleet_upgrades.advance(self.clock()) or changed or created)
 

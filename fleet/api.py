@@ -22,6 +22,8 @@ call                                   answers
 =====================================  ====================================================================
 """
 
+import re
+
 import redis
 
 from apps import api as apps_api
@@ -32,6 +34,7 @@ from . import appcommands, upgrades
 from .models import Upgrade
 
 UPGRADE_FIELDS = ("apps",)
+ID_RE = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes "²", which int() refuses
 COMMAND_FIELDS = ("command", "args")
 
 
@@ -68,7 +71,7 @@ def upgrade_collection(request):
 @api_view("GET", permission="apps.view_application")
 def upgrade_detail(request, upgrade_id):
     upgrade = Upgrade.objects.filter(pk=int(upgrade_id)).prefetch_related("steps").first() \
-        if upgrade_id.isdigit() and len(upgrade_id) < 19 else None
+        if ID_RE.fullmatch(upgrade_id) else None
     if upgrade is None:
         return error(f"no upgrade {upgrade_id}", 404)
     return json_response(upgrades.upgrade_dict(upgrade))

@@ -79,9 +79,12 @@ def needing_upgrade(apps=None):
     (names; None: all), ordered."""
     from apps.models import Placement
 
-    placed = set(Placement.objects.values_list("application__name", "environment__name"))
     rows = PendingMigrations.objects.filter(count__gt=0).order_by("app", "environment")
     if apps is not None:
         rows = rows.filter(app__in=apps)
+    rows = list(rows)
+    # Only the placements of the applications reporting something: not every placement of a large fleet.
+    placed = set(Placement.objects.filter(application__name__in={row.app for row in rows})
+                 .values_list("application__name", "environment__name"))
     return [(row.app, row.environment, row.migrations, row.version) for row in rows
             if (row.app, row.environment) in placed]

@@ -98,11 +98,17 @@ def auto_upgrade():
         return None
     from apps.models import Placement
 
-    running = set(Placement.objects.filter(state=contract.RUNNING, application__desired_state=contract.RUNNING)
+    candidates = pending.needing_upgrade()
+    if not candidates:
+        return None
+    names = {app for app, *_ in candidates}
+    running = set(Placement.objects.filter(application__name__in=names, state=contract.RUNNING,
+                                           application__desired_state=contract.RUNNING)
                   .values_list("application__name", "environment__name"))
-    tried = set(UpgradeStep.objects.values_list("app", "environment", "version"))
-    active = set(UpgradeStep.objects.filter(state__in=ACTIVE_STEP_STATES).values_list("app", "environment"))
-    apps = sorted({app for app, environment, _, version in pending.needing_upgrade()
+    steps = UpgradeStep.objects.filter(app__in=names)
+    tried = set(steps.values_list("app", "environment", "version"))
+    active = set(steps.filter(state__in=ACTIVE_STEP_STATES).values_list("app", "environment"))
+    apps = sorted({app for app, environment, _, version in candidates
                    if (app, environment) in running and (app, environment, version) not in tried
                    and (app, environment) not in active})
     if not apps:

@@ -34,6 +34,7 @@ def report(r, app, environment, migrations, version="1.0.0+abc", field=None):
 def until_finished(controller, upgrade, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        controller.mirror_migrations()
         controller.upgrade_step()
         upgrade.refresh_from_db()
         if upgrade.state != "running":
@@ -104,12 +105,12 @@ def test_a_missing_migration_is_reported_shown_by_the_api_and_migrated_by_one_up
     with ThreadAgent("env_a"):
         started("fup_a")
         started("fup_b")
-        controller.upgrade_step()
+        controller.mirror_migrations()
         assert client.get("/api/apps/fup_a/", headers=headers).json()["pending_migrations"] == {"env_a": []}
         for app in ("fup_a", "fup_b"):  # as a worker whose new code brings this migration sees them
             call_command("migrate", "auth", "0011", database=provisioning.connect(app), verbosity=0)
             assert worker_upgrade.report(app, "env_a") == [AUTH]
-        controller.upgrade_step()
+        controller.mirror_migrations()
         assert client.get("/api/apps/fup_a/", headers=headers).json()["pending_migrations"] == {"env_a": [AUTH]}
 
         asked = client.post("/api/upgrade", {}, content_type="application/json", headers=headers)
@@ -121,7 +122,7 @@ def test_a_missing_migration_is_reported_shown_by_the_api_and_migrated_by_one_up
     shown = client.get(f"/api/upgrades/{upgrade.pk}", headers=headers).json()
     assert shown["state"] == "done" and shown["done"] == 2 and shown["failed"] == 0
     assert [s["applied"] for s in shown["steps"]] == [[AUTH], [AUTH]]
-    controller.upgrade_step()
+    controller.mirror_migrations()
     assert client.get("/api/apps/fup_b/", headers=headers).json()["pending_migrations"] == {"env_a": []}
     assert Application.objects.get(name="fup_a").desired_state == contract.RUNNING
     assert client.get("/api/upgrades/999", headers=headers).status_code == 404
@@ -140,7 +141,7 @@ def test_a_failing_migration_leaves_its_application_stopped_with_the_error_and_t
             cursor.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
         for app in ("fup_ok", "fup_bad"):
             worker_upgrade.report(app, "env_a")
-        controller.upgrade_step()
+        controller.mirror_migrations()
         upgrade = until_finished(controller, upgrades.create(None, asked_by="test"))
 
     controller.mirror()  # the reported states, as the controller's pass mirrors them
@@ -230,6 +231,7 @@ def test_auto_upgrade_migrates_what_a_worker_with_new_code_reports_once_per_vers
     assert automatic.automatic and automatic.asked_by == "APP_AUTO_UPGRADE"
     assert automatic.steps.get().version == "1.0.0+new"
     report(r, "crm", "env_a", [AUTH], version="1.0.0+newer")
+    controller.mirror_migrations()  # the next mirror, when due
     controller.upgrade_step()
     assert Upgrade.objects.count() == 2
 
