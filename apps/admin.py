@@ -12,6 +12,8 @@ re-reads from the server after a change — and every date is a ``<time data-liv
 """
 
 
+from urllib.parse import urlencode
+
 import redis
 from django.conf import settings
 from django.contrib import admin, messages
@@ -36,7 +38,7 @@ from fleet.upgrade_action import UpgradeActionMixin
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
-from . import lifecycle, placements, refresh
+from . import lifecycle, placements, refresh, signin
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
@@ -81,8 +83,15 @@ def placement_badge(placement, now=None):
 
 
 def open_url(application_name, environment_name):
-    """The application on one environment, through the supervisor's access proxy (the choice is remembered)."""
+    """The application on one environment, through the supervisor's access proxy (the choice is remembered): on its
+    own origin with APP_APPS_DOMAIN (the supervisor's host sends /apps/<name>/ there)."""
     return f"{PREFIX}/{application_name}/?{ENV_PARAM}={environment_name}"
+
+
+def signin_url(placement):
+    """"As operator": the page that opens the application's admin signed in (apps/signin.py)."""
+    return reverse("admin:apps_application_signin", args=[placement.application.pk]) + "?" + urlencode(
+        {"environment": placement.environment.name})
 
 
 def open_link(placement, now=None):
@@ -91,9 +100,11 @@ def open_link(placement, now=None):
     running = placement.badge_state(now) == contract.RUNNING  # where the proxy would forward
     return format_html(
         '<a class="appsup-open" href="{}" target="_blank" rel="noopener" data-open="{}" title="open {} on {}"{}>'
-        "Open</a>",
+        "Open</a>"
+        ' <a class="appsup-open-as" href="{}" title="open the admin of {} on {} signed in as an operator">as operator</a>',
         open_url(placement.application.name, placement.environment.name), key, placement.application.name,
         placement.environment.name, "" if running else mark_safe(" hidden"),
+        signin_url(placement), placement.application.name, placement.environment.name,
     )
 
 
@@ -297,7 +308,7 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
     change_fieldsets = (
-        (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
+        (None, {"fields": ("name", "display_name", "custom_domains", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
@@ -435,7 +446,8 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
-            # The display name is part of what workers and the proxy read.
+            form.save_domains()
+            # The display name and the domains are part of what workers and the proxy read.
             transaction.on_commit(lambda: publish_quietly(obj.pk))
             names = form.new_environments()
             if names is not None:
@@ -498,6 +510,8 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
         info = self.opts.app_label, self.opts.model_name
         return [
             path("open/", self.admin_site.admin_view(self.open_view), name=f"{info[0]}_{info[1]}_open"),
+            path("<path:object_id>/signin/", self.admin_site.admin_view(self.signin_view),
+                 name=f"{info[0]}_{info[1]}_signin"),
         ] + [
             path(
                 f"<path:object_id>/{command}/",
@@ -528,6 +542,39 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
         request.current_app = self.admin_site.name
         return self.with_staleness_warning(
             request, TemplateResponse(request, "admin/apps/application/open.html", context))
+
+    @admin.display(description="custom domains")
+    def custom_domains(self, obj):
+        """Shown so to a user who may view but not change it (the form's field otherwise)."""
+        return ", ".join(obj.domain_names()) or "–"
+
+    def signin_view(self, request, object_id):
+        """"Open as operator": choose the environment, then a POST answers with a redirect to a one-time link that
+        signs the operator into the application's admin there (apps/signin.py)."""
+        if not signin.may_sign_in(request.user):
+            raise PermissionDenied
+        application = self.get_object(request, unquote(object_id))
+        if application is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        environments = [p.environment.name for p in application.ordered_placements()]
+        if request.method == "POST":
+            environment = request.POST.get("environment")
+            if environment not in environments:
+                self.message_user(request, f"{application.name} is not placed on {environment!r}.", messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            return HttpResponseRedirect(signin.link(request, application.name, environment))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Open {application.name} as operator",
+            "subtitle": None,
+            "object": application,
+            "opts": self.opts,
+            "environments": environments,
+            "mapped_user": signin.mapped_username(request.user),
+            "max_age": settings.APP_SIGNIN_MAX_AGE,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/apps/application/signin_confirmation.html", context)
 
     def lifecycle_view(self, request, object_id, command):
         """The change page's Start/Stop/Restart buttons: the same confirmation, then the same run."""

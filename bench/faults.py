@@ -32,7 +32,7 @@ import requests
 
 from exchange import signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
-from supervisor_project.cluster import web_args
+from supervisor_project.web import web_args
 
 from .bounds import BoundsDrills
 from .cluster import ROOT, Cluster, RedisServer, free_port
@@ -650,6 +650,15 @@ class Drill(BoundsDrills):
         )
 
 
+    # -- issue 19: an origin per application, sign-in from the supervisor -------------------------------------------
+
+    def origins(self):
+        """On a cluster of its own, with APP_APPS_DOMAIN and APP_SUPERVISOR_HOSTS (bench.origins)."""
+        from . import origins
+
+        origins.drill(self.storage / "origins", self.row)
+
+
 def quietly(call):
     def run():
         try:
@@ -685,6 +694,7 @@ STEPS = (
     "sqlite_url_writes",
     "junk_queue",
     "forged_locks",
+    "origins",
 )
 
 

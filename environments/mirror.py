@@ -8,9 +8,9 @@ from datetime import timezone as dt_timezone
 
 from django.db import models
 
+from environments import bulk
 from exchange import registry, signing
 from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE, REJECTED_REGISTRATIONS_KEY
-from supervisor_project import bulk
 
 from .models import Environment, online_q
 

@@ -174,3 +174,14 @@ def queue_name(environment):
 # The configuration cache entry's list of environments an application is leaving (apps.models.Removal): not served
 # there any more, but the worker there still accepts the remove command that ends its placement.
 LEAVING = "leaving"
+
+
+# A sign-in link from the supervisor into a hosted application's admin (apps.signin, workers.signin): its purpose
+# in the signed token, and the key a worker sets (SET NX, expiring) to burn its nonce, so that it signs in once.
+SIGNIN_PURPOSE = "operator-signin"
+
+
+def signin_nonce_key(nonce):
+    return f"{_PREFIX}:signin:{nonce}"
+# The operator's user in the application: operator-<username at the supervisor>.
+SIGNIN_USER_PREFIX = "operator-"

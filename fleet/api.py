@@ -26,9 +26,9 @@ import re
 
 import redis
 
+from api.auth import api_view, error, json_response, malformed, read_json
 from apps import api as apps_api
 from apps.models import OPERATE_PERMISSION
-from supervisor_project.api_auth import api_view, error, json_response, malformed, read_json
 
 from . import appcommands, upgrades
 from .models import Upgrade

@@ -66,9 +66,12 @@ def page(browser, cluster):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The supervisor's Content-Security-Policy must let the admin and its live updates run (and block nothing).
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text
+            else None)
     yield page
     context.close()
-    assert not errors, f"the admin's script failed: {errors}"
+    assert not errors, f"the admin's script failed, or the Content-Security-Policy blocked something: {errors}"
 
 
 def log_in(page):

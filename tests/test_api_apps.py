@@ -102,6 +102,7 @@ def test_list_shows_each_app_with_ordered_environments_and_statuses(client, r):
                 },
                 "concurrency": None,
                 "request_timeout": None,
+                "domains": [],
             }
         ],
         "next": None,
@@ -193,6 +194,7 @@ def test_create_answers_201_with_the_app_and_stores_only_a_password_hash(client)
         },
         "concurrency": None,
         "request_timeout": None,
+        "domains": [],
     }
     app = Application.objects.get(name="crm")
     assert app.admin_username == "boss"

@@ -438,6 +438,19 @@ def test_app_alert_after_is_seconds_and_none_by_default():
     assert len(problems) == 1 and problems[0].startswith("APP_ALERT_AFTER='later'")
 
 
+def test_flapping_is_four_changes_in_ten_minutes_by_default_and_zero_turns_it_off():
+    assert (load(SUPERVISOR).alert_flap_count, load(SUPERVISOR).alert_flap_window) == (4, 600.0)
+    loaded = load(dict(SUPERVISOR, APP_ALERT_FLAP_COUNT="0", APP_ALERT_FLAP_WINDOW="120"))
+    assert (loaded.alert_flap_count, loaded.alert_flap_window) == (0, 120.0)
+
+
+@pytest.mark.parametrize("var, value", [("APP_ALERT_FLAP_COUNT", "1"), ("APP_ALERT_FLAP_COUNT", "-3"),
+                                        ("APP_ALERT_FLAP_COUNT", "many"), ("APP_ALERT_FLAP_WINDOW", "0")])
+def test_a_bad_flapping_setting_is_refused_naming_it(var, value):
+    problems, _ = problems_of(dict(SUPERVISOR, **{var: value}))
+    assert len(problems) == 1 and problems[0].startswith(f"{var}={value!r}")
+
+
 @pytest.mark.parametrize("value", ["-5", "soon"])
 def test_a_bad_alert_stop_grace_is_refused_naming_it(value):
     problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_STOP_GRACE=value))

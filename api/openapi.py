@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the JSON API (docs/architecture.md, "JSON API"), served at ``GET /api/schema/``.
 
-Written by hand, next to the views it describes (apps.api, environments.api, supervisor_project.api_auth), and
+Written by hand, next to the views it describes (apps.api, environments.api, api.auth), and
 held to them by tests: tests/test_api_schema.py validates it against the OpenAPI specification and fuzzes every
 operation from it with schemathesis. Change a view's answers, change this document.
 
@@ -8,6 +8,14 @@ The document is served without authentication: it is the same for everyone, says
 applications or environments, and API tools (code generators, Swagger UI) fetch it before they hold a token.
 """
 
+from api.auth import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JSON_DEPTH,
+    MAX_PAGE_SIZE,
+    WARNING_HEADER,
+    api_view,
+    json_response,
+)
 from apps.lifecycle import MAX_TIMEOUT
 from apps.models import OPERATE_PERMISSION
 from exchange.contract import (
@@ -24,14 +32,6 @@ from exchange.contract import (
     RESERVED_APP_NAMES,
     RUNTIME_STATES,
     UNKNOWN,
-)
-from supervisor_project.api_auth import (
-    DEFAULT_PAGE_SIZE,
-    MAX_JSON_DEPTH,
-    MAX_PAGE_SIZE,
-    WARNING_HEADER,
-    api_view,
-    json_response,
 )
 
 OPENAPI_VERSION = "3.0.3"
@@ -284,6 +284,12 @@ SCHEMAS = {
                                      "description": CONCURRENCY}),
             "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
                                          "description": REQUEST_TIMEOUT}),
+            "domains": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Its custom domains (edited in the admin), sorted. With APP_APPS_DOMAIN the "
+                               "application answers at each, besides <name>.<APP_APPS_DOMAIN>.",
+            },
         },
     },
     "AppCreate": {
@@ -766,6 +772,39 @@ DOCUMENT = {
                     "503": ref("responses", "RedisDown"),
                     "504": answer("A step did not end within `timeout`: nothing changed.",
                                   ref("schemas", "MoveError")),
+                },
+            }
+        },
+        "/api/apps/{name}/signin-link": {
+            "post": {
+                "operationId": "appSigninLink",
+                "tags": ["applications"],
+                "summary": "A one-time link into the application's admin, signed in as the caller",
+                "description": (
+                    "The admin's \"Open as operator\": a link that signs the caller into the application's own "
+                    "admin on `environment` as `operator-<username>` (a superuser there when the caller is one "
+                    "here, otherwise staff with no permissions of the application's), once, within `expires_in` "
+                    "seconds (APP_SIGNIN_MAX_AGE, at most 60). Refused (403) to the bootstrap token, which is no "
+                    "person."),
+                "parameters": [ref("parameters", "name")],
+                "x-permission": [OPERATE_PERMISSION],
+                "requestBody": {"required": False, "content": json_content({
+                    "type": "object", "properties": {"environment": {
+                        "type": "string", "description": "Optional when the application is on one environment."}},
+                    "additionalProperties": False})},
+                "responses": {
+                    "200": answer("The link.", {
+                        "type": "object", "required": ["url", "app", "environment", "user", "expires_in"],
+                        "properties": {"url": {"type": "string"}, "app": {"type": "string"},
+                                       "environment": {"type": "string"}, "user": {"type": "string"},
+                                       "expires_in": {"type": "integer"}}}),
+                    "400": answer("A body that is not valid, or an environment the application is not on.",
+                                  ref("schemas", "FieldErrors")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
                 },
             }
         },
