@@ -908,6 +908,164 @@ DOCUMENT = {
 }
 
 
+# -- fleet upgrades and commands across applications (fleet.api) ------------------------------------------------
+
+_STEP_STATES = ["waiting", "backing_up", "migrating", "done", "failed"]
+SCHEMAS.update({
+    "PendingMigrations": {
+        "type": "object",
+        "description": "Per environment that reported it, the migrations of the code it hosts that the "
+                       "application's database has not applied (`<app_label>.<migration>`, in the order they would "
+                       "run); an empty list: up to date. An environment where it has no database yet is left out.",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    },
+    "AppDetail": {
+        "allOf": [ref("schemas", "App"), {
+            "type": "object", "required": ["pending_migrations"],
+            "properties": {"pending_migrations": ref("schemas", "PendingMigrations")}}],
+    },
+    "UpgradeRequest": {
+        "type": "object",
+        "properties": {"apps": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                                "description": "The applications to upgrade; left out: every one that needs it."}},
+        "example": {"apps": ["crm"]},
+    },
+    "UpgradeStep": {
+        "type": "object",
+        "required": ["app", "environment", "state", "migrations", "applied", "backup", "error", "started_at",
+                     "finished_at"],
+        "properties": {
+            "app": {"type": "string"},
+            "environment": {"type": "string"},
+            "state": {"type": "string", "enum": _STEP_STATES},
+            "migrations": {"type": "array", "items": {"type": "string"},
+                           "description": "Pending when the upgrade was asked for."},
+            "applied": {"type": "array", "items": {"type": "string"}},
+            "backup": nullable({"type": "string", "description": "The backup taken before it was migrated."}),
+            "error": nullable({"type": "string", "description": "Why it failed; the application is then left "
+                                                                 "stopped there."}),
+            "started_at": nullable({"type": "string", "format": "date-time"}),
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
+    "Upgrade": {
+        "type": "object",
+        "required": ["id", "state", "apps", "automatic", "asked_by", "created_at", "finished_at", "total", "done",
+                     "failed", "steps"],
+        "properties": {
+            "id": {"type": "integer"},
+            "state": {"type": "string", "enum": ["running", "done", "failed"]},
+            "apps": nullable({"type": "array", "items": {"type": "string"},
+                              "description": "As asked; null: every application that needed it."}),
+            "automatic": {"type": "boolean", "description": "Started by APP_AUTO_UPGRADE."},
+            "asked_by": nullable({"type": "string"}),
+            "created_at": {"type": "string", "format": "date-time"},
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+            "total": {"type": "integer"},
+            "done": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "steps": {"type": "array", "items": ref("schemas", "UpgradeStep")},
+        },
+    },
+    "CommandRequest": {
+        "type": "object",
+        "required": ["command"],
+        "properties": {
+            "command": {"type": "string", "description": "A management command's name, e.g. `clearsessions`."},
+            "args": {"type": "array", "items": {"type": "string"},
+                     "description": "Its arguments, handed to its parser as a list (never a shell)."},
+        },
+        "example": {"command": "check", "args": []},
+    },
+    "CommandResult": {
+        "type": "object",
+        "required": ["app", "environment", "exit_status", "output", "truncated", "error", "ok"],
+        "properties": {
+            "app": {"type": "string"},
+            "environment": {"type": "string"},
+            "exit_status": nullable({"type": "integer", "description": "null: it did not run there."}),
+            "output": {"type": "string", "description": "stdout and stderr, at most 64 KiB."},
+            "truncated": {"type": "integer", "description": "Characters of output not kept."},
+            "error": nullable({"type": "string", "description": "Why it did not run (offline, no answer)."}),
+            "ok": {"type": "boolean"},
+        },
+    },
+    "CommandResults": {
+        "type": "object",
+        "required": ["app", "command", "args", "ok", "results"],
+        "properties": {
+            "app": {"type": "string"},
+            "command": {"type": "string"},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "ok": {"type": "boolean", "description": "It ran and exited 0 on every environment."},
+            "results": {"type": "array", "items": ref("schemas", "CommandResult")},
+        },
+    },
+})
+PARAMETERS["upgrade_id"] = {"name": "upgrade_id", "in": "path", "required": True, "description": "The upgrade's id.",
+                            "schema": {"type": "string", "minLength": 1}, "example": "1"}
+DOCUMENT["paths"]["/api/apps/{name}/"]["get"]["responses"]["200"] = answer(
+    "The application, with its pending migrations per environment.", ref("schemas", "AppDetail"), WARNED)
+DOCUMENT["paths"].update({
+    "/api/apps/{name}/command": {
+        "post": {
+            "operationId": "runAppCommand",
+            "tags": ["applications"],
+            "summary": "Run a management command inside an application, on each of its environments",
+            "description": "Sent to every environment at once; waits for their answers, or `timeout`. A failure "
+                           "there (a non-zero exit, a refusal by the worker, an offline environment, no answer) is "
+                           "that environment's result, not an HTTP error.",
+            "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+            "x-permission": [OPERATE_PERMISSION],
+            "requestBody": {"required": True, "content": json_content(ref("schemas", "CommandRequest"))},
+            "responses": {
+                "200": answer("Each environment's output and exit status.", ref("schemas", "CommandResults")),
+                "400": answer("A body that is not valid, a command name refused (not a name, or one that cannot "
+                              "run inside an application), `--database` among the arguments, or a bad `timeout`.",
+                              {"oneOf": [ref("schemas", "FieldErrors"), LIFECYCLE_ERROR]}),
+                **{code: response for code, response in lifecycle_failures().items() if code != "400"},
+            },
+        }
+    },
+    "/api/upgrade": {
+        "post": {
+            "operationId": "upgradeApps",
+            "tags": ["applications"],
+            "summary": "Migrate the applications that report pending migrations, in the background",
+            "description": "Records an upgrade and answers at once; the controller migrates each application on "
+                           "each environment (after a backup when a backup facility exists), environments side by "
+                           "side, at most APP_UPGRADE_CONCURRENCY at a time on one. Progress: "
+                           "`GET /api/upgrades/{id}` and `{\"type\": \"upgrade\"}` messages on `/ws/events/`.",
+            "x-permission": [OPERATE_PERMISSION],
+            "requestBody": {"required": True, "content": json_content(ref("schemas", "UpgradeRequest"))},
+            "responses": {
+                "202": answer("Recorded (done at once when nothing was pending).", ref("schemas", "Upgrade")),
+                "400": answer("A body that is not valid, or unknown applications.", ref("schemas", "FieldErrors")),
+                "401": ref("responses", "Unauthorized"),
+                "403": ref("responses", "Forbidden"),
+                "413": ref("responses", "TooLarge"),
+                "415": ref("responses", "NotJson"),
+            },
+        }
+    },
+    "/api/upgrades/{upgrade_id}": {
+        "get": {
+            "operationId": "getUpgrade",
+            "tags": ["applications"],
+            "summary": "An upgrade and the progress of each of its steps",
+            "parameters": [ref("parameters", "upgrade_id")],
+            "x-permission": ["apps.view_application"],
+            "responses": {
+                "200": answer("The upgrade.", ref("schemas", "Upgrade")),
+                "401": ref("responses", "Unauthorized"),
+                "403": ref("responses", "Forbidden"),
+                "404": answer("No upgrade has this id.", ERROR),
+            },
+        }
+    },
+})
+
+
 @api_view("GET", "HEAD", public=True)
 def schema_view(request):
     return json_response(DOCUMENT)

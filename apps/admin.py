@@ -35,6 +35,7 @@ from audit.admin_hooks import Audited
 from exchange import contract
 from exchange import load as load_report
 from exchange.redis_client import supervisor_redis
+from fleet.upgrade_action import UpgradeActionMixin
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
@@ -292,13 +293,13 @@ class SupervisorAdmin(Audited, admin.ModelAdmin):
 
 
 @admin.register(Application)
-class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
+class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
     add_form = ApplicationCreateForm
     change_form = ApplicationChangeForm
-    list_display = ("name", "display_name", "environment_states", "attention")
+    list_display = ("name", "display_name", "environment_states", "attention", "upgrade_needed")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
-    actions = ("start", "stop", "restart", "move", "delete_selected")
+    actions = ("start", "stop", "restart", "move", "upgrade", "delete_selected")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
 

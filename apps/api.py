@@ -74,6 +74,7 @@ from api.auth import (
 )
 from exchange import contract
 from exchange.contract import NAME_RE
+from fleet import pending as pending_migrations
 
 from . import lifecycle, listing, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, OrderedEnvironmentsField, publish_quietly
@@ -200,7 +201,8 @@ def app_detail(request, name):
     application = _load(name)
     if application is None:
         return _unknown(name)
-    return with_warning(json_response(app_dict(application)), refresh.staleness_warning())
+    body = dict(app_dict(application), pending_migrations=pending_migrations.for_app(application))
+    return with_warning(json_response(body), refresh.staleness_warning())
 
 
 # -- lifecycle -----------------------------------------------------------------------------------------------

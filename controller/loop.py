@@ -22,6 +22,9 @@ Written as small steps that answer "was there work?" and that tests call directl
 
 What the steps do is recorded in the audit log as this controller's (``Actor.controller``, its lease holder id):
 the commands it sends, the moves and removals it performs, the alerts it sends, the cache it rebuilds.
+- ``mirror_migrations`` and ``upgrade_step``: the pending migrations the agents report are mirrored (every
+  MIGRATIONS_MIRROR_SECONDS), and the fleet upgrades under way advance one bounded step (fleet.upgrades; in a
+  background thread of its own).
 
 ``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
 of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
@@ -54,6 +57,8 @@ from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
 from exchange.redis_client import supervisor_redis
+from fleet import pending as fleet_pending
+from fleet import upgrades as fleet_upgrades
 
 from .lease import Lease
 from .models import ControllerState
@@ -68,6 +73,9 @@ CANDIDATES_PER_PASS = 50
 # How often the mirror compares every registration and reported state with the database, rather than only those
 # whose bytes changed in Redis since the last pass (a safety net: the database changed behind the controller).
 FULL_MIRROR_SECONDS = 300.0
+# How often the pending migrations the agents report are mirrored (the whole hash is read: they change only when a
+# worker starts or runs a command, and nobody waits on them to the second).
+MIGRATIONS_MIRROR_SECONDS = 2.0
 
 
 def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
@@ -165,6 +173,8 @@ class Controller:
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
         self._deliverer = Background("alerts", self._deliver_all)
+        self._upgrader = Background("upgrades", self._upgrade_all)
+        self._migrations_mirrored_at = None  # time.monotonic() of the last mirror of pending migrations
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -330,6 +340,30 @@ class Controller:
             last_error_at=self.now(),
         )
 
+    def mirror_migrations(self):
+        """Mirror the pending migrations the agents report (fleet.pending), publishing an ``app`` event for each
+        application whose list changed. Returns those applications."""
+        r = supervisor_redis()
+        self._migrations_mirrored_at = time.monotonic()
+        changed = fleet_pending.mirror(r)
+        if changed:
+            events_out = Outbox()
+            for app in sorted(changed):
+                events.publish(events_out, events.APP, name=app)
+            events_out.send(r)
+        return changed
+
+    def upgrade_step(self):
+        """Mirror the pending migrations when due (every MIGRATIONS_MIRROR_SECONDS), start an automatic upgrade when
+        APP_AUTO_UPGRADE asks for one, and advance the fleet upgrades under way by one bounded step. Returns whether
+        anything changed."""
+        changed = set()
+        if self._migrations_mirrored_at is None or \
+                time.monotonic() - self._migrations_mirrored_at >= MIGRATIONS_MIRROR_SECONDS:
+            changed = self.mirror_migrations()
+        created = fleet_upgrades.auto_upgrade()
+        return bool(fleet_upgrades.advance(self.clock()) or changed or created)
+
     def record_health(self, error=None):
         """What pages show about the controller and Redis (they never ask Redis themselves)."""
         state = ControllerState.current()
@@ -371,9 +405,12 @@ class Controller:
                     pass
                 while self.deliver_alerts():
                     pass
+                while self.upgrade_step():
+                    pass
             else:
                 self._reconciler.kick()
                 self._deliverer.kick()
+                self._upgrader.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
@@ -407,6 +444,17 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _upgrade_all(self):
+        try:
+            if not self.stop_requested and self.lease.held:
+                self.upgrade_step()
+        except redis.RedisError as exc:  # the pass's own retry path reports Redis; the next kick tries again
+            log.warning("fleet upgrades: Redis unavailable (%s)", exc)
+        except Exception:
+            log.exception("fleet upgrades: unexpected error; carrying on")
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
@@ -417,6 +465,7 @@ class Controller:
         finally:
             self._reconciler.shutdown()
             self._deliverer.shutdown()
+            self._upgrader.shutdown()
             with contextlib.suppress(redis.RedisError, OSError):
                 self._seen_statuses.close()
             try:

@@ -45,7 +45,46 @@ PING = "ping"
 # restores it from there on its destination.
 DUMP = "dump"
 LOAD = "load"
-COMMANDS = (START, STOP, RESTART, REMOVE, PING, DUMP, LOAD)
+# A fleet upgrade (fleet.upgrades): UPGRADE migrates the application's database to the code the worker hosts now;
+# MANAGE runs one Django management command inside the application (fleet.appcommands, workers.appcommand).
+UPGRADE = "upgrade"
+MANAGE = "manage"
+COMMANDS = (START, STOP, RESTART, REMOVE, PING, DUMP, LOAD, UPGRADE, MANAGE)
+# What a worker answers when an upgrade migrated the application, and when a management command ran (whatever its
+# exit status, which the answer carries).
+MIGRATED = "migrated"
+RAN = "ran"
+# The most output of one management command a worker keeps (the rest is cut, saying so).
+COMMAND_OUTPUT_MAX = 64 * 1024
+# What MANAGE takes: a management command's name, and at most MANAGE_MAX_ARGS arguments (strings, each at most
+# MANAGE_MAX_ARG_LENGTH characters), handed to Django's parser as a list, never to a shell.
+MANAGEMENT_COMMAND_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MANAGE_MAX_ARGS = 50
+MANAGE_MAX_ARG_LENGTH = 4096
+# Commands that make no sense inside one application or would outlive the job: servers, shells waiting for a
+# terminal, this project's own long-running processes, code generation in the worker's source tree.
+MANAGE_REFUSED = frozenset({
+    "runserver", "testserver", "test", "shell", "dbshell", "startapp", "startproject", "makemigrations",
+    "squashmigrations", "makemessages", "compilemessages", "collectstatic", "runworker", "runsupervisor", "rqworker",
+    "rqworker-pool", "rqscheduler", "rqstats", "startapp_sequential", "exportproxy", "upgradeapps", "appcommand",
+})
+
+
+def manage_refusal(name, args):
+    """Why running the management command NAME with ARGS inside an application is refused, or None. (The worker
+    also refuses a name that is not one of its commands.)"""
+    if not isinstance(name, str) or not MANAGEMENT_COMMAND_RE.fullmatch(name):
+        return f"{name!r} is not a management command name (lowercase letters, digits and '_')"
+    if name in MANAGE_REFUSED:
+        return f"{name!r} cannot be run inside an application"
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        return "the arguments must be a list of strings"
+    if len(args) > MANAGE_MAX_ARGS or any(len(a) > MANAGE_MAX_ARG_LENGTH or "\x00" in a for a in args):
+        return (f"at most {MANAGE_MAX_ARGS} arguments of at most {MANAGE_MAX_ARG_LENGTH} characters each, "
+                "without NUL")
+    if any(a == "--database" or a.startswith("--database=") for a in args):
+        return "--database is always the application's own database; do not give it"
+    return None
 # What a worker answers when a dump or a load succeeded.
 DUMPED = "dumped"
 LOADED = "loaded"
@@ -66,6 +105,11 @@ APPS_KEY = f"{_PREFIX}:apps"
 # Present while the configuration cache is complete; gone after a Redis restart or flush.
 CACHE_READY_KEY = f"{_PREFIX}:config-ready"
 
+
+# Hash: "<app>/<environment>" -> signed JSON {app, environment, pending: ["<label>.<migration>", …], version, at}:
+# the migrations of the code the worker hosts now that the application's database has not applied (workers.upgrade),
+# written by the agent at start and after every start, upgrade and command; the controller mirrors it (fleet.pending).
+MIGRATIONS_KEY = f"{_PREFIX}:migrations"
 
 # Pub/sub channel: one JSON object per change (exchange.events). Subscribers drop cached views at once.
 EVENTS_CHANNEL = f"{_PREFIX}:events"

@@ -42,6 +42,8 @@ from environments.api import environment_dict
 from environments.models import Environment
 from exchange import events, redis_client, status
 from exchange.contract import EVENTS_CHANNEL, HEARTBEATS_CHANNEL, NAME_RE, OFFLINE, STATUSES_KEY, UNKNOWN, status_field
+from fleet.models import Upgrade
+from fleet.upgrades import upgrade_dict
 
 log = logging.getLogger("appsup.live")
 
@@ -88,6 +90,12 @@ def environment_messages(names):
             for environment in Environment.objects.filter(name__in=names).select_related("drain")}
 
 
+def upgrade_messages(ids):
+    """The fleet upgrades IDS as the API shows them (fleet.upgrades.upgrade_dict), for those that exist."""
+    return [{"type": events.UPGRADE, **upgrade_dict(upgrade)}
+            for upgrade in Upgrade.objects.filter(pk__in=ids).prefetch_related("steps")]
+
+
 class Batch:
     """What the events of one window (WINDOW) point at, each thing once however many events named it: the names
     of environments and applications and the (app, environment) of placements. Past BATCH_LIMIT distinct things the
@@ -96,10 +104,11 @@ class Batch:
     def __init__(self, limit=None):
         self.limit = BATCH_LIMIT if limit is None else limit
         self.environments, self.placements, self.apps = set(), set(), set()
+        self.upgrades = set()  # fleet upgrades (fleet.upgrades), by id
         self.overflow = False
 
     def __len__(self):
-        return len(self.environments) + len(self.placements) + len(self.apps)
+        return len(self.environments) + len(self.placements) + len(self.apps) + len(self.upgrades)
 
     def add(self, raw):
         event = events.decode(raw)
@@ -115,6 +124,9 @@ class Batch:
         elif kind == events.APP:
             key, into = event.get("name"), self.apps
             valid = is_name(key)
+        elif kind == events.UPGRADE:
+            key, into = event.get("id"), self.upgrades
+            valid = type(key) is int and key > 0
         else:
             return  # the configuration cache was rebuilt: nothing a page shows
         if not valid or key in into:
@@ -163,6 +175,9 @@ class Verifier:
                 "at": iso_from_unix(entry["at"]),
             }))
         found.extend({"type": events.APP, "name": name} for name in sorted(batch.apps))
+        if batch.upgrades:
+            upgrades = await database_sync_to_async(upgrade_messages)(sorted(batch.upgrades))
+            found.extend(self._new((events.UPGRADE, message["id"]), message) for message in upgrades)
         return [message for message in found if message is not None]
 
     def _new(self, key, message):

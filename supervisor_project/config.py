@@ -48,6 +48,9 @@ MAX_WEB_PROCESSES = 64
 # by the wait more than by its length: a burst of an application's users (16 at once, say, on an otherwise idle
 # worker) waits its turn rather than being refused; 64 waiting cost the loop nothing worth counting.
 DEFAULT_APP_QUEUE = 64
+# Fleet upgrades (fleet.upgrades): applications migrated at once on one environment, at most.
+DEFAULT_UPGRADE_CONCURRENCY = 2
+MAX_UPGRADE_CONCURRENCY = 64
 MAX_APP_QUEUE = 1000
 DEFAULT_APP_QUEUE_WAIT = 3.0
 DEFAULT_APP_TIMEOUT = 60
@@ -78,6 +81,7 @@ BASE_INSTALLED_APPS = (
     "alerts",
     "monitoring",
     "apitokens",
+    "fleet",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -176,6 +180,8 @@ class Config:
     supervisor_hosts: tuple = ()  # host names the supervisor's admin, API and events answer on (with apps_domain)
     signin_max_age: int = DEFAULT_SIGNIN_MAX_AGE
     audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
+    upgrade_concurrency: int = DEFAULT_UPGRADE_CONCURRENCY
+    auto_upgrade: bool = False
 
     @property
     def is_worker(self):
@@ -361,6 +367,16 @@ def _whole(env, var, default, low, high, what, problems):
         problems.append(f"{var}={raw!r} is not {what} from {low} to {high}; e.g. {var}={default}")
         return default
     return int(raw)
+
+
+def _boolean(env, var, problems, default=False):
+    raw = env.str(var, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        problems.append(f"{var}={raw!r} is not a boolean; use true or false")
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def _app_share(env, web_threads, problems):
@@ -643,6 +659,10 @@ def load(environ_map=None):
                             "seconds a sign-in link stays valid", problems)
     audit_days = _whole(env, "APP_AUDIT_DAYS", DEFAULT_AUDIT_DAYS, 1, MAX_AUDIT_DAYS,
                         "a number of days to keep audit entries", problems)
+    upgrade_concurrency = _whole(env, "APP_UPGRADE_CONCURRENCY", DEFAULT_UPGRADE_CONCURRENCY, 1,
+                                 MAX_UPGRADE_CONCURRENCY, "a number of applications migrated at once per environment",
+                                 problems)
+    auto_upgrade = _boolean(env, "APP_AUTO_UPGRADE", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -726,4 +746,6 @@ def load(environ_map=None):
         supervisor_hosts=supervisor_hosts,
         signin_max_age=signin_max_age,
         audit_days=audit_days,
+        upgrade_concurrency=upgrade_concurrency,
+        auto_upgrade=auto_upgrade,
     )

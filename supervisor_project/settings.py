@@ -43,6 +43,10 @@ APP_APP_CONCURRENCY = CONFIG.app_concurrency
 APP_APP_QUEUE = CONFIG.app_queue
 APP_APP_QUEUE_WAIT = CONFIG.app_queue_wait
 APP_APP_TIMEOUT = CONFIG.app_timeout
+# Fleet upgrades (fleet.upgrades): applications migrated at once per environment, and whether the controller
+# migrates by itself what a worker started with new code reports pending.
+APP_UPGRADE_CONCURRENCY = CONFIG.upgrade_concurrency
+APP_AUTO_UPGRADE = CONFIG.auto_upgrade
 # Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
 # (supervisor_project.edge).
 APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes

@@ -10,6 +10,7 @@ from apps import move_api, signin_api
 from audit import api as audit_api
 from environments import api as environments_api
 from environments import drain_api
+from fleet import api as fleet_api
 from monitoring import views as monitoring_views
 from supervisor_project.views import favicon, healthz, readyz
 
@@ -32,6 +33,9 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
     re_path(r"^apps/(?P<name>[^/]+)/signin-link/?$", signin_api.app_signin_link, name="app-signin-link"),
     re_path(r"^audit/?$", audit_api.audit_list, name="audit"),
+    re_path(r"^apps/(?P<name>[^/]+)/command/?$", fleet_api.app_management_command, name="app-management-command"),
+    re_path(r"^upgrade/?$", fleet_api.upgrade_collection, name="upgrade"),
+    re_path(r"^upgrades/(?P<upgrade_id>[^/]+)/?$", fleet_api.upgrade_detail, name="upgrade-detail"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 

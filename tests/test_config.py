@@ -89,6 +89,9 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_AUDIT_DAYS", "0", SUPERVISOR),
         ("APP_AUDIT_DAYS", "ninety", SUPERVISOR),
         ("APP_AUDIT_DAYS", "3651", SUPERVISOR),
+        ("APP_UPGRADE_CONCURRENCY", "0", SUPERVISOR),
+        ("APP_UPGRADE_CONCURRENCY", "65", SUPERVISOR),
+        ("APP_AUTO_UPGRADE", "sometimes", SUPERVISOR),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -577,3 +580,10 @@ def test_an_application_gets_half_the_threads_unless_told_otherwise():
 def test_a_concurrency_above_the_threads_says_so():
     problems, _ = problems_of(dict(WORKER, APP_WEB_THREADS="4", APP_APP_CONCURRENCY="5"))
     assert "APP_APP_CONCURRENCY='5'" in problems[0] and "at most APP_WEB_THREADS" in problems[0]
+
+
+def test_fleet_upgrades_default_to_two_at_a_time_per_environment_and_no_automatic_upgrade():
+    config = load(SUPERVISOR)
+    assert (config.upgrade_concurrency, config.auto_upgrade) == (2, False)
+    config = load(dict(SUPERVISOR, APP_UPGRADE_CONCURRENCY="8", APP_AUTO_UPGRADE="true"))
+    assert (config.upgrade_concurrency, config.auto_upgrade) == (8, True)

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens", "api", "audit"}
+SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens", "api",
+                   "audit", "fleet"}
 WORKER_SIDE = {"workers"}
 COMPOSITIONS = {"single"}
 

@@ -29,7 +29,7 @@ from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 
-from . import commands
+from . import commands, upgrade
 from .channel import CommandWorker, sealed_failure
 from .models import HostedState
 
@@ -116,7 +116,7 @@ class Agent:
             "name": name,
             "url": url,
             "proxy_url": proxy_url or url,
-            "version": contract.VERSION,
+            "version": upgrade.code_version(),  # changes with the hosted code (workers.upgrade)
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
@@ -173,6 +173,7 @@ class Agent:
         self.fail_interrupted_jobs()
         self.reconcile()
         self.republish()
+        upgrade.report_all(self.name, [held.app for held in self._held_states()])
 
     def ensure_registered(self):
         """Register unless registered and Redis still holds the registration this agent last wrote: one HGET per
