@@ -35,7 +35,7 @@ from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
-from . import lifecycle, placements, refresh
+from . import lifecycle, logs_admin, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
@@ -505,7 +505,12 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
                 name=f"{info[0]}_{info[1]}_{command}",
             )
             for command in LIFECYCLE_COMMANDS
+        ] + [
+            path("<path:object_id>/logs/", self.admin_site.admin_view(self.logs_view), name=f"{info[0]}_{info[1]}_logs"),
         ] + super().get_urls()
+
+    def logs_view(self, request, object_id):
+        return logs_admin.logs_view(self, request, unquote(object_id))
 
     def open_view(self, request):
         """Where "View site" leads: every application, with a link to open it on each environment it runs on."""

@@ -130,3 +130,30 @@ def queue_name(environment):
 # The configuration cache entry's list of environments an application is leaving (apps.models.Removal): not served
 # there any more, but the worker there still accepts the remove command that ends its placement.
 LEAVING = "leaving"
+
+
+# Logs of each application's hosted requests (exchange.applog), written by the worker web processes in batches.
+# Bounded per application: the newest LOG_KEEP requests and ERRORS_KEEP errors, each entry at most
+# LOG_ENTRY_BYTES (ERROR_ENTRY_BYTES with its traceback), and the keys expire LOG_TTL seconds after the last write
+# (an application removed leaves nothing behind for long).
+LOG_KEEP = 500
+ERRORS_KEEP = 50
+LOG_ENTRY_BYTES = 2048
+ERROR_ENTRY_BYTES = 32 * 1024
+LOG_TTL = 7 * 24 * 3600
+
+
+def app_log_key(app):
+    """List, newest first: signed JSON {method, path, status, ms, environment, at, error} of APP's last requests."""
+    return f"{_PREFIX}:log:{app}"
+
+
+def app_errors_key(app):
+    """List, newest first: signed JSON of APP's last failed requests, each with its traceback."""
+    return f"{_PREFIX}:errors:{app}"
+
+
+def app_requests_key(app):
+    """Hash: APP's request counters since its first request (exchange.applog.COUNTER fields), per environment,
+    incremented by every worker web process: what /metrics exposes as appsup_app_requests_total and neighbours."""
+    return f"{_PREFIX}:requests:{app}"

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from apps import api as apps_api
-from apps import move_api
+from apps import logs_api, move_api
 from environments import api as environments_api
 from environments import drain_api
 from monitoring import views as monitoring_views
@@ -28,6 +28,7 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
+    re_path(r"^apps/(?P<name>[^/]+)/logs/?$", logs_api.app_logs, name="app-logs"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 
