@@ -21,6 +21,9 @@ prometheus-client (and monitoring.exposition for the series per environment).
   ``appsup_app_requests_refused_total{app}``: each application's share of the worker web processes (workers.gate),
   summed over the processes and environments that reported it within exchange.load.STALE seconds; only
   applications that exist in the database (whatever names the reports carry), and only those reported.
+* ``appsup_app_requests_total{app,environment,code}``, ``appsup_app_request_duration_seconds{app,environment}`` and
+  ``appsup_app_errors_total{app,environment}``: every hosted request, counted by the worker web processes in Redis
+  (exchange.applog); only applications and environments in the database (AppRequestsCollector says the bound).
 * ``appsup_proxy_requests_total{app,code}``: requests through this process's access proxy, by application and status
   class (2xx…5xx); counted in memory, so each web process counts its own, as Prometheus expects of a scrape target.
 """
