@@ -157,3 +157,10 @@ def app_requests_key(app):
     """Hash: APP's request counters since its first request (exchange.applog.COUNTER fields), per environment,
     incremented by every worker web process: what /metrics exposes as appsup_app_requests_total and neighbours."""
     return f"{_PREFIX}:requests:{app}"
+
+
+# Hash: environment -> signed JSON {at, agent: USAGE, web: USAGE or null}, USAGE = {cpu: percent of one core, rss:
+# bytes}: what each agent measured of itself and of its web process, written with each heartbeat (exchange.usage).
+# Apart from the registration so that a heartbeat still changes nothing there but its time (environments.mirror's
+# fast path, and no environment event per heartbeat).
+USAGE_KEY = f"{_PREFIX}:usage"
