@@ -282,7 +282,7 @@ class SupervisorAdmin(admin.ModelAdmin):
 class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     add_form = ApplicationCreateForm
     change_form = ApplicationChangeForm
-    list_display = ("name", "display_name", "environment_states", "attention")
+    list_display = ("name", "shown_display_name", "environment_states", "attention")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "move", "delete_selected")
@@ -311,6 +311,13 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
+
+    @admin.display(description="display name", ordering="display_name")
+    def shown_display_name(self, application):
+        """Cut to the column's width (apps/admin.css), whole in its title: one long name must not push the states and
+        the attention column off the list."""
+        return format_html('<span class="appsup-display-name" title="{}">{}</span>', application.display_name,
+                           application.display_name)
 
     @admin.display(description="needs attention", ordering="desired_state")
     def attention(self, application):

@@ -7,6 +7,7 @@ from apps import api as apps_api
 from apps import logs_api, move_api
 from environments import api as environments_api
 from environments import drain_api
+from monitoring import overview
 from monitoring import views as monitoring_views
 from supervisor_project import api_auth, openapi
 from supervisor_project.views import favicon, healthz, readyz
@@ -14,6 +15,9 @@ from supervisor_project.views import favicon, healthz, readyz
 admin.site.site_header = "App Supervisor"
 admin.site.site_title = "App Supervisor"
 admin.site.index_title = "Environments and applications"
+# The index is an overview of the fleet (monitoring.overview) above Django's list of models.
+admin.site.index_template = "admin/overview.html"
+admin.site.index = overview.index(admin.site.index)
 
 # The JSON API (docs/architecture.md, "JSON API"). Trailing slashes are optional, so curl users never meet a
 # redirect; anything else under api/ answers a JSON 404, never an HTML page. /api/schema/ is the OpenAPI document of
