@@ -1,6 +1,7 @@
 """The admin's Logs page of an application (Applications → <name> → Logs): its last requests and errors, as
 apps.logs reads them, with filters in the query string (the API's: status class, errors only, path contains,
-environment) and a live tail (apps/logs.js reads the API again every few seconds while the page is open).
+environment) and a live tail (apps/logs.js: on a "log" event of the application over /ws/events/, it reads the API
+again).
 """
 
 import redis

@@ -25,8 +25,10 @@ from .contract import (
     ERROR_ENTRY_BYTES,
     ERRORS_KEEP,
     LOG_ENTRY_BYTES,
+    LOG_EVENT,
     LOG_KEEP,
     LOG_TTL,
+    LOGS_CHANNEL,
     NAME_RE,
     app_errors_key,
     app_log_key,
@@ -130,7 +132,20 @@ def write(redis, batch):
             pipe.hincrby(key, field, n)
         for field, n in seconds.items():
             pipe.hincrbyfloat(key, field, n)
+        pipe.publish(LOGS_CHANNEL, json.dumps({"type": LOG_EVENT, "app": app}))
     pipe.execute()
+
+
+def log_event_app(raw):
+    """The application a message of LOGS_CHANNEL names, or None (anyone who can write to Redis can publish)."""
+    try:
+        event = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(event, dict) or event.get("type") != LOG_EVENT:
+        return None
+    app = event.get("app")
+    return app if isinstance(app, str) and NAME_RE.fullmatch(app) else None
 
 
 # -- reading ------------------------------------------------------------------------------------------------------

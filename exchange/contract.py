@@ -143,6 +143,13 @@ ERROR_ENTRY_BYTES = 32 * 1024
 LOG_TTL = 7 * 24 * 3600
 
 
+# Pub/sub channel: {"type": "log", "app"} after a worker web process wrote requests of APP (exchange.applog), at most
+# one per application per write (every 0.5 s). Only the events socket listens (a Logs page's live tail); kept off
+# EVENTS_CHANNEL so that busy applications do not wake every process's directory.
+LOGS_CHANNEL = f"{_PREFIX}:logs"
+LOG_EVENT = "log"
+
+
 def app_log_key(app):
     """List, newest first: signed JSON {method, path, status, ms, environment, at, error} of APP's last requests."""
     return f"{_PREFIX}:log:{app}"

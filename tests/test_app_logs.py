@@ -247,3 +247,36 @@ def test_metrics_count_requests_durations_and_errors_per_application_and_environ
                    for _, labels in found)
     # "many" is no count: the series is there, at 0
     assert found[("appsup_app_errors_total", where)] == 0
+
+
+# -- the live tail's hint ------------------------------------------------------------------------------------------
+
+
+def test_a_write_announces_each_application_once_on_the_logs_channel(r, worker_env):
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(contract.LOGS_CHANNEL)
+    recorder = Recorder()
+    for path in ("/a/", "/b/"):
+        record(recorder, "crm", path)
+    record(recorder, "wiki")
+    recorder.flush()
+    heard = []
+    deadline = time.monotonic() + 5
+    while len(heard) < 2 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message:
+            heard.append(applog.log_event_app(message["data"]))
+    assert sorted(heard) == ["crm", "wiki"]
+    assert pubsub.get_message(timeout=0.3) is None
+
+
+def test_the_events_socket_relays_log_hints_and_drops_forged_ones():
+    import asyncio
+
+    from live.stream import Batch, Verifier
+
+    batch = Batch()
+    for data in (b'{"type": "log", "app": "crm"}', b'{"type": "log", "app": "crm"}', b'{"type": "log", "app": "../x"}',
+                 b'{"type": "app", "app": "wiki"}', b"not json", b'{"type": "log", "app": ["crm"]}'):
+        batch.take({"channel": contract.LOGS_CHANNEL.encode(), "data": data})
+    assert asyncio.run(Verifier(None).messages(batch)) == [{"type": "log", "app": "crm"}]

@@ -1,8 +1,10 @@
-// The Logs page's live tail: while "live tail" is ticked, the page reads GET /api/apps/<name>/logs (with the page's
-// filters) every few seconds and redraws its table. Only text is written into the page (textContent), never HTML.
+// The Logs page's live tail: while "live tail" is ticked, the page listens on the events socket (/ws/events/) and,
+// when requests of its application were recorded ({"type": "log", "app"}), reads GET /api/apps/<name>/logs with
+// the page's filters (at most once a second) and redraws its table. The event is only a hint: what is shown comes
+// from the API, which skips entries that do not verify. Only text is written into the page, never HTML.
 (function () {
     "use strict";
-    var EVERY = 2000;
+    var AT_MOST_EVERY = 1000, RETRY = 2000;
     function cell(row, text, className) {
         var td = document.createElement("td");
         td.textContent = text;
@@ -39,8 +41,10 @@
         var live = document.getElementById("appsup-logs-live"), form = document.getElementById("appsup-logs-filters");
         var table = document.getElementById("appsup-logs");
         if (!live || !form || !table) { return; }
-        var timer = null;
-        function poll() {
+        var socket = null, lastRead = 0, pending = null;
+        function read() {
+            pending = null;
+            lastRead = Date.now();
             var query = new URLSearchParams();
             new FormData(form).forEach(function (value, key) { if (value) { query.append(key, value); } });
             fetch(live.dataset.api + "?" + query.toString(), {credentials: "same-origin", headers: {Accept: "application/json"}})
@@ -48,9 +52,31 @@
                 .then(function (data) { if (data && live.checked) { draw(table.tBodies[0], data.entries); } })
                 .catch(function () {});
         }
+        function soon() {
+            if (!pending) { pending = setTimeout(read, Math.max(0, lastRead + AT_MOST_EVERY - Date.now())); }
+        }
+        function connect() {
+            if (!live.checked) { return; }
+            var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+            socket = new WebSocket(scheme + location.host + "/ws/events/");
+            socket.onmessage = function (message) {
+                var event;
+                try { event = JSON.parse(message.data); } catch (e) { return; }
+                if ((event.type === "log" && event.app === live.dataset.app) ||
+                        (event.type === "stream" && event.status === "live")) {  // (re)connected: may have missed some
+                    soon();
+                }
+            };
+            socket.onclose = function () { socket = null; setTimeout(connect, RETRY); };
+        }
         live.addEventListener("change", function () {
-            if (timer) { clearInterval(timer); timer = null; }
-            if (live.checked) { poll(); timer = setInterval(poll, EVERY); }
+            if (live.checked) {
+                if (!socket) { connect(); }
+            } else if (socket) {
+                socket.onclose = null;
+                socket.close();
+                socket = null;
+            }
         });
     });
 }());
