@@ -1,6 +1,7 @@
 """An application's requests through the supervisor, seen from the supervisor: after 10 requests /metrics counts
 them, and its last requests and a failing view's traceback are on its admin Logs page and from
-GET /api/apps/<name>/logs; an entry forged with a plain Redis client is skipped. Real processes: supervisor web and
+GET /api/apps/<name>/logs; an entry forged with a plain Redis client is skipped; the Environments page shows the
+CPU and memory of the worker's web and agent. Real processes: supervisor web and
 controller, a worker web and agent."""
 
 import re
@@ -78,3 +79,7 @@ def test_requests_through_the_supervisor_show_in_metrics_logs_and_the_admin(clus
                        params={"errors": "true"}, timeout=30)
     assert page.status_code == 200
     assert "ZeroDivisionError" in page.text and "the operator&#x27;s bug" in page.text
+    # the same cluster's environments: CPU and memory of env_a's web and agent, as its heartbeats report them
+    wait_for(lambda: re.search(r"web: [0-9.]+ % CPU · [0-9]+ MB</span><br><span class=\"appsup-usage\">agent: [0-9.]+ % CPU",
+                               session.get(f"{cluster.base}/admin/environments/environment/", timeout=30).text),
+             what="env_a's usage on the Environments page", timeout=15)
