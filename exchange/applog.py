@@ -108,7 +108,8 @@ def counter_fields(record, errored):
 
 def write(redis, batch):
     """Write BATCH ({app: [(log value, error value or None, {field: increment}), …]}, oldest first) in one
-    pipeline: pushed, trimmed, expiring; counters incremented once per field."""
+    pipeline: pushed, trimmed, expiring; counters incremented once per field. Returns the errors of the commands
+    Redis refused (the others are done); a lost connection raises."""
     pipe = redis.pipeline(transaction=False)
     for app, items in batch.items():
         logs = [log_value for log_value, _, _ in items]
@@ -133,7 +134,9 @@ def write(redis, batch):
         for field, n in seconds.items():
             pipe.hincrbyfloat(key, field, n)
         pipe.publish(LOGS_CHANNEL, json.dumps({"type": LOG_EVENT, "app": app}))
-    pipe.execute()
+    # One command refused (a counter field someone overwrote with text: HINCRBY fails on it) must not undo the rest.
+    failed = [result for result in pipe.execute(raise_on_error=False) if isinstance(result, Exception)]
+    return failed
 
 
 def log_event_app(raw):

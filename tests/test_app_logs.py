@@ -280,3 +280,12 @@ def test_the_events_socket_relays_log_hints_and_drops_forged_ones():
                  b'{"type": "app", "app": "wiki"}', b"not json", b'{"type": "log", "app": ["crm"]}'):
         batch.take({"channel": contract.LOGS_CHANNEL.encode(), "data": data})
     assert asyncio.run(Verifier(None).messages(batch)) == [{"type": "log", "app": "crm"}]
+
+
+def test_a_counter_overwritten_with_text_breaks_only_itself(r, worker_env):
+    r.hset(contract.app_requests_key("crm"), "env_a|2xx", "not a number")
+    recorder = Recorder()
+    record(recorder, "crm", "/still-logged/")
+    assert recorder.flush() == 1 and recorder.dropped == 0
+    assert [e["path"] for e in applog.read(r, "crm")[0]] == ["/still-logged/"]
+    assert r.hget(contract.app_requests_key("crm"), "env_a|le|0.005") == b"1"

@@ -74,7 +74,9 @@ class Recorder:
 
     @staticmethod
     def _to_redis(batch):
-        applog.write(supervisor_redis(), batch)
+        failed = applog.write(supervisor_redis(), batch)
+        if failed:
+            log.warning("Redis refused %d writes of the applications' request logs: %s", len(failed), failed[0])
 
     def _run(self):
         while True:
