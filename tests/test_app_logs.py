@@ -46,7 +46,7 @@ def api(client, settings, where, **query):
 
 
 def test_a_batch_is_written_newest_first_with_errors_apart(r, worker_env):
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     record(recorder, "crm", "/a/")
     record(recorder, "crm", "/broken/", 500, error=("ZeroDivisionError", "boom", "Traceback …\nZeroDivisionError: boom"))
     record(recorder, "crm", "/c/", 404)
@@ -62,7 +62,7 @@ def test_a_batch_is_written_newest_first_with_errors_apart(r, worker_env):
 
 
 def test_the_lists_stay_bounded_in_count_and_bytes(r, worker_env):
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     for i in range(contract.LOG_KEEP + 30):
         record(recorder, "crm", f"/{i}/" + "x" * 5000, 500,
                error=("ValueError", "m" * 5000, "start of the traceback\n" + "frame\n" * 20000 + "ValueError: the end"))
@@ -80,7 +80,7 @@ def test_the_lists_stay_bounded_in_count_and_bytes(r, worker_env):
 
 
 def test_requests_are_never_held_back_by_redis(worker_env):
-    recorder = Recorder(write=mock.Mock(side_effect=redis.ConnectionError("gone")))
+    recorder = Recorder(write=mock.Mock(side_effect=redis.ConnectionError("gone")), background=False)
     record(recorder, "crm")
     assert recorder.flush() == 1  # no exception: the requests' logs are lost, not the requests
     assert recorder.dropped == 1
@@ -88,8 +88,7 @@ def test_requests_are_never_held_back_by_redis(worker_env):
 
 def test_the_buffer_is_bounded_while_nothing_is_written(worker_env, monkeypatch):
     monkeypatch.setattr("workers.applog.PENDING_LIMIT", 5)
-    recorder = Recorder(write=lambda batch: None)
-    recorder._thread = object()  # no flushing thread: the buffer fills
+    recorder = Recorder(write=lambda batch: None, background=False)
     for i in range(8):
         record(recorder, "crm", f"/{i}/")
     assert [item[2] for item in recorder.take()] == ["/3/", "/4/", "/5/", "/6/", "/7/"]
@@ -101,7 +100,7 @@ def test_the_buffer_is_bounded_while_nothing_is_written(worker_env, monkeypatch)
 
 def test_the_api_filters_by_status_path_environment_and_limit(client, settings, r, crm):
     settings.ENVIRONMENT_NAME = "env_a"
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     record(recorder, "crm", "/notes/1/", 200)
     record(recorder, "crm", "/notes/2/", 404)
     record(recorder, "crm", "/other/", 500, error=("KeyError", "'x'", "Traceback\nKeyError: 'x'"))
@@ -150,7 +149,7 @@ def test_it_needs_the_view_permission(client, crm):
 
 
 def test_forged_and_malformed_entries_are_skipped_not_a_500(client, settings, r, crm, worker_env):
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     record(recorder, "crm", "/real/")
     recorder.flush()
     forged = {"method": "GET", "path": "/planted/", "status": 200, "ms": 1, "environment": "env_a",
@@ -181,7 +180,7 @@ def test_redis_down_is_a_503_naming_it(client, settings, crm, redis_hung):
 
 
 def test_the_logs_page_shows_requests_errors_and_filters(admin_client, r, crm, worker_env):
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     record(recorder, "crm", "/fine/")
     record(recorder, "crm", "/broken/", 500, error=("ZeroDivisionError", "the operator's bug",
                                                       "Traceback (most recent call last)\nZeroDivisionError: <b>"))
@@ -225,7 +224,7 @@ def samples(client, settings):
 
 def test_metrics_count_requests_durations_and_errors_per_application_and_environment(client, settings, r, crm):
     settings.ENVIRONMENT_NAME = "env_a"
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     for seconds in (0.001, 0.02, 0.3):
         record(recorder, "crm", seconds=seconds)
     record(recorder, "crm", "/broken/", 500, 0.002, error=("E", "m", "tb"))
@@ -255,7 +254,7 @@ def test_metrics_count_requests_durations_and_errors_per_application_and_environ
 def test_a_write_announces_each_application_once_on_the_logs_channel(r, worker_env):
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(contract.LOGS_CHANNEL)
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     for path in ("/a/", "/b/"):
         record(recorder, "crm", path)
     record(recorder, "wiki")
@@ -284,7 +283,7 @@ def test_the_events_socket_relays_log_hints_and_drops_forged_ones():
 
 def test_a_counter_overwritten_with_text_breaks_only_itself(r, worker_env):
     r.hset(contract.app_requests_key("crm"), "env_a|2xx", "not a number")
-    recorder = Recorder()
+    recorder = Recorder(background=False)
     record(recorder, "crm", "/still-logged/")
     assert recorder.flush() == 1 and recorder.dropped == 0
     assert [e["path"] for e in applog.read(r, "crm")[0]] == ["/still-logged/"]

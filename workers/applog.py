@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 from django.core.signals import got_request_exception
 
-from exchange import applog
+from exchange import applog, contract
 from exchange.redis_client import supervisor_redis
 
 log = logging.getLogger("appsup.worker")
@@ -29,8 +29,9 @@ PENDING_LIMIT = 10_000
 
 
 class Recorder:
-    def __init__(self, write=None):
+    def __init__(self, write=None, background=True):
         self._write = write  # batch -> None; None: exchange.applog.write to the supervisor's Redis
+        self.background = background  # False: only flush() writes (tests call it)
         self._lock = threading.Lock()
         self._pending = []
         self.dropped = 0
@@ -44,7 +45,7 @@ class Recorder:
                 del self._pending[0]
                 self.dropped += 1
             self._pending.append(item)
-            if self._thread is None:
+            if self._thread is None and self.background:
                 self._thread = threading.Thread(target=self._run, name="applog", daemon=True)
                 self._thread.start()
 
@@ -99,7 +100,11 @@ def _caught(sender, request=None, **kwargs):
     if request is not None and getattr(request, "hosted_app", None) is not None:
         kind, value, tb = sys.exc_info()
         if kind is not None:
-            request.hosted_error = (kind.__name__, str(value), "".join(traceback.format_exception(kind, value, tb)))
+            text = "".join(traceback.format_exception(kind, value, tb))
+            # Bounded while it waits in the buffer too (a deep recursion's traceback runs to megabytes); the end,
+            # where the exception is, is what is kept.
+            request.hosted_error = (kind.__name__, str(value)[:applog.MESSAGE_CHARS],
+                                    text[-contract.ERROR_ENTRY_BYTES:])
 
 
 got_request_exception.connect(_caught, dispatch_uid="workers.applog")
