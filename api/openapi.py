@@ -67,6 +67,36 @@ CONCURRENCY = ("How many of its requests each worker web process runs at once (n
 REQUEST_TIMEOUT = "Seconds before a request is answered 504 (0: never); null: the worker's APP_APP_TIMEOUT."
 
 SCHEMAS = {
+    "LogEntry": {
+        "type": "object",
+        "description": "One request of the application on a worker web process (its newest LOG_KEEP = 500 are kept, "
+                       "and its newest 50 errors with their tracebacks).",
+        "required": ["method", "path", "status", "ms", "environment", "at", "error"],
+        "properties": {
+            "method": {"type": "string"},
+            "path": {"type": "string", "description": "The application's own path (without /apps/<name>), no "
+                                                      "query string; at most 300 characters."},
+            "status": {"type": "integer"},
+            "ms": {"type": "number", "description": "Milliseconds until Django answered."},
+            "environment": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "error": nullable({
+                "type": "object", "required": ["type", "message"],
+                "description": "The exception a view raised (answered 500); `traceback` only with `errors=true`.",
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                               "traceback": {"type": "string"}}}),
+        },
+    },
+    "AppLogs": {
+        "type": "object",
+        "required": ["app", "entries", "skipped"],
+        "properties": {
+            "app": {"type": "string"},
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/LogEntry"}},
+            "skipped": {"type": "integer", "description": "Stored entries that do not verify (not written with "
+                                                          "APP_SHARED_SECRET) or are malformed: not shown."},
+        },
+    },
     "Error": {
         "type": "object",
         "description": "Every refusal but a create's validation errors. Some carry more fields (see "
@@ -879,6 +909,37 @@ DOCUMENT = {
                     "400": answer("A filter, `limit` or `after` is not valid; the message names it.", ERROR),
                     "401": ref("responses", "Unauthorized"),
                     "403": ref("responses", "Forbidden"),
+                },
+            }
+        },
+        "/api/apps/{name}/logs": {
+            "get": {
+                "operationId": "getAppLogs",
+                "tags": ["applications"],
+                "summary": "An application's last requests and errors, newest first",
+                "description": "As its environments' worker web processes recorded them (written within a second). "
+                               "`errors=true` reads the error list, with tracebacks.",
+                "parameters": [
+                    ref("parameters", "name"),
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx"]}},
+                    {"name": "errors", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["true", "false"]}},
+                    {"name": "path", "in": "query", "required": False, "description": "The path contains it.",
+                     "schema": {"type": "string", "maxLength": 300}},
+                    {"name": "environment", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,39}$"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+                ],
+                "x-permission": ["apps.view_application"],
+                "responses": {
+                    "200": answer("The entries the filters keep.", ref("schemas", "AppLogs")),
+                    "400": answer("A filter or `limit` is not valid (named).", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                    "503": answer("Redis is unavailable: the logs live there.", ERROR),
                 },
             }
         },

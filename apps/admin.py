@@ -39,7 +39,7 @@ from fleet.upgrade_action import UpgradeActionMixin
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
-from . import lifecycle, placements, refresh, signin
+from . import lifecycle, logs_admin, placements, refresh, signin
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
@@ -296,7 +296,7 @@ class SupervisorAdmin(Audited, admin.ModelAdmin):
 class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
     add_form = ApplicationCreateForm
     change_form = ApplicationChangeForm
-    list_display = ("name", "display_name", "environment_states", "attention", "upgrade_needed")
+    list_display = ("name", "shown_display_name", "environment_states", "attention", "upgrade_needed")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
     actions = ("start", "stop", "restart", "move", "upgrade", "delete_selected")
@@ -325,6 +325,13 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
+
+    @admin.display(description="display name", ordering="display_name")
+    def shown_display_name(self, application):
+        """Cut to the column's width (apps/admin.css), whole in its title: one long name must not push the states and
+        the attention column off the list."""
+        return format_html('<span class="appsup-display-name" title="{}">{}</span>', application.display_name,
+                           application.display_name)
 
     @admin.display(description="needs attention", ordering="desired_state")
     def attention(self, application):
@@ -522,7 +529,12 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
                 name=f"{info[0]}_{info[1]}_{command}",
             )
             for command in LIFECYCLE_COMMANDS
+        ] + [
+            path("<path:object_id>/logs/", self.admin_site.admin_view(self.logs_view), name=f"{info[0]}_{info[1]}_logs"),
         ] + super().get_urls()
+
+    def logs_view(self, request, object_id):
+        return logs_admin.logs_view(self, request, unquote(object_id))
 
     def open_view(self, request):
         """Where "View site" leads: every application, with a link to open it on each environment it runs on."""

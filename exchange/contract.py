@@ -185,3 +185,42 @@ def signin_nonce_key(nonce):
     return f"{_PREFIX}:signin:{nonce}"
 # The operator's user in the application: operator-<username at the supervisor>.
 SIGNIN_USER_PREFIX = "operator-"
+# Logs of each application's hosted requests (exchange.applog), written by the worker web processes in batches.
+# Bounded per application: the newest LOG_KEEP requests and ERRORS_KEEP errors, each entry at most
+# LOG_ENTRY_BYTES (ERROR_ENTRY_BYTES with its traceback), and the keys expire LOG_TTL seconds after the last write
+# (an application removed leaves nothing behind for long).
+LOG_KEEP = 500
+ERRORS_KEEP = 50
+LOG_ENTRY_BYTES = 2048
+ERROR_ENTRY_BYTES = 32 * 1024
+LOG_TTL = 7 * 24 * 3600
+
+
+# Pub/sub channel: {"type": "log", "app"} after a worker web process wrote requests of APP (exchange.applog), at most
+# one per application per write (every 0.5 s). Only the events socket listens (a Logs page's live tail); kept off
+# EVENTS_CHANNEL so that busy applications do not wake every process's directory.
+LOGS_CHANNEL = f"{_PREFIX}:logs"
+LOG_EVENT = "log"
+
+
+def app_log_key(app):
+    """List, newest first: signed JSON {method, path, status, ms, environment, at, error} of APP's last requests."""
+    return f"{_PREFIX}:log:{app}"
+
+
+def app_errors_key(app):
+    """List, newest first: signed JSON of APP's last failed requests, each with its traceback."""
+    return f"{_PREFIX}:errors:{app}"
+
+
+def app_requests_key(app):
+    """Hash: APP's request counters since its first request (exchange.applog.COUNTER fields), per environment,
+    incremented by every worker web process: what /metrics exposes as appsup_app_requests_total and neighbours."""
+    return f"{_PREFIX}:requests:{app}"
+
+
+# Hash: environment -> signed JSON {at, agent: USAGE, web: USAGE or null}, USAGE = {cpu: percent of one core, rss:
+# bytes}: what each agent measured of itself and of its web process, written with each heartbeat (exchange.usage).
+# Apart from the registration so that a heartbeat still changes nothing there but its time (environments.mirror's
+# fast path, and no environment event per heartbeat).
+USAGE_KEY = f"{_PREFIX}:usage"

@@ -6,17 +6,21 @@ from django.views.generic import RedirectView
 from api import auth as api_auth
 from api import openapi
 from apps import api as apps_api
-from apps import move_api, signin_api
+from apps import logs_api, move_api, signin_api
 from audit import api as audit_api
 from environments import api as environments_api
 from environments import drain_api
 from fleet import api as fleet_api
+from monitoring import overview
 from monitoring import views as monitoring_views
 from supervisor_project.views import favicon, healthz, readyz
 
 admin.site.site_header = "App Supervisor"
 admin.site.site_title = "App Supervisor"
 admin.site.index_title = "Environments and applications"
+# The index is an overview of the fleet (monitoring.overview) above Django's list of models.
+admin.site.index_template = "admin/overview.html"
+admin.site.index = overview.index(admin.site.index)
 
 # The JSON API (docs/architecture.md, "JSON API"). Trailing slashes are optional, so curl users never meet a
 # redirect; anything else under api/ answers a JSON 404, never an HTML page. /api/schema/ is the OpenAPI document of
@@ -36,6 +40,7 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/command/?$", fleet_api.app_management_command, name="app-management-command"),
     re_path(r"^upgrade/?$", fleet_api.upgrade_collection, name="upgrade"),
     re_path(r"^upgrades/(?P<upgrade_id>[^/]+)/?$", fleet_api.upgrade_detail, name="upgrade-detail"),
+    re_path(r"^apps/(?P<name>[^/]+)/logs/?$", logs_api.app_logs, name="app-logs"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 

@@ -174,3 +174,13 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
     app.goto("/apps/crm/admin/")
     assert "Site administration" in app.content()
     shots(app, "08-hosted-admin")
+
+    # Its requests on its Logs page, a new one arriving while the page is open (the live tail, over /ws/events/).
+    page.goto("/admin/apps/application/")
+    page.click("#result_list a:text-is('crm')")
+    page.click("a.appsup-logs-link")
+    page.wait_for_selector("#appsup-logs td:text-is('/new/')")
+    page.check("#appsup-logs-live")
+    app.goto("/apps/crm/no-such-page/")
+    page.wait_for_selector("#appsup-logs td:text-is('/no-such-page/')", timeout=10_000)
+    shots(page, "09-application-logs")

@@ -29,7 +29,7 @@ from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for
 from exchange.redis_client import command_redis, supervisor_redis
 from exchange.signing import SignedJSONSerializer
 
-from . import commands, upgrade
+from . import commands, resource_usage, upgrade
 from .channel import CommandWorker, sealed_failure
 from .models import HostedState
 
@@ -87,7 +87,8 @@ def probe_web(base_url, timeout=PROBE_TIMEOUT):
         return False, f"the web process at {base_url} does not answer /healthz: {exc}"
     if response.status_code != 200:
         return False, f"the web process at {base_url} answers /healthz with HTTP {response.status_code}"
-    return True, ""
+    web_usage = resource_usage.of_health(response)
+    return (True, "") if web_usage is None else (True, "", web_usage)
 
 
 def _reason(exc):
@@ -110,6 +111,7 @@ class Agent:
         self.startup_grace = startup_grace
         self.started_at = clock()
         self.web_answered = False
+        self.web_usage = None
         # The registration is changed by the loop, the heartbeat thread and the prober; announced as one snapshot.
         self._lock = threading.RLock()
         self.registration = {
@@ -156,6 +158,7 @@ class Agent:
             pipe.hexists(contract.ENVIRONMENTS_KEY, self.name)
             stamped = self.clock()
             written = registry.announce(pipe, dict(self.registration), now=stamped)
+            resource_usage.report(pipe, self.name, self.web_usage, now=stamped)
             existed = pipe.execute()[0]
             self.written = written
             # As of its stamp, not of its landing: one held up by a hung Redis lands old, so the next is due at once.
@@ -212,7 +215,8 @@ class Agent:
             return False
         self.last_probe = self.clock()
         try:
-            web_ok, problem = self.probe()
+            web_ok, problem, *measured = self.probe()  # and the web's usage, when it told (exchange.usage)
+            self.web_usage = measured[0] if measured and web_ok else None
         except Exception as exc:  # a probe's own bug must not pass for a healthy web, nor end the agent
             log.exception("environment %s: the web probe failed", self.name)
             web_ok, problem = False, f"the web probe failed: {type(exc).__name__}: {exc}"

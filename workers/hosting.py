@@ -23,6 +23,7 @@ instead of Redis (``exchange.directory.hosted_source``).
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from http.cookies import Morsel
 from importlib import import_module
@@ -38,7 +39,7 @@ from exchange import contract
 from exchange.cookies import framework_cookie_names
 from exchange.directory import hosted_lookup
 
-from . import keys, own_state, provisioning
+from . import applog, keys, own_state, provisioning
 from .routing import current_database
 
 log = logging.getLogger("appsup.worker")
@@ -259,6 +260,16 @@ class HostedApplicationMiddleware:
             view = None  # a host this application does not claim: as unknown as a name nobody has
         if settings.APP_MODE == "worker":
             view = own_state.overlaid(view, settings.ENVIRONMENT_NAME)
+        if view is None or not applog.enabled():  # no such application: nothing to log it under
+            return self.answer(request, name, view, rest, own_host)
+        started = time.perf_counter()
+        request.hosted_error = None
+        response = self.answer(request, name, view, rest, own_host)
+        applog.recorder.note(name, request.method, rest, response.status_code, time.perf_counter() - started,
+                             request.hosted_error)
+        return response
+
+    def answer(self, request, name, view, rest, own_host=None):
         problem = availability(name, view, settings.ENVIRONMENT_NAME) or moving_refusal(
             name, view, settings.ENVIRONMENT_NAME, request.method)
         if problem is not None:
