@@ -17,9 +17,11 @@ ENVIRONMENT_ONLINE = "environment.online"
 ENVIRONMENT_DEGRADED = "environment.degraded"
 ENVIRONMENT_OFFLINE = "environment.offline"
 PLACEMENT_ERROR = "placement.error"
+# A scheduled backup that failed (apps.backups): nothing protects the application's data until one succeeds.
+BACKUP_FAILED = "backup.failed"
 # Sent by the admin's "send a test alert" action only.
 TEST = "test"
-EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, PLACEMENT_ERROR, TEST)
+EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, PLACEMENT_ERROR, BACKUP_FAILED, TEST)
 ENVIRONMENT_EVENTS = {ONLINE: ENVIRONMENT_ONLINE, DEGRADED: ENVIRONMENT_DEGRADED, OFFLINE: ENVIRONMENT_OFFLINE}
 
 # AlertState.status of a placement: in error, or back in a settled state since.

@@ -24,7 +24,7 @@ from environments.models import Environment
 from exchange.contract import ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
 
 from .delivery import enqueue
-from .models import ENVIRONMENT_EVENTS, IN_ERROR, PLACEMENT_ERROR, RECOVERED, Alert, AlertState
+from .models import BACKUP_FAILED, ENVIRONMENT_EVENTS, IN_ERROR, PLACEMENT_ERROR, RECOVERED, Alert, AlertState
 
 
 def raise_alerts(now, heartbeats_reset_at=None, statuses=None):
@@ -86,6 +86,15 @@ def placement_alerts(now):
             if states.get((app, env)) in (None, RUNNING, STOPPED):
                 transition(env, app, IN_ERROR, RECOVERED, now)
     return raised
+
+
+def backup_failed(application, environment, message, now):
+    """A scheduled backup of APPLICATION failed (apps.backups): one alert, as its slot is claimed once."""
+    with transaction.atomic():
+        alert = Alert.objects.create(event=BACKUP_FAILED, environment=environment or "", app=application.name,
+                                     status=ERROR, message=message, at=now)
+        enqueue(alert, now)
+    return alert
 
 
 def transition(environment, app, old, new, now, alert=None, or_create=False):

@@ -36,7 +36,8 @@ from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
 from . import lifecycle, placements, refresh
-from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
+from .backup_admin import BackupAdminMixin
+from .forms import publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
 
@@ -279,19 +280,18 @@ class SupervisorAdmin(admin.ModelAdmin):
 
 
 @admin.register(Application)
-class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
-    add_form = ApplicationCreateForm
-    change_form = ApplicationChangeForm
+class ApplicationAdmin(BackupAdminMixin, MoveActionMixin, SupervisorAdmin):
     list_display = ("name", "display_name", "environment_states", "attention")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
-    actions = ("start", "stop", "restart", "move", "delete_selected")
+    actions = ("start", "stop", "restart", "move", "back_up", "delete_selected")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
 
     add_fieldsets = (
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
         (SHARE, {"fields": ("concurrency", "request_timeout")}),
+        ("Data", {"fields": ("start_from",)}),
     )
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
@@ -299,12 +299,14 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
         (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
+        ("Backups", {"fields": ("backups_link", "backup_schedule", "backup_keep", "is_template")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
     )
     # The name never changes after creation: it is in URLs, databases and Redis keys. The environments do, through
     # apps.placements (commands are sent), once the rest of the form is saved.
     readonly_fields = (
         "name", "admin_username", "desired", "leaving", "placement_table", "attention", "load", "created", "updated",
+        "backups_link",
     )
 
     # -- rows ---------------------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
                 transaction.on_commit(lambda: self.change_environments(request, obj, names, drop))
         else:
             form.save_with_placements(obj)
+            self.save_with_template(request, obj, form)
 
     def change_environments(self, request, application, names, drop_database):
         """Change where APPLICATION runs (apps.placements) and say what was done, what waits and what failed."""
@@ -505,7 +508,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
                 name=f"{info[0]}_{info[1]}_{command}",
             )
             for command in LIFECYCLE_COMMANDS
-        ] + super().get_urls()
+        ] + self.backup_urls() + super().get_urls()
 
     def open_view(self, request):
         """Where "View site" leads: every application, with a link to open it on each environment it runs on."""

@@ -17,10 +17,12 @@ Written as small steps that answer "was there work?" and that tests call directl
   the remove failed there) gets the remove command once it is online (apps.placements);
 - ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
   once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
-- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff.
+- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff;
+- ``backup_one``: one scheduled backup whose slot has come is claimed (a unique row per application and slot, so
+  once per slot whichever controller acts) and taken; a failure is alerted (apps.backups).
 
-``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
-of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
+``run`` only loops: the fast steps every pass, ``reconcile_one``, ``deliver_alerts`` and ``backup_one`` each in a
+background thread of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
 """
 
 import contextlib
@@ -37,7 +39,7 @@ from django.db.models import Q
 
 from alerts import delivery as alert_delivery
 from alerts import transitions as alert_transitions
-from apps import cache, lifecycle, moves, placements
+from apps import backups, cache, lifecycle, moves, placements
 from apps import mirror as status_mirror
 from apps.models import Application
 from environments import drain
@@ -145,6 +147,7 @@ class Controller:
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
         self._deliverer = Background("alerts", self._deliver_all)
+        self._backer = Background("backups", self._backup_all)
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -228,6 +231,12 @@ class Controller:
     def deliver_alerts(self):
         """Attempt a few due alert deliveries. Returns whether there were any."""
         return bool(alert_delivery.deliver_due(self.now))
+
+    def backup_one(self):
+        """Take one scheduled backup whose slot has come, if this controller claims it first. Returns whether there
+        was one."""
+        return backups.run_due(self.now(), holder=self.lease.holder, timeout=self.timeout,
+                               alert=alert_transitions.backup_failed)
 
     def candidates(self, now):
         """Applications with a placement whose mirrored state is not the desired one, whose next attempt is due."""
@@ -327,9 +336,12 @@ class Controller:
                     pass
                 while self.deliver_alerts():
                     pass
+                while self.backup_one():
+                    pass
             else:
                 self._reconciler.kick()
                 self._deliverer.kick()
+                self._backer.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
@@ -362,6 +374,13 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _backup_all(self):
+        try:
+            while not self.stop_requested and self.lease.held and self.backup_one():
+                pass
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
@@ -372,6 +391,7 @@ class Controller:
         finally:
             self._reconciler.shutdown()
             self._deliverer.shutdown()
+            self._backer.shutdown()
             with contextlib.suppress(redis.RedisError, OSError):
                 self._seen_statuses.close()
             try:

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from apps import api as apps_api
-from apps import move_api
+from apps import backup_api, move_api
 from environments import api as environments_api
 from environments import drain_api
 from monitoring import views as monitoring_views
@@ -28,6 +28,10 @@ api_patterns = [
     re_path(r"^apps/(?P<name>[^/]+)/?$", apps_api.app_detail, name="app"),
     re_path(r"^apps/(?P<name>[^/]+)/(?P<command>start|stop|restart)/?$", apps_api.app_command, name="app-command"),
     re_path(r"^apps/(?P<name>[^/]+)/move/?$", move_api.app_move, name="app-move"),
+    re_path(r"^apps/(?P<name>[^/]+)/backups/?$", backup_api.app_backups, name="app-backups"),
+    re_path(r"^apps/(?P<name>[^/]+)/backups/(?P<backup_id>[^/]+)/?$", backup_api.app_backup_download,
+            name="app-backup"),
+    re_path(r"^apps/(?P<name>[^/]+)/restore/?$", backup_api.app_restore, name="app-restore"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 
