@@ -154,6 +154,10 @@ def dump_problem(path, engine):
 
 
 def _run(application, environment, command, payload, expected, step, deadline, clock, renew):
+    # Liveness as of now: the steps before this one (a dump, a load of a big database) may have taken longer than a
+    # heartbeat timeout, and ENVIRONMENT was read before them.
+    lifecycle.runner.sync_environments()
+    environment.refresh_from_db()
     if not environment.is_online():
         raise BackupFailed(f"{step} on {environment.name} failed: {environment.offline_reason()}", step,
                            environment.name)

@@ -3,7 +3,10 @@
 the supervisor's proxy. Each environment and the supervisor have their own storage: backups are stored under the
 supervisor's, off every environment."""
 
+import contextlib
+import secrets
 import signal
+import sqlite3
 import threading
 import time
 
@@ -11,9 +14,8 @@ import pytest
 import requests
 
 from .local_cluster import Cluster
-from .processes import postgres_env, wait_for
+from .processes import own_postgres_databases, postgres_env, wait_for
 from .test_hosted_code_processes import PASSWORD, csrf, logged_in
-from .test_move_processes import fill
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -21,12 +23,30 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 APP = "bkcrm" if postgres_env("x") else "crm"
 CLONE = "bkclone"
 NOTES = {"APP_HOSTED_APPS": "samples.notes", "APP_HOSTED_URLCONF": "samples.notes.urls"}
+# On PostgreSQL, the supervisor's and the workers' own databases: of this file alone, so that another cluster test
+# running on the same server at the same time neither drops them nor mirrors its environments into them.
+DATABASES = ["appsup_bk_sup", "appsup_bk_env_a", "appsup_bk_env_b"]
 
 
-def make_cluster(tmp_path, redis_url, **supervisor):
+@pytest.fixture
+def own_databases():
+    with own_postgres_databases(DATABASES + [f"app_{APP}", f"app_{CLONE}", f"app_{CLONE}2"]):
+        yield
+
+
+@contextlib.contextmanager
+def started_cluster(tmp_path, redis_url, **supervisor):
+    """The cluster with APP created and started on env_a; stopped after, whatever failed."""
     c = Cluster(tmp_path, redis_url, worker_web=True, worker_overrides={"env_a": NOTES, "env_b": NOTES},
-                supervisor_overrides=supervisor)
-    c.start()
+                supervisor_overrides=supervisor, databases=DATABASES)
+    try:
+        c.start()
+        yield setup(c)
+    finally:
+        c.stop()
+
+
+def setup(c):
     wait_for(lambda: {c.status_of("env_a"), c.status_of("env_b")} == {"online"}, what="registration")
     created = c.api("POST", "apps/", json={"name": APP, "environments": ["env_a"], "admin_username": "boss",
                                            "admin_password": PASSWORD})
@@ -38,13 +58,8 @@ def make_cluster(tmp_path, redis_url, **supervisor):
 
 @pytest.fixture
 def cluster(tmp_path, redis_url, own_databases):
-    c = None
-    try:
-        c = make_cluster(tmp_path, redis_url)
+    with started_cluster(tmp_path, redis_url) as c:
         yield c
-    finally:
-        if c is not None:
-            c.stop()
 
 
 def login(cluster, app, username, password):
@@ -186,6 +201,22 @@ def test_with_env_a_gone_for_good_its_last_backup_restored_onto_env_b_serves_the
     assert "on env_b" in note_titles(cluster, session)
 
 
+def fill(cluster, megabytes):
+    """About MEGABYTES of notes in the application's database on env_a, written straight into it."""
+    rows = [(f"bulk {n}", secrets.token_hex(2000)) for n in range(megabytes * 256)]  # 4,000 bytes each
+    sql = "INSERT INTO notes_note (title, body, created_at, updated_at) VALUES ({0}, {0}, {1}, {1})"
+    if postgres_env("x"):
+        import psycopg
+
+        db = postgres_env(f"app_{APP}")
+        with psycopg.connect(host=db["DB_HOST"], port=db["DB_PORT"], user=db["DB_USER"],
+                             password=db["DB_PASSWORD"] or None, dbname=f"app_{APP}") as conn:
+            conn.cursor().executemany(sql.format("%s", "now()"), rows)
+        return
+    with sqlite3.connect(cluster.tmp / "env_a" / "apps" / f"{APP}.sqlite3") as conn:
+        conn.executemany(sql.format("?", "datetime('now')"), rows)
+
+
 def test_an_agent_killed_mid_backup_leaves_no_backup_listed(cluster):
     fill(cluster, 40)
     answers = []
@@ -207,13 +238,8 @@ def test_an_agent_killed_mid_backup_leaves_no_backup_listed(cluster):
 
 @pytest.fixture
 def scheduled_cluster(tmp_path, redis_url, own_databases):
-    c = None
-    try:
-        c = make_cluster(tmp_path, redis_url, APP_BACKUP_SCHEDULE="* * * * *")
+    with started_cluster(tmp_path, redis_url, APP_BACKUP_SCHEDULE="* * * * *") as c:
         yield c
-    finally:
-        if c is not None:
-            c.stop()
 
 
 def test_with_two_controllers_a_scheduled_backup_runs_once_per_slot(scheduled_cluster):
