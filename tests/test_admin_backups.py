@@ -97,3 +97,28 @@ def test_the_add_form_offers_templates_and_the_new_application_starts_with_the_t
     assert set(users) == {"tpladmin", "owner"}  # the template's data, and its own admin account
     assert check_password("an-owner-password-1", users["owner"])
     assert set(hosted_users(settings, "tpl")) == {"tpladmin"}
+
+
+@pytest.mark.django_db
+def test_the_change_form_sets_the_schedule_retention_and_template_and_refuses_a_bad_cron(admin_client, client,
+                                                                                         settings):
+    register_environment("env_a")
+    application = create_application("crm", ["env_a"])
+    url = reverse("admin:apps_application_change", args=[application.pk])
+    form = {"display_name": "CRM", "environments_0": "env_a"}
+    refused = admin_client.post(url, {**form, "backup_schedule": "every night"})
+    assert refused.status_code == 200 and "is not a cron expression" in refused.content.decode()
+    assert admin_client.post(url, {**form, "backup_schedule": "30 2 * * *", "backup_keep": "3",
+                                   "is_template": "on"}).status_code == 302
+    application.refresh_from_db()
+    assert (application.backup_schedule, application.backup_keep, application.is_template) == ("30 2 * * *", 3, True)
+
+    # A PATCH of the API changes what it names and leaves these as they are.
+    settings.SUPERVISOR_API_TOKEN = "s3cret-token-for-backup-tests-0123"
+    patched = client.patch(f"/api/apps/{application.name}/", {"display_name": "Customers"},
+                           content_type="application/json",
+                           headers={"Authorization": "Bearer s3cret-token-for-backup-tests-0123"})
+    assert patched.status_code == 200, patched.content
+    application.refresh_from_db()
+    assert (application.display_name, application.backup_schedule, application.is_template) == (
+        "Customers", "30 2 * * *", True)
