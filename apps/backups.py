@@ -78,6 +78,7 @@ def storage():
 def take(application, kind=Backup.MANUAL, timeout=None, clock=time.monotonic):
     """Back up APPLICATION's database from the first of its environments that is online; returns the Backup.
     Raises BackupRefused (no environment to take it from), BackupFailed, lifecycle.OperationInProgress."""
+    _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     with lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
         lifecycle.runner.sync_environments()
@@ -153,6 +154,15 @@ def dump_problem(path, engine):
     return f"a {other} dump, not a {engine} one" if other else f"not a {engine} database dump"
 
 
+SINGLE_INSTANCE = ("backups are taken and restored by workers' agents through Redis, and a single instance has "
+                   "neither; back up its storage directory (APP_STORAGE_DIR) instead")
+
+
+def _refuse_single_instance():
+    if not settings.APP_MODE:
+        raise BackupRefused(SINGLE_INSTANCE)
+
+
 def _run(application, environment, command, payload, expected, step, deadline, clock, renew):
     # Liveness as of now: the steps before this one (a dump, a load of a big database) may have taken longer than a
     # heartbeat timeout, and ENVIRONMENT was read before them.
@@ -209,7 +219,7 @@ def checked_copy(backup):
                     digest.update(chunk)
                     size += len(chunk)
                     local.write(chunk)
-        except (OSError, FileNotFoundError) as exc:
+        except Exception as exc:  # a file gone, a bucket unreachable or refusing: the storage's own errors
             raise BackupRefused(f"backup {backup.pk} cannot be read from the backup storage ({backup.file}): {exc}; "
                                 "nothing was restored") from exc
         if size != backup.size or digest.hexdigest() != backup.sha256:
@@ -243,6 +253,7 @@ def restore(application, backup, environment=None, timeout=None, progress=None, 
     """Make APPLICATION's data BACKUP's: on each of its environments, or on ENVIRONMENT (a name) alone, where it
     then runs. Returns Restored. Raises BackupRefused (nothing done), BackupFailed (after the stop: the error
     names the safety backup), lifecycle.OperationInProgress."""
+    _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     began = clock()
     if backup.application_id != application.pk:
@@ -347,6 +358,7 @@ def _advance(progress, step):
 def seed(application, backup, timeout=None, clock=time.monotonic):
     """Load BACKUP (another application's) into APPLICATION, just created and never started, on each of its
     environments; its admin account is the one APPLICATION was created with, its sessions none (workers.backups)."""
+    _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     with checked_copy(backup) as path, lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
         lifecycle.runner.sync_environments()

@@ -146,3 +146,10 @@ def test_retention_keeps_the_newest_and_deletes_the_files_of_the_others(settings
     application.save()
     assert backups.prune(application) == 1
     assert list(Backup.objects.all()) == made[:1]
+
+
+def test_a_single_instance_refuses_backups_saying_what_to_back_up_instead(settings):
+    application = offline_app()
+    settings.APP_MODE = ""
+    with pytest.raises(backups.BackupRefused, match="single instance"):
+        backups.take(application)
