@@ -18,9 +18,12 @@ ENVIRONMENT_DEGRADED = "environment.degraded"
 ENVIRONMENT_OFFLINE = "environment.offline"
 ENVIRONMENT_FLAPPING = "environment.flapping"
 PLACEMENT_ERROR = "placement.error"
+# A scheduled backup that failed (apps.backups): nothing protects the application's data until one succeeds.
+BACKUP_FAILED = "backup.failed"
 # Sent by the admin's "send a test alert" action only.
 TEST = "test"
-EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, ENVIRONMENT_FLAPPING, PLACEMENT_ERROR, TEST)
+EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, ENVIRONMENT_FLAPPING, PLACEMENT_ERROR,
+          BACKUP_FAILED, TEST)
 ENVIRONMENT_EVENTS = {ONLINE: ENVIRONMENT_ONLINE, DEGRADED: ENVIRONMENT_DEGRADED, OFFLINE: ENVIRONMENT_OFFLINE}
 
 # AlertState.status of a placement: in error, or back in a settled state since.

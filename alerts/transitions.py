@@ -29,6 +29,7 @@ from exchange.contract import ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
 
 from .delivery import enqueue
 from .models import (
+    BACKUP_FAILED,
     ENVIRONMENT_EVENTS,
     ENVIRONMENT_FLAPPING,
     IN_ERROR,
@@ -147,6 +148,15 @@ def placement_alerts(now):
             if states.get((app, env)) in (None, RUNNING, STOPPED):
                 transition(env, app, IN_ERROR, RECOVERED, now)
     return raised
+
+
+def backup_failed(application, environment, message, now):
+    """A scheduled backup of APPLICATION failed (apps.backups): one alert, as its slot is claimed once."""
+    with transaction.atomic():
+        alert = Alert.objects.create(event=BACKUP_FAILED, environment=environment or "", app=application.name,
+                                     status=ERROR, message=message, at=now)
+        enqueue(alert, now)
+    return alert
 
 
 def transition(environment, app, old, new, now, alert=None, or_create=False, starts_flapping=False):

@@ -17,7 +17,7 @@ from api.auth import (
     json_response,
 )
 from apps.lifecycle import MAX_TIMEOUT
-from apps.models import OPERATE_PERMISSION
+from apps.models import BACKUP_PERMISSION, OPERATE_PERMISSION
 from audit import actions as audit_actions
 from audit.api import VIEW_PERMISSION as AUDIT_PERMISSION
 from exchange.contract import (
@@ -324,6 +324,46 @@ SCHEMAS = {
             },
         },
     },
+    "Backup": {
+        "type": "object",
+        "required": ["id", "app", "environment", "engine", "kind", "size", "sha256", "created_at", "download"],
+        "properties": {
+            "id": {"type": "integer"},
+            "app": {"type": "string"},
+            "environment": {"type": "string", "description": "Where it was taken."},
+            "engine": {"type": "string", "enum": ["sqlite", "postgresql"],
+                       "description": "A SQLite database file, or a pg_dump custom-format archive."},
+            "kind": {"type": "string", "enum": ["manual", "scheduled", "safety"],
+                     "description": "`safety`: taken by a restore before it replaced the data."},
+            "size": {"type": "integer", "description": "Bytes stored."},
+            "sha256": {"type": "string", "description": "SHA-256 of the stored bytes, checked before a restore."},
+            "created_at": {"type": "string", "format": "date-time"},
+            "download": {"type": "string", "description": "Where its bytes are (GET)."},
+        },
+    },
+    "RestoreRequest": {
+        "type": "object",
+        "required": ["backup"],
+        "additionalProperties": False,
+        "properties": {
+            "backup": {"type": "integer", "description": "One of the application's backups."},
+            "environment": {"type": "string",
+                            "description": "Restore there, and run there alone (its other placements dropped): "
+                                           "how an application whose environment is gone comes back. Left out: "
+                                           "on each of its environments, which must be online."},
+        },
+    },
+    "BackupError": {
+        "type": "object",
+        "description": "Why a backup or restore was refused or failed, and where.",
+        "required": ["error", "environment"],
+        "properties": {
+            "error": {"type": "string"},
+            "environment": nullable({"type": "string"}),
+            "step": nullable({"type": "string", "enum": ["safety backup", "dump", "store", "stop", "load", "start"],
+                              "description": "The step that failed; null when nothing was done."}),
+        },
+    },
     "AppCreate": {
         "type": "object",
         "required": ["name", "environments", "admin_username", "admin_password"],
@@ -365,6 +405,13 @@ SCHEMAS = {
                                      "description": CONCURRENCY}),
             "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
                                          "description": REQUEST_TIMEOUT}),
+            "clone_of": nullable({"type": "string",
+                                  "description": "Start with the data of this application (a fresh backup of it "
+                                                 f"is taken); needs {BACKUP_PERMISSION} too. Its admin account is "
+                                                 "the one given here, its sessions none. null: empty."}),
+            "from_backup": nullable({"type": "integer",
+                                     "description": "Start with the data of this backup (any application's); "
+                                                    f"needs {BACKUP_PERMISSION} too. null: empty."}),
         },
     },
     "AppList": {
@@ -609,6 +656,7 @@ DOCUMENT = {
     "servers": [{"url": "/"}],
     "tags": [
         {"name": "applications"},
+        {"name": "backups"},
         {"name": "environments"},
         {"name": "audit"},
         {"name": "schema"},
@@ -940,6 +988,108 @@ DOCUMENT = {
                     "403": ref("responses", "Forbidden"),
                     "404": ref("responses", "UnknownApp"),
                     "503": answer("Redis is unavailable: the logs live there.", ERROR),
+                },
+            }
+        },
+        "/api/apps/{name}/backups": {
+            "get": {
+                "operationId": "listBackups",
+                "tags": ["backups"],
+                "summary": "An application's backups, newest first",
+                "parameters": [ref("parameters", "name")],
+                "x-permission": ["apps.view_application"],
+                "responses": {
+                    "200": answer("Its backups.", {"type": "object", "required": ["backups"], "properties": {
+                        "backups": {"type": "array", "items": ref("schemas", "Backup")}}}),
+                    "400": answer("`timeout` is not valid.", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                },
+            },
+            "post": {
+                "operationId": "takeBackup",
+                "tags": ["backups"],
+                "summary": "Back up an application's database now",
+                "description": (
+                    "The agent of its first online environment dumps its database engine-native while it keeps "
+                    "serving; the supervisor checks the bytes and stores them in the backup storage "
+                    "(APP_BACKUP_STORAGE), off every environment. Answers once stored; its retention "
+                    "(APP_BACKUP_KEEP) then deletes the oldest."),
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "x-permission": [BACKUP_PERMISSION],
+                "responses": {
+                    "201": answer("Stored.", ref("schemas", "Backup"), {"Location": ref("headers", "Location")}),
+                    "400": answer("`timeout` is not valid.", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                    "409": answer("None of its environments is online, or the dump failed: no backup is listed.",
+                                  ref("schemas", "BackupError")),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                    "423": ref("responses", "Locked"),
+                    "503": ref("responses", "RedisDown"),
+                    "504": answer("No answer within `timeout`: no backup is listed.", ref("schemas", "BackupError")),
+                },
+            },
+        },
+        "/api/apps/{name}/backups/{backup_id}": {
+            "get": {
+                "operationId": "downloadBackup",
+                "tags": ["backups"],
+                "summary": "A backup's bytes",
+                "parameters": [ref("parameters", "name"), {
+                    "name": "backup_id", "in": "path", "required": True, "schema": {"type": "integer"},
+                    "description": "The backup's id."}],
+                "x-permission": [BACKUP_PERMISSION],
+                "responses": {
+                    "200": {"description": "The dump (a SQLite file, or a pg_dump custom-format archive).",
+                            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                "format": "binary"}}}},
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": answer("No such application, or no such backup of it.", ERROR),
+                    "409": answer("The backup storage cannot give its bytes.", ERROR),
+                },
+            },
+        },
+        "/api/apps/{name}/restore": {
+            "post": {
+                "operationId": "restoreBackup",
+                "tags": ["backups"],
+                "summary": "Replace an application's data by one of its backups",
+                "description": (
+                    "Checks the stored bytes (SHA-256, and a dump of the backup's engine) before anything, then "
+                    "under the application's lock: a safety backup, stop, restore, migrate and start (stopped "
+                    "again if it is desired stopped). Waits until done, or `timeout`."),
+                "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+                "x-permission": [BACKUP_PERMISSION],
+                "requestBody": {"required": True, "content": json_content(ref("schemas", "RestoreRequest"))},
+                "responses": {
+                    "200": answer("Restored: how, and the application as it is now.", {
+                        "type": "object", "required": ["restore", "app"], "properties": {
+                            "restore": {"type": "object", "required": ["backup", "safety_backup", "environments",
+                                                                       "seconds"], "properties": {
+                                "backup": {"type": "integer"},
+                                "safety_backup": nullable({"type": "integer"}),
+                                "environments": {"type": "array", "items": {"type": "string"}},
+                                "seconds": {"type": "number"}}},
+                            "app": ref("schemas", "App")}}),
+                    "400": answer("A body that is not valid (`errors` per field), a backup of another application, "
+                                  "or an unknown environment.", {"oneOf": [ref("schemas", "BackupError"),
+                                                                           ref("schemas", "FieldErrors")]}),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": answer("No such application, or no such backup.", ERROR),
+                    "409": answer("The backup's bytes are not the recorded ones, or not a dump of its engine, or an "
+                                  "environment is offline (nothing was done); or a step failed (the error names the "
+                                  "safety backup).", ref("schemas", "BackupError")),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                    "423": ref("responses", "Locked"),
+                    "503": ref("responses", "RedisDown"),
+                    "504": answer("A step did not end within `timeout`.", ref("schemas", "BackupError")),
                 },
             }
         },

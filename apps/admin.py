@@ -40,7 +40,8 @@ from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
 from . import lifecycle, logs_admin, placements, refresh, signin
-from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
+from .backup_admin import BackupAdminMixin
+from .forms import publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
 
@@ -293,19 +294,19 @@ class SupervisorAdmin(Audited, admin.ModelAdmin):
 
 
 @admin.register(Application)
-class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
-    add_form = ApplicationCreateForm
-    change_form = ApplicationChangeForm
+class ApplicationAdmin(BackupAdminMixin, UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
+    # add_form and change_form: BackupAdminMixin's (the application's forms, plus backup settings and templates)
     list_display = ("name", "shown_display_name", "environment_states", "attention", "upgrade_needed")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
-    actions = ("start", "stop", "restart", "move", "upgrade", "delete_selected")
+    actions = ("start", "stop", "restart", "move", "upgrade", "back_up", "delete_selected")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
 
     add_fieldsets = (
         (None, {"fields": ("name", "display_name", "environments", "admin_username", "admin_password")}),
         (SHARE, {"fields": ("concurrency", "request_timeout")}),
+        ("Data", {"fields": ("start_from",)}),
     )
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
@@ -313,12 +314,14 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
         (None, {"fields": ("name", "display_name", "custom_domains", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
+        ("Backups", {"fields": ("backups_link", "backup_schedule", "backup_keep", "is_template")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
     )
     # The name never changes after creation: it is in URLs, databases and Redis keys. The environments do, through
     # apps.placements (commands are sent), once the rest of the form is saved.
     readonly_fields = (
         "name", "admin_username", "desired", "leaving", "placement_table", "attention", "load", "created", "updated",
+        "backups_link",
     )
 
     # -- rows ---------------------------------------------------------------------------------------------
@@ -465,6 +468,7 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
                 transaction.on_commit(lambda: self.change_environments(request, obj, names, drop))
         else:
             form.save_with_placements(obj)
+            self.save_with_template(request, obj, form)
 
     def change_environments(self, request, application, names, drop_database):
         """Change where APPLICATION runs (apps.placements) and say what was done, what waits and what failed."""
@@ -531,7 +535,7 @@ class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
             for command in LIFECYCLE_COMMANDS
         ] + [
             path("<path:object_id>/logs/", self.admin_site.admin_view(self.logs_view), name=f"{info[0]}_{info[1]}_logs"),
-        ] + super().get_urls()
+        ] + self.backup_urls() + super().get_urls()
 
     def logs_view(self, request, object_id):
         return logs_admin.logs_view(self, request, unquote(object_id))

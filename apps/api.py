@@ -76,7 +76,7 @@ from exchange import contract
 from exchange.contract import NAME_RE
 from fleet import pending as pending_migrations
 
-from . import lifecycle, listing, placements, refresh
+from . import clones, lifecycle, listing, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, OrderedEnvironmentsField, publish_quietly
 from .models import OPERATE_PERMISSION, Application
 
@@ -174,6 +174,9 @@ def _create(request):
     # null is the default: the form takes it as an empty field.
     data = {field: "" if field in INTEGER_FIELDS and value is None else value
             for field, value in data.items() if field not in mistyped}
+    seed, refusal = clones.seed_of(request, data, mistyped)
+    if refusal is not None:
+        return refusal
     # Validate against the environments registered right now, not the last page anyone loaded.
     warning = refresh.refresh()
     form = ApplicationCreateForm(data)
@@ -183,6 +186,10 @@ def _create(request):
         except IntegrityError:  # the same name created concurrently, between validation and insert
             return json_response({"errors": {"name": [f"An application named {data['name']!r} already exists."]}},
                                  status=400)
+        if seed is not None:
+            refusal = clones.fill(application, seed)
+            if refusal is not None:
+                return refusal
         response = _fresh_app_response(application, status=201)
         response["Location"] = f"/api/apps/{application.name}/"
         return with_warning(response, warning)

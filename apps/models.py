@@ -11,6 +11,9 @@ DESIRED_CHOICES = [(s, s) for s in contract.DESIRED_STATES]
 # The codename of the permission to start, stop and restart (and, later, move) an application: apps.operate_application.
 OPERATE = "operate_application"
 OPERATE_PERMISSION = f"apps.{OPERATE}"
+# Taking, downloading and restoring an application's backups (apps.backups), and cloning one: apps.backup_application.
+BACKUP = "backup_application"
+BACKUP_PERMISSION = f"apps.{BACKUP}"
 
 
 def drifted_placements():
@@ -105,6 +108,18 @@ class Application(models.Model):
     last_error_at = models.DateTimeField(null=True, blank=True)
     waiting_for = models.CharField(max_length=500, blank=True,
                                    help_text="why the controller is not acting now (an offline environment, say)")
+    # Backups (apps.backups): blank/None for the supervisor's APP_BACKUP_SCHEDULE and APP_BACKUP_KEEP.
+    backup_schedule = models.CharField(
+        max_length=100, blank=True,
+        help_text="A cron expression (e.g. 0 3 * * *, in UTC) for its scheduled backups, or \"off\". Blank: the "
+        "supervisor's APP_BACKUP_SCHEDULE.")
+    backup_keep = models.PositiveIntegerField(
+        "backups kept", null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="How many of its newest backups are kept (older ones are deleted after each backup). Blank: the "
+        "supervisor's APP_BACKUP_KEEP.")
+    is_template = models.BooleanField(
+        "template", default=False,
+        help_text="Offered in the add form: a new application can start from a fresh backup of its data.")
 
     objects = ApplicationQuerySet.as_manager()
 
@@ -113,7 +128,8 @@ class Application(models.Model):
         verbose_name = "application"
         # Starting, stopping and restarting change no field an edit could, and an editor of display names need not
         # be able to take applications down: a permission of its own, required by the admin and the API alike.
-        permissions = [(OPERATE, "Can start, stop and restart application")]
+        permissions = [(OPERATE, "Can start, stop and restart application"),
+                       (BACKUP, "Can back up, restore and clone application")]
 
     def __str__(self):
         return self.name
@@ -305,3 +321,40 @@ class Domain(models.Model):
 
     def __str__(self):
         return self.name
+class Backup(models.Model):
+    """A backup of an application's database (apps.backups): an engine-native dump stored through the ``backups``
+    storage. A row exists only once its bytes are stored whole, so every listed backup is complete; SHA256 is of
+    those bytes and is checked again before a restore."""
+
+    MANUAL, SCHEDULED, SAFETY = "manual", "scheduled", "safety"
+    KINDS = [(k, k) for k in (MANUAL, SCHEDULED, SAFETY)]
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="backups")
+    # The environment it was taken on, by name: it outlives the environment.
+    environment = models.CharField(max_length=40)
+    engine = models.CharField(max_length=20)
+    kind = models.CharField(max_length=10, choices=KINDS, default=MANUAL)
+    file = models.CharField("stored as", max_length=300)
+    size = models.BigIntegerField()
+    sha256 = models.CharField("SHA-256", max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.application.name} backup {self.pk} ({self.created_at:%Y-%m-%d %H:%M:%S})"
+
+
+class BackupSlot(models.Model):
+    """A scheduled backup's slot (a time its cron expression names), claimed by inserting this row: whichever
+    controller inserts it takes the backup, once per slot. ERROR: why it failed, "" when it did not."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="backup_slots")
+    slot = models.DateTimeField()
+    claimed_by = models.CharField(max_length=200, blank=True)
+    backup = models.ForeignKey(Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["application", "slot"], name="one_backup_per_slot")]

@@ -25,9 +25,11 @@ the commands it sends, the moves and removals it performs, the alerts it sends, 
 - ``mirror_migrations`` and ``upgrade_step``: the pending migrations the agents report are mirrored (every
   MIGRATIONS_MIRROR_SECONDS), and the fleet upgrades under way advance one bounded step (fleet.upgrades; in a
   background thread of its own).
+- ``backup_one``: one scheduled backup whose slot has come is claimed (a unique row per application and slot, so
+  once per slot whichever controller acts) and taken; a failure is alerted (apps.backups).
 
-``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
-of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
+``run`` only loops: the fast steps every pass, ``reconcile_one``, ``deliver_alerts`` and ``backup_one`` each in a
+background thread of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
 """
 
 import contextlib
@@ -46,7 +48,7 @@ from django.db.models import Q
 
 from alerts import delivery as alert_delivery
 from alerts import transitions as alert_transitions
-from apps import cache, lifecycle, moves, placements
+from apps import backups, cache, lifecycle, moves, placements
 from apps import mirror as status_mirror
 from apps.models import Application
 from audit import actions
@@ -175,6 +177,7 @@ class Controller:
         self._deliverer = Background("alerts", self._deliver_all)
         self._upgrader = Background("upgrades", self._upgrade_all)
         self._migrations_mirrored_at = None  # time.monotonic() of the last mirror of pending migrations
+        self._backer = Background("backups", self._backup_all)
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -261,6 +264,12 @@ class Controller:
     def deliver_alerts(self):
         """Attempt a few due alert deliveries. Returns whether there were any."""
         return bool(alert_delivery.deliver_due(self.now))
+
+    def backup_one(self):
+        """Take one scheduled backup whose slot has come, if this controller claims it first. Returns whether there
+        was one."""
+        return backups.run_due(self.now(), holder=self.lease.holder, timeout=self.timeout,
+                               alert=alert_transitions.backup_failed)
 
     def candidates(self, now):
         """Applications with a placement whose mirrored state is not the desired one, whose next attempt is due."""
@@ -407,10 +416,13 @@ class Controller:
                     pass
                 while self.upgrade_step():
                     pass
+                while self.backup_one():
+                    pass
             else:
                 self._reconciler.kick()
                 self._deliverer.kick()
                 self._upgrader.kick()
+                self._backer.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
@@ -455,6 +467,13 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _backup_all(self):
+        try:
+            while not self.stop_requested and self.lease.held and self.backup_one():
+                pass
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
@@ -466,6 +485,7 @@ class Controller:
             self._reconciler.shutdown()
             self._deliverer.shutdown()
             self._upgrader.shutdown()
+            self._backer.shutdown()
             with contextlib.suppress(redis.RedisError, OSError):
                 self._seen_statuses.close()
             try:

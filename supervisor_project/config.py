@@ -58,6 +58,9 @@ DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 MIN_MAX_HEADER_BYTES = 4 * 1024
 MAX_MAX_HEADER_BYTES = 1024 * 1024
 DEFAULT_HEAD_TIMEOUT = 20.0
+# Scheduled backups keep this many per application unless told otherwise (apps.backups).
+DEFAULT_BACKUP_KEEP = 7
+BACKUP_STORAGES = ("filesystem", "s3")
 # Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
 MIN_SHARED_SECRET = 16
 # The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
@@ -182,6 +185,9 @@ class Config:
     audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
     upgrade_concurrency: int = DEFAULT_UPGRADE_CONCURRENCY
     auto_upgrade: bool = False
+    backup_schedule: str = ""  # a cron expression; "" = no scheduled backups
+    backup_keep: int = DEFAULT_BACKUP_KEEP
+    backup_storage: dict = field(default_factory=dict)  # STORAGES["backups"]
 
     @property
     def is_worker(self):
@@ -255,6 +261,48 @@ def _time_zone(env, problems):
                         "or TZ=UTC")
         return "UTC"
     return name
+
+
+def cron_problem(expression):
+    """Why EXPRESSION is not a cron expression croniter takes (five fields, e.g. "0 3 * * *"), or None."""
+    from croniter import croniter
+
+    if len(expression.split()) != 5 or not croniter.is_valid(expression):
+        return f"{expression!r} is not a cron expression of five fields (minute hour day month weekday), e.g. 0 3 * * *"
+    return None
+
+
+def _backups(env, storage_dir, problems):
+    """(schedule, keep, STORAGES["backups"]) from APP_BACKUP_SCHEDULE, APP_BACKUP_KEEP and APP_BACKUP_STORAGE."""
+    schedule = " ".join(env.str("APP_BACKUP_SCHEDULE", default="").split())
+    if schedule.lower() == "off":
+        schedule = ""
+    if schedule and cron_problem(schedule):
+        problems.append(f"APP_BACKUP_SCHEDULE: {cron_problem(schedule)}, or leave it unset for no scheduled backups")
+        schedule = ""
+    keep = _whole(env, "APP_BACKUP_KEEP", DEFAULT_BACKUP_KEEP, 1, 100000, "backups kept per application", problems)
+    kind = env.str("APP_BACKUP_STORAGE", default="filesystem").strip().lower()
+    if kind not in BACKUP_STORAGES:
+        problems.append(f"APP_BACKUP_STORAGE={kind!r} is not known; use filesystem (under APP_STORAGE_DIR/backups) "
+                        "or s3 (with APP_BACKUP_S3_BUCKET)")
+        kind = "filesystem"
+    if kind == "filesystem":
+        return schedule, keep, {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                "OPTIONS": {"location": str(storage_dir / "backups")}}
+    bucket = env.str("APP_BACKUP_S3_BUCKET", default="")
+    if not bucket:
+        problems.append("APP_BACKUP_STORAGE=s3 needs APP_BACKUP_S3_BUCKET, the bucket backups are stored in")
+    options = {"bucket_name": bucket, "location": env.str("APP_BACKUP_S3_PREFIX", default="backups"),
+               "default_acl": None, "querystring_auth": True, "file_overwrite": False}
+    endpoint = env.str("APP_BACKUP_S3_ENDPOINT_URL", default="")
+    if endpoint:
+        problems.extend(filter(None, [_http_url_problem("APP_BACKUP_S3_ENDPOINT_URL", endpoint)]))
+        options["endpoint_url"] = endpoint
+    region = env.str("APP_BACKUP_S3_REGION", default="")
+    if region:
+        options["region_name"] = region
+    # Credentials: boto3's own (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+    return schedule, keep, {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
 
 
 def _seconds_or_zero(env, var, default, problems):
@@ -666,6 +714,7 @@ def load(environ_map=None):
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
+    backup_schedule, backup_keep, backup_storage = _backups(env, storage_dir, problems)
 
     debug_raw = env.str("DEBUG", default="false").lower()
     if debug_raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -748,4 +797,7 @@ def load(environ_map=None):
         audit_days=audit_days,
         upgrade_concurrency=upgrade_concurrency,
         auto_upgrade=auto_upgrade,
+        backup_schedule=backup_schedule,
+        backup_keep=backup_keep,
+        backup_storage=backup_storage,
     )

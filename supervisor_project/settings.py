@@ -59,6 +59,10 @@ APP_ALERT_FLAP_COUNT = CONFIG.alert_flap_count
 APP_ALERT_FLAP_WINDOW = CONFIG.alert_flap_window
 # Days the audit log keeps its entries; the controller prunes older ones (audit.models).
 APP_AUDIT_DAYS = CONFIG.audit_days
+# Scheduled backups (apps.backups): a cron expression ("" = none) and how many each application keeps; each
+# application may override both in the admin. Stored through STORAGES["backups"].
+APP_BACKUP_SCHEDULE = CONFIG.backup_schedule
+APP_BACKUP_KEEP = CONFIG.backup_keep
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:
@@ -210,6 +214,8 @@ WHITENOISE_STATIC_PREFIX = "/static/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "workers.static.ScriptPrefixedStaticFilesStorage", "OPTIONS": {"base_url": STATIC_URL}},
+    # Applications' backups, kept off the environments (apps.backups): APP_BACKUP_STORAGE.
+    "backups": CONFIG.backup_storage,
 }
 WHITENOISE_USE_FINDERS = True
 

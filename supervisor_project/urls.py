@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from api import auth as api_auth
 from api import openapi
 from apps import api as apps_api
-from apps import logs_api, move_api, signin_api
+from apps import backup_api, logs_api, move_api, signin_api
 from audit import api as audit_api
 from environments import api as environments_api
 from environments import drain_api
@@ -41,6 +41,10 @@ api_patterns = [
     re_path(r"^upgrade/?$", fleet_api.upgrade_collection, name="upgrade"),
     re_path(r"^upgrades/(?P<upgrade_id>[^/]+)/?$", fleet_api.upgrade_detail, name="upgrade-detail"),
     re_path(r"^apps/(?P<name>[^/]+)/logs/?$", logs_api.app_logs, name="app-logs"),
+    re_path(r"^apps/(?P<name>[^/]+)/backups/?$", backup_api.app_backups, name="app-backups"),
+    re_path(r"^apps/(?P<name>[^/]+)/backups/(?P<backup_id>[^/]+)/?$", backup_api.app_backup_download,
+            name="app-backup"),
+    re_path(r"^apps/(?P<name>[^/]+)/restore/?$", backup_api.app_restore, name="app-restore"),
     re_path(r"^(?P<rest>.*)$", api_auth.not_found),
 ]
 

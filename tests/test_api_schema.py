@@ -129,7 +129,8 @@ schema.config.update(base_url="http://localhost")
 @hypothesis_settings(max_examples=EXAMPLES, derandomize=DERANDOMIZE, deadline=None, database=None,
                      suppress_health_check=list(HealthCheck))
 def test_no_generated_request_is_answered_with_a_5xx_or_off_the_document(case, seeded, settings):
-    settings.ALLOWED_HOSTS = ["localhost"]
+    # Any Host: a generated Host header is the transport's, refused by Django (400) before the API is reached.
+    settings.ALLOWED_HOSTS = ["*"]
     # A create or a change that fits the document can still be refused: a taken name, an unknown environment, a
     # common password; and a move: environments that do not exist, or where it cannot go; an upgrade of
     # applications that do not exist, a command name no command has. Everything else schemathesis checks holds for

@@ -92,6 +92,14 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_UPGRADE_CONCURRENCY", "0", SUPERVISOR),
         ("APP_UPGRADE_CONCURRENCY", "65", SUPERVISOR),
         ("APP_AUTO_UPGRADE", "sometimes", SUPERVISOR),
+        ("APP_BACKUP_SCHEDULE", "every day", SUPERVISOR),
+        ("APP_BACKUP_SCHEDULE", "0 3 * * * *", SUPERVISOR),
+        ("APP_BACKUP_SCHEDULE", "61 3 * * *", SUPERVISOR),
+        ("APP_BACKUP_KEEP", "0", SUPERVISOR),
+        ("APP_BACKUP_STORAGE", "ftp", SUPERVISOR),
+        ("APP_BACKUP_S3_BUCKET", "", dict(SUPERVISOR, APP_BACKUP_STORAGE="s3")),
+        ("APP_BACKUP_S3_ENDPOINT_URL", "minio:9000", dict(SUPERVISOR, APP_BACKUP_STORAGE="s3",
+                                                          APP_BACKUP_S3_BUCKET="b")),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -587,3 +595,14 @@ def test_fleet_upgrades_default_to_two_at_a_time_per_environment_and_no_automati
     assert (config.upgrade_concurrency, config.auto_upgrade) == (2, False)
     config = load(dict(SUPERVISOR, APP_UPGRADE_CONCURRENCY="8", APP_AUTO_UPGRADE="true"))
     assert (config.upgrade_concurrency, config.auto_upgrade) == (8, True)
+def test_backups_are_stored_under_the_storage_directory_unless_told_s3_and_scheduled_only_when_asked(tmp_path):
+    config = load(dict(SUPERVISOR, APP_STORAGE_DIR=str(tmp_path)))
+    assert config.backup_schedule == "" and config.backup_keep == 7
+    assert config.backup_storage["OPTIONS"]["location"] == str(tmp_path.resolve() / "backups")
+    s3 = load(dict(SUPERVISOR, APP_BACKUP_STORAGE="s3", APP_BACKUP_S3_BUCKET="bk", APP_BACKUP_SCHEDULE="0  3 * * 1",
+                   APP_BACKUP_S3_ENDPOINT_URL="http://127.0.0.1:9000", APP_BACKUP_KEEP="30"))
+    assert s3.backup_storage["BACKEND"] == "storages.backends.s3.S3Storage"
+    assert s3.backup_storage["OPTIONS"]["bucket_name"] == "bk"
+    assert s3.backup_storage["OPTIONS"]["endpoint_url"] == "http://127.0.0.1:9000"
+    assert (s3.backup_schedule, s3.backup_keep) == ("0 3 * * 1", 30)
+    assert load(dict(SUPERVISOR, APP_BACKUP_SCHEDULE="off")).backup_schedule == ""

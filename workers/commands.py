@@ -16,7 +16,7 @@ from redis.exceptions import LockError
 from exchange import channel, contract, locks, status
 from exchange.redis_client import command_redis, supervisor_redis
 
-from . import appcommand, provisioning, transfer, upgrade
+from . import appcommand, backups, provisioning, transfer, upgrade
 from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
@@ -170,6 +170,8 @@ def dump(app, environment, payload, job_id=None):
 def load(app, environment, payload, job_id=None):
     # Runs before the start that migrates and serves it here; a failure raises, answered as the command's failure.
     loaded = transfer.load(app, payload, command_redis())
+    if payload.get("fresh"):  # a clone's data: the new application's own admin account, no sessions of the source
+        backups.make_own(app, payload)
     return dict(loaded, app=app, environment=environment, state=contract.LOADED, error="")
 
 
