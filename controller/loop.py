@@ -40,7 +40,7 @@ from alerts import transitions as alert_transitions
 from apps import cache, lifecycle, moves, placements
 from apps import mirror as status_mirror
 from apps.models import Application
-from environments import drain
+from environments import drain, enrollment
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
@@ -59,6 +59,8 @@ CANDIDATES_PER_PASS = 50
 # How often the mirror compares every registration and reported state with the database, rather than only those
 # whose bytes changed in Redis since the last pass (a safety net: the database changed behind the controller).
 FULL_MIRROR_SECONDS = 300.0
+# How often the controller compares the configuration cache with the database (the entries whose bytes changed).
+CACHE_CHECK_SECONDS = 2.0
 
 
 def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
@@ -141,6 +143,9 @@ class Controller:
         self.heartbeats_reset_at = None
         self._redis_lost = False
         self._seen_at = None  # when the mirror last started from scratch (time.monotonic)
+        self.published_keys = None  # the environment keys last published (environments.enrollment)
+        self.verified_cache = cache.Verified()
+        self.cache_checked_at = None  # when repair_cache last ran (time.monotonic)
         self.forget_mirrored()
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
@@ -167,6 +172,27 @@ class Controller:
             self._seen_at = None
             return True
         return False
+
+    def publish_keys(self):
+        """Publish the environments' enrolled public keys to Redis when the database's changed or Redis lost them.
+        Returns whether it published."""
+        before = self.published_keys
+        self.published_keys = enrollment.ensure_published(supervisor_redis(), before)
+        return self.published_keys != before and before is not None
+
+    def repair_cache(self, force=False):
+        """Every CACHE_CHECK_SECONDS: rewrite configuration entries that differ from the database (forged with some
+        key, altered, or old ones copied back). Returns the names repaired."""
+        if not force and self.cache_checked_at is not None \
+                and time.monotonic() - self.cache_checked_at < CACHE_CHECK_SECONDS:
+            return []
+        self.cache_checked_at = time.monotonic()
+        repaired = cache.repair(supervisor_redis(), self.verified_cache)
+        if repaired:
+            log.warning("configuration entries in Redis differed from the database (forged or altered) and were "
+                        "rewritten: %s", ", ".join(sorted(repaired)[:20]))
+            supervisor_redis().hincrby(contract.REFUSED_KEY, contract.REFUSED_CONFIG, len(repaired))
+        return repaired
 
     def mirror(self):
         """Copy registrations and reported states into the database; publish what changed in it (environments'
@@ -315,6 +341,8 @@ class Controller:
             if not held:
                 return False
             self.rebuild_cache_if_missing()
+            self.publish_keys()
+            self.repair_cache()
             self.mirrored = None
             self.mirror()
             self.raise_alerts(self.mirrored)
