@@ -30,7 +30,7 @@ from pathlib import Path
 import redis as redis_lib
 import requests
 
-from exchange import signing
+from exchange import events, signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
 from supervisor_project.cluster import web_args
 
@@ -652,13 +652,11 @@ class Drill(BoundsDrills):
     # -- with env_b's key material only (docs/security.md, "Threat model") ------------------------------------------
 
     def refused_counts(self):
-        """{kind: count} of appsup_refused_signatures, plus "registration": appsup_registrations_rejected."""
+        """{kind: count} of appsup_refused_signatures."""
         text = requests.get(f"{self.cluster.url}/metrics", timeout=30,
                             headers={"Authorization": f"Bearer {self.cluster.token}"}).text
         counts = {kind: float(n) for kind, n in re.findall(r'^appsup_refused_signatures_total\{kind="(\w+)"\} (\S+)',
                                                            text, re.M)}
-        found = re.search(r"^appsup_registrations_rejected (\S+)", text, re.M)
-        counts["registration"] = float(found.group(1)) if found else 0.0
         return counts
 
     def env_b_serializer(self, signer="env_b"):
@@ -703,6 +701,9 @@ class Drill(BoundsDrills):
                   "traceback": "", "at": time.time(), "seq": 2**62}
         self.r.hset(ENVIRONMENTS_KEY, "env_a", signing.dumps(registration, signer="env_b", key=key))
         self.r.hset(STATUSES_KEY, "shop/env_a", signing.dumps(status, signer="env_b", key=key))
+        # Anyone may announce a change (events are hints): the controller reads the status at once.
+        events.publish(self.r, events.PLACEMENT, app="shop", environment="env_a", state="error", error="phish",
+                       at=time.time())
         codes = [requests.get(self.url("shop"), timeout=10).status_code for _ in range(10)]
         counted = self.wait(lambda: all(self.refused_counts().get(kind, 0) > before.get(kind, 0)
                                         for kind in ("registration", "status")), 15, "the refusals counted")

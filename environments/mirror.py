@@ -10,7 +10,16 @@ from django.conf import settings
 from django.db import models
 
 from exchange import registry, signing
-from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE, REJECTED_REGISTRATIONS_KEY
+from exchange.contract import (
+    DEGRADED,
+    ENVIRONMENTS_KEY,
+    NAME_RE,
+    OFFLINE,
+    ONLINE,
+    REFUSED_KEY,
+    REFUSED_REGISTRATION,
+    REJECTED_REGISTRATIONS_KEY,
+)
 from supervisor_project import bulk
 
 from . import enrollment
@@ -241,6 +250,8 @@ def sync(redis, seen=None):
                 beat_names.append(name)
             else:
                 others.append((keys[name], values))
+    if rejected:
+        redis.hincrby(REFUSED_KEY, REFUSED_REGISTRATION, len(rejected))
     if created:
         Environment.objects.bulk_create(created, ignore_conflicts=True)
     bulk.update_rows(Environment, ("last_heartbeat_at",), beats)

@@ -86,11 +86,11 @@ REJECTED_REGISTRATIONS_KEY = f"{_PREFIX}:rejected-registrations"
 FORGED_LOCKS_KEY = f"{_PREFIX}:forged-locks"
 LEASE_LOCK, APP_LOCK, PROVISION_LOCK = "lease", "app", "provision"
 # Hash: kind (REFUSED_KINDS) -> how many entries were refused for not being signed by whom they must be (exchange.keys):
-# commands a worker refused, statuses the controller's mirror refused, configuration entries the controller rewrote.
-# Unsigned: a count for people, nothing acts on it. (Registrations: REJECTED_REGISTRATIONS_KEY.)
+# commands a worker refused, registrations and statuses the controller's mirror refused (each stored value once),
+# configuration entries the controller rewrote. Unsigned: a count for people, nothing acts on it.
 REFUSED_KEY = f"{_PREFIX}:refused"
-REFUSED_COMMAND, REFUSED_STATUS, REFUSED_CONFIG = "command", "status", "config"
-REFUSED_KINDS = (REFUSED_COMMAND, REFUSED_STATUS, REFUSED_CONFIG)
+REFUSED_COMMAND, REFUSED_REGISTRATION, REFUSED_STATUS, REFUSED_CONFIG = "command", "registration", "status", "config"
+REFUSED_KINDS = (REFUSED_COMMAND, REFUSED_REGISTRATION, REFUSED_STATUS, REFUSED_CONFIG)
 FORGED_LOCK_KINDS = (LEASE_LOCK, APP_LOCK, PROVISION_LOCK)
 
 

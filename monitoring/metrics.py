@@ -202,8 +202,8 @@ class RedisCollector:
             family.add_metric([kind], forged.get(kind, 0))
         yield family
         family = CounterMetricFamily("appsup_refused_signatures", "Entries refused for not being signed by whom they "
-                                     "must be: commands a worker refused (not the supervisor's), statuses not signed "
-                                     "by their environment, configuration entries that differed from the database "
+                                     "must be: commands a worker refused (not the supervisor's), registrations and "
+                                     "statuses not signed by their environment (each stored value once), configuration entries that differed from the database "
                                      "(rewritten).", labels=["kind"])
         for kind in contract.REFUSED_KINDS:
             count = refused.get(kind, b"0")

@@ -8,7 +8,6 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from controller.loop import Controller
-from environments import enrollment
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import cache, contract, keys, registry, signing
