@@ -184,3 +184,25 @@ def test_a_status_signed_by_another_environment_is_refused_and_counted(r):
 
     assert Placement.objects.get().state != contract.ERROR
     assert r.hget(contract.REFUSED_KEY, contract.REFUSED_STATUS) == b"1"
+
+
+def test_the_admin_records_replaces_and_retires_an_environments_key(admin_client, r, supervisor_only):
+    from django.urls import reverse
+
+    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
+    env = Environment.objects.get(name="env_a")
+    url = reverse("admin:environments_environment_keys", args=[env.pk])
+    assert keys.key_id(environment_public_key("env_a")) in admin_client.get(url).content.decode()
+
+    new_private, new_public = keys.generate()
+    bad = admin_client.post(url, {"public_key": "nope"})
+    assert bad.status_code == 400 and "not an Ed25519 key" in bad.content.decode()
+    assert admin_client.post(url, {"public_key": new_public, "keep_current": "on"}).status_code == 302
+    assert Environment.objects.get(name="env_a").public_keys == [environment_public_key("env_a"), new_public]
+    announce_as(r, "env_a", new_private)
+    assert set(registry.read(r)) == {"env_a"}
+
+    assert admin_client.post(url, {"retire": new_public}).status_code == 302
+    assert registry.read(r) == {}  # published at once: the retired key is refused
+    assert admin_client.post(url, {"public_key": new_public}).status_code == 302  # replaces
+    assert Environment.objects.get(name="env_a").public_keys == [new_public]
