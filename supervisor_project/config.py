@@ -55,7 +55,7 @@ DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 MIN_MAX_HEADER_BYTES = 4 * 1024
 MAX_MAX_HEADER_BYTES = 1024 * 1024
 DEFAULT_HEAD_TIMEOUT = 20.0
-# Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
+# Shorter ones are refused: it is what alert receivers tell real alerts from forged ones by.
 MIN_SHARED_SECRET = 16
 # The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
 MIN_API_TOKEN = 32

@@ -330,7 +330,7 @@ class Agent:
         log.warning("environment %s: %d queued ids with no job behind them dropped (%d since start), first %r",
                     self.name, len(junk), self.junk_dropped, first)
         self.record_refusal(first, f"refused: no job behind this id (malformed, or pushed onto the queue without the "
-                                   f"shared secret); {len(junk)} such ids dropped at once, {self.junk_dropped} since "
+                                   f"supervisor's key); {len(junk)} such ids dropped at once, {self.junk_dropped} since "
                                    f"the agent started")
         return len(junk)
 
