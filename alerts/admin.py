@@ -78,10 +78,10 @@ class DeliveryInline(ReadOnly, admin.TabularInline):
 @admin.register(Alert)
 class AlertAdmin(ReadOnly, SupervisorAdmin):
     list_display = ("at", "event", "environment", "app", "message", "delivered")
-    list_filter = ("event", "environment")
+    list_filter = ("event", "environment", "held")
     search_fields = ("environment", "app", "message")
     date_hierarchy = "at"
-    fields = ("event", "environment", "app", "status", "message", "at")
+    fields = ("event", "environment", "app", "status", "message", "at", "held")
     inlines = (DeliveryInline,)
 
     def get_queryset(self, request):
@@ -89,6 +89,8 @@ class AlertAdmin(ReadOnly, SupervisorAdmin):
 
     @admin.display(description="deliveries")
     def delivered(self, alert):
+        if alert.held:
+            return "held: the environment was flapping"
         deliveries = list(alert.deliveries.all())
         if not deliveries:
             return "no channel"

@@ -22,6 +22,8 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
+from audit import actions
+from audit import log as audit
 from exchange.contract import VERSION
 
 from .models import EMAIL, FAILED, PENDING, SENT, TEST, WEBHOOK, Alert, AlertChannel, Delivery, DeliveryAttempt
@@ -100,6 +102,12 @@ def attempt(delivery, now=timezone.now):
                                                        last_attempt_at=at, result=result)
     delivery.state, delivery.attempt_count, delivery.next_attempt_at = state, number, next_at
     delivery.last_attempt_at, delivery.result = at, result
+    alert = delivery.alert
+    # The channel by its source and host only: a webhook's URL often is its secret (Slack's, Teams').
+    audit.record(None, actions.ALERT_SEND, f"alert:{alert.pk}",
+                 {"event": alert.event, "environment": alert.environment, "app": alert.app,
+                  "channel": delivery.source, "kind": delivery.kind, "attempt": number},
+                 actions.OK if ok else actions.FAILED, status=status_code, detail="" if ok else result)
     return delivery
 
 

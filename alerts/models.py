@@ -16,10 +16,11 @@ from exchange.contract import DEGRADED, OFFLINE, ONLINE
 ENVIRONMENT_ONLINE = "environment.online"
 ENVIRONMENT_DEGRADED = "environment.degraded"
 ENVIRONMENT_OFFLINE = "environment.offline"
+ENVIRONMENT_FLAPPING = "environment.flapping"
 PLACEMENT_ERROR = "placement.error"
 # Sent by the admin's "send a test alert" action only.
 TEST = "test"
-EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, PLACEMENT_ERROR, TEST)
+EVENTS = (ENVIRONMENT_OFFLINE, ENVIRONMENT_ONLINE, ENVIRONMENT_DEGRADED, ENVIRONMENT_FLAPPING, PLACEMENT_ERROR, TEST)
 ENVIRONMENT_EVENTS = {ONLINE: ENVIRONMENT_ONLINE, DEGRADED: ENVIRONMENT_DEGRADED, OFFLINE: ENVIRONMENT_OFFLINE}
 
 # AlertState.status of a placement: in error, or back in a settled state since.
@@ -78,6 +79,8 @@ class AlertState(models.Model):
     app = models.CharField(max_length=40, blank=True)
     status = models.CharField(max_length=10)
     changed_at = models.DateTimeField(default=timezone.now)
+    # Since when an environment has been flapping (its changes are held, not sent), until it is steady again.
+    flapping_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["environment", "app"], name="one_alert_state_per_subject")]
@@ -94,6 +97,8 @@ class Alert(models.Model):
     status = models.CharField(max_length=10, blank=True)
     message = models.TextField()
     at = models.DateTimeField(default=timezone.now)
+    # Recorded, not sent: a change of an environment that is flapping (alerts.transitions). The admin lists it.
+    held = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-at", "-pk"]

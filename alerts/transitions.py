@@ -8,6 +8,10 @@ Two controllers that see the same transition, or a controller restarted after it
 - Environments: online, degraded, offline; each change is an alert. The first time an environment is seen its status
   is recorded without an alert (a first deploy, or the alerts' own first run, would otherwise send a storm of
   "online").
+- Flapping: an environment whose status changed APP_ALERT_FLAP_COUNT times within APP_ALERT_FLAP_WINDOW seconds
+  (counting the change at hand) gets one ``environment.flapping`` alert instead; its further changes are recorded as
+  held alerts (listed in the admin, never sent) until it has kept one status for a whole window, when one alert says
+  it is steady again and what its status is. Starting and ending are claimed on the AlertState as transitions are.
 - Placements: one ``placement.error`` per transition into ``error``. It stays alerted while the application stays in
   error, through retries (``starting`` again is not a recovery); once it is running or stopped (or gone), a new error
   alerts again.
@@ -24,7 +28,15 @@ from environments.models import Environment
 from exchange.contract import DEGRADED, ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
 
 from .delivery import enqueue
-from .models import ENVIRONMENT_EVENTS, IN_ERROR, PLACEMENT_ERROR, RECOVERED, Alert, AlertState
+from .models import (
+    ENVIRONMENT_EVENTS,
+    ENVIRONMENT_FLAPPING,
+    IN_ERROR,
+    PLACEMENT_ERROR,
+    RECOVERED,
+    Alert,
+    AlertState,
+)
 
 
 def raise_alerts(now, heartbeats_reset_at=None, statuses=None):
@@ -41,7 +53,12 @@ def environment_alerts(now, heartbeats_reset_at=None, statuses=None):
     # (for their message): reading all 10,000 as instances each pass took 200 ms.
     if statuses is None:
         statuses = registry_mirror.statuses(now)
-    alerted = dict(AlertState.objects.filter(app="").values_list("environment", "status"))
+    alerted, flapping = {}, set()
+    for name, status, flapping_since in AlertState.objects.filter(app="").values_list("environment", "status",
+                                                                                         "flapping_since"):
+        alerted[name] = status
+        if flapping_since is not None:
+            flapping.add(name)
     first_seen = [AlertState(environment=name, status=status, changed_at=now) for name, status in statuses.items()
                   if name not in alerted]
     moved = [name for name, status in statuses.items() if name in alerted and alerted[name] != status]
@@ -53,9 +70,53 @@ def environment_alerts(now, heartbeats_reset_at=None, statuses=None):
             continue
         alert = Alert(event=ENVIRONMENT_EVENTS[status], environment=environment.name, status=status,
                       message=_environment_message(environment, last, status, now), at=now)
-        if transition(environment.name, "", last, status, now, alert):
+        starts_flapping = False
+        if environment.name in flapping:
+            alert.held = True
+        elif _starts_flapping(environment.name, now):
+            starts_flapping = True
+            alert.event = ENVIRONMENT_FLAPPING
+            alert.message = (f"environment {environment.name} is flapping: {settings.APP_ALERT_FLAP_COUNT} status "
+                             f"changes within {settings.APP_ALERT_FLAP_WINDOW:g} s, now {status} "
+                             f"({alert.message}); its further changes are held until it keeps one status for "
+                             f"{settings.APP_ALERT_FLAP_WINDOW:g} s")
+        if transition(environment.name, "", last, status, now, alert, starts_flapping=starts_flapping):
             raised.append(alert)
     AlertState.objects.bulk_create(first_seen, ignore_conflicts=True)  # another controller's first look is as good
+    if flapping:  # read with the statuses above: no query in a pass where nothing flaps
+        raised += steady_after_flapping(now)
+    return raised
+
+
+def _starts_flapping(name, now):
+    """Whether the change of environment NAME at hand makes APP_ALERT_FLAP_COUNT changes within the window."""
+    count = settings.APP_ALERT_FLAP_COUNT
+    if count <= 0:
+        return False
+    since = now - timedelta(seconds=settings.APP_ALERT_FLAP_WINDOW)
+    earlier = Alert.objects.filter(environment=name, app="", at__gt=since,
+                                   event__in=[*ENVIRONMENT_EVENTS.values(), ENVIRONMENT_FLAPPING]).count()
+    return earlier + 1 >= count
+
+
+def steady_after_flapping(now):
+    """One alert for each flapping environment that has kept its status for a whole window: its changes are sent
+    again from then on. Claimed by a conditional UPDATE of its AlertState, so it is sent once."""
+    quiet_since = now - timedelta(seconds=settings.APP_ALERT_FLAP_WINDOW)
+    raised = []
+    for state in AlertState.objects.filter(app="", flapping_since__isnull=False, changed_at__lte=quiet_since):
+        alert = Alert(event=ENVIRONMENT_EVENTS.get(state.status, ENVIRONMENT_FLAPPING), environment=state.environment,
+                      status=state.status, at=now,
+                      message=f"environment {state.environment} is steady again: {state.status} for "
+                              f"{settings.APP_ALERT_FLAP_WINDOW:g} s after flapping since "
+                              f"{state.flapping_since.isoformat(timespec='seconds')}; its changes are sent again")
+        with transaction.atomic():
+            claimed = AlertState.objects.filter(pk=state.pk, flapping_since=state.flapping_since,
+                                                changed_at=state.changed_at).update(flapping_since=None) == 1
+            if claimed:
+                alert.save()
+                enqueue(alert, now)
+                raised.append(alert)
     return raised
 
 
@@ -88,13 +149,15 @@ def placement_alerts(now):
     return raised
 
 
-def transition(environment, app, old, new, now, alert=None, or_create=False):
+def transition(environment, app, old, new, now, alert=None, or_create=False, starts_flapping=False):
     """Move the subject's AlertState from OLD to NEW and, if this call moved it, save ALERT with one delivery per
-    channel, in the same transaction. OR_CREATE: a subject with no AlertState yet counts as OLD. Returns whether
-    this call moved it (False: another controller did, or the subject is not at OLD any more)."""
+    channel (none if it is held), in the same transaction. OR_CREATE: a subject with no AlertState yet counts as OLD.
+    STARTS_FLAPPING: the subject is flapping from NOW. Returns whether this call moved it (False: another controller
+    did, or the subject is not at OLD any more)."""
     with transaction.atomic():
         subject = AlertState.objects.filter(environment=environment, app=app)
-        moved = subject.filter(status=old).update(status=new, changed_at=now) == 1
+        flap = {"flapping_since": now} if starts_flapping else {}
+        moved = subject.filter(status=old).update(status=new, changed_at=now, **flap) == 1
         if not moved and or_create:
             try:
                 with transaction.atomic():
@@ -104,7 +167,8 @@ def transition(environment, app, old, new, now, alert=None, or_create=False):
                 pass
         if moved and alert is not None:
             alert.save()
-            enqueue(alert, now)
+            if not alert.held:
+                enqueue(alert, now)
         return moved
 
 

@@ -4,11 +4,13 @@ tokens for themselves only: a token for someone else would carry that someone's 
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from audit.admin_hooks import Audited
+
 from .models import ApiToken
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(Audited, admin.ModelAdmin):
     list_display = ("name", "user", "hint", "created_at", "expires_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at",)
     search_fields = ("name", "user__username")

@@ -12,6 +12,8 @@ re-reads from the server after a change — and every date is a ``<time data-liv
 """
 
 
+from urllib.parse import urlencode
+
 import redis
 from django.conf import settings
 from django.contrib import admin, messages
@@ -29,13 +31,15 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from audit.admin_hooks import Audited
 from exchange import contract
 from exchange import load as load_report
 from exchange.redis_client import supervisor_redis
+from fleet.upgrade_action import UpgradeActionMixin
 from live.moments import moment_html
 from proxy.targets import ENV_PARAM, PREFIX
 
-from . import lifecycle, placements, refresh
+from . import lifecycle, logs_admin, placements, refresh, signin
 from .forms import ApplicationChangeForm, ApplicationCreateForm, publish_quietly
 from .models import OPERATE_PERMISSION, Application
 from .move_admin import MoveActionMixin
@@ -80,8 +84,15 @@ def placement_badge(placement, now=None):
 
 
 def open_url(application_name, environment_name):
-    """The application on one environment, through the supervisor's access proxy (the choice is remembered)."""
+    """The application on one environment, through the supervisor's access proxy (the choice is remembered): on its
+    own origin with APP_APPS_DOMAIN (the supervisor's host sends /apps/<name>/ there)."""
     return f"{PREFIX}/{application_name}/?{ENV_PARAM}={environment_name}"
+
+
+def signin_url(placement):
+    """"As operator": the page that opens the application's admin signed in (apps/signin.py)."""
+    return reverse("admin:apps_application_signin", args=[placement.application.pk]) + "?" + urlencode(
+        {"environment": placement.environment.name})
 
 
 def open_link(placement, now=None):
@@ -90,9 +101,11 @@ def open_link(placement, now=None):
     running = placement.badge_state(now) == contract.RUNNING  # where the proxy would forward
     return format_html(
         '<a class="appsup-open" href="{}" target="_blank" rel="noopener" data-open="{}" title="open {} on {}"{}>'
-        "Open</a>",
+        "Open</a>"
+        ' <a class="appsup-open-as" href="{}" title="open the admin of {} on {} signed in as an operator">as operator</a>',
         open_url(placement.application.name, placement.environment.name), key, placement.application.name,
         placement.environment.name, "" if running else mark_safe(" hidden"),
+        signin_url(placement), placement.application.name, placement.environment.name,
     )
 
 
@@ -244,9 +257,10 @@ def placement_rows(placements, now=None):
     ]
 
 
-class SupervisorAdmin(admin.ModelAdmin):
+class SupervisorAdmin(Audited, admin.ModelAdmin):
     """Shared by both tabs: pages only read the database, which the controller keeps mirrored from Redis, and say
-    so when that mirror may be stale (Redis down, no controller running)."""
+    so when that mirror may be stale (Redis down, no controller running). What operators do here is recorded in
+    the audit log (audit.admin_hooks)."""
 
     class Media:
         css = {"all": ["apps/admin.css", "live/live.css"]}
@@ -279,13 +293,13 @@ class SupervisorAdmin(admin.ModelAdmin):
 
 
 @admin.register(Application)
-class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
+class ApplicationAdmin(UpgradeActionMixin, MoveActionMixin, SupervisorAdmin):
     add_form = ApplicationCreateForm
     change_form = ApplicationChangeForm
-    list_display = ("name", "display_name", "environment_states", "attention")
+    list_display = ("name", "shown_display_name", "environment_states", "attention", "upgrade_needed")
     list_filter = ("desired_state", NeedsAttentionFilter, ("environments", EnvironmentFilter))
     search_fields = ("name", "display_name")
-    actions = ("start", "stop", "restart", "move", "delete_selected")
+    actions = ("start", "stop", "restart", "move", "upgrade", "delete_selected")
     # "N results (M total)" would count the whole table again on every filtered page.
     show_full_result_count = False
 
@@ -296,7 +310,7 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     # Given by get_fieldsets, not as ``fieldsets``: the admin's checks refuse "environments" there, a many-to-many
     # through Placement, although the form declares its own field of that name (forms.OrderedEnvironmentsField).
     change_fieldsets = (
-        (None, {"fields": ("name", "display_name", "admin_username", "desired")}),
+        (None, {"fields": ("name", "display_name", "custom_domains", "admin_username", "desired")}),
         ("Environments", {"fields": ("environments", "drop_database", "leaving", "placement_table", "attention")}),
         (SHARE, {"fields": ("concurrency", "request_timeout", "load")}),
         ("Record", {"fields": ("created", "updated"), "classes": ["collapse"]}),
@@ -311,6 +325,13 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).with_placements()
+
+    @admin.display(description="display name", ordering="display_name")
+    def shown_display_name(self, application):
+        """Cut to the column's width (apps/admin.css), whole in its title: one long name must not push the states and
+        the attention column off the list."""
+        return format_html('<span class="appsup-display-name" title="{}">{}</span>', application.display_name,
+                           application.display_name)
 
     @admin.display(description="needs attention", ordering="desired_state")
     def attention(self, application):
@@ -434,7 +455,8 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             super().save_model(request, obj, form, change)
-            # The display name is part of what workers and the proxy read.
+            form.save_domains()
+            # The display name and the domains are part of what workers and the proxy read.
             transaction.on_commit(lambda: publish_quietly(obj.pk))
             names = form.new_environments()
             if names is not None:
@@ -497,6 +519,8 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
         info = self.opts.app_label, self.opts.model_name
         return [
             path("open/", self.admin_site.admin_view(self.open_view), name=f"{info[0]}_{info[1]}_open"),
+            path("<path:object_id>/signin/", self.admin_site.admin_view(self.signin_view),
+                 name=f"{info[0]}_{info[1]}_signin"),
         ] + [
             path(
                 f"<path:object_id>/{command}/",
@@ -505,7 +529,12 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
                 name=f"{info[0]}_{info[1]}_{command}",
             )
             for command in LIFECYCLE_COMMANDS
+        ] + [
+            path("<path:object_id>/logs/", self.admin_site.admin_view(self.logs_view), name=f"{info[0]}_{info[1]}_logs"),
         ] + super().get_urls()
+
+    def logs_view(self, request, object_id):
+        return logs_admin.logs_view(self, request, unquote(object_id))
 
     def open_view(self, request):
         """Where "View site" leads: every application, with a link to open it on each environment it runs on."""
@@ -527,6 +556,39 @@ class ApplicationAdmin(MoveActionMixin, SupervisorAdmin):
         request.current_app = self.admin_site.name
         return self.with_staleness_warning(
             request, TemplateResponse(request, "admin/apps/application/open.html", context))
+
+    @admin.display(description="custom domains")
+    def custom_domains(self, obj):
+        """Shown so to a user who may view but not change it (the form's field otherwise)."""
+        return ", ".join(obj.domain_names()) or "–"
+
+    def signin_view(self, request, object_id):
+        """"Open as operator": choose the environment, then a POST answers with a redirect to a one-time link that
+        signs the operator into the application's admin there (apps/signin.py)."""
+        if not signin.may_sign_in(request.user):
+            raise PermissionDenied
+        application = self.get_object(request, unquote(object_id))
+        if application is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        environments = [p.environment.name for p in application.ordered_placements()]
+        if request.method == "POST":
+            environment = request.POST.get("environment")
+            if environment not in environments:
+                self.message_user(request, f"{application.name} is not placed on {environment!r}.", messages.ERROR)
+                return HttpResponseRedirect(request.path)
+            return HttpResponseRedirect(signin.link(request, application.name, environment))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Open {application.name} as operator",
+            "subtitle": None,
+            "object": application,
+            "opts": self.opts,
+            "environments": environments,
+            "mapped_user": signin.mapped_username(request.user),
+            "max_age": settings.APP_SIGNIN_MAX_AGE,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/apps/application/signin_confirmation.html", context)
 
     def lifecycle_view(self, request, object_id, command):
         """The change page's Start/Stop/Restart buttons: the same confirmation, then the same run."""

@@ -1,5 +1,5 @@
 """JSON API: the applications (docs/architecture.md, "JSON API"). Authentication, 401/403/405 and the JSON envelope are
-supervisor_project.api_auth's; the work is apps.forms' (create) and apps.lifecycle's (start, stop, restart, remove).
+api.auth's; the work is apps.forms' (create) and apps.lifecycle's (start, stop, restart, remove).
 
 APP = ``{"name", "display_name", "environments": [names in start order], "desired_state",
 "statuses": {environment: {"state", "error", "at"}}, "concurrency", "request_timeout"}``; ``state`` is "unknown"
@@ -62,9 +62,7 @@ from django.db import IntegrityError
 from django.http import HttpResponse
 from django.utils import timezone
 
-from exchange import contract
-from exchange.contract import NAME_RE
-from supervisor_project.api_auth import (
+from api.auth import (
     api_view,
     error,
     json_response,
@@ -74,6 +72,9 @@ from supervisor_project.api_auth import (
     read_json,
     with_warning,
 )
+from exchange import contract
+from exchange.contract import NAME_RE
+from fleet import pending as pending_migrations
 
 from . import lifecycle, listing, placements, refresh
 from .forms import ApplicationChangeForm, ApplicationCreateForm, OrderedEnvironmentsField, publish_quietly
@@ -98,7 +99,7 @@ def app_dict(application, now=None):
     placed = [(p.environment.name, listing.status_dict(p.display_state(now), p.error, p.state_at))
               for p in application.ordered_placements()]
     return listing.app_dict(application.name, application.display_name, application.desired_state, placed,
-                            application.concurrency, application.request_timeout)
+                            application.concurrency, application.request_timeout, application.domain_names())
 
 
 def _load(name):
@@ -200,7 +201,8 @@ def app_detail(request, name):
     application = _load(name)
     if application is None:
         return _unknown(name)
-    return with_warning(json_response(app_dict(application)), refresh.staleness_warning())
+    body = dict(app_dict(application), pending_migrations=pending_migrations.for_app(application))
+    return with_warning(json_response(body), refresh.staleness_warning())
 
 
 # -- lifecycle -----------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from exchange import contract
 from exchange.redis_client import supervisor_redis
 
 from . import cache
-from .models import Application, Placement
+from .models import Application, Domain, Placement, validate_domain
 
 # The admin offers this many ordered environment choices; the API takes any number.
 ADMIN_ENVIRONMENT_SLOTS = 4
@@ -204,6 +204,10 @@ class ApplicationChangeForm(forms.ModelForm):
     drop_database = forms.BooleanField(
         label="Drop the databases of the environments left", required=False,
         help_text="Unticked, an environment left keeps the application's database.")
+    custom_domains = forms.CharField(
+        label="Custom domains", required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 40}),
+        help_text="One per line, e.g. crm.example.com. With APP_APPS_DOMAIN the application answers at each, "
+        "besides <name>.<APP_APPS_DOMAIN>: point its DNS at the supervisor and list it in the workers' ALLOWED_HOSTS.")
 
     class Meta:
         model = Application
@@ -221,6 +225,9 @@ class ApplicationChangeForm(forms.ModelForm):
         if self.instance.pk is not None:
             # In start order: the admin's model_to_dict would give the many-to-many's environments, by name.
             self.initial["environments"] = self.instance.environment_names()
+            self.initial["custom_domains"] = "\n".join(self.instance.domain_names())
+        if self.is_bound and self.add_prefix("custom_domains") not in self.data:
+            self.fields["custom_domains"].disabled = True  # not given: unchanged
         name = self.add_prefix("environments")
         if self.is_bound and name not in self.data and self.fields["environments"].widget.value_omitted_from_data(
                 self.data, self.files, name):
@@ -231,6 +238,35 @@ class ApplicationChangeForm(forms.ModelForm):
         if not self.fields["environments"].disabled:
             note_unverified(self)
         super().full_clean()
+
+    def clean_custom_domains(self):
+        """The custom domains, one per line, each valid (models.validate_domain) and nobody else's."""
+        if self.fields["custom_domains"].disabled:
+            return None
+        names = list(dict.fromkeys(line.strip().lower().rstrip(".") for line in
+                                   (self.cleaned_data["custom_domains"] or "").splitlines() if line.strip()))
+        problems = []
+        for name in names:
+            try:
+                validate_domain(name)
+            except forms.ValidationError as exc:
+                problems.extend(exc.messages)
+        taken = dict(Domain.objects.filter(name__in=names).exclude(application=self.instance)
+                     .values_list("name", "application__name"))
+        problems.extend(f"{name} is already a domain of application {app}." for name, app in sorted(taken.items()))
+        if problems:
+            raise forms.ValidationError(problems)
+        return names
+
+    def save_domains(self):
+        """Make the application's custom domains those of the form (when it had the field). A domain given to
+        another application since the form was checked: refused by the unique constraint, nothing changed."""
+        names = self.cleaned_data.get("custom_domains")
+        if names is None:
+            return
+        self.instance.domains.exclude(name__in=names).delete()
+        for name in names:
+            Domain.objects.get_or_create(application=self.instance, name=name)
 
     def clean_environments(self):
         names = self.cleaned_data["environments"]

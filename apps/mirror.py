@@ -9,9 +9,9 @@ from datetime import timezone as dt_timezone
 
 import redis
 
+from environments import bulk
 from exchange import events, status
 from exchange.contract import EVENTS_CHANNEL, REFUSED_KEY, REFUSED_STATUS, STATUSES_KEY, status_field
-from supervisor_project import bulk
 
 STATUS_FIELDS = ("state", "error", "traceback", "state_at")
 

@@ -65,6 +65,7 @@ class ApplicationQuerySet(models.QuerySet):
             models.Prefetch("placements", queryset=Placement.objects.select_related("environment")),
             models.Prefetch("moves", queryset=Move.objects.filter(state=Move.ACTIVE).select_related(
                 "source", "destination"), to_attr="active_moves"),
+            "domains",
         )
 
 
@@ -148,8 +149,13 @@ class Application(models.Model):
             "generation": self.generation,
             "concurrency": self.concurrency,  # None: the worker's default
             "request_timeout": self.request_timeout,
+            "domains": self.domain_names(),
             **self._moving_entry(),
         }
+
+    def domain_names(self):
+        """Its custom domains (Domain), sorted; uses the prefetch cache when there is one."""
+        return sorted(d.name for d in self.domains.all())
 
     def _moving_entry(self):
         """``{"moving": {"from", "to"}}`` while a move of this application runs (apps.moves), else nothing: the
@@ -264,3 +270,38 @@ class Move(models.Model):
 
     def __str__(self):
         return f"{self.application.name}: {self.source.name} → {self.destination.name} ({self.state})"
+
+
+def validate_domain(value):
+    """A custom domain: a DNS name, neither under APP_APPS_DOMAIN (those are the applications' own hosts) nor one
+    of APP_SUPERVISOR_HOSTS."""
+    from django.conf import settings
+    from django.core.exceptions import ValidationError
+
+    from supervisor_project.config import is_domain_name
+
+    if value != value.strip().lower().rstrip(".") or not is_domain_name(value):
+        raise ValidationError(f"{value!r} is not a domain name in lower case, e.g. crm.example.com.")
+    if settings.APP_APPS_DOMAIN and (value == settings.APP_APPS_DOMAIN
+                                     or value.endswith("." + settings.APP_APPS_DOMAIN)):
+        raise ValidationError(f"{value} is under APP_APPS_DOMAIN ({settings.APP_APPS_DOMAIN}), where every "
+                              "application already has its own host: give a domain outside it.")
+    if value in settings.APP_SUPERVISOR_HOSTS:
+        raise ValidationError(f"{value} is one of the supervisor's own hosts (APP_SUPERVISOR_HOSTS).")
+
+
+class Domain(models.Model):
+    """A custom domain an application answers at (with APP_APPS_DOMAIN set), besides <name>.<APP_APPS_DOMAIN>.
+    One application per domain: the name is unique across applications."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="domains")
+    name = models.CharField("domain", max_length=253, unique=True, validators=[validate_domain],
+                            help_text="e.g. crm.example.com: point its DNS at the supervisor (or at the nginx "
+                            "export) and list it in the workers' ALLOWED_HOSTS")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "custom domain"
+
+    def __str__(self):
+        return self.name

@@ -13,7 +13,7 @@ the application is left running where it was), 423 (another operation in progres
 import redis
 from django.http import HttpResponse
 
-from supervisor_project.api_auth import api_view, error, iso, json_response, malformed, read_json
+from api.auth import api_view, error, iso, json_response, malformed, read_json
 
 from . import api, lifecycle, moves
 from .models import OPERATE_PERMISSION, Application

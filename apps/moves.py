@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit import actions
+from audit import log as audit
 from environments.models import Environment
 from exchange import contract, transfer
 from exchange.redis_client import command_redis
@@ -182,6 +184,8 @@ def close_cut_off(now=None):
             with lifecycle._held(record.application.name, wait=0):
                 cut_off(record.application)
                 lifecycle.runner.publish(record.application)
+                audit.record(None, actions.APPLICATION_MOVE_CLOSED, f"{actions.APPLICATION}:{record.application.name}",
+                             {"move": record.pk})
         except lifecycle.OperationInProgress:  # running after all, or another operation: a later pass looks again
             continue
         return True

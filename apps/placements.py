@@ -21,6 +21,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import actions
+from audit import log as audit
 from environments.models import Environment
 from exchange import contract
 
@@ -189,6 +191,10 @@ def remove_one(now, timeout=None, clock=time.monotonic):
                 step = _remove_there(removal, clock() + timeout, clock, renew)
                 log.info("%s: remove on %s, left by a change of its environments: %s", removal.application.name,
                          removal.environment.name, step.line())
+                if step.kind != lifecycle.OFFLINE:
+                    audit.record(None, actions.APPLICATION_REMOVE, f"{actions.APPLICATION}:{removal.application.name}",
+                                 {"environment": removal.environment.name, "drop_database": removal.drop_database},
+                                 actions.OK if step.ok else actions.FAILED, detail="" if step.ok else step.line())
                 lifecycle.runner.publish(removal.application)
         except lifecycle.OperationInProgress:
             continue  # an operator's command is on this application; the next pass tries again

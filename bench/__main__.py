@@ -175,7 +175,7 @@ def write(rows, info, quick, notes, seconds, postgres=False):
         + "` (`python -m bench`); do not edit by hand.",
         "",
         f"- machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; {info['date']}",
-        f"- mode: {'quick' if quick else 'full'}; took {seconds:.0f} s; cluster: `python -m supervisor_project.cluster` "
+        f"- mode: {'quick' if quick else 'full'}; took {seconds:.0f} s; cluster: `python -m cluster` "
         "(embedded Redis, supervisor and 3 worker environments, SQLite), driven over HTTP and the JSON API"
         + ("; the scale figures also on PostgreSQL (a database created for the run)" if postgres else ""),
         "- ratios are medians of alternating A/B runs in the same run; absolute numbers drift on shared machines",

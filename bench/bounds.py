@@ -27,7 +27,7 @@ from exchange.contract import (
     lock_key,
     queue_name,
 )
-from supervisor_project.cluster import web_args
+from supervisor_project.web import web_args
 
 from .cluster import ROOT, free_port, wait_answering
 from .memory import rss_mb

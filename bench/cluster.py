@@ -1,4 +1,4 @@
-"""Start and stop a local cluster the documented way: ``python -m supervisor_project.cluster``."""
+"""Start and stop a local cluster the documented way: ``python -m cluster``."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 import requests
 
-from supervisor_project import cluster as cluster_command
+from cluster import launcher as cluster_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ class Cluster:
         env.update(self.environ)
         self.log = open(self.storage / "cluster.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(self.storage),
+            [sys.executable, "-m", "cluster", "--storage", str(self.storage),
              "--base-port", str(self.base_port), "--envs", str(self.envs), "--heartbeat-interval", "2"],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         state_file = self.storage / "cluster.json"

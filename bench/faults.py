@@ -32,7 +32,7 @@ import requests
 
 from exchange import events, signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
-from supervisor_project.cluster import web_args
+from supervisor_project.web import web_args
 
 from .bounds import BoundsDrills
 from .cluster import ROOT, Cluster, RedisServer, free_port
@@ -732,6 +732,67 @@ class Drill(BoundsDrills):
                  f"{counted:.1f} s later", "repaired, counted", True)
 
 
+    # -- issue 19: an origin per application, sign-in from the supervisor -------------------------------------------
+
+    def origins(self):
+        """On a cluster of its own, with APP_APPS_DOMAIN and APP_SUPERVISOR_HOSTS (bench.origins)."""
+        from . import origins
+
+        origins.drill(self.storage / "origins", self.row)
+    def audit_trail(self):
+        """issue 19: a refused staff user, a per-user token's restart, the command line and the controller each
+        appear in /api/audit/ with their actor."""
+        env = self.cluster.django_environ()
+        made = subprocess.run([sys.executable, "manage.py", "shell", "-c", f"""
+from django.contrib.auth.models import Permission, User
+from apitokens.models import ApiToken
+User.objects.create_user("drill_intern", password="{PASSWORD}", is_staff=True)
+deployer = User.objects.create_user("drill_deployer", password="{PASSWORD}", is_staff=True)
+deployer.user_permissions.add(Permission.objects.get(codename="operate_application"))
+api_token = ApiToken(user=deployer, name="drill-pipeline")
+print(api_token.issue())
+api_token.save()
+"""], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+        token = made.stdout.strip().splitlines()[-1]
+        since = datetime.now().astimezone().isoformat()
+        intern = requests.Session()
+        intern.get(f"{self.cluster.url}/admin/login/", timeout=10)
+        intern.post(f"{self.cluster.url}/admin/login/", timeout=10, headers={"Referer": f"{self.cluster.url}/admin/"},
+                    data={"username": "drill_intern", "password": PASSWORD,
+                          "csrfmiddlewaretoken": intern.cookies["csrftoken"]})
+        refused = intern.post(f"{self.cluster.url}/api/apps/shop/stop", timeout=30, headers={
+            "X-CSRFToken": intern.cookies.get("csrftoken", ""), "Referer": f"{self.cluster.url}/admin/"})
+        restarted = requests.post(f"{self.cluster.url}/api/apps/shop/restart", timeout=120,
+                                  headers={"Authorization": f"Bearer {token}"})
+        command = subprocess.run([sys.executable, "manage.py", "startapp_sequential", "shop"], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        self.r.flushall()
+
+        def entries(**query):
+            return self.api("GET", "audit/", params={"since": since, **query}).json()["entries"]
+
+        rebuilt = wait(lambda: entries(actor_kind="controller", action="cache.rebuild"), 20, "the controller's entry")
+        found = {
+            "refused stop": entries(actor="drill_intern", action="application.stop", outcome="refused"),
+            "token restart": entries(actor_kind="token", actor="drill_deployer", action="application.restart"),
+            "startapp_sequential": entries(actor_kind="command line", action="application.start"),
+            "controller rebuild": entries(actor_kind="controller", action="cache.rebuild"),
+        }
+        actors = {what: (found[what][0]["actor_kind"] + ": " + found[what][0]["actor"])[:60] if found[what] else "none"
+                  for what in found}
+        leaked = token in json.dumps(self.api("GET", "audit/", params={"since": since}).json())
+        self.row(
+            "a refused staff user, a per-user token's restart, startapp_sequential, the controller after FLUSHALL: "
+            "each in /api/audit/ with its actor",
+            f"answers {refused.status_code}, {restarted.status_code}, exit {command.returncode}; "
+            + "; ".join(f"{what} → {actor}" for what, actor in actors.items())
+            + f"; the controller's within {rebuilt:.1f} s; token in the log: {'yes' if leaked else 'no'}",
+            "403, 200, exit 0; every one found with its actor; the token never",
+            (refused.status_code, restarted.status_code, command.returncode) == (403, 200, 0)
+            and all(found.values()) and not leaked,
+        )
+
+
 def quietly(call):
     def run():
         try:
@@ -770,6 +831,8 @@ STEPS = (
     "sqlite_url_writes",
     "junk_queue",
     "forged_locks",
+    "origins",
+    "audit_trail",
 )
 
 

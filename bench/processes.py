@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from supervisor_project.cluster import web_command
+from supervisor_project.web import web_command
 
 from . import proxy
 from .cluster import ROOT, Cluster, free_port, wait_answering

@@ -18,7 +18,7 @@ import sys
 
 import requests
 
-from supervisor_project.cluster import web_args
+from supervisor_project.web import web_args
 
 from . import external, load
 from .cluster import ROOT, free_port, wait_answering
@@ -87,7 +87,7 @@ def bare_servers(storage):
     commands = {
         BARE_GUNICORN: ["gunicorn", "--workers", "1", "--threads", "8", "--bind", f"127.0.0.1:{ports[BARE_GUNICORN]}",
                         "bench.bare.wsgi"],
-        # The same server and options as every role's web process (supervisor_project.cluster.web_args).
+        # The same server and options as every role's web process (supervisor_project.web.web_args).
         BARE_UVICORN: ["uvicorn", *web_args(ports[BARE_UVICORN], application="bench.bare.asgi:application")],
         BARE_ASGI: ["uvicorn", *web_args(ports[BARE_ASGI], application="bench.bare.asgi:django_asgi")],
     }

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import requests
 
-from supervisor_project.cluster import web_command
+from supervisor_project.web import web_command
 
 from .cluster import ROOT, port_free, run_json
 

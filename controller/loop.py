@@ -17,13 +17,21 @@ Written as small steps that answer "was there work?" and that tests call directl
   the remove failed there) gets the remove command once it is online (apps.placements);
 - ``raise_alerts``: a change of an environment's status, or an application failing on one, is recorded as an alert
   once per transition against a durable record in the database (alerts.transitions), whichever controller sees it;
-- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff.
+- ``deliver_alerts``: a few due alert deliveries are sent (webhooks, e-mail), failures retried with backoff;
+- ``prune_audit``: a batch of audit entries older than ``APP_AUDIT_DAYS`` is deleted (audit.models).
+
+What the steps do is recorded in the audit log as this controller's (``Actor.controller``, its lease holder id):
+the commands it sends, the moves and removals it performs, the alerts it sends, the cache it rebuilds.
+- ``mirror_migrations`` and ``upgrade_step``: the pending migrations the agents report are mirrored (every
+  MIGRATIONS_MIRROR_SECONDS), and the fleet upgrades under way advance one bounded step (fleet.upgrades; in a
+  background thread of its own).
 
 ``run`` only loops: the fast steps every pass, ``reconcile_one`` and ``deliver_alerts`` each in a background thread
 of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
 """
 
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -32,7 +40,8 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import redis
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from django.db.models import Q
 
 from alerts import delivery as alert_delivery
@@ -40,11 +49,16 @@ from alerts import transitions as alert_transitions
 from apps import cache, lifecycle, moves, placements
 from apps import mirror as status_mirror
 from apps.models import Application
+from audit import actions
+from audit import log as audit
+from audit.models import Entry
 from environments import drain, enrollment
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
 from exchange.redis_client import supervisor_redis
+from fleet import pending as fleet_pending
+from fleet import upgrades as fleet_upgrades
 
 from .lease import Lease
 from .models import ControllerState
@@ -61,6 +75,9 @@ CANDIDATES_PER_PASS = 50
 FULL_MIRROR_SECONDS = 300.0
 # How often the controller compares the configuration cache with the database (the entries whose bytes changed).
 CACHE_CHECK_SECONDS = 2.0
+# How often the pending migrations the agents report are mirrored (the whole hash is read: they change only when a
+# worker starts or runs a command, and nobody waits on them to the second).
+MIGRATIONS_MIRROR_SECONDS = 2.0
 
 
 def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
@@ -131,6 +148,17 @@ class Background:
             self._executor.shutdown(wait=True)
 
 
+def acting(step):
+    """What STEP records in the audit log is this controller's."""
+
+    @functools.wraps(step)
+    def as_controller(self, *args, **kwargs):
+        with audit.acting_as(audit.Actor.controller(self.lease.holder)):
+            return step(self, *args, **kwargs)
+
+    return as_controller
+
+
 class Controller:
     def __init__(self, clock=time.time, sleep=time.sleep, holder=None, timeout=None):
         self.clock = clock
@@ -150,6 +178,8 @@ class Controller:
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
         self._deliverer = Background("alerts", self._deliver_all)
+        self._upgrader = Background("upgrades", self._upgrade_all)
+        self._migrations_mirrored_at = None  # time.monotonic() of the last mirror of pending migrations
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -165,9 +195,11 @@ class Controller:
             log.warning("controller %s lost the lease; standing by", self.lease.holder)
         return held
 
+    @acting
     def rebuild_cache_if_missing(self):
         if cache.ensure(supervisor_redis()):
             log.warning("the configuration cache was missing or incomplete in Redis; rebuilt it from the database")
+            audit.record(None, actions.CACHE_REBUILD, "cache:configuration")
             self.heartbeats_reset_at = self.now()
             self._seen_at = None
             return True
@@ -251,6 +283,7 @@ class Controller:
             log.info("alert %s: %s", alert.event, alert.message)
         return bool(raised)
 
+    @acting
     def deliver_alerts(self):
         """Attempt a few due alert deliveries. Returns whether there were any."""
         return bool(alert_delivery.deliver_due(self.now))
@@ -265,6 +298,7 @@ class Controller:
             .order_by("next_attempt_at", "name")[:CANDIDATES_PER_PASS]
         )
 
+    @acting
     def reconcile_one(self):
         """Act on one drifting application. Returns True if a command was sent."""
         now = self.now()
@@ -281,14 +315,33 @@ class Controller:
                 continue  # an operator's command (or another controller's) is on it
             if outcome is None:
                 continue  # the desired state changed under us; the next pass sees the new one
+            failure = outcome.failure
+            audit.record(None, actions.API_COMMANDS[command], f"{actions.APPLICATION}:{application.name}",
+                         {"environments": act, "waiting_for": waiting, "desired_state": application.desired_state},
+                         actions.OK if failure is None else actions.FAILED,
+                         detail="" if failure is None else f"{failure.environment}: {failure.error or failure.state}")
             self._record(application, outcome)
             return True
         return False
 
+    @acting
     def remove_one(self):
         """Send one remove left waiting by a change of an application's environments (apps.placements): its
         environment was offline, or the remove failed there. Returns True if a command was sent."""
         return placements.remove_one(self.now(), timeout=self.timeout)
+
+    @acting
+    def prune_audit(self):
+        """Delete a batch of audit entries older than APP_AUDIT_DAYS; whether there were any."""
+        try:
+            deleted = Entry.objects.prune(self.now(), settings.APP_AUDIT_DAYS)
+        except DatabaseError as exc:  # tried again next pass; the controller's other work goes on
+            log.error("could not prune the audit log: %s", exc)
+            return False
+        if deleted:
+            audit.record(None, actions.AUDIT_PRUNE, "audit:log",
+                         {"deleted": deleted, "older_than_days": settings.APP_AUDIT_DAYS})
+        return bool(deleted)
 
     def _note_waiting(self, application, waiting):
         text = ", ".join(f"{name} (offline)" for name in waiting)
@@ -312,6 +365,30 @@ class Controller:
             last_error=message,
             last_error_at=self.now(),
         )
+
+    def mirror_migrations(self):
+        """Mirror the pending migrations the agents report (fleet.pending), publishing an ``app`` event for each
+        application whose list changed. Returns those applications."""
+        r = supervisor_redis()
+        self._migrations_mirrored_at = time.monotonic()
+        changed = fleet_pending.mirror(r)
+        if changed:
+            events_out = Outbox()
+            for app in sorted(changed):
+                events.publish(events_out, events.APP, name=app)
+            events_out.send(r)
+        return changed
+
+    def upgrade_step(self):
+        """Mirror the pending migrations when due (every MIGRATIONS_MIRROR_SECONDS), start an automatic upgrade when
+        APP_AUTO_UPGRADE asks for one, and advance the fleet upgrades under way by one bounded step. Returns whether
+        anything changed."""
+        changed = set()
+        if self._migrations_mirrored_at is None or \
+                time.monotonic() - self._migrations_mirrored_at >= MIGRATIONS_MIRROR_SECONDS:
+            changed = self.mirror_migrations()
+        created = fleet_upgrades.auto_upgrade()
+        return bool(fleet_upgrades.advance(self.clock()) or changed or created)
 
     def record_health(self, error=None):
         """What pages show about the controller and Redis (they never ask Redis themselves)."""
@@ -346,6 +423,7 @@ class Controller:
             self.mirrored = None
             self.mirror()
             self.raise_alerts(self.mirrored)
+            self.prune_audit()  # one batch a pass: a long backlog never holds up the rest
             if inline:
                 while self.reconcile_one():
                     pass
@@ -355,9 +433,12 @@ class Controller:
                     pass
                 while self.deliver_alerts():
                     pass
+                while self.upgrade_step():
+                    pass
             else:
                 self._reconciler.kick()
                 self._deliverer.kick()
+                self._upgrader.kick()
             self.record_health()
             return True
         except redis.RedisError as exc:
@@ -367,6 +448,7 @@ class Controller:
             self.record_health(exc)
             return False
 
+    @acting
     def drain_one(self):
         """Close a move cut off by a crash (apps.moves), or move one application off a draining environment
         (environments.drain); whether there was work."""
@@ -390,6 +472,17 @@ class Controller:
         finally:
             close_old_connections()
 
+    def _upgrade_all(self):
+        try:
+            if not self.stop_requested and self.lease.held:
+                self.upgrade_step()
+        except redis.RedisError as exc:  # the pass's own retry path reports Redis; the next kick tries again
+            log.warning("fleet upgrades: Redis unavailable (%s)", exc)
+        except Exception:
+            log.exception("fleet upgrades: unexpected error; carrying on")
+        finally:
+            close_old_connections()
+
     def run(self, once=False):
         try:
             while not self.stop_requested:
@@ -400,6 +493,7 @@ class Controller:
         finally:
             self._reconciler.shutdown()
             self._deliverer.shutdown()
+            self._upgrader.shutdown()
             with contextlib.suppress(redis.RedisError, OSError):
                 self._seen_statuses.close()
             try:

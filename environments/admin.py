@@ -25,7 +25,7 @@ from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 
-from . import enrollment, retire
+from . import enrollment, resources, retire
 from .drain_admin import DrainActionsMixin
 from .models import Environment
 
@@ -84,7 +84,7 @@ def rejected_notice():
 
 @admin.register(Environment)
 class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
-    list_display = ("name", "status_badge", "service", "last_heartbeat", "addresses", "version")
+    list_display = ("name", "status_badge", "service", "last_heartbeat", "resources", "addresses", "version")
     list_filter = (StatusFilter,)
     search_fields = ("name", "url", "proxy_url")
     actions = ("drain", "undrain", "delete_selected", "forget")
@@ -93,7 +93,7 @@ class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
     show_full_result_count = False
     fields = (
         "name", "status_badge", "service", "version", "url", "proxy_url", "host", "pid",
-        "first_seen", "last_heartbeat", "stopped", "last_refusal", "hosted_applications", "signing_keys",
+        "first_seen", "last_heartbeat", "resources", "stopped", "last_refusal", "hosted_applications", "signing_keys",
     )
     readonly_fields = fields
 
@@ -108,7 +108,18 @@ class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
         notice = rejected_notice()
         if notice is not None:
             messages.warning(request, notice)
-        return super().changelist_view(request, extra_context)
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            resources.attach(changelist.result_list)  # one Redis read for the page, not one per row
+        return response
+
+    @admin.display(description="CPU · memory")
+    def resources(self, environment):
+        """What the agent last reported with its heartbeats (exchange.usage) of itself and its web process."""
+        if not hasattr(environment, "usage_report"):
+            resources.attach([environment])
+        return resources.html(environment.usage_report)
 
     @admin.display(description="status")
     def status_badge(self, environment):

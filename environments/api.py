@@ -1,5 +1,5 @@
 """JSON API: the environments (docs/architecture.md, "JSON API"). Authentication and envelope:
-supervisor_project.api_auth.
+api.auth.
 
 ``GET /api/environments/`` answers ``{"environments": [ENV, …], "next": URL or null}`` with ENV = ``{"name",
 "url", "proxy_url", "version", "status": "online"|"degraded"|"offline", "problem": why it is not online (or null),
@@ -20,10 +20,10 @@ import redis
 from django.http import HttpResponse
 from django.utils import timezone
 
+from api.auth import api_view, error, iso, page_request, paged, with_warning
 from apps import refresh
 from apps.api import flag
 from exchange.contract import NAME_RE
-from supervisor_project.api_auth import api_view, error, iso, page_request, paged, with_warning
 
 from . import retire
 from .models import Environment

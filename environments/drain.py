@@ -18,6 +18,8 @@ from django.utils import timezone
 
 from apps import lifecycle, moves
 from apps.models import Application
+from audit import actions
+from audit import log as audit
 from exchange import contract, events
 from exchange.redis_client import supervisor_redis
 
@@ -67,10 +69,16 @@ def step(timeout=None):
         application = (Application.objects.filter(placements__environment=environment)
                        .exclude(name__in=list(left)).order_by("name").first())
         if application is None:
-            Drain.objects.filter(pk=drain.pk, drained_at__isnull=True).update(drained_at=timezone.now())
+            if Drain.objects.filter(pk=drain.pk, drained_at__isnull=True).update(drained_at=timezone.now()):
+                audit.record(None, actions.ENVIRONMENT_DRAINED, f"{actions.ENVIRONMENT}:{environment.name}",
+                             {"left": left})
             _announce(environment.name)
             return True
         reason = _move_away(application, environment, timeout)
+        if reason is not None:
+            audit.record(None, actions.APPLICATION_MOVE, f"{actions.APPLICATION}:{application.name}",
+                         {"from": environment.name, "why": "drain"}, actions.FAILED if reason else actions.OK,
+                         detail=reason)
         if reason:
             Drain.objects.filter(pk=drain.pk).update(left=dict(left, **{application.name: reason}))
         _announce(environment.name)

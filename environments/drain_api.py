@@ -4,7 +4,7 @@ controller moves the applications away, one a pass, and ``GET /api/environments/
 
 from django.utils import timezone
 
-from supervisor_project.api_auth import api_view, error, json_response
+from api.auth import api_view, error, json_response
 
 from . import drain
 from .api import environment_dict, named

@@ -9,6 +9,7 @@ from datetime import timezone as dt_timezone
 from django.conf import settings
 from django.db import models
 
+from environments import bulk
 from exchange import registry, signing
 from exchange.contract import (
     DEGRADED,
@@ -20,7 +21,6 @@ from exchange.contract import (
     REFUSED_REGISTRATION,
     REJECTED_REGISTRATIONS_KEY,
 )
-from supervisor_project import bulk
 
 from . import enrollment
 from .models import Environment, online_q

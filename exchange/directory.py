@@ -337,6 +337,8 @@ class Directory:
         if kind == events.ENVIRONMENT and isinstance(event.get("name"), str):
             # Heartbeats announce one each: only the views placing an application there may have changed.
             return self.invalidate_environment(event["name"])
+        if kind == events.UPGRADE:
+            return None  # progress of a fleet upgrade: its app events say which views changed
         return self.invalidate()  # a cache rebuild, or anything unexpected: everything may have changed
 
     def invalidate(self, name=None):

@@ -4,7 +4,8 @@
 - ``{"type": "app", "name"}``: an application's configuration changed (created, placed, started, stopped, removed);
 - ``{"type": "environment", "name", "status", "problem"}``: an environment changed (its status, its address…); when
   only its heartbeat's time changed, on contract.HEARTBEATS_CHANNEL instead, which live pages alone listen to;
-- ``{"type": "cache", "action": "rebuilt"}``: the configuration cache was rebuilt after a loss.
+- ``{"type": "cache", "action": "rebuilt"}``: the configuration cache was rebuilt after a loss;
+- ``{"type": "upgrade", "id"}``: a fleet upgrade made progress.
 
 Events only wake readers early; nothing depends on receiving them (pub/sub loses what is sent while a subscriber
 is disconnected), so a subscriber that (re)connects is told it may have missed some and starts over.
@@ -27,7 +28,9 @@ PLACEMENT = "placement"
 APP = "app"
 ENVIRONMENT = "environment"
 CACHE = "cache"
-TYPES = (PLACEMENT, APP, ENVIRONMENT, CACHE)
+# {"type": "upgrade", "id"}: a fleet upgrade made progress (fleet.upgrades); live pages read it from the database.
+UPGRADE = "upgrade"
+TYPES = (PLACEMENT, APP, ENVIRONMENT, CACHE, UPGRADE)
 
 
 def publish(redis, kind, channel=EVENTS_CHANNEL, **fields):

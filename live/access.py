@@ -1,4 +1,4 @@
-"""Who may open the events socket (/ws/events/): the JSON API's rule (supervisor_project.api_auth), for a socket.
+"""Who may open the events socket (/ws/events/): the JSON API's rule (api.auth), for a socket.
 
 - ``Authorization: Bearer <SUPERVISOR_API_TOKEN>``, or a per-user API token (then with its user's permissions,
   below), for automation. When the header is present it decides alone,
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from supervisor_project.api_auth import BAD_SCHEME, MISSING, NOT_STAFF, granted, token_holder
+from api.auth import BAD_SCHEME, MISSING, NOT_STAFF, granted, token_holder
 
 # Its events are the Applications' and Environments' lists, live.
 EVENT_PERMISSIONS = ("apps.view_application", "environments.view_environment")

@@ -14,6 +14,8 @@ Messages, one JSON object each:
 - ``{"type": "placement", "app", "environment", "state", "error", "at"}`` (``at``: ISO 8601);
 - ``{"type": "environment", "name", "status", "problem", "last_heartbeat_at", ...}`` (the API's ENV);
 - ``{"type": "app", "name"}``: an application's configuration changed (created, started, stopped, removed);
+- ``{"type": "log", "app"}``: requests of the application were recorded (exchange.applog, from contract.LOGS_CHANNEL):
+  a hint for a Logs page's live tail, which reads the entries (verified) through the API;
 - ``{"type": "stream", "status": "live", "now"}`` once subscribed, again after a reconnection or a flood of events:
   events may have been missed meanwhile, so whoever shows them reads the state afresh; ``now`` (Unix time) lets a browser allow
   for its clock;
@@ -40,8 +42,20 @@ from redis.retry import Retry
 
 from environments.api import environment_dict
 from environments.models import Environment
-from exchange import events, redis_client, status
-from exchange.contract import EVENTS_CHANNEL, HEARTBEATS_CHANNEL, NAME_RE, OFFLINE, STATUSES_KEY, UNKNOWN, status_field
+from exchange import applog, events, redis_client, status
+from exchange.contract import (
+    EVENTS_CHANNEL,
+    HEARTBEATS_CHANNEL,
+    LOG_EVENT,
+    LOGS_CHANNEL,
+    NAME_RE,
+    OFFLINE,
+    STATUSES_KEY,
+    UNKNOWN,
+    status_field,
+)
+from fleet.models import Upgrade
+from fleet.upgrades import upgrade_dict
 
 log = logging.getLogger("appsup.live")
 
@@ -88,6 +102,12 @@ def environment_messages(names):
             for environment in Environment.objects.filter(name__in=names).select_related("drain")}
 
 
+def upgrade_messages(ids):
+    """The fleet upgrades IDS as the API shows them (fleet.upgrades.upgrade_dict), for those that exist."""
+    return [{"type": events.UPGRADE, **upgrade_dict(upgrade)}
+            for upgrade in Upgrade.objects.filter(pk__in=ids).prefetch_related("steps")]
+
+
 class Batch:
     """What the events of one window (WINDOW) point at, each thing once however many events named it: the names
     of environments and applications and the (app, environment) of placements. Past BATCH_LIMIT distinct things the
@@ -96,10 +116,29 @@ class Batch:
     def __init__(self, limit=None):
         self.limit = BATCH_LIMIT if limit is None else limit
         self.environments, self.placements, self.apps = set(), set(), set()
+        self.upgrades = set()  # fleet upgrades (fleet.upgrades), by id
+        self.logs = set()  # applications whose requests were recorded
         self.overflow = False
 
     def __len__(self):
-        return len(self.environments) + len(self.placements) + len(self.apps)
+        return len(self.environments) + len(self.placements) + len(self.apps) + len(self.upgrades) + len(self.logs)
+
+    def take(self, message):
+        """Add one pub/sub MESSAGE, whichever channel it came from."""
+        channel = message.get("channel")
+        if channel in (LOGS_CHANNEL, LOGS_CHANNEL.encode()):
+            self.add_log(message["data"])
+        else:
+            self.add(message["data"])
+
+    def add_log(self, raw):
+        app = applog.log_event_app(raw)
+        if app is None or app in self.logs:
+            return
+        if len(self) >= self.limit:
+            self.overflow = True
+            return
+        self.logs.add(app)
 
     def add(self, raw):
         event = events.decode(raw)
@@ -115,6 +154,9 @@ class Batch:
         elif kind == events.APP:
             key, into = event.get("name"), self.apps
             valid = is_name(key)
+        elif kind == events.UPGRADE:
+            key, into = event.get("id"), self.upgrades
+            valid = type(key) is int and key > 0
         else:
             return  # the configuration cache was rebuilt: nothing a page shows
         if not valid or key in into:
@@ -163,6 +205,10 @@ class Verifier:
                 "at": iso_from_unix(entry["at"]),
             }))
         found.extend({"type": events.APP, "name": name} for name in sorted(batch.apps))
+        if batch.upgrades:
+            upgrades = await database_sync_to_async(upgrade_messages)(sorted(batch.upgrades))
+            found.extend(self._new((events.UPGRADE, message["id"]), message) for message in upgrades)
+        found.extend({"type": LOG_EVENT, "app": name} for name in sorted(batch.logs))
         return [message for message in found if message is not None]
 
     def _new(self, key, message):
@@ -251,7 +297,8 @@ class Hub:
                     socket_timeout=redis_client.SOCKET_TIMEOUT, health_check_interval=10, retry=Retry(NoBackoff(), 0),
                     client_name=client_name())
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(EVENTS_CHANNEL, HEARTBEATS_CHANNEL)  # pages show heartbeats too
+                    # pages show heartbeats too, and Logs pages their application's new requests
+                    await pubsub.subscribe(EVENTS_CHANNEL, HEARTBEATS_CHANNEL, LOGS_CHANNEL)
                     self.tell(live_message())
                     if self.watcher is None:  # after "live": what it qualifies
                         self.watcher = asyncio.get_running_loop().create_task(
@@ -283,12 +330,12 @@ class Hub:
                     self.broadcast(live_message())
                 continue
             batch = Batch()
-            batch.add(message["data"])
+            batch.take(message)
             closes_at = loop.time() + WINDOW
             while (left := closes_at - loop.time()) > 0:
                 message = await pubsub.get_message(timeout=left)
                 if message is not None and message.get("type") == "message":
-                    batch.add(message["data"])
+                    batch.take(message)
             try:
                 forwarded = await verifier.messages(batch)
             except (RedisError, OSError):

@@ -21,6 +21,9 @@ prometheus-client (and monitoring.exposition for the series per environment).
   ``appsup_app_requests_refused_total{app}``: each application's share of the worker web processes (workers.gate),
   summed over the processes and environments that reported it within exchange.load.STALE seconds; only
   applications that exist in the database (whatever names the reports carry), and only those reported.
+* ``appsup_app_requests_total{app,environment,code}``, ``appsup_app_request_duration_seconds{app,environment}`` and
+  ``appsup_app_errors_total{app,environment}``: every hosted request, counted by the worker web processes in Redis
+  (exchange.applog); only applications and environments in the database (AppRequestsCollector says the bound).
 * ``appsup_proxy_requests_total{app,code}``: requests through this process's access proxy, by application and status
   class (2xx…5xx); counted in memory, so each web process counts its own, as Prometheus expects of a scrape target.
 """
@@ -38,7 +41,7 @@ from apps.models import Application, Placement
 from controller.models import ControllerState
 from environments import mirror as registry_mirror
 from environments.models import Environment
-from exchange import contract, locks
+from exchange import applog, contract, locks
 from exchange import load as load_report
 from exchange.redis_client import supervisor_redis
 
@@ -242,7 +245,42 @@ class LoadCollector:
         yield from (in_flight, queued, refused)
 
 
+class AppRequestsCollector:
+    """Each application's hosted requests, as every worker web process counted them in Redis (exchange.applog):
+    by status class, their durations, and those that raised. Only applications and environments that exist in the
+    database (whatever names Redis holds), so the series are bounded: per application and environment it ran on,
+    5 status classes, 12 buckets with their sum and count, and 1 error count."""
+
+    def collect(self):
+        names = list(Application.objects.order_by("name").values_list("name", flat=True))
+        try:
+            found = applog.counters(supervisor_redis(), names)
+        except redis.RedisError:
+            return  # appsup_controller_redis_up says so
+        environments = set(Environment.objects.filter(
+            name__in={e for per in found.values() for e in per}).values_list("name", flat=True))
+        requests = CounterMetricFamily("appsup_app_requests", "Requests of the application answered by the worker "
+                                       "web processes (hosted requests), by environment and status class.",
+                                       labels=["app", "environment", "code"])
+        durations = HistogramMetricFamily("appsup_app_request_duration_seconds", "How long the application's "
+                                          "hosted requests took on the worker web processes, by environment.",
+                                          labels=["app", "environment"])
+        errors = CounterMetricFamily("appsup_app_errors", "Requests of the application whose view raised (answered "
+                                     "500, the traceback on its Logs page), by environment.",
+                                     labels=["app", "environment"])
+        for name in names:
+            for environment, counts in sorted(found.get(name, {}).items()):
+                if environment not in environments:
+                    continue
+                for code, n in sorted(counts["codes"].items()):
+                    requests.add_metric([name, environment, code], n)
+                durations.add_metric([name, environment], list(counts["buckets"].items()), sum_value=counts["sum"])
+                errors.add_metric([name, environment], counts["errors"])
+        yield from (requests, durations, errors)
+
+
 registry.register(StateCollector())
 registry.register(LoadCollector())
+registry.register(AppRequestsCollector())
 registry.register(RedisCollector())
 registry.register(CommandDurationCollector())

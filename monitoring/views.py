@@ -2,7 +2,7 @@ from django.db import DatabaseError
 from django.http import HttpResponse
 from django.views.decorators.cache import never_cache
 
-from supervisor_project.api_auth import api_view, error
+from api.auth import api_view, error
 
 from . import exposition
 from .metrics import environment_series, registry

@@ -8,15 +8,17 @@ or unreachable) and the forwarding itself, on one pooled connection to the worke
 
 import asyncio
 import logging
+from urllib.parse import quote
 
 import redis
+from django.conf import settings
 
 from exchange import directory as directory_module
 from monitoring import metrics
 
 from . import forward as http_forward
 from . import headers as h
-from . import networks, pages, targets, upstream
+from . import hosts, networks, pages, targets, upstream
 from . import websocket as ws_forward
 
 logger = logging.getLogger("appsup.proxy")
@@ -44,7 +46,7 @@ def _redirect_to_slash(scope, incoming):
     return status, [(b"location", location), (b"content-length", b"0"), (b"cache-control", b"no-store")]
 
 
-async def handle_http(scope, receive, send):
+async def handle_http(scope, receive, send, own_host=None):
     request_headers = scope.get("headers") or ()
     accept = (h.get(request_headers, b"accept") or b"").decode("latin-1")
     head = scope["method"] == "HEAD"
@@ -56,7 +58,7 @@ async def handle_http(scope, receive, send):
     known = metrics.NO_APP  # the application's name once it is known to exist: unknown names are not labels
 
     try:
-        incoming = targets.parse(scope)
+        incoming = targets.parse_own_host(scope, own_host) if own_host else targets.parse(scope)
     except targets.BadRequest as exc:
         return await refuse(targets.Refusal(400, "bad-request", "Bad request", f"This request is not forwarded: {exc}."))
     if not targets.valid_name(incoming.name):
@@ -94,9 +96,9 @@ async def handle_http(scope, receive, send):
         await refuse(targets.too_large(decision, view, too_large.limit), incoming)
 
 
-async def handle_websocket(scope, receive, send):
+async def handle_websocket(scope, receive, send, own_host=None):
     try:
-        incoming = targets.parse(scope)
+        incoming = targets.parse_own_host(scope, own_host) if own_host else targets.parse(scope)
     except targets.BadRequest as exc:
         return await ws_forward.refuse(scope, receive, send, str(exc))
     if not targets.valid_name(incoming.name):
@@ -129,6 +131,33 @@ async def _lifespan(scope, receive, send):
             return
 
 
+async def _not_here(scope, receive, send):
+    """A host that is neither the supervisor's nor an application's: nothing answers there."""
+    if scope["type"] == "websocket":
+        return await _refuse_websocket(scope, receive, send)
+    body = b"Not Found: this host is neither the supervisor's (APP_SUPERVISOR_HOSTS) nor an application's.\n"
+    await send({"type": "http.response.start", "status": 404, "headers": [
+        (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _to_own_origin(scope, send):
+    """/apps/<name>/… on the supervisor's host, with an origin per application: the same path at the application's
+    own origin (the supervisor's origin serves no application's pages, which could read it)."""
+    name, _, rest = scope["path"][len(targets.PREFIX) + 1:].partition("/")
+    if not targets.valid_name(name):
+        return await _not_here(scope, None, send)
+    port = (h.client_host(scope) or b"").decode("latin-1").rpartition("]")[2].rpartition(":")[2]
+    location = hosts.app_origin(name, h.public_scheme(scope), port if port.isdigit() else None) + "/" + rest
+    if scope.get("query_string"):
+        location += "?" + scope["query_string"].decode("latin-1")
+    await send({"type": "http.response.start", "status": 302, "headers": [
+        (b"location", quote(location, safe=":/?&=%#+,;@~").encode("latin-1")), (b"content-length", b"0"),
+        (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
 def build(django_application):
     """The supervisor's ASGI application: the access proxy under /apps/, Django for the rest."""
     # The admin's live updates and automation's event stream (live.consumers); imported once Django is set up.
@@ -138,6 +167,18 @@ def build(django_application):
 
     async def application(scope, receive, send):
         kind = scope["type"]
+        if kind in ("http", "websocket"):
+            where, name = hosts.addressed(scope)
+            if where == hosts.ELSEWHERE:  # a custom domain (apps.models.Domain), or nothing
+                name = await hosts.custom_domains.application(name)
+                where = hosts.ELSEWHERE if name is None else hosts.APPLICATION
+            if where == hosts.APPLICATION:
+                handle = handle_http if kind == "http" else handle_websocket
+                return await handle(scope, receive, send, own_host=name)
+            if where == hosts.ELSEWHERE and not (kind == "http" and scope["path"] in hosts.ANY_HOST_PATHS):
+                return await _not_here(scope, receive, send)
+            if settings.APP_APPS_DOMAIN and kind == "http" and targets.is_proxied(scope["path"]):
+                return await _to_own_origin(scope, send)
         if kind == "http":
             if targets.is_proxied(scope["path"]):
                 return await handle_http(scope, receive, send)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from exchange import cache, contract, registry
 from exchange import status as status_module
 from exchange.directory import AppView
+from supervisor_project.config import is_domain_name
 
 from . import networks, targets
 
@@ -154,6 +155,7 @@ class Plan:
     single: dict = field(default_factory=dict)  # application -> environment (one environment: no choice to make)
     chosen: dict = field(default_factory=dict)  # application -> [environments], by cookie (several environments)
     skipped: list = field(default_factory=list)
+    domains: dict = field(default_factory=dict)  # custom domain -> application (routed ones only)
 
     @property
     def applications(self):
@@ -266,6 +268,9 @@ def collect(redis, supervisor, now=None, resolver=resolve):
             continue
         for env in routable:
             plan.upstreams[env] = evaluated[env]
+        for domain in entry.get("domains") or ():
+            if isinstance(domain, str) and is_domain_name(domain):
+                plan.domains[domain] = name
         if len(envs) == 1:
             plan.single[name] = envs[0]
         else:

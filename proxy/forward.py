@@ -15,7 +15,7 @@ import aiohttp
 from django.conf import settings
 from yarl import URL
 
-from supervisor_project.cookies import framework_cookie_names
+from exchange.cookies import framework_cookie_names
 
 from . import headers as h
 from . import networks, targets, upstream
@@ -173,7 +173,7 @@ def _response_headers(response, target, scope):
     source = [(name.lower(), value) for name, value in response.raw_headers]
     named = h.connection_named(source)
     origin = h.public_origin(scope)
-    prefix = f"{targets.PREFIX}/{target.app}/".encode("latin-1")
+    prefix = (target.prefix or f"{targets.PREFIX}/{target.app}/").encode("latin-1")
     withheld = None
     out = []
     for name, value in source:
@@ -193,7 +193,7 @@ def _response_headers(response, target, scope):
         out.append((name, value))
     if target.remember:
         out.append((b"set-cookie", targets.choice_cookie(target.app, target.environment,
-                                                           h.public_scheme(scope) == "https")))
+                                                           h.public_scheme(scope) == "https", target.prefix)))
     return out
 
 

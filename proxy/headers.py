@@ -11,7 +11,7 @@ HOP_BY_HOP = frozenset(
 )
 # Request headers the proxy sets itself (or must not pass: it does not do 100-continue with the worker).
 REPLACED_ON_REQUEST = frozenset(
-    {b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-for", b"cookie", b"expect"}
+    {b"host", b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-for", b"cookie", b"expect", b"x-appsup-app"}
 )
 # A Host header worth echoing: a name or an IP literal, with an optional port.
 _HOST_RE = re.compile(rb"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
@@ -75,6 +75,10 @@ def forwarded_request_headers(scope, incoming, upstream_netloc, skip=frozenset()
     out.append((b"x-forwarded-proto", public_scheme(scope).encode()))
     if host:
         out.append((b"x-forwarded-host", host))
+    if incoming.own_host:
+        # Which application the host is (a custom domain says nothing by itself); the worker checks that the
+        # application claims the host (workers.hosting).
+        out.append((b"x-appsup-app", incoming.name.encode("latin-1")))
     return out
 
 

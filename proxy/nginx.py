@@ -141,10 +141,21 @@ def _application_location(app, proxy_pass):
     ]
 
 
+def _host_entries(apps_domain, domains):
+    """$host -> the application whose own host it is: <name>.APPS_DOMAIN, and the custom DOMAINS."""
+    subdomain = r"^(?<appsup_host_name>[a-z][a-z0-9_-]{0,39})\." + re.escape(_token(apps_domain)) + "$"
+    return [(f'"~{subdomain}"', "$appsup_host_name"),
+            *((_token(domain), _token(app)) for domain, app in sorted(domains.items()))]
+
+
 def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout=5, read_timeout=60,
            withheld_cookies=(), ca_file="/etc/ssl/certs/ca-certificates.crt", keepalive=32,
-           max_header_bytes=DEFAULT_MAX_HEADER_BYTES, head_timeout=DEFAULT_HEAD_TIMEOUT):
-    """The nginx configuration for PLAN, as text. Same plan, same text: everything is written sorted."""
+           max_header_bytes=DEFAULT_MAX_HEADER_BYTES, head_timeout=DEFAULT_HEAD_TIMEOUT, apps_domain=""):
+    """The nginx configuration for PLAN, as text. Same plan, same text: everything is written sorted.
+
+    With APPS_DOMAIN (APP_APPS_DOMAIN), an application is routed by its own host (<name>.APPS_DOMAIN, or one of its
+    custom domains), its whole path its own, as the supervisor routes it (proxy.hosts); /apps/<name>/ goes to the
+    supervisor, which sends it to the application's own origin."""
     if not valid_listen(listen):
         raise Unsafe(f"{listen!r} is not a listen address ([ADDRESS:]PORT)")
     withheld = cookie_names(withheld_cookies)
@@ -174,7 +185,10 @@ def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout
         out += _upstream_block(upstream, keepalive) + [""]
 
     # 1-2: the application a request may be routed for by nginx ("" when not).
-    out += _map("$request_uri", "$appsup_app", [(f'"{APP_PATH_REGEX}"', "$appsup_name")], '""')
+    if apps_domain:
+        out += _map("$host", "$appsup_app", _host_entries(apps_domain, plan.domains), '""')
+    else:
+        out += _map("$request_uri", "$appsup_app", [(f'"{APP_PATH_REGEX}"', "$appsup_name")], '""')
     out += _map("$args", "$appsup_choosing", [(f'"{ENV_QUERY_REGEX}"', "1")], '""')
     out += _map("$appsup_choosing", "$appsup_routed_app", [('""', "$appsup_app")], '""')
     # 3: one environment, else the one the cookie names, else the supervisor.
@@ -233,6 +247,9 @@ def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout
         "    proxy_set_header Cookie $appsup_cookie;",
         '    proxy_set_header Proxy "";',
     ]
+    if apps_domain:
+        # Which application the host is: a worker serves a custom domain only for the application that claims it.
+        out += ["    proxy_set_header X-Appsup-App $appsup_app;", "    proxy_cookie_domain ~. $host;"]
     # The workers' registered addresses in Location (and Refresh) headers become the client's host; nothing else is
     # rewritten (nginx's "default" rewriting does not apply to a proxy_pass with variables).
     redirects = sorted({url for u in upstreams for url in u.known})
@@ -246,7 +263,7 @@ def render(plan, *, listen="80", server_names=(), max_body=None, connect_timeout
         ]
     proxy_pass = "        proxy_pass $appsup_scheme://$appsup_upstream;"
     out += ["", "    location / {", proxy_pass, "    }"]
-    for app in sorted({app for app, _, _ in routes}):
+    for app in sorted({app for app, _, _ in routes}) if not apps_domain else ():
         out += _application_location(app, proxy_pass)
     out.append("}")
     return "\n".join(out) + "\n"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
 from exchange import contract, registry
-from supervisor_project.cookies import framework_cookie_names
+from exchange.cookies import framework_cookie_names
 
 PREFIX = "/apps"
 ENV_PARAM = "_env"
@@ -34,10 +34,12 @@ class Incoming:
     requested_env: str | None  # ?_env=<name>, if given
     cookie_env: str | None  # the remembered choice, if any
     cookie_header: bytes | None  # the Cookie header less the proxy's own cookie (None if nothing is left)
+    # Addressed by the application's own host (proxy.hosts): the whole path is the application's.
+    own_host: bool = False
 
     @property
     def app_prefix(self):
-        return f"{PREFIX}/{self.name}/"
+        return "/" if self.own_host else f"{PREFIX}/{self.name}/"
 
 
 class BadRequest(ValueError):
@@ -101,6 +103,16 @@ def parse(scope):
         cookie_env=cookie_env,
         cookie_header=cookie_header,
     )
+
+
+def parse_own_host(scope, name):
+    """The routing facts of a request on application NAME's own host (proxy.hosts): its path is NAME's, whole."""
+    path = scope["path"]
+    raw_path = scope.get("raw_path") or quote(path).encode("ascii")
+    query, requested = _query_without_env(scope.get("query_string") or b"")
+    cookie_header, cookie_env = _split_cookies(scope.get("headers") or ())
+    return Incoming(name=name, rest=path or "/", raw_path=raw_path, query=query, requested_env=requested,
+                    cookie_env=cookie_env, cookie_header=cookie_header, own_host=True)
 
 
 def valid_name(name):
@@ -221,6 +233,7 @@ class Target:
     # The environment's registered addresses: Location headers pointing at any of them are rewritten.
     known_urls: tuple
     remember: bool  # set the choice cookie on the response
+    prefix: str = ""  # where the application is mounted for the client: /apps/<name>/, or / on its own host
 
 
 @dataclass(frozen=True)
@@ -423,7 +436,8 @@ def decide(view, incoming, now=None):
         )
     known = tuple(u for u in {(registration.get("url") or "").rstrip("/"),
                               (registration.get("proxy_url") or "").rstrip("/")} if u)
-    return Target(app=name, environment=chosen, base_url=base, known_urls=known, remember=remember)
+    return Target(app=name, environment=chosen, base_url=base, known_urls=known, remember=remember,
+                  prefix=incoming.app_prefix)
 
 
 def _display(target, view):
@@ -490,10 +504,10 @@ def choice_link(incoming, env):
     return f"{incoming.raw_path.decode('latin-1')}?{query + '&' if query else ''}{param}"
 
 
-def choice_cookie(app, env, secure):
+def choice_cookie(app, env, secure, prefix=None):
     parts = [
         f"{ENV_COOKIE}={env}",
-        f"Path={PREFIX}/{app}/",
+        f"Path={prefix or f'{PREFIX}/{app}/'}",
         f"Max-Age={ENV_COOKIE_MAX_AGE}",
         "HttpOnly",
         "SameSite=Lax",

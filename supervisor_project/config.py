@@ -48,6 +48,9 @@ MAX_WEB_PROCESSES = 64
 # by the wait more than by its length: a burst of an application's users (16 at once, say, on an otherwise idle
 # worker) waits its turn rather than being refused; 64 waiting cost the loop nothing worth counting.
 DEFAULT_APP_QUEUE = 64
+# Fleet upgrades (fleet.upgrades): applications migrated at once on one environment, at most.
+DEFAULT_UPGRADE_CONCURRENCY = 2
+MAX_UPGRADE_CONCURRENCY = 64
 MAX_APP_QUEUE = 1000
 DEFAULT_APP_QUEUE_WAIT = 3.0
 DEFAULT_APP_TIMEOUT = 60
@@ -59,6 +62,10 @@ DEFAULT_HEAD_TIMEOUT = 20.0
 MIN_SHARED_SECRET = 16
 # The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
 MIN_API_TOKEN = 32
+# A sign-in link from the supervisor into a hosted application's admin is refused after this many seconds.
+DEFAULT_SIGNIN_MAX_AGE = 60
+# A DNS name: labels of letters, digits and inner hyphens, at least two of them.
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 INSECURE_SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 # The Django apps every process installs, before APP_HOSTED_APPS (settings.INSTALLED_APPS). Known here so that a
 # hosted app repeating one is refused by name instead of by Django's traceback.
@@ -74,6 +81,7 @@ BASE_INSTALLED_APPS = (
     "alerts",
     "monitoring",
     "apitokens",
+    "fleet",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -86,6 +94,8 @@ BASE_INSTALLED_APPS = (
     # The supervisor's admin login throttle (supervisor_project/throttle.py); its tables live in every process's
     # own database, never in a hosted application's.
     "axes",
+    # Last: it re-registers the admin of django.contrib.auth's users and groups with its hooks (audit/admin.py).
+    "audit",
 )
 
 
@@ -109,8 +119,17 @@ def exit_on_config_error():
         sys.exit(2)
 
 
+# Days the audit log keeps its entries (the controller prunes older ones); ten years at most is a bound, not a
+# recommendation: the log grows with every operation.
+DEFAULT_AUDIT_DAYS = 90
+MAX_AUDIT_DAYS = 3650
+
 # A worker stopped on purpose may be away this long (a redeploy) before it is alerted offline.
 DEFAULT_ALERT_STOP_GRACE = 120.0
+# An environment whose status changed this many times within the window is flapping: one alert says so, the rest
+# are held until it has been steady for a whole window (alerts.transitions).
+DEFAULT_ALERT_FLAP_COUNT = 4
+DEFAULT_ALERT_FLAP_WINDOW = 600.0
 
 
 @dataclass
@@ -148,6 +167,8 @@ class Config:
     alert_stop_grace: float = DEFAULT_ALERT_STOP_GRACE
     # An environment that went offline unplanned is alerted once it has been offline this long (0: at once).
     alert_after: float = 0.0
+    alert_flap_count: int = DEFAULT_ALERT_FLAP_COUNT
+    alert_flap_window: float = DEFAULT_ALERT_FLAP_WINDOW
     time_zone: str = "UTC"  # TZ: the time zone pages show times in (stored times are UTC whatever it is)
     email: dict = field(default_factory=dict)  # Django's EMAIL_* settings from EMAIL_URL; {}: Django's defaults
     default_from_email: str = ""
@@ -159,10 +180,56 @@ class Config:
     app_queue: int = DEFAULT_APP_QUEUE
     app_queue_wait: float = DEFAULT_APP_QUEUE_WAIT
     app_timeout: int = DEFAULT_APP_TIMEOUT  # seconds; 0 = none
+    apps_domain: str = ""  # "" = every application at /apps/<name>/ on the supervisor's hosts (one origin)
+    supervisor_hosts: tuple = ()  # host names the supervisor's admin, API and events answer on (with apps_domain)
+    signin_max_age: int = DEFAULT_SIGNIN_MAX_AGE
+    audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
+    upgrade_concurrency: int = DEFAULT_UPGRADE_CONCURRENCY
+    auto_upgrade: bool = False
 
     @property
     def is_worker(self):
         return self.mode == "worker"
+
+
+def is_domain_name(value):
+    return bool(_DOMAIN_RE.match(value)) and "." in value
+
+
+def _is_ip(text):
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _origins(env, mode, problems):
+    """(APP_APPS_DOMAIN, APP_SUPERVISOR_HOSTS): an origin per application, the supervisor on hosts of its own."""
+    domain = env.str("APP_APPS_DOMAIN", default="").strip().lower().rstrip(".")
+    hosts = tuple(h.strip().lower().rstrip(".") for h in env.list("APP_SUPERVISOR_HOSTS", default=[]) if h.strip())
+    if domain and not is_domain_name(domain):
+        problems.append(f"APP_APPS_DOMAIN={domain!r} is not a domain name; use e.g. apps.example.com (each "
+                        "application then answers at <name>.apps.example.com)")
+        domain = ""
+    for host in hosts:
+        if not is_domain_name(host) and host != "localhost" and not _is_ip(host):
+            problems.append(f"APP_SUPERVISOR_HOSTS names {host!r}, which is not a host name; use e.g. "
+                            "admin.example.com")
+        elif domain and host.endswith("." + domain):
+            problems.append(f"APP_SUPERVISOR_HOSTS names {host!r}, inside APP_APPS_DOMAIN={domain}: the supervisor "
+                            "must not share the applications' domain (use e.g. admin.example.com)")
+    if domain and not mode:
+        problems.append("APP_APPS_DOMAIN is for a cluster (APP_MODE=supervisor or worker); a single instance serves "
+                        "its applications at /apps/<name>/ on its own host")
+    if domain and mode == "supervisor" and not hosts:
+        problems.append(f"APP_SUPERVISOR_HOSTS is required with APP_APPS_DOMAIN={domain}: name the host(s) the "
+                        "supervisor's admin and API answer on, e.g. admin.example.com")
+    if hosts and not domain and mode == "supervisor":
+        problems.append("APP_SUPERVISOR_HOSTS is set without APP_APPS_DOMAIN: without an origin per application the "
+                        "applications are served on the supervisor's own hosts; set APP_APPS_DOMAIN too, or unset "
+                        "APP_SUPERVISOR_HOSTS")
+    return domain, hosts
 
 
 def _http_url_problem(var, value):
@@ -248,6 +315,18 @@ def _seconds_or_zero(env, var, default, problems):
     if env.str(var, default="").strip() == "0":
         return 0.0
     return _seconds(env, var, default, problems)
+
+
+def _flap_count(env, problems):
+    """APP_ALERT_FLAP_COUNT: 0 (no grouping) or a whole number of status changes from 2 up."""
+    raw = env.str("APP_ALERT_FLAP_COUNT", default="").strip()
+    if raw == "":
+        return DEFAULT_ALERT_FLAP_COUNT
+    if not raw.isdigit() or int(raw) == 1:
+        problems.append(f"APP_ALERT_FLAP_COUNT={raw!r} must be 0 (never group) or a whole number of status changes "
+                        f"from 2 up; e.g. APP_ALERT_FLAP_COUNT={DEFAULT_ALERT_FLAP_COUNT}")
+        return DEFAULT_ALERT_FLAP_COUNT
+    return int(raw)
 
 
 def _seconds(env, var, default, problems, whole=False):
@@ -341,6 +420,16 @@ def _whole(env, var, default, low, high, what, problems):
         problems.append(f"{var}={raw!r} is not {what} from {low} to {high}; e.g. {var}={default}")
         return default
     return int(raw)
+
+
+def _boolean(env, var, problems, default=False):
+    raw = env.str(var, default="").strip().lower()
+    if raw == "":
+        return default
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        problems.append(f"{var}={raw!r} is not a boolean; use true or false")
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def _app_share(env, web_threads, problems):
@@ -511,6 +600,14 @@ def _single_instance_problems(name, supervisor_redis, command_redis):
     return problems
 
 
+def _default_allowed_hosts(mode, apps_domain, supervisor_hosts):
+    hosts = ["localhost", "127.0.0.1", "[::1]"]
+    if apps_domain:
+        # A worker answers its applications' own hosts; the supervisor receives them too and forwards them.
+        hosts += [*supervisor_hosts, "." + apps_domain]
+    return hosts
+
+
 def load(environ_map=None):
     """Build the Config from ``environ_map`` (default: os.environ) or raise ConfigError."""
     env = environ.Env()
@@ -607,7 +704,18 @@ def load(environ_map=None):
     time_zone = _time_zone(env, problems)
     alert_stop_grace = _seconds_or_zero(env, "APP_ALERT_STOP_GRACE", DEFAULT_ALERT_STOP_GRACE, problems)
     alert_after = _seconds_or_zero(env, "APP_ALERT_AFTER", 0.0, problems)
+    alert_flap_count = _flap_count(env, problems)
+    alert_flap_window = _seconds(env, "APP_ALERT_FLAP_WINDOW", DEFAULT_ALERT_FLAP_WINDOW, problems)
     email = _email(env, problems)
+    apps_domain, supervisor_hosts = _origins(env, mode, problems)
+    signin_max_age = _whole(env, "APP_SIGNIN_MAX_AGE", DEFAULT_SIGNIN_MAX_AGE, 1, DEFAULT_SIGNIN_MAX_AGE,
+                            "seconds a sign-in link stays valid", problems)
+    audit_days = _whole(env, "APP_AUDIT_DAYS", DEFAULT_AUDIT_DAYS, 1, MAX_AUDIT_DAYS,
+                        "a number of days to keep audit entries", problems)
+    upgrade_concurrency = _whole(env, "APP_UPGRADE_CONCURRENCY", DEFAULT_UPGRADE_CONCURRENCY, 1,
+                                 MAX_UPGRADE_CONCURRENCY, "a number of applications migrated at once per environment",
+                                 problems)
+    auto_upgrade = _boolean(env, "APP_AUTO_UPGRADE", problems)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -663,7 +771,7 @@ def load(environ_map=None):
         debug=debug,
         hosted_apps=hosted_apps,
         hosted_urlconf=hosted_urlconf,
-        allowed_hosts=env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"]),
+        allowed_hosts=env.list("ALLOWED_HOSTS", default=_default_allowed_hosts(mode, apps_domain, supervisor_hosts)),
         csrf_trusted_origins=env.list("CSRF_TRUSTED_ORIGINS", default=[]),
         max_header_bytes=max_header_bytes,
         head_timeout=head_timeout,
@@ -679,6 +787,8 @@ def load(environ_map=None):
         alert_webhooks=alert_webhooks,
         alert_stop_grace=alert_stop_grace,
         alert_after=alert_after,
+        alert_flap_count=alert_flap_count,
+        alert_flap_window=alert_flap_window,
         time_zone=time_zone,
         email=email,
         default_from_email=env.str("DEFAULT_FROM_EMAIL", default=""),
@@ -688,4 +798,10 @@ def load(environ_map=None):
         app_queue=app_queue,
         app_queue_wait=app_queue_wait,
         app_timeout=app_timeout,
+        apps_domain=apps_domain,
+        supervisor_hosts=supervisor_hosts,
+        signin_max_age=signin_max_age,
+        audit_days=audit_days,
+        upgrade_concurrency=upgrade_concurrency,
+        auto_upgrade=auto_upgrade,
     )

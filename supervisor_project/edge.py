@@ -4,7 +4,7 @@ uvicorn with httptools accepts a request line and headers of any size (the parse
 until its line ends: 8 connections each sending a 64 MiB header took a supervisor from 80 MB to over 1 GB) and
 waits forever for a head that never ends (a connection that sends one byte now and then is held as long as it
 likes). Here, every web process (``uvicorn --http supervisor_project.edge:BoundedHttpToolsProtocol``, see
-``supervisor_project.cluster.web_args``):
+``supervisor_project.web.web_args``):
 
 * answers 431 and closes once a request's head (request line and headers) passes APP_MAX_HEADER_BYTES, having
   fed the parser no more than that, so a connection costs at most that plus one read of the socket;

@@ -50,6 +50,10 @@ APP_APP_CONCURRENCY = CONFIG.app_concurrency
 APP_APP_QUEUE = CONFIG.app_queue
 APP_APP_QUEUE_WAIT = CONFIG.app_queue_wait
 APP_APP_TIMEOUT = CONFIG.app_timeout
+# Fleet upgrades (fleet.upgrades): applications migrated at once per environment, and whether the controller
+# migrates by itself what a worker started with new code reports pending.
+APP_UPGRADE_CONCURRENCY = CONFIG.upgrade_concurrency
+APP_AUTO_UPGRADE = CONFIG.auto_upgrade
 # Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
 # (supervisor_project.edge).
 APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes
@@ -58,12 +62,30 @@ APP_HEAD_TIMEOUT = CONFIG.head_timeout
 APP_ALERT_WEBHOOKS = CONFIG.alert_webhooks
 APP_ALERT_STOP_GRACE = CONFIG.alert_stop_grace
 APP_ALERT_AFTER = CONFIG.alert_after
+APP_ALERT_FLAP_COUNT = CONFIG.alert_flap_count
+APP_ALERT_FLAP_WINDOW = CONFIG.alert_flap_window
+# Days the audit log keeps its entries; the controller prunes older ones (audit.models).
+APP_AUDIT_DAYS = CONFIG.audit_days
 # Alerts' e-mail channels: EMAIL_URL (e.g. smtp+tls://user:password@host:587) and DEFAULT_FROM_EMAIL.
 globals().update({name: value for name, value in CONFIG.email.items() if value is not None})
 if CONFIG.default_from_email:
     DEFAULT_FROM_EMAIL = CONFIG.default_from_email
 
+# An origin per application (proxy/hosts.py, workers/hosting.py): with APP_APPS_DOMAIN each application answers at
+# <name>.<APP_APPS_DOMAIN> and its custom domains, and the supervisor's admin, API and events only on
+# APP_SUPERVISOR_HOSTS. Unset: every application at /apps/<name>/ on the supervisor's host, one origin for all.
+APP_APPS_DOMAIN = CONFIG.apps_domain
+APP_SUPERVISOR_HOSTS = CONFIG.supervisor_hosts
+# Seconds an "Open as operator" link is valid (apps/signin.py, workers/signin.py).
+APP_SIGNIN_MAX_AGE = CONFIG.signin_max_age
+
 SECRET_KEY = CONFIG.secret_key
+if APP_MODE == "worker":
+    # Hosted applications sign their sessions and tokens with a key of their own, derived from this one and their
+    # name for the request in hand (workers/keys.py); the worker's own pages (/healthz) use this one as it is.
+    from workers.keys import PerApplicationKey
+
+    SECRET_KEY = PerApplicationKey(SECRET_KEY)
 DEBUG = CONFIG.debug
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
@@ -90,6 +112,11 @@ MIDDLEWARE = [
     # scopes the cookies the session, CSRF and messages middleware set on the way out (workers/hosting.py).
     "workers.hosting.HostedApplicationMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The supervisor's pages (never a hosted application's): a Content-Security-Policy, and their cookies made Secure
+    # when the request came over TLS: outside the session and CSRF middleware, which set theirs on the way out.
+    "supervisor_project.pages.SupervisorPagesMiddleware",
+    # Supervisor only: every request's id (X-Request-ID, given or made), answered and stored on its audit entries.
+    "audit.middleware.RequestIdMiddleware",
     # Serves the admin's static files from the installed apps: no collectstatic step, no extra web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -101,6 +128,32 @@ MIDDLEWARE = [
     # Last, as django-axes asks: turns a locked-out login into its 429 answer.
     "axes.middleware.AxesMiddleware",
 ]
+
+# The supervisor's cookies: host-only (no Domain: never sent to another host, an application's origin included),
+# HttpOnly, SameSite=Lax; Secure behind TLS (supervisor_project.pages). The admin's scripts never read the CSRF
+# cookie (its forms carry the token), so it is HttpOnly too.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+# The supervisor's pages load scripts, styles and images from itself only, and open its own /ws/events/ (the
+# admin's live updates, live/static/live/live.js); the admin's templates use a few style attributes.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # The admin login throttle (supervisor_project/throttle.py): its backend first, so a locked-out pair is refused
 # before any password is checked.

@@ -5,6 +5,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.http import require_safe
 
+from exchange import usage
 from exchange.contract import VERSION
 from monitoring import readiness
 
@@ -12,9 +13,13 @@ log = logging.getLogger("appsup.readiness")
 
 
 def liveness():
-    """What /healthz answers: the process's role, environment and version."""
-    return {"status": "ok", "role": settings.APP_MODE or "single", "environment": settings.ENVIRONMENT_NAME or None,
-            "version": VERSION}
+    """What /healthz answers: the process's role, environment and version; a worker's also its CPU and memory
+    (exchange.usage), which its agent reports with its heartbeats."""
+    found = {"status": "ok", "role": settings.APP_MODE or "single", "environment": settings.ENVIRONMENT_NAME or None,
+             "version": VERSION}
+    if settings.APP_MODE == "worker":
+        found["usage"] = usage.measure()
+    return found
 
 
 @require_safe

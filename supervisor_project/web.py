@@ -1,7 +1,7 @@
 """The web process of every role: ``python -m supervisor_project.web --host HOST --port PORT [uvicorn options]``.
 
 Reads and checks the configuration as every process does (a bad one: the problems on stderr, exit status 2), then
-replaces itself with uvicorn, run with ``supervisor_project.cluster.web_args`` and ``APP_WEB_PROCESSES`` processes
+replaces itself with uvicorn, run with ``supervisor_project.web.web_args`` and ``APP_WEB_PROCESSES`` processes
 (uvicorn's own process manager, ``--workers``): the same process id, so a SIGTERM sent to it reaches uvicorn, which
 stops every process it started. Checked here, before uvicorn starts any: a configuration its processes would each
 refuse at import makes uvicorn's manager start them again forever.
@@ -15,7 +15,32 @@ import os
 import sys
 
 from supervisor_project import config
-from supervisor_project.cluster import HOST, web_args
+
+HOST = "127.0.0.1"
+
+# The HTTP protocol of every web process: uvicorn's httptools protocol with bounded request heads.
+HTTP_PROTOCOL = "supervisor_project.edge:BoundedHttpToolsProtocol"
+
+
+def web_args(port, host=HOST, application="supervisor_project.asgi:application", processes=1, options=()):
+    """uvicorn's arguments for a web process of any role, which every documented way of starting one runs through
+    ``python -m supervisor_project.web`` (web_command): uvloop (installed, so uvicorn picks it) and httptools with a
+    bound on each request's head (HTTP_PROTOCOL: size and time, see supervisor_project.edge), trusting no
+    X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access
+    log: a line per request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests.
+    PROCESSES is APP_WEB_PROCESSES, always given: uvicorn would otherwise take WEB_CONCURRENCY from the environment.
+    OPTIONS are the operator's further uvicorn options (--proxy-headers, say), after ours so that they win."""
+    return ["--host", host, "--port", str(port), "--workers", str(processes), "--no-proxy-headers", "--no-access-log",
+            "--http", HTTP_PROTOCOL, *options, application]
+
+
+# The documented command of every web process (the roles table, the Dockerfile, compose, Kubernetes, bin/cluster):
+# it reads the configuration, then runs uvicorn with web_args and APP_WEB_PROCESSES processes.
+WEB_ENTRY = "supervisor_project.web"
+
+
+def web_command(port, host=HOST, python=sys.executable):
+    return [python, "-m", WEB_ENTRY, "--host", host, "--port", str(port)]
 
 
 def parse(argv):

@@ -201,3 +201,13 @@ def redis_hung(settings):
         conn.close()
     server.close()
     redis_client.reset()
+
+
+@pytest.fixture(autouse=True)
+def _request_logs_written_only_when_asked():
+    """Hosted requests served in this process are recorded (workers.applog); a writer thread would put them into
+    whichever test's Redis is there half a second later. Tests write them with ``recorder.flush()``."""
+    from workers.applog import recorder
+
+    recorder.background = False
+    recorder.take()

@@ -28,9 +28,9 @@ class Cluster:
     """A supervisor web and two workers (agent, and web when asked), configured the documented way."""
 
     def __init__(self, tmp_path, redis_url, worker_web=False, worker_overrides=None, supervisor_overrides=None,
-                 databases=DATABASES):
+                 databases=DATABASES, supervisor_host=None):
         """DATABASES: the supervisor's, env_a's and env_b's on PostgreSQL (a test file run beside others on the
-        same server names its own)."""
+        same server names its own). SUPERVISOR_HOST: the Host the API is called with (APP_SUPERVISOR_HOSTS)."""
         self.tmp = tmp_path
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -45,6 +45,7 @@ class Cluster:
             for (name, port), database in zip(self.worker_ports.items(), databases[1:])
         }
         self.worker_web = worker_web
+        self.supervisor_host = supervisor_host
         self.processes = []
         self.agents = {}
         self.webs = {}
@@ -84,6 +85,8 @@ class Cluster:
 
     def api(self, method, path, **kwargs):
         headers = {"Authorization": f"Bearer {TOKEN}"}
+        if self.supervisor_host:
+            headers["Host"] = f"{self.supervisor_host}:{self.port}"
         return requests.request(method, f"{self.base}/api/{path}", headers=headers, timeout=60, **kwargs)
 
     def environments(self):

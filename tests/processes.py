@@ -15,7 +15,7 @@ import requests
 from django.conf import settings
 
 from bench.cluster import RedisServer  # noqa: F401  (tests import it from here)
-from supervisor_project.cluster import web_command
+from supervisor_project.web import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -175,7 +175,7 @@ def runworker(env, log_path):
 
 
 def web_process(env, port, log_path):
-    """A web process of any role, started the documented way (supervisor_project.cluster.web_command)."""
+    """A web process of any role, started the documented way (supervisor_project.web.web_command)."""
     return Process(web_command(port, python=PYTHON), env, log_path)
 
 

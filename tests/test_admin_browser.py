@@ -66,9 +66,12 @@ def page(browser, cluster):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The supervisor's Content-Security-Policy must let the admin and its live updates run (and block nothing).
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text
+            else None)
     yield page
     context.close()
-    assert not errors, f"the admin's script failed: {errors}"
+    assert not errors, f"the admin's script failed, or the Content-Security-Policy blocked something: {errors}"
 
 
 def log_in(page):
@@ -171,3 +174,13 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
     app.goto("/apps/crm/admin/")
     assert "Site administration" in app.content()
     shots(app, "08-hosted-admin")
+
+    # Its requests on its Logs page, a new one arriving while the page is open (the live tail, over /ws/events/).
+    page.goto("/admin/apps/application/")
+    page.click("#result_list a:text-is('crm')")
+    page.click("a.appsup-logs-link")
+    page.wait_for_selector("#appsup-logs td:text-is('/new/')")
+    page.check("#appsup-logs-live")
+    app.goto("/apps/crm/no-such-page/")
+    page.wait_for_selector("#appsup-logs td:text-is('/no-such-page/')", timeout=10_000)
+    shots(page, "09-application-logs")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from api.auth import MAX_JSON_DEPTH
 from apps.models import Application
-from supervisor_project.api_auth import MAX_JSON_DEPTH
 
 from .factories import PASSWORD, create_application, register_environment
 

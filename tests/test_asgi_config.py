@@ -3,7 +3,7 @@ manage.py does: the message naming the variable, exit status 2, no traceback."""
 
 import subprocess
 
-from supervisor_project.cluster import web_command
+from supervisor_project.web import web_command
 
 from .processes import ROOT, base_env
 

@@ -1,11 +1,11 @@
-"""supervisor_project.bulk: many changed rows written in one statement."""
+"""environments.bulk: many changed rows written in one statement."""
 
 from datetime import datetime, timezone
 
 import pytest
 
+from environments import bulk
 from environments.models import Environment
-from supervisor_project import bulk
 
 pytestmark = pytest.mark.django_db
 

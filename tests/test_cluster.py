@@ -1,4 +1,4 @@
-"""The local cluster (supervisor_project.cluster, run by bin/cluster): real processes, real HTTP.
+"""The local cluster (cluster.launcher, run by bin/cluster): real processes, real HTTP.
 
 The slow tests start the whole cluster on free ports with its own storage directory, so they never collide with a
 cluster a developer is running on 14000.
@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from supervisor_project import cluster
+from cluster import launcher as cluster
 from supervisor_project.config import BASE_DIR
 
 START_TIMEOUT = 180
@@ -111,7 +111,7 @@ def test_secrets_are_created_once(tmp_path):
 
 
 def _manage(storage, *args):
-    return subprocess.run([sys.executable, "-m", "supervisor_project.cluster", "manage", "--storage", str(storage),
+    return subprocess.run([sys.executable, "-m", "cluster", "manage", "--storage", str(storage),
                            *args], cwd=BASE_DIR, capture_output=True, text=True, timeout=120)
 
 
@@ -146,7 +146,7 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(tmp_path / "s"), "--base-port",
+            [sys.executable, "-m", "cluster", "--storage", str(tmp_path / "s"), "--base-port",
              str(port), "--envs", "1"],
             cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
@@ -202,7 +202,7 @@ class RunningCluster:
         env.update(NO_COLOR="1", PYTHONUNBUFFERED="1")
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "supervisor_project.cluster", "--storage", str(self.storage),
+                [sys.executable, "-m", "cluster", "--storage", str(self.storage),
                  "--base-port", str(self.base_port)],
                 cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip

@@ -89,6 +89,12 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_APP_QUEUE", "-1", WORKER),
         ("APP_APP_QUEUE_WAIT", "0", WORKER),
         ("APP_APP_TIMEOUT", "1.5", WORKER),
+        ("APP_AUDIT_DAYS", "0", SUPERVISOR),
+        ("APP_AUDIT_DAYS", "ninety", SUPERVISOR),
+        ("APP_AUDIT_DAYS", "3651", SUPERVISOR),
+        ("APP_UPGRADE_CONCURRENCY", "0", SUPERVISOR),
+        ("APP_UPGRADE_CONCURRENCY", "65", SUPERVISOR),
+        ("APP_AUTO_UPGRADE", "sometimes", SUPERVISOR),
     ],
 )
 @pytest.mark.filterwarnings("ignore:Engine not recognized")
@@ -157,6 +163,11 @@ def test_the_heartbeat_timeout_defaults_to_twice_the_interval_plus_20(interval, 
 
 def test_an_explicit_heartbeat_timeout_is_kept():
     assert load({"APP_HEARTBEAT_INTERVAL": "5", "APP_HEARTBEAT_TIMEOUT": "7"}).heartbeat_timeout == 7
+
+
+def test_the_audit_log_keeps_90_days_unless_told_otherwise():
+    assert load(SUPERVISOR).audit_days == 90
+    assert load({**SUPERVISOR, "APP_AUDIT_DAYS": "365"}).audit_days == 365
 
 
 def test_the_proxy_timeouts_have_defaults_and_take_fractions_of_a_second():
@@ -468,6 +479,19 @@ def test_app_alert_after_is_seconds_and_none_by_default():
     assert len(problems) == 1 and problems[0].startswith("APP_ALERT_AFTER='later'")
 
 
+def test_flapping_is_four_changes_in_ten_minutes_by_default_and_zero_turns_it_off():
+    assert (load(SUPERVISOR).alert_flap_count, load(SUPERVISOR).alert_flap_window) == (4, 600.0)
+    loaded = load(dict(SUPERVISOR, APP_ALERT_FLAP_COUNT="0", APP_ALERT_FLAP_WINDOW="120"))
+    assert (loaded.alert_flap_count, loaded.alert_flap_window) == (0, 120.0)
+
+
+@pytest.mark.parametrize("var, value", [("APP_ALERT_FLAP_COUNT", "1"), ("APP_ALERT_FLAP_COUNT", "-3"),
+                                        ("APP_ALERT_FLAP_COUNT", "many"), ("APP_ALERT_FLAP_WINDOW", "0")])
+def test_a_bad_flapping_setting_is_refused_naming_it(var, value):
+    problems, _ = problems_of(dict(SUPERVISOR, **{var: value}))
+    assert len(problems) == 1 and problems[0].startswith(f"{var}={value!r}")
+
+
 @pytest.mark.parametrize("value", ["-5", "soon"])
 def test_a_bad_alert_stop_grace_is_refused_naming_it(value):
     problems, _ = problems_of(dict(SUPERVISOR, APP_ALERT_STOP_GRACE=value))
@@ -589,3 +613,10 @@ def test_an_application_gets_half_the_threads_unless_told_otherwise():
 def test_a_concurrency_above_the_threads_says_so():
     problems, _ = problems_of(dict(WORKER, APP_WEB_THREADS="4", APP_APP_CONCURRENCY="5"))
     assert "APP_APP_CONCURRENCY='5'" in problems[0] and "at most APP_WEB_THREADS" in problems[0]
+
+
+def test_fleet_upgrades_default_to_two_at_a_time_per_environment_and_no_automatic_upgrade():
+    config = load(SUPERVISOR)
+    assert (config.upgrade_concurrency, config.auto_upgrade) == (2, False)
+    config = load(dict(SUPERVISOR, APP_UPGRADE_CONCURRENCY="8", APP_AUTO_UPGRADE="true"))
+    assert (config.upgrade_concurrency, config.auto_upgrade) == (8, True)

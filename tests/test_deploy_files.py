@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from supervisor_project.cluster import web_args, web_command
 from supervisor_project.config import BASE_DIR, load
+from supervisor_project.web import web_args, web_command
 
 from .processes import SUPERVISOR_KEY, environment_key, supervisor_public_key
 

@@ -12,8 +12,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps import lifecycle
+from cluster import launcher as cluster
 from monitoring import metrics
-from supervisor_project import cluster
 from supervisor_project.config import BASE_DIR
 
 from .factories import create_application, mirror, register_environment

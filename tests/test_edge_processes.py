@@ -1,5 +1,5 @@
 """The bounds every web process puts on a request's head (supervisor_project.edge), as an attacker meets them: a real
-supervisor web started the documented way (supervisor_project.cluster.web_args), raw sockets and nothing else."""
+supervisor web started the documented way (supervisor_project.web.web_args), raw sockets and nothing else."""
 
 import socket
 import threading
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from supervisor_project.cluster import web_args
 from supervisor_project.config import DEFAULT_MAX_HEADER_BYTES
+from supervisor_project.web import web_args
 
 from .test_proxy_body_processes import PeakRss, supervisor_web
 

@@ -65,6 +65,12 @@ def plant(r, rng):
         r.hset(contract.STATUSES_KEY, rng.choice(["crm/env_a", "crm/env_b", "erp/env_a", "x", "crm/"]),
                random_value(rng))
         r.hset(contract.APPS_KEY, rng.choice(["crm", "erp", "ghost", ""]) or "x", random_value(rng))
+        r.lpush(contract.app_log_key("crm"), random_value(rng))
+        r.lpush(contract.app_errors_key("crm"), random_value(rng))
+        r.hset(contract.app_requests_key("crm"), rng.choice(["env_a|2xx", "env_a|le|0.005", "env_a|sum", "env_a|errors",
+                                                            "env_a|le|x", "Bad|2xx", "|", "env_a"]),
+               rng.choice([b"1", b"-5", b"nan", b"inf", b"1e400", b"x", bytes([255]), b"2.5"]))
+        r.hset(contract.USAGE_KEY, rng.choice(["env_a", "env_b", "env_z"]), random_value(rng))
     for key in (contract.CACHE_READY_KEY, contract.CONTROLLER_LEASE_KEY, contract.lock_key("erp"),
                 contract.provision_lock_key("erp")):
         if rng.random() < 0.3:
@@ -78,6 +84,7 @@ def plant(r, rng):
                 ["data", "created_at", "timeout", "status", "origin", "meta", "success_callback_name",
                  "webhooks", "dependency_ids", "result_ttl", "enqueued_at"], rng.randrange(1, 8))})
     r.publish(contract.EVENTS_CHANNEL, random_value(rng))
+    r.publish(contract.LOGS_CHANNEL, random_value(rng))
 
 
 @pytest.fixture
@@ -114,8 +121,11 @@ def test_random_entries_in_every_key_break_nothing_and_take_no_effect(deployment
     for url in (reverse("admin:apps_application_changelist"), reverse("admin:environments_environment_changelist"),
                 reverse("admin:apps_application_change", args=[Placement.objects.first().application_id])):
         assert admin_client.get(url).status_code == 200, url
-    for path in ("/api/apps/", "/api/environments/", "/api/apps/crm/"):
+    for path in ("/api/apps/", "/api/environments/", "/api/apps/crm/", "/api/apps/crm/logs",
+                 "/api/apps/crm/logs?errors=true", "/admin/", "/metrics"):
         assert admin_client.get(path).status_code == 200, path
+    assert admin_client.get(reverse("admin:apps_application_logs", args=[
+        Placement.objects.filter(application__name="crm").first().application_id]), {"errors": "true"}).status_code == 200
 
     # The proxy's routing reads only what verifies: no address but the registered ones ever comes out.
     for name in ("crm", "erp", "ghost"):

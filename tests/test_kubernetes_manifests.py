@@ -30,8 +30,8 @@ import yaml
 from django.conf import settings
 from django.http.request import validate_host
 
-from supervisor_project.cluster import web_args, web_command
 from supervisor_project.config import BASE_DIR, MIN_SHARED_SECRET, load
+from supervisor_project.web import web_args, web_command
 
 from .conftest import free_port
 from .processes import ROOT, Process, RedisServer, http_ready, manage, own_postgres_databases, postgres_env, wait_for

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens"}
+SUPERVISOR_SIDE = {"apps", "environments", "controller", "proxy", "live", "alerts", "monitoring", "apitokens", "api",
+                   "audit", "fleet"}
 WORKER_SIDE = {"workers"}
 COMPOSITIONS = {"single"}
 
@@ -43,6 +44,28 @@ def test_a_package_imports_nothing_from_the_layers_it_must_not_know(package):
 
 
 def test_every_django_app_of_the_project_is_placed_in_a_layer():
-    placed = set(FORBIDDEN) | COMPOSITIONS | {"supervisor_project", "samples", "tests", "bench"}
+    placed = set(FORBIDDEN) | COMPOSITIONS | {"supervisor_project", "cluster", "samples", "tests", "bench"}
     packages = {path.parent.name for path in ROOT.glob("*/__init__.py")}
     assert packages - placed == set(), "place new packages in SUPERVISOR_SIDE, WORKER_SIDE or COMPOSITIONS"
+
+
+# The API's plumbing is what the endpoints of every supervisor-side app are built on: it may know who asks
+# (apitokens) and record each call (audit), never what they ask about, or each app's endpoints would import each other through it.
+PLUMBING = {"api/auth.py": SUPERVISOR_SIDE - {"api", "apitokens", "audit"}}
+
+
+@pytest.mark.parametrize("module", sorted(PLUMBING))
+def test_the_api_plumbing_imports_no_app_whose_endpoints_it_serves(module):
+    crossings = [f"{module}:{line} imports {name}"
+                 for line, name in imported_packages(ROOT / module) if name in PLUMBING[module]]
+    assert not crossings, "\n".join(crossings)
+
+
+def test_the_local_cluster_starts_processes_and_imports_no_side():
+    """bin/cluster runs the documented commands as child processes: importing an app would load Django in the
+    launcher, with the calling shell's settings rather than each role's. It makes the cluster's key pairs with
+    exchange.keys, which needs no settings to do so."""
+    crossings = [f"{path.relative_to(ROOT)}:{line} imports {name}"
+                 for path in sorted((ROOT / "cluster").rglob("*.py")) for line, name in imported_packages(path)
+                 if name in (set(FORBIDDEN) - {"exchange"}) | COMPOSITIONS | {"django"}]
+    assert not crossings, "\n".join(crossings)

@@ -12,11 +12,11 @@ from django.core.asgi import get_asgi_application
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from api.auth import WRONG_TOKEN
 from exchange import contract, events, redis_client, status
 from live import stream
 from live.access import EVENT_PERMISSIONS
 from proxy.asgi import build
-from supervisor_project.api_auth import WRONG_TOKEN
 
 from .conftest import free_port
 from .factories import register_environment

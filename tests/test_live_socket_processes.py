@@ -13,9 +13,9 @@ import redis as redis_lib
 import websockets
 from websockets.asyncio.client import connect
 
+from api.auth import WRONG_TOKEN
 from exchange import contract, signing
 from exchange.contract import STATUSES_KEY, status_field
-from supervisor_project.api_auth import WRONG_TOKEN
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster

@@ -1,13 +1,13 @@
 """``python -m supervisor_project.web`` and APP_WEB_PROCESSES: the documented web command runs uvicorn with
-cluster.web_args and that many processes, and refuses what several processes would break, before any starts."""
+supervisor_project.web.web_args and that many processes, and refuses what several processes would break, before any starts."""
 
 import subprocess
 
 import pytest
 
 from supervisor_project import web
-from supervisor_project.cluster import web_args, web_command
 from supervisor_project.config import ConfigError, load
+from supervisor_project.web import web_args, web_command
 
 from .processes import ROOT, SUPERVISOR_KEY, base_env, environment_key, supervisor_public_key
 

@@ -29,7 +29,7 @@ from exchange import cache, contract, keys, registry, status
 from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for, worker_serializer
 from exchange.redis_client import command_redis, supervisor_redis
 
-from . import commands
+from . import commands, resource_usage, upgrade
 from .channel import NOT_THE_SUPERVISORS, CommandWorker, sealed_failure
 from .models import HostedState
 
@@ -87,7 +87,8 @@ def probe_web(base_url, timeout=PROBE_TIMEOUT):
         return False, f"the web process at {base_url} does not answer /healthz: {exc}"
     if response.status_code != 200:
         return False, f"the web process at {base_url} answers /healthz with HTTP {response.status_code}"
-    return True, ""
+    web_usage = resource_usage.of_health(response)
+    return (True, "") if web_usage is None else (True, "", web_usage)
 
 
 def _reason(exc):
@@ -110,13 +111,14 @@ class Agent:
         self.startup_grace = startup_grace
         self.started_at = clock()
         self.web_answered = False
+        self.web_usage = None
         # The registration is changed by the loop, the heartbeat thread and the prober; announced as one snapshot.
         self._lock = threading.RLock()
         self.registration = {
             "name": name,
             "url": url,
             "proxy_url": proxy_url or url,
-            "version": contract.VERSION,
+            "version": upgrade.code_version(),  # changes with the hosted code (workers.upgrade)
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
@@ -161,6 +163,7 @@ class Agent:
             pipe.hexists(contract.ENVIRONMENTS_KEY, self.name)
             stamped = self.clock()
             written = registry.announce(pipe, dict(self.registration), now=stamped)
+            resource_usage.report(pipe, self.name, self.web_usage, now=stamped)
             existed = pipe.execute()[0]
             self.written = written
             # As of its stamp, not of its landing: one held up by a hung Redis lands old, so the next is due at once.
@@ -178,6 +181,7 @@ class Agent:
         self.fail_interrupted_jobs()
         self.reconcile()
         self.republish()
+        upgrade.report_all(self.name, [held.app for held in self._held_states()])
 
     def ensure_registered(self):
         """Register unless registered and Redis still holds the registration this agent last wrote: one HGET per
@@ -216,7 +220,8 @@ class Agent:
             return False
         self.last_probe = self.clock()
         try:
-            web_ok, problem = self.probe()
+            web_ok, problem, *measured = self.probe()  # and the web's usage, when it told (exchange.usage)
+            self.web_usage = measured[0] if measured and web_ok else None
         except Exception as exc:  # a probe's own bug must not pass for a healthy web, nor end the agent
             log.exception("environment %s: the web probe failed", self.name)
             web_ok, problem = False, f"the web probe failed: {type(exc).__name__}: {exc}"

@@ -16,7 +16,7 @@ from redis.exceptions import LockError
 from exchange import channel, contract, locks, status
 from exchange.redis_client import command_redis, supervisor_redis
 
-from . import provisioning, transfer
+from . import appcommand, provisioning, transfer, upgrade
 from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
@@ -181,6 +181,8 @@ HANDLERS = {
     contract.PING: ping,
     contract.DUMP: dump,
     contract.LOAD: load,
+    contract.UPGRADE: upgrade.upgrade,
+    contract.MANAGE: appcommand.run,
 }
 assert set(HANDLERS) == set(contract.COMMANDS)
 
@@ -189,6 +191,10 @@ def execute(command, app, environment, payload, job_id, issued_at, expires_at, g
     # CommandWorker has already checked the signature, the command, the environment, the placement, the job id,
     # the expiry, the application's incarnation, and that this job did not run here before.
     result = HANDLERS[command](app, environment, payload or {}, job_id=job_id)
+    if command in (contract.START, contract.RESTART, contract.MANAGE):
+        upgrade.report(app, environment)  # what its database still lacks, as of now
+    elif command == contract.REMOVE:
+        upgrade.forget(app, environment)
     # Signed with the result: the supervisor accepts it only as the answer to this very job, so a result copied
     # from another job (another application's "stopped") is never taken for this one's.
     return dict(result, **channel.binding(job_id, app, environment, command))

@@ -17,6 +17,7 @@ from django.views.generic import RedirectView
 from supervisor_project.config import ConfigError
 
 from .hosted_admin import site
+from .signin import operator_signin
 
 
 def operator_patterns(dotted_path):
@@ -28,7 +29,9 @@ def operator_patterns(dotted_path):
     return include(module)
 
 
-urlpatterns = [path("admin/", site.urls)]
+# The supervisor's one-time sign-in links (workers/signin.py), before the operator's URLconf so that none shadows it.
+SIGNIN_PATH = "_appsup/signin/"
+urlpatterns = [path("admin/", site.urls), path(SIGNIN_PATH, operator_signin, name="appsup-signin")]
 if settings.APP_HOSTED_URLCONF:
     urlpatterns.append(path("", operator_patterns(settings.APP_HOSTED_URLCONF)))
 urlpatterns.append(path("", RedirectView.as_view(pattern_name="admin:index")))

@@ -23,6 +23,7 @@ instead of Redis (``exchange.directory.hosted_source``).
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from http.cookies import Morsel
 from importlib import import_module
@@ -35,16 +36,19 @@ from django.template.loader import render_to_string
 from django.urls import get_script_prefix, set_script_prefix
 
 from exchange import contract
+from exchange.cookies import framework_cookie_names
 from exchange.directory import hosted_lookup
-from supervisor_project.cookies import framework_cookie_names
 
-from . import own_state, provisioning
+from . import applog, keys, own_state, provisioning
 from .routing import current_database
 
 log = logging.getLogger("appsup.worker")
 
 HOSTED_URLCONF = "workers.hosted_urls"
 APP_PATH = re.compile(r"^/apps/(?P<name>[^/]*)(?P<rest>/.*)?$", re.DOTALL)
+# How an application was addressed by its own host (else by its path, /apps/<name>/).
+SUBDOMAIN = "subdomain"
+CUSTOM_DOMAIN = "custom-domain"
 # Seconds a client is told to wait before retrying an application that is starting.
 STARTING_RETRY_AFTER = 5
 
@@ -156,6 +160,19 @@ def unavailable_response(request, name, problem):
     return response
 
 
+def request_host(request):
+    """The request's host name, lower-cased, without its port (not validated: nothing is built from it)."""
+    host = request.META.get("HTTP_HOST", "").strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if ":" in host else host
+
+
+def custom_domains(view):
+    domains = view.config.get("domains") if view is not None else None
+    return [d for d in domains if isinstance(d, str)] if isinstance(domains, list) else []
+
+
 # -- cookies -----------------------------------------------------------------------------------------------------
 
 
@@ -220,11 +237,8 @@ class HostedApplicationMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        match = APP_PATH.match(request.path_info)
-        if match is None:
-            return self.get_response(request)
-        name, rest = match["name"], match["rest"]
-        if not name:  # /apps/ itself names no application: the worker's own 404
+        name, rest, own_host = self.addressed(request)
+        if name is None:
             return self.get_response(request)
         if not contract.NAME_RE.match(name) or name in contract.RESERVED_APP_NAMES:
             return unavailable_response(request, name, availability(name, None, settings.ENVIRONMENT_NAME))
@@ -242,19 +256,52 @@ class HostedApplicationMiddleware:
                 advice="Try again in a few seconds. If it lasts, an operator should check this worker's Redis "
                 "(APP_SUPERVISOR_REDIS_URL; its /readyz says what does not answer).",
             ))
+        if own_host == CUSTOM_DOMAIN and (view is None or request_host(request) not in custom_domains(view)):
+            view = None  # a host this application does not claim: as unknown as a name nobody has
         if settings.APP_MODE == "worker":
             view = own_state.overlaid(view, settings.ENVIRONMENT_NAME)
+        if view is None or not applog.enabled():  # no such application: nothing to log it under
+            return self.answer(request, name, view, rest, own_host)
+        started = time.perf_counter()
+        request.hosted_error = None
+        response = self.answer(request, name, view, rest, own_host)
+        applog.recorder.note(name, request.method, rest, response.status_code, time.perf_counter() - started,
+                             request.hosted_error)
+        return response
+
+    def answer(self, request, name, view, rest, own_host=None):
         problem = availability(name, view, settings.ENVIRONMENT_NAME) or moving_refusal(
             name, view, settings.ENVIRONMENT_NAME, request.method)
         if problem is not None:
             return unavailable_response(request, name, problem)
-        return self.serve(request, view, rest)
+        return self.serve(request, view, rest, own_host=bool(own_host))
 
-    def serve(self, request, view, rest):
+    @staticmethod
+    def addressed(request):
+        """(application name, its path, how it was addressed) for a hosted application's request, else (None, ...).
+
+        With APP_APPS_DOMAIN, an application's own host (``crm.apps.example.com``, or a custom domain of the
+        application that the X-Appsup-App header names: the supervisor's proxy and the nginx export set it) serves
+        the whole path as the application's, mounted at /; otherwise /apps/<name>/… on any host."""
+        if settings.APP_APPS_DOMAIN:
+            host = request_host(request)
+            suffix = "." + settings.APP_APPS_DOMAIN
+            if host.endswith(suffix) and "." not in host[:-len(suffix)]:
+                return host[:-len(suffix)], request.path_info, SUBDOMAIN
+            claimed = request.META.get("HTTP_X_APPSUP_APP", "")
+            if claimed and host:
+                return claimed, request.path_info, CUSTOM_DOMAIN
+        match = APP_PATH.match(request.path_info)
+        if match is None or not match["name"]:  # /apps/ itself names no application: the worker's own 404
+            return None, None, None
+        return match["name"], match["rest"], None
+
+    def serve(self, request, view, rest, own_host=False):
         name = view.name
         alias = provisioning.connect(name)
         outer_prefix = get_script_prefix()
-        prefix = f"{outer_prefix}apps/{name}/"
+        # On its own host the application sees its paths as they are; under the supervisor's, below /apps/<name>/.
+        prefix = outer_prefix if own_host else f"{outer_prefix}apps/{name}/"
         request.path_info = rest
         request.META["PATH_INFO"] = rest
         request.META["SCRIPT_NAME"] = prefix[:-1]
@@ -262,11 +309,13 @@ class HostedApplicationMiddleware:
         request.hosted_app = view
         request.COOKIES = cookies_for_app(request.COOKIES, name)
         token = current_database.set(alias)
+        key_token = keys.current_application.set(name)
         set_script_prefix(prefix)
         try:
             response = self.get_response(request)
         finally:
             set_script_prefix(outer_prefix)
+            keys.current_application.reset(key_token)
             current_database.reset(token)
         scope_cookies(response, name, prefix)
         return response

@@ -1,13 +1,21 @@
 import os
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
+
+from audit import actions
+from audit.commands import AuditedCommand
 
 PASSWORD_VARIABLE = "DJANGO_SUPERUSER_PASSWORD"
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
+    audit_action = actions.USER_ENSURE_ADMIN
+
+    def audit_target(self, options):
+        return f"user:{options.get('username', '')}"
+
     help = (
         "Create the superuser USERNAME, or reset it: active, staff, superuser, with the given password. "
         f"The password comes from --password or, to keep it out of the process list, from ${PASSWORD_VARIABLE}."

@@ -10,10 +10,12 @@ import math
 
 import redis
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from apps import lifecycle
 from apps.models import Application
+from audit import actions
+from audit.commands import AuditedCommand
 from exchange import contract
 
 
@@ -29,8 +31,12 @@ def seconds(value):
     return number
 
 
-class Command(BaseCommand):
+class Command(AuditedCommand):
     help = "Start APP on each of its environments in order, waiting for each before the next (docs/architecture.md)."
+    audit_action = actions.APPLICATION_START
+
+    def audit_target(self, options):
+        return f"{actions.APPLICATION}:{options.get('app', '')}"
 
     def add_arguments(self, parser):
         parser.add_argument("app", help="name of the application to start")

@@ -314,7 +314,7 @@
         } else if (event.type === "environment") {
             applyEnvironment(event);
             scheduleRefresh(SOON);
-        } else if (event.type === "app") {
+        } else if (event.type === "app" || event.type === "upgrade") {
             scheduleRefresh(SOON);
         } else if (event.type === "supervisor") {
             onSupervisor(event);

@@ -15,9 +15,9 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from exchange.cookies import framework_cookie_names
 from exchange.redis_client import supervisor_redis
 from proxy import export, nginx
-from supervisor_project.cookies import framework_cookie_names
 
 FORMATS = ("nginx",)
 DEFAULT_SUPERVISOR_PORT = 14000
@@ -78,7 +78,7 @@ class Command(BaseCommand):
                 plan, listen=listen, server_names=server_name, max_body=settings.APP_PROXY_MAX_BODY,
                 connect_timeout=settings.APP_PROXY_CONNECT_TIMEOUT, read_timeout=settings.APP_PROXY_READ_TIMEOUT,
                 withheld_cookies=framework_cookie_names(), max_header_bytes=settings.APP_MAX_HEADER_BYTES,
-                head_timeout=settings.APP_HEAD_TIMEOUT)
+                head_timeout=settings.APP_HEAD_TIMEOUT, apps_domain=settings.APP_APPS_DOMAIN)
         except nginx.Unsafe as exc:
             raise CommandError(f"not exported: {exc}") from None
 

@@ -1,4 +1,4 @@
-"""A whole App Supervisor cluster on one machine, for newcomers: ``bin/cluster`` (or ``python -m supervisor_project.cluster``).
+"""A whole App Supervisor cluster on one machine, for newcomers: ``bin/cluster`` (or ``python -m cluster``).
 
 Starts, each as a child process in its own session with its output prefixed by its role:
 
@@ -49,11 +49,12 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from supervisor_project.web import HOST, web_command
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 MANAGE = str(BASE_DIR / "manage.py")
 DEFAULT_BASE_PORT = 14000
 PORT_STEP = 1000
-HOST = "127.0.0.1"
 ADMIN_USERNAME = "admin"
 WORKERS_STORAGE = "workers"  # APP_STORAGE_DIR of every worker, under the storage directory
 
@@ -138,31 +139,6 @@ def plan_ports(base_port, names):
     if too_high:
         raise ClusterError(f"--base-port {base_port} gives ports out of range: {', '.join(too_high)}", exit_code=2)
     return ports
-
-
-# The HTTP protocol of every web process: uvicorn's httptools protocol with bounded request heads.
-HTTP_PROTOCOL = "supervisor_project.edge:BoundedHttpToolsProtocol"
-
-
-def web_args(port, host=HOST, application="supervisor_project.asgi:application", processes=1, options=()):
-    """uvicorn's arguments for a web process of any role, which every documented way of starting one runs through
-    ``python -m supervisor_project.web`` (web_command): uvloop (installed, so uvicorn picks it) and httptools with a
-    bound on each request's head (HTTP_PROTOCOL: size and time, see supervisor_project.edge), trusting no
-    X-Forwarded-* header (--proxy-headers is for a supervisor behind a TLS-terminating load balancer), and no access
-    log: a line per request was 14% of the proxy's CPU on a static file; /metrics counts the proxy's requests.
-    PROCESSES is APP_WEB_PROCESSES, always given: uvicorn would otherwise take WEB_CONCURRENCY from the environment.
-    OPTIONS are the operator's further uvicorn options (--proxy-headers, say), after ours so that they win."""
-    return ["--host", host, "--port", str(port), "--workers", str(processes), "--no-proxy-headers", "--no-access-log",
-            "--http", HTTP_PROTOCOL, *options, application]
-
-
-# The documented command of every web process (the roles table, the Dockerfile, compose, Kubernetes, bin/cluster):
-# it reads the configuration, then runs uvicorn with web_args and APP_WEB_PROCESSES processes.
-WEB_ENTRY = "supervisor_project.web"
-
-
-def web_command(port, host=HOST, python=sys.executable):
-    return [python, "-m", WEB_ENTRY, "--host", host, "--port", str(port)]
 
 
 def port_problem(port, role):

@@ -163,9 +163,9 @@ def forbidden(request, permission):
                                            user=request.user.get_username()), 403, permission=permission)
 
 
-def token_holder(token):
-    """"token" for the bootstrap token, the active staff user of a usable per-user TOKEN (its use recorded), or
-    the refusal's message."""
+def token_of(token):
+    """"token" for the bootstrap token, the usable per-user ApiToken TOKEN is (its use recorded) when its user is
+    active staff, or the refusal's message."""
     from apitokens.models import PREFIX, ApiToken
 
     if token_matches(token):
@@ -173,10 +173,17 @@ def token_holder(token):
     api_token = ApiToken.objects.for_token(token)
     if api_token is not None and api_token.user.is_staff:
         api_token.mark_used()
-        return api_token.user
+        return api_token
     if not settings.SUPERVISOR_API_TOKEN and not token.startswith(PREFIX):
         return NO_TOKEN_CONFIGURED
     return WRONG_TOKEN
+
+
+def token_holder(token):
+    """"token" for the bootstrap token, the active staff user of a usable per-user TOKEN (its use recorded), or
+    the refusal's message."""
+    holder = token_of(token)
+    return holder if isinstance(holder, str) else holder.user
 
 
 def authenticate(request):
@@ -185,13 +192,13 @@ def authenticate(request):
     if present:
         if token is None:
             return unauthorized(BAD_SCHEME, invalid_token=True)
-        holder = token_holder(token)
+        holder = token_of(token)
         if isinstance(holder, str) and holder != "token":
             return unauthorized(holder, invalid_token=True)
         if holder == "token":
             request.api_auth = "token"
         else:
-            request.user = holder
+            request.user, request.api_token = holder.user, holder  # the token names the audit log's actor
             request.api_auth = "user-token"
         return None
     user = getattr(request, "user", None)
@@ -349,21 +356,101 @@ def api_view(*methods, public=False, permission=None):
         @csrf_exempt  # checked below, for sessions only: a bearer token is not sent by a browser on its own
         @functools.wraps(view)
         def wrapped(request, *args, **kwargs):
-            try:
-                refusal = _refusal(request, allowed, public, needed)
-                if refusal is not None:
-                    return refusal
-                return view(request, *args, **kwargs)
-            except RequestDataTooBig:  # whoever read the body first (a view, the CSRF check of a form)
-                return too_large()
-            except Exception:
-                log.exception("API %s %s failed", request.method, request.path)
-                return error("internal error; the supervisor's log has the details", 500)
+            response = _answer(view, request, allowed, public, needed, args, kwargs)
+            if request.method not in SAFE_METHODS:
+                audit_call(request, kwargs, response)
+            return response
 
         wrapped.permissions = needed  # what the OpenAPI document's x-permission must say (tests/test_api_schema.py)
         return wrapped
 
     return decorator
+
+
+def _answer(view, request, allowed, public, needed, args, kwargs):
+    try:
+        refusal = _refusal(request, allowed, public, needed)
+        if refusal is not None:
+            return refusal
+        from audit import log as audit
+
+        with audit.acting_as(audit.actor_for_request(request)):  # what the view records is its caller's
+            return view(request, *args, **kwargs)
+    except RequestDataTooBig:  # whoever read the body first (a view, the CSRF check of a form)
+        return too_large()
+    except Exception:
+        log.exception("API %s %s failed", request.method, request.path)
+        return error("internal error; the supervisor's log has the details", 500)
+
+
+# -- the audit log -------------------------------------------------------------------------------------------
+
+# A body larger than this is not kept in the audit log's parameters (only its size): the log records what was
+# asked, not uploads.
+AUDIT_BODY_LIMIT = 16 * 1024
+
+
+def audit_parameters(request, kwargs):
+    """What the call asked for: its query and its JSON body (audit.log.clean removes the secrets). Nothing of the
+    body of a caller that did not say who it is: an anonymous client fills no log with what it sends."""
+    from django.http.request import RawPostDataException
+
+    params = {key: value for key, value in kwargs.items() if key not in ("name", "command")}
+    if request.GET:
+        params["query"] = {key: request.GET.getlist(key) if len(request.GET.getlist(key)) > 1 else request.GET[key]
+                           for key in request.GET}
+    if getattr(request, "api_auth", None) is None or not has_body(request):
+        return params
+    if content_length(request) > AUDIT_BODY_LIMIT:
+        params["body"] = f"not recorded: {content_length(request)} bytes"
+        return params
+    try:
+        text = request.body.decode("utf-8")
+        params["body"] = (json.loads(text) if nesting_depth(text) <= MAX_JSON_DEPTH
+                          else "not recorded: nested too deeply")
+    except (RawPostDataException, RequestDataTooBig, UnicodeDecodeError, ValueError, RecursionError):
+        params["body"] = "not recorded: not JSON"
+    return params
+
+
+def audit_target(request, kwargs, params):
+    """``application:<name>``, ``environment:<name>``, or the path, for an API call."""
+    from audit import actions
+
+    route = getattr(request.resolver_match, "url_name", None) or ""
+    name = kwargs.get("name")
+    if name is None and route == "apps" and isinstance(params.get("body"), dict):
+        name = params["body"].get("name")
+    if isinstance(name, str) and route.startswith("app"):
+        return f"{actions.APPLICATION}:{name}"
+    if isinstance(name, str) and route.startswith("environment"):
+        return f"{actions.ENVIRONMENT}:{name}"
+    return request.path
+
+
+def audit_call(request, kwargs, response):
+    """Record a call that may change something (any method but the safe ones), refused or not, with its outcome:
+    ok below 400, refused for 4xx, failed for 5xx; the answer's error as the detail."""
+    from audit import actions
+    from audit import log as audit
+
+    try:
+        route = getattr(request.resolver_match, "url_name", None)
+        params = audit_parameters(request, kwargs)
+        status = response.status_code
+        outcome = actions.OK if status < 400 else actions.REFUSED if status < 500 else actions.FAILED
+        detail = ""
+        if status >= 400 or status == 202:
+            try:
+                answer = json.loads(response.content)
+                detail = answer.get("error") or answer.get("message") or json.dumps(answer.get("errors", ""))
+            except (ValueError, AttributeError):
+                detail = ""
+        audit.record(audit.actor_for_request(request), actions.api_action(route, request.method, kwargs),
+                     audit_target(request, kwargs, params), params, outcome, status=status, detail=detail,
+                     request=request)
+    except Exception:  # the answer stands whatever happens to its record (audit.log.record logs its own failures)
+        log.exception("API %s %s: could not record it in the audit log", request.method, request.path)
 
 
 def _refusal(request, allowed, public, needed):

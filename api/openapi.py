@@ -1,6 +1,6 @@
 """The OpenAPI 3 document of the JSON API (docs/architecture.md, "JSON API"), served at ``GET /api/schema/``.
 
-Written by hand, next to the views it describes (apps.api, environments.api, supervisor_project.api_auth), and
+Written by hand, next to the views it describes (apps.api, environments.api, api.auth), and
 held to them by tests: tests/test_api_schema.py validates it against the OpenAPI specification and fuzzes every
 operation from it with schemathesis. Change a view's answers, change this document.
 
@@ -8,8 +8,18 @@ The document is served without authentication: it is the same for everyone, says
 applications or environments, and API tools (code generators, Swagger UI) fetch it before they hold a token.
 """
 
+from api.auth import (
+    DEFAULT_PAGE_SIZE,
+    MAX_JSON_DEPTH,
+    MAX_PAGE_SIZE,
+    WARNING_HEADER,
+    api_view,
+    json_response,
+)
 from apps.lifecycle import MAX_TIMEOUT
 from apps.models import OPERATE_PERMISSION
+from audit import actions as audit_actions
+from audit.api import VIEW_PERMISSION as AUDIT_PERMISSION
 from exchange.contract import (
     DEGRADED,
     DESIRED_STATES,
@@ -24,14 +34,6 @@ from exchange.contract import (
     RESERVED_APP_NAMES,
     RUNTIME_STATES,
     UNKNOWN,
-)
-from supervisor_project.api_auth import (
-    DEFAULT_PAGE_SIZE,
-    MAX_JSON_DEPTH,
-    MAX_PAGE_SIZE,
-    WARNING_HEADER,
-    api_view,
-    json_response,
 )
 
 OPENAPI_VERSION = "3.0.3"
@@ -65,6 +67,36 @@ CONCURRENCY = ("How many of its requests each worker web process runs at once (n
 REQUEST_TIMEOUT = "Seconds before a request is answered 504 (0: never); null: the worker's APP_APP_TIMEOUT."
 
 SCHEMAS = {
+    "LogEntry": {
+        "type": "object",
+        "description": "One request of the application on a worker web process (its newest LOG_KEEP = 500 are kept, "
+                       "and its newest 50 errors with their tracebacks).",
+        "required": ["method", "path", "status", "ms", "environment", "at", "error"],
+        "properties": {
+            "method": {"type": "string"},
+            "path": {"type": "string", "description": "The application's own path (without /apps/<name>), no "
+                                                      "query string; at most 300 characters."},
+            "status": {"type": "integer"},
+            "ms": {"type": "number", "description": "Milliseconds until Django answered."},
+            "environment": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "error": nullable({
+                "type": "object", "required": ["type", "message"],
+                "description": "The exception a view raised (answered 500); `traceback` only with `errors=true`.",
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"},
+                               "traceback": {"type": "string"}}}),
+        },
+    },
+    "AppLogs": {
+        "type": "object",
+        "required": ["app", "entries", "skipped"],
+        "properties": {
+            "app": {"type": "string"},
+            "entries": {"type": "array", "items": {"$ref": "#/components/schemas/LogEntry"}},
+            "skipped": {"type": "integer", "description": "Stored entries that do not verify (not written with "
+                                                          "APP_SHARED_SECRET) or are malformed: not shown."},
+        },
+    },
     "Error": {
         "type": "object",
         "description": "Every refusal but a create's validation errors. Some carry more fields (see "
@@ -284,6 +316,12 @@ SCHEMAS = {
                                      "description": CONCURRENCY}),
             "request_timeout": nullable({"type": "integer", "minimum": 0, "maximum": MAX_APP_TIMEOUT,
                                          "description": REQUEST_TIMEOUT}),
+            "domains": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Its custom domains (edited in the admin), sorted. With APP_APPS_DOMAIN the "
+                               "application answers at each, besides <name>.<APP_APPS_DOMAIN>.",
+            },
         },
     },
     "AppCreate": {
@@ -365,6 +403,37 @@ SCHEMAS = {
         "required": ["applications"],
         "properties": {"applications": {"type": "array", "items": {"type": "string"},
                                         "description": "The applications still placed on it."}},
+    },
+    "AuditEntry": {
+        "type": "object",
+        "description": "One entry of the audit log: who did what to what, when, and how it ended. Secrets (passwords, "
+                       "tokens, keys) are removed from `parameters`.",
+        "required": ["id", "at", "actor_kind", "actor", "action", "target", "parameters", "outcome", "status",
+                     "detail", "request_id", "address"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "actor_kind": {"type": "string", "enum": list(audit_actions.ACTOR_KINDS)},
+            "actor": {"type": "string", "description": "The username; the token's name, hint and owner "
+                                                       "(SUPERVISOR_API_TOKEN for the bootstrap token); the "
+                                                       "controller's id; the OS user and the command."},
+            "action": {"type": "string", "example": "application.start"},
+            "target": {"type": "string", "example": "application:crm"},
+            "parameters": {"type": "object", "description": "What was asked: the query, the body, the form."},
+            "outcome": {"type": "string", "enum": list(audit_actions.OUTCOMES)},
+            "status": nullable({"type": "integer", "description": "The HTTP status answered (API calls)."}),
+            "detail": {"type": "string", "description": "The error or refusal, as answered; empty when none."},
+            "request_id": {"type": "string", "description": "The request's X-Request-ID."},
+            "address": nullable({"type": "string", "description": "The client's address."}),
+        },
+    },
+    "AuditList": {
+        "type": "object",
+        "required": ["entries", "next"],
+        "properties": {
+            "entries": {"type": "array", "items": ref("schemas", "AuditEntry")},
+            "next": nullable({"type": "string", "format": "uri", "description": "The next page, or null."}),
+        },
     },
     "EnvironmentList": {
         "type": "object",
@@ -541,6 +610,7 @@ DOCUMENT = {
     "tags": [
         {"name": "applications"},
         {"name": "environments"},
+        {"name": "audit"},
         {"name": "schema"},
     ],
     "security": [{"bearerAuth": []}, {"staffSession": []}],
@@ -769,6 +839,110 @@ DOCUMENT = {
                 },
             }
         },
+        "/api/apps/{name}/signin-link": {
+            "post": {
+                "operationId": "appSigninLink",
+                "tags": ["applications"],
+                "summary": "A one-time link into the application's admin, signed in as the caller",
+                "description": (
+                    "The admin's \"Open as operator\": a link that signs the caller into the application's own "
+                    "admin on `environment` as `operator-<username>` (a superuser there when the caller is one "
+                    "here, otherwise staff with no permissions of the application's), once, within `expires_in` "
+                    "seconds (APP_SIGNIN_MAX_AGE, at most 60). Refused (403) to the bootstrap token, which is no "
+                    "person."),
+                "parameters": [ref("parameters", "name")],
+                "x-permission": [OPERATE_PERMISSION],
+                "requestBody": {"required": False, "content": json_content({
+                    "type": "object", "properties": {"environment": {
+                        "type": "string", "description": "Optional when the application is on one environment."}},
+                    "additionalProperties": False})},
+                "responses": {
+                    "200": answer("The link.", {
+                        "type": "object", "required": ["url", "app", "environment", "user", "expires_in"],
+                        "properties": {"url": {"type": "string"}, "app": {"type": "string"},
+                                       "environment": {"type": "string"}, "user": {"type": "string"},
+                                       "expires_in": {"type": "integer"}}}),
+                    "400": answer("A body that is not valid, or an environment the application is not on.",
+                                  ref("schemas", "FieldErrors")),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                    "413": ref("responses", "TooLarge"),
+                    "415": ref("responses", "NotJson"),
+                },
+            }
+        },
+        "/api/audit/": {
+            "get": {
+                "operationId": "listAuditEntries",
+                "tags": ["audit"],
+                "summary": "The audit log, newest first",
+                "description": (
+                    "Every API call that may change something (refused ones included), admin action, "
+                    "command-line command that changes something and controller action, kept APP_AUDIT_DAYS "
+                    "days. Filters combine. Paged by id: `after` is the id of the last entry of the previous "
+                    "page (`next` carries it)."),
+                "parameters": [
+                    ref("parameters", "limit"),
+                    {"name": "after", "in": "query", "description": "The id of the last entry of the previous page.",
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+        {"name": "actor", "in": "query", "description": 'Part of the actor (any case), e.g. a username.',
+         "schema": {"type": "string"}},
+        {"name": "actor_kind", "in": "query", "description": 'One actor kind.',
+         "schema": {"type": "string", "enum": list(audit_actions.ACTOR_KINDS)}},
+        {"name": "action", "in": "query", "description": 'An action (application.start), or a prefix ending in a dot (application.).',
+         "schema": {"type": "string"}},
+        {"name": "target", "in": "query", "description": 'A target, exactly (application:crm).',
+         "schema": {"type": "string"}},
+        {"name": "outcome", "in": "query", "description": 'One outcome.',
+         "schema": {"type": "string", "enum": list(audit_actions.OUTCOMES)}},
+        {"name": "request_id", "in": "query", "description": 'The X-Request-ID of the request that recorded it.',
+         "schema": {"type": "string"}},
+        {"name": "since", "in": "query", "description": 'Entries at or after this time (ISO 8601; a date alone is its midnight UTC).',
+         "schema": {"type": "string", "format": "date-time"}},
+        {"name": "until", "in": "query", "description": 'Entries before this time (ISO 8601; a date alone is its midnight UTC).',
+         "schema": {"type": "string", "format": "date-time"}},
+                ],
+                "x-permission": [AUDIT_PERMISSION],
+                "responses": {
+                    "200": answer("A page of entries.", ref("schemas", "AuditList")),
+                    "400": answer("A filter, `limit` or `after` is not valid; the message names it.", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                },
+            }
+        },
+        "/api/apps/{name}/logs": {
+            "get": {
+                "operationId": "getAppLogs",
+                "tags": ["applications"],
+                "summary": "An application's last requests and errors, newest first",
+                "description": "As its environments' worker web processes recorded them (written within a second). "
+                               "`errors=true` reads the error list, with tracebacks.",
+                "parameters": [
+                    ref("parameters", "name"),
+                    {"name": "status", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx"]}},
+                    {"name": "errors", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": ["true", "false"]}},
+                    {"name": "path", "in": "query", "required": False, "description": "The path contains it.",
+                     "schema": {"type": "string", "maxLength": 300}},
+                    {"name": "environment", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,39}$"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
+                ],
+                "x-permission": ["apps.view_application"],
+                "responses": {
+                    "200": answer("The entries the filters keep.", ref("schemas", "AppLogs")),
+                    "400": answer("A filter or `limit` is not valid (named).", ERROR),
+                    "401": ref("responses", "Unauthorized"),
+                    "403": ref("responses", "Forbidden"),
+                    "404": ref("responses", "UnknownApp"),
+                    "503": answer("Redis is unavailable: the logs live there.", ERROR),
+                },
+            }
+        },
         "/api/schema/": {
             "get": {
                 "operationId": "getSchema",
@@ -793,6 +967,164 @@ DOCUMENT = {
         "responses": RESPONSES,
     },
 }
+
+
+# -- fleet upgrades and commands across applications (fleet.api) ------------------------------------------------
+
+_STEP_STATES = ["waiting", "backing_up", "migrating", "done", "failed"]
+SCHEMAS.update({
+    "PendingMigrations": {
+        "type": "object",
+        "description": "Per environment that reported it, the migrations of the code it hosts that the "
+                       "application's database has not applied (`<app_label>.<migration>`, in the order they would "
+                       "run); an empty list: up to date. An environment where it has no database yet is left out.",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    },
+    "AppDetail": {
+        "allOf": [ref("schemas", "App"), {
+            "type": "object", "required": ["pending_migrations"],
+            "properties": {"pending_migrations": ref("schemas", "PendingMigrations")}}],
+    },
+    "UpgradeRequest": {
+        "type": "object",
+        "properties": {"apps": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                                "description": "The applications to upgrade; left out: every one that needs it."}},
+        "example": {"apps": ["crm"]},
+    },
+    "UpgradeStep": {
+        "type": "object",
+        "required": ["app", "environment", "state", "migrations", "applied", "backup", "error", "started_at",
+                     "finished_at"],
+        "properties": {
+            "app": {"type": "string"},
+            "environment": {"type": "string"},
+            "state": {"type": "string", "enum": _STEP_STATES},
+            "migrations": {"type": "array", "items": {"type": "string"},
+                           "description": "Pending when the upgrade was asked for."},
+            "applied": {"type": "array", "items": {"type": "string"}},
+            "backup": nullable({"type": "string", "description": "The backup taken before it was migrated."}),
+            "error": nullable({"type": "string", "description": "Why it failed; the application is then left "
+                                                                 "stopped there."}),
+            "started_at": nullable({"type": "string", "format": "date-time"}),
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
+    "Upgrade": {
+        "type": "object",
+        "required": ["id", "state", "apps", "automatic", "asked_by", "created_at", "finished_at", "total", "done",
+                     "failed", "steps"],
+        "properties": {
+            "id": {"type": "integer"},
+            "state": {"type": "string", "enum": ["running", "done", "failed"]},
+            "apps": nullable({"type": "array", "items": {"type": "string"},
+                              "description": "As asked; null: every application that needed it."}),
+            "automatic": {"type": "boolean", "description": "Started by APP_AUTO_UPGRADE."},
+            "asked_by": nullable({"type": "string"}),
+            "created_at": {"type": "string", "format": "date-time"},
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+            "total": {"type": "integer"},
+            "done": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "steps": {"type": "array", "items": ref("schemas", "UpgradeStep")},
+        },
+    },
+    "CommandRequest": {
+        "type": "object",
+        "required": ["command"],
+        "properties": {
+            "command": {"type": "string", "description": "A management command's name, e.g. `clearsessions`."},
+            "args": {"type": "array", "items": {"type": "string"},
+                     "description": "Its arguments, handed to its parser as a list (never a shell)."},
+        },
+        "example": {"command": "check", "args": []},
+    },
+    "CommandResult": {
+        "type": "object",
+        "required": ["app", "environment", "exit_status", "output", "truncated", "error", "ok"],
+        "properties": {
+            "app": {"type": "string"},
+            "environment": {"type": "string"},
+            "exit_status": nullable({"type": "integer", "description": "null: it did not run there."}),
+            "output": {"type": "string", "description": "stdout and stderr, at most 64 KiB."},
+            "truncated": {"type": "integer", "description": "Characters of output not kept."},
+            "error": nullable({"type": "string", "description": "Why it did not run (offline, no answer)."}),
+            "ok": {"type": "boolean"},
+        },
+    },
+    "CommandResults": {
+        "type": "object",
+        "required": ["app", "command", "args", "ok", "results"],
+        "properties": {
+            "app": {"type": "string"},
+            "command": {"type": "string"},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "ok": {"type": "boolean", "description": "It ran and exited 0 on every environment."},
+            "results": {"type": "array", "items": ref("schemas", "CommandResult")},
+        },
+    },
+})
+PARAMETERS["upgrade_id"] = {"name": "upgrade_id", "in": "path", "required": True, "description": "The upgrade's id.",
+                            "schema": {"type": "string", "minLength": 1}, "example": "1"}
+DOCUMENT["paths"]["/api/apps/{name}/"]["get"]["responses"]["200"] = answer(
+    "The application, with its pending migrations per environment.", ref("schemas", "AppDetail"), WARNED)
+DOCUMENT["paths"].update({
+    "/api/apps/{name}/command": {
+        "post": {
+            "operationId": "runAppCommand",
+            "tags": ["applications"],
+            "summary": "Run a management command inside an application, on each of its environments",
+            "description": "Sent to every environment at once; waits for their answers, or `timeout`. A failure "
+                           "there (a non-zero exit, a refusal by the worker, an offline environment, no answer) is "
+                           "that environment's result, not an HTTP error.",
+            "parameters": [ref("parameters", "name"), ref("parameters", "timeout")],
+            "x-permission": [OPERATE_PERMISSION],
+            "requestBody": {"required": True, "content": json_content(ref("schemas", "CommandRequest"))},
+            "responses": {
+                "200": answer("Each environment's output and exit status.", ref("schemas", "CommandResults")),
+                "400": answer("A body that is not valid, a command name refused (not a name, or one that cannot "
+                              "run inside an application), `--database` among the arguments, or a bad `timeout`.",
+                              {"oneOf": [ref("schemas", "FieldErrors"), LIFECYCLE_ERROR]}),
+                **{code: response for code, response in lifecycle_failures().items() if code != "400"},
+            },
+        }
+    },
+    "/api/upgrade": {
+        "post": {
+            "operationId": "upgradeApps",
+            "tags": ["applications"],
+            "summary": "Migrate the applications that report pending migrations, in the background",
+            "description": "Records an upgrade and answers at once; the controller migrates each application on "
+                           "each environment (after a backup when a backup facility exists), environments side by "
+                           "side, at most APP_UPGRADE_CONCURRENCY at a time on one. Progress: "
+                           "`GET /api/upgrades/{id}` and `{\"type\": \"upgrade\"}` messages on `/ws/events/`.",
+            "x-permission": [OPERATE_PERMISSION],
+            "requestBody": {"required": True, "content": json_content(ref("schemas", "UpgradeRequest"))},
+            "responses": {
+                "202": answer("Recorded (done at once when nothing was pending).", ref("schemas", "Upgrade")),
+                "400": answer("A body that is not valid, or unknown applications.", ref("schemas", "FieldErrors")),
+                "401": ref("responses", "Unauthorized"),
+                "403": ref("responses", "Forbidden"),
+                "413": ref("responses", "TooLarge"),
+                "415": ref("responses", "NotJson"),
+            },
+        }
+    },
+    "/api/upgrades/{upgrade_id}": {
+        "get": {
+            "operationId": "getUpgrade",
+            "tags": ["applications"],
+            "summary": "An upgrade and the progress of each of its steps",
+            "parameters": [ref("parameters", "upgrade_id")],
+            "x-permission": ["apps.view_application"],
+            "responses": {
+                "200": answer("The upgrade.", ref("schemas", "Upgrade")),
+                "401": ref("responses", "Unauthorized"),
+                "403": ref("responses", "Forbidden"),
+                "404": answer("No upgrade has this id.", ERROR),
+            },
+        }
+    },
+})
 
 
 @api_view("GET", "HEAD", public=True)

@@ -1,0 +1,5 @@
+import sys
+
+from cluster.launcher import main
+
+sys.exit(main())
