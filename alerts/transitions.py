@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from apps.models import Placement
 from environments import mirror as registry_mirror
 from environments.models import Environment
-from exchange.contract import ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
+from exchange.contract import DEGRADED, ERROR, OFFLINE, ONLINE, RUNNING, STOPPED
 
 from .delivery import enqueue
 from .models import (
@@ -134,7 +134,7 @@ def placement_alerts(now):
         if (app, env) in alerted:
             continue
         alert = Alert(event=PLACEMENT_ERROR, environment=env, app=app, status=ERROR,
-                      message=f"{app} failed on {env}: {error or 'no error message was reported'}", at=at or now)
+                      message=placement_message(app, env, error), at=at or now)
         if transition(env, app, RECOVERED, IN_ERROR, now, alert, or_create=True):
             raised.append(alert)
     leaving = alerted - failing.keys()
@@ -214,7 +214,18 @@ def _not_lasted_yet(environment, status, now):
     return now - offline_since < timedelta(seconds=after)
 
 
+def placement_message(app, env, error):
+    """The alert of APP failing on ENV. ERROR is ENV's own words (its signed status): quoted as reported by it, so that
+    a compromised environment's text is never read as the supervisor's."""
+    if not error:
+        return f"{app} failed on {env}: no error message was reported"
+    return f"{app} failed on {env}; reported by {env}: {error}"
+
+
 def _environment_message(environment, last, status, now):
     if status == ONLINE:
         return f"environment {environment.name} is online (it was {last})"
+    if status == DEGRADED and environment.problem:
+        # The problem is the environment's own words (its signed registration).
+        return f"environment {environment.name} is degraded; reported by {environment.name}: {environment.problem}"
     return environment.status_reason(now)

@@ -36,3 +36,51 @@ def ensure(redis):
         return False
     rebuild(redis)
     return True
+
+
+class Verified:
+    """The cache entries found equal to the database, by their bytes, between calls of ``repair``: an unchanged
+    entry is neither verified nor compared again."""
+
+    def __init__(self):
+        self.raw = {}
+
+
+def repair(redis, verified=None):
+    """Rewrite every entry of the cache that differs from the database: one that does not verify as the
+    supervisor's (forged, altered, signed with an environment's key), or verifies but says something else (an
+    old one copied back). Entries of applications the database does not have are removed. Returns the names it
+    repaired."""
+    verified = verified if verified is not None else Verified()
+    stored = {name.decode(errors="replace"): raw for name, raw in redis.hgetall(cache.APPS_KEY).items()}
+    changed = [name for name, raw in stored.items() if verified.raw.get(name) != raw]
+    if not changed:
+        verified.raw = {name: raw for name, raw in verified.raw.items() if name in stored}
+        return []
+    leaving = {}
+    for app, environment in Removal.objects.filter(application__name__in=changed).order_by(
+            "environment__name").values_list("application__name", "environment__name"):
+        leaving.setdefault(app, []).append(environment)
+    wanted = {app.name: dict(app.cache_entry(leaving=leaving.get(app.name, ())), name=app.name)
+              for app in Application.objects.with_placements().filter(name__in=changed)}
+    repaired = []
+    for name in changed:
+        entry = cache.decode(stored[name], name)
+        if name in wanted and entry is not None and _same(entry, wanted[name]):
+            verified.raw[name] = stored[name]
+            continue
+        repaired.append(name)
+        if name in wanted:
+            cache.write(redis, name, wanted[name])
+        else:
+            cache.remove(redis, name)
+        events.publish(redis, events.APP, name=name)
+        verified.raw.pop(name, None)
+    return repaired
+
+
+def _same(entry, wanted):
+    import json
+
+    # Compared as JSON would carry them: tuples and lists alike.
+    return json.loads(json.dumps(entry)) == json.loads(json.dumps(wanted))

@@ -318,14 +318,15 @@ def _wait(job_id, env_name, deadline, clock, renew=lambda: None, *, command, app
 def _answer(job_id, answer_id, fields, conn, expected, env_name):
     """``(answer, None)`` for an answer to the EXPECTED job (its return value, or a Failure), else ``(None, why)``."""
     try:
-        result = Result.restore(job_id, answer_id.decode(), fields, connection=conn, serializer=SignedJSONSerializer)
-    except Exception as exc:  # BadSignature, not JSON, not even RQ's format: written without the shared secret
+        result = Result.restore(job_id, answer_id.decode(), fields, connection=conn,
+                                serializer=SignedJSONSerializer.expecting(env_name))
+    except Exception as exc:  # BadSignature, not JSON, not even RQ's format: not written by that environment
         return None, f"it does not verify: {type(exc).__name__}"
     if result.type == Result.Type.SUCCESSFUL:
         if channel.is_bound(result.return_value, expected):
             return result.return_value, None
         return None, _foreign(result.return_value)
-    failure = channel.open_failure(result.exc_string)
+    failure = channel.open_failure(result.exc_string, env_name)
     if failure is None:
         return None, "a failure that does not verify"
     if not channel.is_bound(failure, expected):

@@ -11,7 +11,7 @@ import redis
 
 from environments import bulk
 from exchange import events, status
-from exchange.contract import EVENTS_CHANNEL, STATUSES_KEY, status_field
+from exchange.contract import EVENTS_CHANNEL, REFUSED_KEY, REFUSED_STATUS, STATUSES_KEY, status_field
 
 STATUS_FIELDS = ("state", "error", "traceback", "state_at")
 
@@ -120,7 +120,7 @@ def refresh_all(redis, seen=None):
     and their placements read.
     Returns the names of the applications whose placements changed."""
     if seen is None:
-        return _mirror(redis.hgetall(STATUSES_KEY), None)
+        return _mirror(redis.hgetall(STATUSES_KEY), None, conn=redis)
     fields = seen.announced()
     if fields is None:  # not subscribed yet, or the subscription broke
         seen.watch = redis.pubsub()
@@ -130,7 +130,7 @@ def refresh_all(redis, seen=None):
         began = time.monotonic()
         reported = redis.hgetall(STATUSES_KEY)
         fresh = {field: raw for field, raw in reported.items() if seen.entries.get(field) != raw}
-        apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs)
+        apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs, conn=redis)
         seen.entries, seen.full_read_at, seen.sweep = reported, began, None
         return apps
     fields = sorted(fields)
@@ -147,14 +147,15 @@ def refresh_all(redis, seen=None):
     fresh = {field: raw for field, raw in read.items() if raw is not None and seen.entries.get(field) != raw}
     if not fresh:
         return []
-    apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs)
+    apps = _mirror(fresh, len(fresh) <= FEW, seen.seqs, conn=redis)
     seen.entries.update(fresh)
     return apps
 
 
-def _mirror(fresh, few, seqs=None):
+def _mirror(fresh, few, seqs=None, conn=None):
     """Apply the raw entries FRESH ({field: raw}) to their placements; FEW: read only theirs, not every one. SEQS
-    (Seen.seqs): an entry with a lower seq than the last one mirrored to its field is skipped."""
+    (Seen.seqs): an entry with a lower seq than the last one mirrored to its field is skipped. Entries that do not
+    verify as their environment's are counted in CONN (contract.REFUSED_KEY)."""
     from .models import Placement
 
     if not fresh:
@@ -164,13 +165,15 @@ def _mirror(fresh, few, seqs=None):
         pairs = [field.decode(errors="replace").split("/", 1) for field in fresh]
         rows = rows.filter(application__name__in={pair[0] for pair in pairs},
                            environment__name__in={pair[-1] for pair in pairs})
-    changed, apps = [], set()
+    changed, apps, refused = [], set(), 0
     for pk, app, env, state, error, state_at in rows:
         field = status_field(app, env).encode()
         raw = fresh.get(field)
         if raw is None:
             continue
         entry = status.decode(raw, app, env)
+        if entry is None:
+            refused += 1
         if entry is not None and seqs is not None:
             seq = status.seq_of(entry)
             if seq < seqs.get(field, -1):
@@ -182,4 +185,6 @@ def _mirror(fresh, few, seqs=None):
             changed.append(placement)
             apps.add(app)
     save(changed)
+    if refused and conn is not None:  # each stored value once: only values whose bytes changed are read here
+        conn.hincrby(REFUSED_KEY, REFUSED_STATUS, refused)
     return sorted(apps)

@@ -80,8 +80,10 @@ class BoundsDrills:
     # -- old signed values ------------------------------------------------------------------------------------------
 
     def sealed(self, entry):
-        """ENTRY signed as a holder of the secret wrote it once (a value an attacker saved, then replays)."""
-        return signing.seal(json.dumps(entry, separators=(",", ":")).encode(), secret=self.cluster.shared_secret)
+        """ENTRY signed as the environment it is about wrote it once (a value an attacker saved, then replays)."""
+        signer = entry.get("environment") or entry.get("name")
+        return signing.seal(json.dumps(entry, separators=(",", ":")).encode(), signer=signer,
+                            key=self.cluster.private_key(signer))
 
     def replayed_status(self):
         url = self.url("shop")

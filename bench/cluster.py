@@ -69,9 +69,14 @@ class Cluster:
                 self.password = (self.storage / "admin-password.txt").read_text().strip()
                 self.secret_key = (self.storage / "secret-key.txt").read_text().strip()
                 self.shared_secret = (self.storage / "shared-secret.txt").read_text().strip()
+                self.supervisor_key = self.private_key("supervisor")
                 return state
             time.sleep(0.3)
         raise RuntimeError("the cluster did not become ready in time")
+
+    def private_key(self, role):
+        """The private key of ROLE (supervisor, env_a, …) as bin/cluster generated it (exchange.keys)."""
+        return (self.storage / role / "signing-key.txt").read_text().strip()
 
     def pids(self):
         return [self.state["pid"], *self.state["processes"].values()] if self.state else []
@@ -128,7 +133,7 @@ class Cluster:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "DATABASE_URL"))}
         env.update(
             DJANGO_SETTINGS_MODULE="supervisor_project.settings", SECRET_KEY=self.secret_key, APP_MODE="supervisor",
-            APP_SHARED_SECRET=self.shared_secret,
+            APP_SHARED_SECRET=self.shared_secret, APP_SUPERVISOR_KEY=self.supervisor_key,
             APP_DISCOVERY_ADAPTER="remote", APP_PROCESS_ADAPTER="remote", APP_COMMAND_ADAPTER="redis",
             APP_SUPERVISOR_REDIS_URL=self.state["redis_url"], APP_COMMAND_REDIS_URL=self.state["redis_url"],
             DB_DIALECT="sqlite", DB_DATABASE=str(self.storage / "supervisor" / "supervisor.sqlite3"),

@@ -30,7 +30,7 @@ from pathlib import Path
 import redis as redis_lib
 import requests
 
-from exchange import signing
+from exchange import events, signing
 from exchange.contract import APPS_KEY, CACHE_READY_KEY, ENVIRONMENTS_KEY, STATUSES_KEY, queue_name
 from supervisor_project.web import web_args
 
@@ -632,7 +632,7 @@ class Drill(BoundsDrills):
 
     def no_secret(self):
         env = self.cluster.django_environ()
-        env.pop("APP_SHARED_SECRET")
+        env.pop("APP_SUPERVISOR_KEY")
         done = subprocess.run(
             [sys.executable, "-m", "uvicorn", *web_args(free_port())],
             cwd=ROOT,
@@ -643,11 +643,93 @@ class Drill(BoundsDrills):
         )
         said = (done.stderr.strip().splitlines() or [""])[-1]
         self.row(
-            "a supervisor web without APP_SHARED_SECRET",
+            "a supervisor web without APP_SUPERVISOR_KEY",
             f"exit {done.returncode}: {said[:110]}",
             "refuses, naming it",
-            done.returncode != 0 and "APP_SHARED_SECRET" in said,
+            done.returncode != 0 and "APP_SUPERVISOR_KEY" in said,
         )
+
+    # -- with env_b's key material only (docs/security.md, "Threat model") ------------------------------------------
+
+    def refused_counts(self):
+        """{kind: count} of appsup_refused_signatures."""
+        text = requests.get(f"{self.cluster.url}/metrics", timeout=30,
+                            headers={"Authorization": f"Bearer {self.cluster.token}"}).text
+        counts = {kind: float(n) for kind, n in re.findall(r'^appsup_refused_signatures_total\{kind="(\w+)"\} (\S+)',
+                                                           text, re.M)}
+        return counts
+
+    def env_b_serializer(self, signer="env_b"):
+        key = self.cluster.private_key("env_b")
+
+        class EnvB:
+            @staticmethod
+            def dumps(obj):
+                return signing.dumps(obj, signer=signer, key=key)
+
+            @staticmethod
+            def loads(data):
+                return json.loads(signing.body_of(data))
+
+        return EnvB
+
+    def env_b_command(self):
+        from rq.job import Job
+
+        before = self.refused_counts().get("command", 0)
+        now, job_id = time.time(), "start-shop-env_a-by-env_b"
+        job = Job.create("workers.commands.execute", connection=self.r, id=job_id, serializer=self.env_b_serializer(),
+                         kwargs={"command": "start", "app": "shop", "environment": "env_a", "job_id": job_id,
+                                 "issued_at": now, "expires_at": now + 60, "generation": None,
+                                 "payload": {"admin_username": "mallory", "admin_password_hash": "x"}})
+        job.save()
+        self.r.rpush(f"rq:queue:{queue_name('env_a')}", job_id)
+        took = self.wait(lambda: self.r.hget(job.key, "status") == b"failed", 30, "the command refused")
+        counted = self.wait(lambda: self.refused_counts().get("command", 0) > before, 10, "the refusal counted")
+        self.row("with env_b's key only: a start for env_a (superuser mallory) signed by env_b",
+                 f"refused in {took:.1f} s, counted in /metrics (appsup_refused_signatures{{kind=\"command\"}}) "
+                 f"{counted:.1f} s later", "refused, counted", True)
+
+    def env_b_registration_and_status(self):
+        listener = self._listener()
+        evil = f"http://127.0.0.1:{listener.server_address[1]}"
+        key = self.cluster.private_key("env_b")
+        before = self.refused_counts()
+        registration = {"name": "env_a", "url": evil, "proxy_url": evil, "version": "1.0.0", "host": "x", "pid": 1,
+                        "heartbeat_at": time.time(), "seq": 2**62, "stopped_at": None}
+        status = {"app": "shop", "environment": "env_a", "state": "error", "error": "phish: log in at evil.test",
+                  "traceback": "", "at": time.time(), "seq": 2**62}
+        self.r.hset(ENVIRONMENTS_KEY, "env_a", signing.dumps(registration, signer="env_b", key=key))
+        self.r.hset(STATUSES_KEY, "shop/env_a", signing.dumps(status, signer="env_b", key=key))
+        # Anyone may announce a change (events are hints): the controller reads the status at once.
+        events.publish(self.r, events.PLACEMENT, app="shop", environment="env_a", state="error", error="phish",
+                       at=time.time())
+        codes = [requests.get(self.url("shop"), timeout=10).status_code for _ in range(10)]
+        counted = self.wait(lambda: all(self.refused_counts().get(kind, 0) > before.get(kind, 0)
+                                        for kind in ("registration", "status")), 15, "the refusals counted")
+        app = requests.get(f"{self.cluster.url}/api/apps/shop/", timeout=10,
+                           headers={"Authorization": f"Bearer {self.cluster.token}"}).json()
+        shown = app["statuses"]["env_a"]["state"]
+        listener.shutdown()
+        self.row("with env_b's key only: env_a's registration (diverted to a listener) and shop's status on env_a "
+                 "(error, a phishing text) signed by env_b",
+                 f"requests to the listener: {len(listener.hits)} of {len(codes)}; shop on env_a shown {shown}; "
+                 f"both counted in /metrics within {counted:.1f} s",
+                 "nothing diverted, no error shown, counted",
+                 not listener.hits and shown != "error")
+
+    def env_b_configuration(self):
+        key = self.cluster.private_key("env_b")
+        before = self.refused_counts().get("config", 0)
+        original = self.r.hget(APPS_KEY, "shop")
+        entry = dict(json.loads(signing.body_of(original)), environments=["env_b"])
+        self.r.hset(APPS_KEY, "shop", signing.dumps(entry, signer="supervisor", key=key))
+        took = self.wait(lambda: json.loads(signing.body_of(self.r.hget(APPS_KEY, "shop")))["environments"]
+                         != ["env_b"], 15, "the configuration entry repaired")
+        counted = self.wait(lambda: self.refused_counts().get("config", 0) > before, 10, "the repair counted")
+        self.row("with env_b's key only: shop's configuration entry moved to env_b, signed as 'supervisor' with "
+                 "env_b's key", f"rewritten from the database by the controller in {took:.1f} s, counted "
+                 f"{counted:.1f} s later", "repaired, counted", True)
 
 
     # -- issue 19: an origin per application, sign-in from the supervisor -------------------------------------------
@@ -735,6 +817,9 @@ STEPS = (
     "upload",
     "api_input",
     "no_secret",
+    "env_b_command",
+    "env_b_registration_and_status",
+    "env_b_configuration",
     "replayed_status",
     "replayed_registration",
     "foreign_result",

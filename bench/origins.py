@@ -130,7 +130,7 @@ def _signin(cluster, supervisor, row):
     second = Host(cluster, link.hostname).get(target)
     claims = {"purpose": contract.SIGNIN_PURPOSE, "app": APP, "environment": "env_a", "operator": ADMIN_USERNAME,
               "superuser": True, "nonce": "drill-expired-0123456789", "expires": int(time.time()) - 1}
-    sealed = signing.seal(json.dumps(claims).encode(), secret=cluster.shared_secret)
+    sealed = signing.seal(json.dumps(claims).encode(), signer=signing.SUPERVISOR, key=cluster.supervisor_key)
     expired = Host(cluster, link.hostname).get(
         f"/_appsup/signin/?t={base64.urlsafe_b64encode(sealed).decode().rstrip('=')}")
     row("an \"Open as operator\" link, used twice, and one 1 s past its expiry",

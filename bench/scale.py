@@ -234,8 +234,23 @@ def report_all(redis, placements, now):
     pipe = redis.pipeline(transaction=False)
     for app, env, state in placements:
         entry = {"app": app, "environment": env, "state": state, "error": "", "traceback": "", "at": now}
-        pipe.hset(STATUSES_KEY, status_field(app, env), signing.dumps(entry))
+        pipe.hset(STATUSES_KEY, status_field(app, env), signing.dumps(entry, signer=env))
     pipe.execute()
+
+
+def bench_signing_keys(n_envs):
+    """This process writes what N agents would, each signed with its own environment's key (exchange.keys): keys
+    derived from the names, held here as the agents would each hold theirs."""
+    import base64
+    import hashlib
+
+    from django.conf import settings
+
+    own = dict(settings.APP_SIGNING_KEYS)
+    for i in range(n_envs):
+        own[env_name(i)] = base64.urlsafe_b64encode(hashlib.sha256(f"bench:{env_name(i)}".encode()).digest()).decode()
+    settings.APP_SIGNING_KEYS = own
+    return own
 
 
 def populate(n_envs, n_apps, sync_repeats):
@@ -248,8 +263,9 @@ def populate(n_envs, n_apps, sync_repeats):
 
     from apps.models import Application, Placement
     from controller.loop import Controller
+    from environments import enrollment
     from environments.models import Environment
-    from exchange import contract
+    from exchange import contract, keys
     from exchange.redis_client import supervisor_redis
 
     began = time.perf_counter()
@@ -257,9 +273,13 @@ def populate(n_envs, n_apps, sync_repeats):
     r = supervisor_redis()
     r.flushdb()
     now = timezone.now()
+    signing_keys = bench_signing_keys(n_envs)
     Environment.objects.bulk_create(
         (Environment(name=env_name(i), url=f"http://127.0.0.1:{20000 + i}", version=contract.VERSION,
-                     host="bench", pid=1000 + i, last_heartbeat_at=now) for i in range(n_envs)), batch_size=5000)
+                     host="bench", pid=1000 + i, last_heartbeat_at=now,
+                     public_keys=[keys.public_text(keys.private_key(signing_keys[env_name(i)]))])
+         for i in range(n_envs)), batch_size=5000)
+    enrollment.publish(r)
     envs = list(Environment.objects.order_by("pk"))
     heartbeat_all(r, envs, time.time())
     # One application in a hundred failed once and waits for a retry tomorrow: it needs attention, and the

@@ -14,7 +14,9 @@ Each web runs APP_WEB_PROCESSES processes (default 1) when the caller sets it: `
 
 Every role has its own SQLite database under ``STORAGE/<role>/``; the hosted applications' databases live under
 ``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token, secret key and
-shared secret (APP_SHARED_SECRET) are generated once and kept in the storage directory, so they survive restarts. ``STORAGE/cluster.json`` describes the
+alert webhooks' key (APP_SHARED_SECRET), the supervisor's key pair and each environment's (exchange.keys) are generated
+once and kept in the storage directory, so they survive restarts; each environment's public key is enrolled on the
+supervisor (``manage.py enrollenvironment``) before the workers start. ``STORAGE/cluster.json`` describes the
 running cluster (URLs, token, process ids) while it runs.
 
 Ctrl-C or SIGTERM stops the workers first (SIGTERM, so agents deregister), then the supervisor, then Redis, and
@@ -62,6 +64,10 @@ CLUSTER_OWNED = frozenset(
     {
         "APP_MODE",
         "APP_SHARED_SECRET",
+        "APP_SUPERVISOR_KEY",
+        "APP_SUPERVISOR_PUBLIC_KEYS",
+        "APP_ENVIRONMENT_KEY",
+        "APP_TRUST_ON_FIRST_USE",
         "APP_DISCOVERY_ADAPTER",
         "APP_PROCESS_ADAPTER",
         "APP_SUPERVISOR_REDIS_URL",
@@ -159,8 +165,10 @@ def hosted_code(common):
     return own or dict(SAMPLE_HOSTED_CODE)
 
 
-def role_environ(common, role, storage, ports, token=""):
-    """Environment variables of one role's processes."""
+def role_environ(common, role, storage, ports, token="", private_keys=None):
+    """Environment variables of one role's processes. PRIVATE_KEYS: {"supervisor" or an environment's name: its
+    private key text} (a role missing from it gets no key: it then refuses to start, saying so)."""
+    private_keys = private_keys or {}
     env = dict(common)
     env["DB_DIALECT"] = "sqlite"
     env["DB_DATABASE"] = str(storage / role / ("supervisor.sqlite3" if role == "supervisor" else "worker.sqlite3"))
@@ -171,6 +179,8 @@ def role_environ(common, role, storage, ports, token=""):
             APP_STORAGE_DIR=str(storage / role),
             SUPERVISOR_API_TOKEN=token,
         )
+        if private_keys.get("supervisor"):
+            env["APP_SUPERVISOR_KEY"] = private_keys["supervisor"]
         for var in SAMPLE_HOSTED_CODE:
             env.pop(var, None)
     else:
@@ -184,7 +194,26 @@ def role_environ(common, role, storage, ports, token=""):
             ENVIRONMENT_NAME=role,
             ENVIRONMENT_URL=f"http://{HOST}:{ports[role]}",
         )
+        # A worker holds its own private key and the supervisor's public key, never the supervisor's private key
+        # nor the alert webhooks' key.
+        env.pop("APP_SHARED_SECRET", None)
+        if private_keys.get(role):
+            env["APP_ENVIRONMENT_KEY"] = private_keys[role]
+        if private_keys.get("supervisor"):
+            env["APP_SUPERVISOR_PUBLIC_KEYS"] = public_key_of(private_keys["supervisor"])
     return env
+
+
+def new_private_key():
+    from exchange import keys
+
+    return keys.generate()[0]
+
+
+def public_key_of(private):
+    from exchange import keys
+
+    return keys.public_text(keys.private_key(private))
 
 
 ENVIRON_FILE = "environ.json"
@@ -356,6 +385,7 @@ class Cluster:
         self.password = ""
         self.secret_key = ""
         self.shared_secret = ""
+        self.private_keys = {}
         self.started_any = False
         self.ready = False
         self.state_file = self.storage / "cluster.json"
@@ -407,6 +437,10 @@ class Cluster:
         self.token = read_or_create_secret(self.storage / "api-token.txt", lambda: secrets.token_urlsafe(32))
         self.secret_key = read_or_create_secret(self.storage / "secret-key.txt", lambda: secrets.token_urlsafe(50))
         self.shared_secret = read_or_create_secret(self.storage / "shared-secret.txt", lambda: secrets.token_hex(32))
+        self.private_keys = {"supervisor": read_or_create_secret(self.storage / "supervisor" / "signing-key.txt",
+                                                                 new_private_key)}
+        for name in self.names:
+            self.private_keys[name] = read_or_create_secret(self.storage / name / "signing-key.txt", new_private_key)
 
     def common_environ(self):
         env = base_environ()
@@ -505,7 +539,7 @@ class Cluster:
         self.start_redis()
         common = self.common_environ()
         env_of = {
-            role: role_environ(common, role, self.storage, self.ports, self.token)
+            role: role_environ(common, role, self.storage, self.ports, self.token, self.private_keys)
             for role in ("supervisor", *self.names)
         }
         for role, env in env_of.items():
@@ -516,6 +550,10 @@ class Cluster:
         )
         admin_env = dict(env_of["supervisor"], DJANGO_SUPERUSER_PASSWORD=self.password)
         self.run_steps([("supervisor.admin", [python, MANAGE, "ensureadmin", "--username", ADMIN_USERNAME], admin_env)])
+        # One after the other: each writes the supervisor's SQLite database.
+        for name in self.names:
+            self.run_steps([(f"{name}.enroll", [python, MANAGE, "enrollenvironment", name, "--public-key",
+                                                public_key_of(self.private_keys[name])], env_of["supervisor"])])
 
         self.start("supervisor", web_command(self.ports["supervisor"]), env_of["supervisor"])
         self.start(CONTROLLER_ROLE, [python, MANAGE, "runsupervisor"], env_of["supervisor"])

@@ -1,7 +1,7 @@
 """One acting controller among several: a Redis lock with a short TTL that its holder renews every pass (the
 leader election of Kubernetes' controllers). A holder that dies or loses Redis stops renewing, and another
 controller takes over once the lease expires. Its value is signed (exchange.locks): a value planted by someone
-without APP_SHARED_SECRET is broken, not obeyed."""
+without the supervisor's key is broken, not obeyed."""
 
 import os
 import socket

@@ -54,7 +54,7 @@ from apps.models import Application
 from audit import actions
 from audit import log as audit
 from audit.models import Entry
-from environments import drain
+from environments import drain, enrollment
 from environments import mirror as registry_mirror
 from environments.models import Environment
 from exchange import contract, events
@@ -75,6 +75,8 @@ CANDIDATES_PER_PASS = 50
 # How often the mirror compares every registration and reported state with the database, rather than only those
 # whose bytes changed in Redis since the last pass (a safety net: the database changed behind the controller).
 FULL_MIRROR_SECONDS = 300.0
+# How often the controller compares the configuration cache with the database (the entries whose bytes changed).
+CACHE_CHECK_SECONDS = 2.0
 # How often the pending migrations the agents report are mirrored (the whole hash is read: they change only when a
 # worker starts or runs a command, and nobody waits on them to the second).
 MIGRATIONS_MIRROR_SECONDS = 2.0
@@ -171,6 +173,9 @@ class Controller:
         self.heartbeats_reset_at = None
         self._redis_lost = False
         self._seen_at = None  # when the mirror last started from scratch (time.monotonic)
+        self.published_keys = None  # the environment keys last published (environments.enrollment)
+        self.verified_cache = cache.Verified()
+        self.cache_checked_at = None  # when repair_cache last ran (time.monotonic)
         self.forget_mirrored()
         self.stop_requested = False
         self._reconciler = Background("reconcile", self._reconcile_all)
@@ -202,6 +207,27 @@ class Controller:
             self._seen_at = None
             return True
         return False
+
+    def publish_keys(self):
+        """Publish the environments' enrolled public keys to Redis when the database's changed or Redis lost them.
+        Returns whether it published."""
+        before = self.published_keys
+        self.published_keys = enrollment.ensure_published(supervisor_redis(), before)
+        return self.published_keys != before and before is not None
+
+    def repair_cache(self, force=False):
+        """Every CACHE_CHECK_SECONDS: rewrite configuration entries that differ from the database (forged with some
+        key, altered, or old ones copied back). Returns the names repaired."""
+        if not force and self.cache_checked_at is not None \
+                and time.monotonic() - self.cache_checked_at < CACHE_CHECK_SECONDS:
+            return []
+        self.cache_checked_at = time.monotonic()
+        repaired = cache.repair(supervisor_redis(), self.verified_cache)
+        if repaired:
+            log.warning("configuration entries in Redis differed from the database (forged or altered) and were "
+                        "rewritten: %s", ", ".join(sorted(repaired)[:20]))
+            supervisor_redis().hincrby(contract.REFUSED_KEY, contract.REFUSED_CONFIG, len(repaired))
+        return repaired
 
     def mirror(self):
         """Copy registrations and reported states into the database; publish what changed in it (environments'
@@ -401,6 +427,8 @@ class Controller:
             if not held:
                 return False
             self.rebuild_cache_if_missing()
+            self.publish_keys()
+            self.repair_cache()
             self.mirrored = None
             self.mirror()
             self.raise_alerts(self.mirrored)

@@ -20,12 +20,12 @@ from django.utils.html import format_html, format_html_join
 
 from apps.admin import SupervisorAdmin, badge, fragment, live_placement
 from environments import mirror as registry_mirror
-from exchange import registry
+from exchange import keys, registry
 from exchange.contract import DEGRADED, OFFLINE, ONLINE
 from exchange.redis_client import supervisor_redis
 from live.moments import moment_html
 
-from . import resources, retire
+from . import enrollment, resources, retire
 from .drain_admin import DrainActionsMixin
 from .models import Environment
 
@@ -71,9 +71,10 @@ def rejected_notice():
         return None
     count = summary["count"]
     return format_html(
-        "{} registration{} in Redis {} not verify (written without this deployment's APP_SHARED_SECRET, or "
-        "malformed) and {} ignored: no environment is created for them. Someone who can write to Redis wrote "
-        "them, or a worker runs with another secret; they stay counted until removed from Redis "
+        "{} registration{} in Redis {} not verify (not signed with a key enrolled for the environment they name, "
+        "or malformed) and {} ignored: no environment is created for them. Someone who can write to Redis (or "
+        "another environment) wrote them, or a worker is not enrolled (manage.py enrollenvironment NAME "
+        "--public-key KEY) or runs with another key; they stay counted until removed from Redis "
         "(HDEL appsup:environments NAME). Last seen:{}",
         f"{count:,}", "" if count == 1 else "s", "does" if count == 1 else "do", "is" if count == 1 else "are",
         format_html('<ul class="appsup-rejected">{}</ul>', format_html_join(
@@ -92,7 +93,7 @@ class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
     show_full_result_count = False
     fields = (
         "name", "status_badge", "service", "version", "url", "proxy_url", "host", "pid",
-        "first_seen", "last_heartbeat", "resources", "stopped", "last_refusal", "hosted_applications",
+        "first_seen", "last_heartbeat", "resources", "stopped", "last_refusal", "hosted_applications", "signing_keys",
     )
     readonly_fields = fields
 
@@ -201,7 +202,62 @@ class EnvironmentAdmin(DrainActionsMixin, SupervisorAdmin):
         return [
             path("<path:object_id>/forget/", self.admin_site.admin_view(self.forget_view),
                  name=f"{info[0]}_{info[1]}_forget"),
+            path("<path:object_id>/keys/", self.admin_site.admin_view(self.keys_view),
+                 name=f"{info[0]}_{info[1]}_keys"),
         ] + super().get_urls()
+
+    # -- keys --------------------------------------------------------------------------------------------------
+
+    @admin.display(description="public keys")
+    def signing_keys(self, environment):
+        link = reverse("admin:environments_environment_keys", args=[environment.pk])
+        if not environment.public_keys:
+            return format_html('none enrolled: its registrations are rejected. <a href="{}">Enroll its key</a>', link)
+        return format_html('{} <a href="{}">Record, replace or retire a key</a>', format_html_join(
+            ", ", "<code>{}</code> (id {})", ((text, keys.key_id(text)) for text in environment.public_keys)), link)
+
+    def keys_view(self, request, object_id):
+        """Record a public key for the environment (replacing its keys, or beside the current one: a rotation), or
+        retire one (environments.enrollment); then published to Redis at once."""
+        environment = self.get_object(request, unquote(object_id))
+        if environment is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not request.user.has_perm("environments.change_environment"):
+            raise PermissionDenied
+        error = ""
+        if request.method == "POST":
+            try:
+                if request.POST.get("retire"):
+                    enrollment.retire(environment.name, request.POST["retire"])
+                    done = f"The key was retired: {environment} no longer signs with it."
+                else:
+                    enrollment.enroll(environment.name, request.POST.get("public_key", ""),
+                                      keep_current=request.POST.get("keep_current") == "on")
+                    done = f"The key of {environment} was recorded."
+            except enrollment.EnrollmentError as exc:
+                error = str(exc)
+            else:
+                try:
+                    enrollment.publish(supervisor_redis())
+                except redis.RedisError as exc:
+                    done += f" Redis is unavailable ({exc}): the controller publishes it once it answers."
+                self.log_change(request, environment, done)
+                self.message_user(request, done, messages.SUCCESS)
+                return HttpResponseRedirect(self.change_url(environment))
+        environment.refresh_from_db()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Keys of environment {environment}",
+            "subtitle": None,
+            "object": environment,
+            "keys": [(text, keys.key_id(text)) for text in environment.public_keys],
+            "error": error,
+            "opts": self.opts,
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/environments/environment/keys.html", context,
+                                status=400 if error else 200)
 
     @admin.action(permissions=["delete"], description="Forget environment (one that will never answer)")
     def forget(self, request, queryset):

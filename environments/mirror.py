@@ -6,12 +6,23 @@ from collections import deque
 from datetime import datetime
 from datetime import timezone as dt_timezone
 
+from django.conf import settings
 from django.db import models
 
 from environments import bulk
 from exchange import registry, signing
-from exchange.contract import DEGRADED, ENVIRONMENTS_KEY, NAME_RE, OFFLINE, ONLINE, REJECTED_REGISTRATIONS_KEY
+from exchange.contract import (
+    DEGRADED,
+    ENVIRONMENTS_KEY,
+    NAME_RE,
+    OFFLINE,
+    ONLINE,
+    REFUSED_KEY,
+    REFUSED_REGISTRATION,
+    REJECTED_REGISTRATIONS_KEY,
+)
 
+from . import enrollment
 from .models import Environment, online_q
 
 MIRRORED_FIELDS = (
@@ -89,7 +100,7 @@ class Rejected:
 def rejected_summary(redis):
     """{count, recent: [{name, reason, at}], newest first} of the registrations the controller found not to
     verify, or None when it published none (or what is there does not verify)."""
-    summary = signing.loads_or_none(redis.get(REJECTED_REGISTRATIONS_KEY))
+    summary = signing.loads_or_none(redis.get(REJECTED_REGISTRATIONS_KEY), signing.SUPERVISOR)
     if not isinstance(summary, dict) or not isinstance(summary.get("count"), int) \
             or not isinstance(summary.get("recent"), list):
         return None
@@ -104,7 +115,7 @@ def unverified(redis, names):
     row); raises redis.RedisError."""
     names = list(names)
     raws = redis.hmget(ENVIRONMENTS_KEY, names) if names else []
-    return {name: registry.rejection(raw) for name, raw in zip(names, raws)
+    return {name: registry.rejection(raw, name) for name, raw in zip(names, raws)
             if raw is not None and registry.decode(raw, name) is None}
 
 
@@ -197,6 +208,11 @@ def sync(redis, seen=None):
             beat_names.append(name)
             continue
         entry = registry.decode(raw, name)
+        if entry is None and settings.APP_TRUST_ON_FIRST_USE and name not in keys:
+            trusted = enrollment.trust_first_use(redis, name, raw)
+            if trusted is not None:
+                keys[name] = trusted
+                entry = registry.decode(raw, name)
         if entry is not None and _older(entry, name, seen, mirrored):
             if seen is not None and name in seen.entries:
                 values_of[name], parts_of[name] = seen.entries[name][1:]
@@ -207,8 +223,8 @@ def sync(redis, seen=None):
                 parts_of[name] = registry.heartbeat_parts(raw)
         else:
             # An entry that does not verify changes nothing of what was mirrored, but is shown: someone without the
-            # shared secret wrote it (or a worker configured with another secret).
-            reason = registry.rejection(raw)
+            # environment's key wrote it (another environment, or a worker not enrolled, or with another key).
+            reason = registry.rejection(raw, name)
             rejected[name] = (raw, reason)
             if name not in keys:
                 continue  # counted, never a row: see Rejected
@@ -225,14 +241,17 @@ def sync(redis, seen=None):
         values_of[name] = values
         if name not in keys:
             created.append(Environment(name=name, **dict(zip(MIRRORED_FIELDS, values))))
-        elif mirrored is None or mirrored[name][1:] != values:
+        elif mirrored is None or name not in mirrored or mirrored[name][1:] != values:
             changed.append(name)
-            before = seen.entries.get(name, (None, None, None))[1] if seen is not None else mirrored[name][1:]
+            before = (seen.entries.get(name, (None, None, None))[1] if seen is not None
+                      else mirrored[name][1:] if name in mirrored else None)
             if before is not None and _beat_only(before, values):
                 beats.append((keys[name], (values[HEARTBEAT],)))
                 beat_names.append(name)
             else:
                 others.append((keys[name], values))
+    if rejected:
+        redis.hincrby(REFUSED_KEY, REFUSED_REGISTRATION, len(rejected))
     if created:
         Environment.objects.bulk_create(created, ignore_conflicts=True)
     bulk.update_rows(Environment, ("last_heartbeat_at",), beats)
@@ -245,7 +264,7 @@ def sync(redis, seen=None):
         unchanged = [name for name, raw in raw_entries.items() if name not in fresh and name in seen.rejected.known]
         summary = seen.rejected.update(rejected, unchanged, time.time())
         if summary is not None:
-            redis.set(REJECTED_REGISTRATIONS_KEY, signing.dumps(summary))
+            redis.set(REJECTED_REGISTRATIONS_KEY, signing.dumps(summary, signer=signing.SUPERVISOR))
     return len(created), len(changed)
 
 

@@ -63,9 +63,12 @@ class Environment(models.Model):
     # The last command the agent refused (malformed, stale, not allowed), and when.
     refusal = models.TextField("last refused command", blank=True)
     refusal_at = models.DateTimeField(null=True, blank=True)
-    # Why the entry in Redis was not taken (not signed with APP_SHARED_SECRET, malformed): never online, never
+    # Why the entry in Redis was not taken (not signed with a key enrolled for it, malformed): never online, never
     # a proxy target, until its worker registers again.
     rejected = models.TextField(blank=True)
+    # The Ed25519 public keys (exchange.keys) its entries must be signed with: enrolled by the operator (two during
+    # a rotation), published to Redis by the supervisor (environments.enrollment).
+    public_keys = models.JSONField("public keys", default=list, blank=True)
 
     objects = EnvironmentQuerySet.as_manager()
 

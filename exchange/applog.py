@@ -20,6 +20,8 @@ import json
 import math
 import time
 
+from django.core.exceptions import ImproperlyConfigured
+
 from . import signing
 from .contract import (
     ERROR_ENTRY_BYTES,
@@ -88,11 +90,12 @@ def _cut_traceback(obj, excess):
 
 def sealed_entries(record, traceback=None):
     """(the log list's value, the error list's value or None) for RECORD (``entry``), signed."""
-    log_value = signing.seal(_fit(record, LOG_ENTRY_BYTES, _cut_path))
+    signer = record["environment"]  # the environment that served it: the only one whose word it is
+    log_value = signing.seal(_fit(record, LOG_ENTRY_BYTES, _cut_path), signer=signer)
     if traceback is None or record["error"] is None:
         return log_value, None
     full = record | {"error": record["error"] | {"traceback": str(traceback)}}
-    return log_value, signing.seal(_fit(full, ERROR_ENTRY_BYTES, _cut_traceback))
+    return log_value, signing.seal(_fit(full, ERROR_ENTRY_BYTES, _cut_traceback), signer=signer)
 
 
 def counter_fields(record, errored):
@@ -158,9 +161,13 @@ _FIELDS = {"method": str, "path": str, "status": int, "ms": (int, float), "envir
 
 def decode(raw, with_traceback=False):
     """The entry RAW carries, or None when it does not verify or is not an entry."""
-    found = signing.loads_or_none(raw)
-    if not isinstance(found, dict):
+    try:
+        signer, body = signing.open_sealed(raw)
+        found = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError, ImproperlyConfigured):
         return None
+    if not isinstance(found, dict) or found.get("environment") != signer:
+        return None  # an entry is only as true as the environment it names: signed by another, it is forged
     for field, kind in _FIELDS.items():
         value = found.get(field)
         if not isinstance(value, kind) or isinstance(value, bool):

@@ -9,7 +9,7 @@ from .contract import APPS_KEY, CACHE_READY_KEY
 
 
 def write(redis, name, entry):
-    redis.hset(APPS_KEY, name, signing.dumps(dict(entry, name=name)))
+    redis.hset(APPS_KEY, name, signing.dumps(dict(entry, name=name), signer=signing.SUPERVISOR))
 
 
 def remove(redis, name):
@@ -21,7 +21,7 @@ def replace_all(redis, entries):
     pipe = redis.pipeline()
     pipe.delete(APPS_KEY)
     if entries:
-        pipe.hset(APPS_KEY, mapping={name: signing.dumps(dict(entry, name=name)) for name, entry in entries.items()})
+        pipe.hset(APPS_KEY, mapping={name: signing.dumps(dict(entry, name=name), signer=signing.SUPERVISOR) for name, entry in entries.items()})
     pipe.set(CACHE_READY_KEY, "1")
     pipe.execute()
 
@@ -35,9 +35,9 @@ def is_ready(redis):
 
 
 def decode(raw, name=None):
-    """A cache entry, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed, or (NAME given)
-    signed for another application (an entry copied to another field)."""
-    entry = signing.loads_or_none(raw)
+    """A cache entry, or None when RAW is missing, not signed by the supervisor, malformed, or (NAME given) signed
+    for another application (an entry copied to another field)."""
+    entry = signing.loads_or_none(raw, signing.SUPERVISOR)
     if not isinstance(entry, dict) or not isinstance(entry.get("environments", []), list):
         return None
     if name is not None and entry.get("name") != name:

@@ -109,13 +109,19 @@ def is_bound(value, expected):
     return isinstance(value, dict) and all(value.get(key) == expected.get(key) for key in ANSWER_BINDING)
 
 
-def seal_failure(bound, error):
+def worker_serializer(environment):
+    """What ENVIRONMENT's worker reads jobs and writes results with: its results are signed as that environment."""
+    return SignedJSONSerializer.signing_as(environment)
+
+
+def seal_failure(bound, error, signer=None):
     """A failed job's exc_string: ERROR signed together with BOUND (``binding``), the job it answers. RQ stores the
     exc_string as it is, unsigned: sealed, a failure copied from another job is recognised as not this job's."""
-    return signing.dumps(dict(bound, error=error)).decode()
+    return signing.dumps(dict(bound, error=error), signer=signer).decode()
 
 
-def open_failure(exc_string):
-    """The ``{job_id, app, environment, command, error}`` a sealed failure carries, or None when it does not verify."""
-    opened = signing.loads_or_none(exc_string)
+def open_failure(exc_string, environment=None):
+    """The ``{job_id, app, environment, command, error}`` a sealed failure carries, or None when it does not verify
+    (as ENVIRONMENT's, given: the environment that ran the job)."""
+    opened = signing.loads_or_none(exc_string, environment)
     return opened if isinstance(opened, dict) and isinstance(opened.get("error"), str) else None

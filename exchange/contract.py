@@ -102,6 +102,9 @@ ENVIRONMENTS_KEY = f"{_PREFIX}:environments"
 STATUSES_KEY = f"{_PREFIX}:statuses"
 # Hash: application name -> JSON configuration (what workers and the proxy read).
 APPS_KEY = f"{_PREFIX}:apps"
+# Hash: environment name -> the public keys the operator enrolled for it, {"environment", "keys": [texts]}, signed
+# by the supervisor (exchange.keys): what every process verifies an environment's entries with.
+ENVIRONMENT_KEYS_KEY = f"{_PREFIX}:environment-keys"
 # Present while the configuration cache is complete; gone after a Redis restart or flush.
 CACHE_READY_KEY = f"{_PREFIX}:config-ready"
 
@@ -126,6 +129,12 @@ REJECTED_REGISTRATIONS_KEY = f"{_PREFIX}:rejected-registrations"
 # count for people, nothing acts on it.
 FORGED_LOCKS_KEY = f"{_PREFIX}:forged-locks"
 LEASE_LOCK, APP_LOCK, PROVISION_LOCK = "lease", "app", "provision"
+# Hash: kind (REFUSED_KINDS) -> how many entries were refused for not being signed by whom they must be (exchange.keys):
+# commands a worker refused, registrations and statuses the controller's mirror refused (each stored value once),
+# configuration entries the controller rewrote. Unsigned: a count for people, nothing acts on it.
+REFUSED_KEY = f"{_PREFIX}:refused"
+REFUSED_COMMAND, REFUSED_REGISTRATION, REFUSED_STATUS, REFUSED_CONFIG = "command", "registration", "status", "config"
+REFUSED_KINDS = (REFUSED_COMMAND, REFUSED_REGISTRATION, REFUSED_STATUS, REFUSED_CONFIG)
 FORGED_LOCK_KINDS = (LEASE_LOCK, APP_LOCK, PROVISION_LOCK)
 
 

@@ -20,7 +20,7 @@ process keeps what it read:
     last known configuration is kept. A missing registration or status of one of the application's environments
     means "don't know" too (agents publish theirs again within a second), so the last known one is kept. A real
     removal deletes the entry while the cache is complete: that is None (404), and the last known view is dropped.
-  * An entry that is there but does not verify (garbled, or written without the shared secret) is "don't know"
+  * An entry that is there but does not verify (garbled, or not signed by whom it must be) is "don't know"
     as well: it is never used, and the last known one is kept. So whoever can write to Redis but has no secret
     cannot take a running application away from its users by rewriting an entry; the owner of the entry (the agent's
     next heartbeat or state, the controller's cache rebuild) writes it again.
@@ -85,7 +85,7 @@ def _environment_names(config):
 class Latest:
     """The newest verified entry this process has seen of each registration and status (by its ``seq``), so that an
     older one read later is not taken (see the module docstring). Bounded by the entries there are: only entries
-    that verify are remembered, and only those signed with the shared secret verify."""
+    that verify are remembered, and only those signed by whom they must be (exchange.keys) verify."""
 
     def __init__(self):
         self._entries = {}  # ("environment", name) or ("status", app, environment) -> (seq, entry)

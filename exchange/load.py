@@ -3,7 +3,7 @@
 
 One hash per environment, one field per web process ("<host>:<pid>"), so that several web processes of one
 environment each report their own and nobody adds counters across processes in Redis. A value is signed
-(exchange.signing): whoever can write to Redis but has no secret cannot make an application look idle or
+(exchange.signing) by its environment: whoever can write to Redis but has not its key cannot make an application look idle or
 overloaded. A process that stopped leaves its field behind until the key expires; readers skip a field older than
 STALE seconds.
 """
@@ -22,16 +22,17 @@ COUNTERS = ("in_flight", "queued", "refused")
 
 def write(redis, environment, process, apps, now=None):
     """Report APPS ({name: {in_flight, queued, refused}}) as PROCESS's load on ENVIRONMENT."""
-    value = signing.dumps({"at": time.time() if now is None else now, "apps": apps})
+    value = signing.dumps({"at": time.time() if now is None else now, "apps": apps}, signer=environment)
     pipe = redis.pipeline(transaction=False)
     pipe.hset(load_key(environment), process, value)
     pipe.expire(load_key(environment), KEY_TTL)
     pipe.execute()
 
 
-def decode(raw, now=None):
-    """The apps of one field: {name: {counter: int}}, or None when it does not verify, is malformed or is stale."""
-    entry = signing.loads_or_none(raw)
+def decode(raw, now=None, environment=None):
+    """The apps of one field: {name: {counter: int}}, or None when it does not verify (as ENVIRONMENT's, given), is
+    malformed or is stale."""
+    entry = signing.loads_or_none(raw, environment)
     if not isinstance(entry, dict) or not isinstance(entry.get("apps"), dict):
         return None
     at = entry.get("at")
@@ -55,7 +56,7 @@ def read(redis, environments, now=None):
     for environment, fields in zip(environments, pipe.execute()):
         totals = {}
         for raw in fields.values():
-            for name, counters in (decode(raw, now) or {}).items():
+            for name, counters in (decode(raw, now, environment) or {}).items():
                 sums = totals.setdefault(name, dict.fromkeys(COUNTERS, 0))
                 for c in COUNTERS:
                     sums[c] += counters[c]

@@ -20,7 +20,7 @@ from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
 from . import signing
-from .contract import FORGED_LOCK_KINDS, FORGED_LOCKS_KEY
+from .contract import FORGED_LOCK_KINDS, FORGED_LOCKS_KEY, provision_lock_key
 
 log = logging.getLogger("appsup.locks")
 
@@ -35,9 +35,16 @@ _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
           "redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0")
 
 
+def signers_of(key):
+    """Who may hold lock KEY: an application's database lock is taken by whichever worker starts it (they share a
+    database server); the controller lease and the applications' lifecycle locks by the supervisor only."""
+    return None if key.startswith(provision_lock_key("")) else (signing.SUPERVISOR,)
+
+
 def holder_of(raw, key, now=None):
-    """The holder RAW (a lock's stored value) names when it is a genuine value of lock KEY, else None."""
-    value = signing.loads_or_none(raw)
+    """The holder RAW (a lock's stored value) names when it is a genuine value of lock KEY (signed by one who may
+    hold it, signers_of), else None."""
+    value = signing.loads_or_none(raw, signers_of(key))
     if not isinstance(value, dict) or value.get("lock") != key or not isinstance(value.get("holder"), str):
         return None
     until = value.get("until")
@@ -109,7 +116,7 @@ class SignedLock(Lock):
             return False
         if not self.redis.eval(_BREAK, 1, self.name, raw):
             return True  # changed meanwhile: look again
-        log.warning("lock %s: its value does not verify (not written with this deployment's APP_SHARED_SECRET, or "
+        log.warning("lock %s: its value does not verify (not written with this deployment's an allowed signer's key, or "
                     "replayed): broken; someone who can write to Redis planted it", key)
         self.redis.hincrby(FORGED_LOCKS_KEY, self.kind, 1)
         return True

@@ -10,6 +10,7 @@ Redis holds one hash field per environment (contract.ENVIRONMENTS_KEY) with the 
 heartbeat restores an entry that a Redis restart lost, and the supervisor reads every environment in one HGETALL.
 """
 
+import json
 import re
 import time
 
@@ -28,7 +29,7 @@ def announce(redis, registration, now=None):
     entry.update(heartbeat_at=now if now is not None else time.time())
     entry[sequence.KEY] = sequence.new()
     entry["stopped_at"] = None
-    raw = signing.dumps(entry)
+    raw = signing.dumps(entry, signer=registration["name"])
     redis.hset(ENVIRONMENTS_KEY, registration["name"], raw)
     return raw
 
@@ -39,7 +40,7 @@ def withdraw(redis, registration, now=None):
         registration, heartbeat_at=None)
     entry["stopped_at"] = now if now is not None else time.time()
     entry[sequence.KEY] = sequence.new()
-    redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry))
+    redis.hset(ENVIRONMENTS_KEY, registration["name"], signing.dumps(entry, signer=registration["name"]))
 
 
 def forget(redis, names):
@@ -74,17 +75,24 @@ def _pid_or_none(value):
 
 
 def decode(raw, name=None):
-    """A registration, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed (wrongly typed
-    fields included), or (NAME given) another environment's (an entry copied to another field)."""
-    entry = signing.loads_or_none(raw)
-    if not isinstance(entry, dict) or (name is not None and entry.get("name") != name):
+    """A registration, or None when RAW is missing, not signed by the environment it names (with a key enrolled for
+    it), malformed (wrongly typed fields included), or (NAME given) another environment's."""
+    if raw is None:
+        return None
+    try:
+        signer, body = signing.open_sealed(raw, name)
+        entry = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError, ImproperlyConfigured):
+        return None
+    if not isinstance(entry, dict) or entry.get("name") != signer:
         return None
     if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
         return None
     times = ("heartbeat_at", "stopped_at", "refusal_at")
     if not all(_time_or_none(entry.get(key)) for key in times) or not _pid_or_none(entry.get("pid")):
         return None
-    if not all(isinstance(entry.get(key, ""), str) for key in ("proxy_url", "version", "host", "problem", "refusal")):
+    if not all(isinstance(entry.get(key, ""), str)
+               for key in ("proxy_url", "version", "host", "problem", "refusal", "public_key")):
         return None
     if entry.get("web_ok") not in (None, True, False) or not sequence.valid(entry.get(sequence.KEY)):
         return None
@@ -100,16 +108,16 @@ def seq_of(entry):
 # What a heartbeat changes in a registration: the value announce() writes as "heartbeat_at":<number>, and the
 # "seq":<integer> it writes right after it (absent from registrations written before there was one). Quotes inside
 # JSON strings are escaped, so in what announce() writes this is the key itself; and only the bytes of entries that
-# verified (written with the shared secret) are ever compared with it.
+# verified (signed by the environment they name) are ever compared with it.
 _HEARTBEAT = re.compile(rb'"heartbeat_at":(null|[0-9][0-9.eE+-]*)(?:,"seq":([0-9]{1,19}))?(?=[,}])')
 
 
 def heartbeat_parts(raw):
-    """(the body before its heartbeat time, the body after it and its sequence) of RAW, a registration that
-    ``decode`` took; None when there is no heartbeat time to find."""
-    body = signing.body_of(raw)
+    """(its signer and the body before its heartbeat time, the body after it and its sequence) of RAW, a
+    registration that ``decode`` took; None when there is no heartbeat time to find."""
+    signer, body = signing.signer_of(raw), signing.body_of(raw)
     found = _HEARTBEAT.search(body)
-    return None if found is None else (body[:found.start(1)], body[found.end():])
+    return None if found is None else ((signer, body[:found.start(1)]), body[found.end():])
 
 
 def heartbeat_change(raw, parts):
@@ -117,11 +125,11 @@ def heartbeat_change(raw, parts):
     registration PARTS came from in its heartbeat time and sequence only: what a heartbeat does, and all the mirror
     then needs to know, without decoding it again. None otherwise (``decode`` it)."""
     try:
-        body = signing.unseal(raw)
+        signer, body = signing.open_sealed(raw, parts[0][0])
     except (signing.BadSignature, ImproperlyConfigured):
         return None
     found = _HEARTBEAT.search(body)
-    if found is None or body[:found.start(1)] != parts[0] or body[found.end():] != parts[1]:
+    if found is None or (signer, body[:found.start(1)]) != parts[0] or body[found.end():] != parts[1]:
         return None
     if found.group(1) == b"null":
         at = None
@@ -152,16 +160,44 @@ def read_all(redis):
         if entry is not None:
             entries[name] = entry
         else:
-            rejected[name] = rejection(raw)
+            rejected[name] = rejection(raw, name)
     return entries, rejected
 
 
-def rejection(raw):
-    """Why a registry entry is not taken (for the operator)."""
+def rejection(raw, name=None):
+    """Why a registry entry (NAME's) is not taken (for the operator)."""
     try:
-        signing.unseal(raw)
-    except signing.BadSignature:
-        return "its registration in Redis is not signed with this deployment's APP_SHARED_SECRET"
-    except ImproperlyConfigured:
-        return "APP_SHARED_SECRET is not set here, so no registration can be verified"
+        signer, _ = signing.open_sealed(raw, name)
+    except signing.BadSignature as exc:
+        return f"its registration in Redis does not verify: {exc}"
+    except ImproperlyConfigured as exc:
+        return f"no registration can be verified here: {exc}"
+    entry = signing.loads_or_none(raw, signer)
+    if isinstance(entry, dict) and entry.get("name") != signer:
+        return f"its registration in Redis is signed by {signer!r} but names {entry.get('name')!r}"
     return "its registration in Redis is malformed"
+
+
+def unenrolled(raw, name):
+    """The public key NAME's registration RAW offers when it is signed with that very key and NAME has none
+    enrolled here (what trust on first use may record), else None."""
+    from . import keys
+
+    try:
+        signing.open_sealed(raw, name)
+        return None  # verifies already: enrolled
+    except (signing.BadSignature, ImproperlyConfigured):
+        pass
+    try:
+        body = signing.body_of(raw)
+        entry = json.loads(body)
+        offered = entry.get("public_key") if isinstance(entry, dict) and entry.get("name") == name else None
+        if not isinstance(offered, str) or signing.signer_of(raw) != name:
+            return None
+        key = keys.public_key(offered)
+        _, kid, signature, _ = signing._split(raw)
+        if kid != keys.key_id(key) or not keys.verify(key, signature, body):
+            return None
+    except (ValueError, UnicodeDecodeError, RecursionError, signing.BadSignature):
+        return None
+    return offered

@@ -24,7 +24,7 @@ def write(redis, app, environment, state, error="", traceback="", now=None):
     NOW: the time of the transition (a republished state keeps its own); the entry's ``seq`` is always new."""
     entry = {"app": app, "environment": environment, "state": state, "error": error, "traceback": traceback,
              "at": now if now is not None else time.time(), sequence.KEY: sequence.new()}
-    return put(redis, entry, signing.dumps(entry))
+    return put(redis, entry, signing.dumps(entry, signer=environment))
 
 
 def put(redis, entry, raw):
@@ -84,9 +84,9 @@ def fetch(redis, fields):
 
 
 def decode(raw, app, environment):
-    """A status entry, or None when RAW is missing, not signed with APP_SHARED_SECRET, malformed, or signed for
-    another application or environment (an entry copied to another field)."""
-    entry = signing.loads_or_none(raw)
+    """A status entry, or None when RAW is missing, not signed by ENVIRONMENT (with a key enrolled for it),
+    malformed, or for another application or environment (an entry copied to another field)."""
+    entry = signing.loads_or_none(raw, environment)
     if not isinstance(entry, dict) or entry.get("state") not in RUNTIME_STATES:
         return None
     if entry.get("app") != app or entry.get("environment") != environment:

@@ -45,7 +45,7 @@ def valid(value):
 
 def write(redis, environment, agent, web, now=None):
     redis.hset(USAGE_KEY, environment, signing.dumps(
-        {"at": time.time() if now is None else now, "agent": agent, "web": web}))
+        {"at": time.time() if now is None else now, "agent": agent, "web": web}, signer=environment))
 
 
 def forget(redis, names):
@@ -62,7 +62,7 @@ def read(redis, environments, stale, now=None):
     now = time.time() if now is None else now
     found = {}
     for name, raw in zip(environments, redis.hmget(USAGE_KEY, environments)):
-        entry = signing.loads_or_none(raw)
+        entry = signing.loads_or_none(raw, name)  # an environment's figures, signed by that environment only
         if not isinstance(entry, dict):
             continue
         at = entry.get("at")

@@ -8,7 +8,9 @@ reports stay until the agents report again).
 """
 
 import datetime
+import json
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from exchange import contract, signing
@@ -20,9 +22,13 @@ MAX_NAMES = 10_000
 
 
 def decode(field, raw):
-    entry = signing.loads_or_none(raw)
-    if not isinstance(entry, dict):
+    try:
+        signer, body = signing.open_sealed(raw)
+        entry = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError, ImproperlyConfigured):
         return None
+    if not isinstance(entry, dict) or entry.get("environment") != signer:
+        return None  # only the environment itself says what its applications lack
     app, environment = entry.get("app"), entry.get("environment")
     if not (isinstance(app, str) and isinstance(environment, str) and NAME_RE.fullmatch(app)
             and NAME_RE.fullmatch(environment) and contract.status_field(app, environment) == field):

@@ -190,17 +190,27 @@ class RedisCollector:
             r = supervisor_redis()
             summary = registry_mirror.rejected_summary(r)
             forged = locks.forgeries(r)
+            refused = {kind.decode(errors="replace"): count for kind, count in r.hgetall(contract.REFUSED_KEY).items()}
         except redis.RedisError:
             return  # appsup_controller_redis_up says so
         if summary is not None:
             yield GaugeMetricFamily("appsup_registrations_rejected", "Registrations in Redis that do not verify "
-                                    "(not signed with APP_SHARED_SECRET, or malformed), as the controller last counted "
+                                    "(not signed with a key enrolled for their environment, or malformed), as the "
+                                    "controller last counted "
                                     "them; the Environments page lists the last few.", value=summary["count"])
         family = CounterMetricFamily("appsup_forged_locks_broken", "Holder values of the controller lease and of "
                                      "the application and provision locks that did not verify, broken so that the "
                                      "real holders proceed.", labels=["lock"])
         for kind in contract.FORGED_LOCK_KINDS:
             family.add_metric([kind], forged.get(kind, 0))
+        yield family
+        family = CounterMetricFamily("appsup_refused_signatures", "Entries refused for not being signed by whom they "
+                                     "must be: commands a worker refused (not the supervisor's), registrations and "
+                                     "statuses not signed by their environment (each stored value once), configuration entries that differed from the database "
+                                     "(rewritten).", labels=["kind"])
+        for kind in contract.REFUSED_KINDS:
+            count = refused.get(kind, b"0")
+            family.add_metric([kind], int(count) if count.isdigit() else 0)
         yield family
 
 

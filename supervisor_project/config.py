@@ -61,7 +61,7 @@ DEFAULT_HEAD_TIMEOUT = 20.0
 # Scheduled backups keep this many per application unless told otherwise (apps.backups).
 DEFAULT_BACKUP_KEEP = 7
 BACKUP_STORAGES = ("filesystem", "s3")
-# Shorter shared secrets are refused: it is all that stands between Redis's users and the workers.
+# Shorter ones are refused: it is what alert receivers tell real alerts from forged ones by.
 MIN_SHARED_SECRET = 16
 # The bootstrap API token acts as a superuser over every application: a guessable one is refused at start-up.
 MIN_API_TOKEN = 32
@@ -158,7 +158,11 @@ class Config:
     csrf_trusted_origins: list = field(default_factory=list)
     proxy_connect_timeout: float = DEFAULT_PROXY_CONNECT_TIMEOUT
     proxy_read_timeout: float = DEFAULT_PROXY_READ_TIMEOUT
-    shared_secret: str = ""
+    shared_secret: str = ""  # the supervisor's alert webhooks' HMAC key only
+    supervisor_key: str = ""  # the supervisor's Ed25519 private key (exchange.keys)
+    supervisor_public_keys: tuple = ()  # the supervisor's valid public keys (workers; on the supervisor: older ones)
+    environment_key: str = ""  # this worker's Ed25519 private key
+    trust_on_first_use: bool = False  # record the key of an unknown environment's first registration
     proxy_allowed_networks: tuple | None = None  # None: anywhere but link-local and metadata addresses (proxy.networks)
     proxy_max_body: int | None = None  # bytes; None: no limit
     alert_webhooks: tuple = ()  # URLs runsupervisor POSTs alerts to, besides the channels added in the admin
@@ -245,6 +249,55 @@ def _redis_url_problem(var, value):
     if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         return f"{var}={value!r} is not a Redis URL; use redis://host:6379/0 (or leave it unset for the embedded Redis)"
     return None
+
+
+KEYPAIR_HINT = "`python -m exchange.keys` prints a new key pair"
+
+
+def _signing_keys(env, mode, problems):
+    """(APP_SUPERVISOR_KEY, APP_SUPERVISOR_PUBLIC_KEYS, APP_ENVIRONMENT_KEY) checked for MODE (exchange.keys): the
+    supervisor signs with its private key; a worker with its own, and verifies the supervisor's public keys."""
+    from exchange import keys
+
+    supervisor_key = env.str("APP_SUPERVISOR_KEY", default="").strip()
+    public_keys = [text.strip() for text in env.str("APP_SUPERVISOR_PUBLIC_KEYS", default="").split(",") if text.strip()]
+    environment_key = env.str("APP_ENVIRONMENT_KEY", default="").strip()
+    if mode == "supervisor" and not supervisor_key:
+        problems.append(f"APP_SUPERVISOR_KEY is required with APP_MODE=supervisor: the supervisor's private key, which "
+                        f"signs commands and the configuration ({KEYPAIR_HINT}; give its public key to every worker "
+                        "as APP_SUPERVISOR_PUBLIC_KEYS)")
+    if mode == "worker":
+        if not environment_key:
+            problems.append(f"APP_ENVIRONMENT_KEY is required with APP_MODE=worker: this environment's private key, "
+                            f"which signs its registration and statuses ({KEYPAIR_HINT}; enroll its public key on the "
+                            "supervisor with `manage.py enrollenvironment NAME --public-key KEY`)")
+        if not public_keys:
+            problems.append("APP_SUPERVISOR_PUBLIC_KEYS is required with APP_MODE=worker: the supervisor's public key "
+                            "(two, comma-separated, during a rotation), to verify its commands and configuration")
+    if mode != "supervisor" and supervisor_key:
+        problems.append("APP_SUPERVISOR_KEY is the supervisor's private key: never give it to a worker (it could "
+                        "command every environment); set APP_SUPERVISOR_PUBLIC_KEYS there")
+    for name, text, parse in (("APP_SUPERVISOR_KEY", supervisor_key, keys.private_key),
+                              ("APP_ENVIRONMENT_KEY", environment_key, keys.private_key)):
+        if text:
+            try:
+                parse(text, name)
+            except keys.BadKey as exc:
+                problems.append(f"{exc} ({KEYPAIR_HINT})")
+    try:
+        public_keys = keys.valid_public_keys(public_keys, "APP_SUPERVISOR_PUBLIC_KEYS key")
+    except keys.BadKey as exc:
+        problems.append(f"APP_SUPERVISOR_PUBLIC_KEYS: {exc}")
+        public_keys = []
+    return supervisor_key, tuple(public_keys), environment_key
+
+
+def _boolean(env, name, problems, default=False):
+    raw = env.str(name, default="true" if default else "false").strip().lower()
+    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        problems.append(f"{name}={raw!r} is not a boolean; use true or false")
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def _time_zone(env, problems):
@@ -724,16 +777,15 @@ def load(environ_map=None):
     hosted_apps = _hosted_apps(env, problems)
     hosted_urlconf = _hosted_urlconf(env, problems)
 
+    # Optional, and only the supervisor's: the key of the HMAC its alert webhooks carry (alerts.delivery). Nothing
+    # between the supervisor and its workers is signed with it any more (exchange.keys).
     shared_secret = env.str("APP_SHARED_SECRET", default="")
-    if mode and not shared_secret:
-        problems.append(
-            f"APP_SHARED_SECRET is required with APP_MODE={mode}: set the same long random value on the supervisor, "
-            "its controller and every worker (it signs commands and registrations), e.g. the output of "
-            "`openssl rand -hex 32`"
-        )
-    elif mode and len(shared_secret) < MIN_SHARED_SECRET:
+    if shared_secret and len(shared_secret) < MIN_SHARED_SECRET:
         problems.append(f"APP_SHARED_SECRET is too short ({len(shared_secret)} characters): use at least "
-                        f"{MIN_SHARED_SECRET} random characters, e.g. the output of `openssl rand -hex 32`")
+                        f"{MIN_SHARED_SECRET} random characters, e.g. the output of `openssl rand -hex 32`, or unset "
+                        "it (it only signs alert webhooks)")
+    supervisor_key, supervisor_public_keys, environment_key = _signing_keys(env, mode, problems)
+    trust_on_first_use = _boolean(env, "APP_TRUST_ON_FIRST_USE", problems)
 
     # Empty means "no bootstrap token": the API then answers only staff sessions (and per-user tokens), so the
     # supervisor stays reachable through the admin; a short one would be a superuser's password that can be guessed.
@@ -775,6 +827,10 @@ def load(environ_map=None):
         proxy_connect_timeout=proxy_connect_timeout,
         proxy_read_timeout=proxy_read_timeout,
         shared_secret=shared_secret,
+        supervisor_key=supervisor_key,
+        supervisor_public_keys=supervisor_public_keys,
+        environment_key=environment_key,
+        trust_on_first_use=trust_on_first_use,
         proxy_allowed_networks=proxy_allowed_networks,
         proxy_max_body=proxy_max_body,
         alert_webhooks=alert_webhooks,

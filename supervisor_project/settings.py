@@ -21,8 +21,15 @@ ENVIRONMENT_PROXY_URL = CONFIG.environment_proxy_url
 APP_HEARTBEAT_INTERVAL = CONFIG.heartbeat_interval
 APP_HEARTBEAT_TIMEOUT = CONFIG.heartbeat_timeout
 SUPERVISOR_API_TOKEN = CONFIG.api_token
-# Signs commands and registrations (exchange.signing); shared by the supervisor and all its workers.
+# The HMAC key of alert webhooks (alerts.delivery), optional; nothing else is signed with it.
 APP_SHARED_SECRET = CONFIG.shared_secret
+# Ed25519 keys (exchange.keys): who this process signs as, with which private key, and the supervisor's public keys.
+APP_SIGNER = {"supervisor": "supervisor", "worker": CONFIG.environment_name}.get(CONFIG.mode, "")
+APP_SIGNING_KEYS = {name: text for name, text in (("supervisor", CONFIG.supervisor_key),
+                                                  (CONFIG.environment_name, CONFIG.environment_key)) if text and name}
+APP_SUPERVISOR_PUBLIC_KEYS = CONFIG.supervisor_public_keys
+# Record the public key of an environment's first registration when none is enrolled (environments.enrollment).
+APP_TRUST_ON_FIRST_USE = CONFIG.trust_on_first_use
 APP_STORAGE_DIR = CONFIG.storage_dir
 # Extra Django apps every hosted application gets (its tables live in each application's own database).
 APP_HOSTED_APPS = CONFIG.hosted_apps

@@ -16,10 +16,10 @@ import pytest
 import redis
 from django.db.backends.base.base import BaseDatabaseWrapper
 
-from exchange import redis_client
+from exchange import keys, redis_client
 from workers.provisioning import is_hosted_alias
 
-from .processes import SHARED_SECRET
+from .processes import SHARED_SECRET, signing_keys
 
 
 def free_port():
@@ -72,9 +72,13 @@ def _redis(redis_url, settings, tmp_path):
     settings.APP_COMMAND_REDIS_URL = redis_url
     settings.APP_STORAGE_DIR = tmp_path / "storage"
     settings.APP_SHARED_SECRET = SHARED_SECRET  # what the processes the tests start get too
+    settings.APP_SIGNING_KEYS = signing_keys()
+    settings.APP_SIGNER = "supervisor"
+    keys.published.reset()
     redis_client.reset()
     redis_client.supervisor_redis().flushdb()
     yield
+    keys.published.reset()
     redis_client.reset()
 
 

@@ -19,8 +19,49 @@ from supervisor_project.web import web_command
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-# What every process a test starts shares, as one deployment's processes do (tests/conftest.py sets it in-process).
+# The alert webhooks' HMAC key of the supervisor processes a test starts (tests/conftest.py sets it in-process).
 SHARED_SECRET = "test-shared-secret-0123456789abcdef"
+
+
+def _derived_key(name):
+    """The private key text of signer NAME in the test deployment: derived from its name, so that every process of a
+    test (and the test itself) holds the same keys without passing them around."""
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(f"appsup-test-key:{name}".encode()).digest()).decode()
+
+
+def environment_key(name):
+    """Environment NAME's private key in the test deployment."""
+    return _derived_key(f"environment:{name}")
+
+
+def environment_public_key(name):
+    from exchange import keys
+
+    return keys.public_text(keys.private_key(environment_key(name)))
+
+
+SUPERVISOR_KEY = _derived_key("supervisor")
+
+
+def supervisor_public_key():
+    from exchange import keys
+
+    return keys.public_text(keys.private_key(SUPERVISOR_KEY))
+
+
+class TestSigningKeys(dict):
+    """settings.APP_SIGNING_KEYS of the test process: the supervisor's key and every environment's (derived from
+    its name), so that a test writes what any worker would, each signed with its own environment's key."""
+
+    def __missing__(self, name):
+        return environment_key(name)
+
+
+def signing_keys():
+    return TestSigningKeys(supervisor=SUPERVISOR_KEY)
 
 
 def base_env(storage, redis_url, **extra):
@@ -31,11 +72,19 @@ def base_env(storage, redis_url, **extra):
         APP_COMMAND_REDIS_URL=redis_url,
         APP_STORAGE_DIR=str(storage),
         APP_SHARED_SECRET=SHARED_SECRET,
+        APP_SUPERVISOR_PUBLIC_KEYS=supervisor_public_key(),
+        # The supervisor records each environment's key at its first registration: the tests' workers are started
+        # by the tests, not enrolled one by one (tests/test_enrollment*.py turn it off).
+        APP_TRUST_ON_FIRST_USE="true",
         # A role stated, not left unset: unset is a single instance (single/), which a test asks for by name.
         APP_MODE="supervisor",
         PYTHONUNBUFFERED="1",
     )
     env.update({k: str(v) for k, v in extra.items()})
+    if env["APP_MODE"] == "supervisor":
+        env.setdefault("APP_SUPERVISOR_KEY", SUPERVISOR_KEY)
+    elif env.get("ENVIRONMENT_NAME"):
+        env.setdefault("APP_ENVIRONMENT_KEY", environment_key(env["ENVIRONMENT_NAME"]))
     return env
 
 

@@ -3,11 +3,12 @@ single instance, single/). Tests of the single instance switch to it themselves 
 
 import os
 
-from tests.processes import SHARED_SECRET
+from tests.processes import SHARED_SECRET, SUPERVISOR_KEY, signing_keys
 
 _environ = dict(os.environ)
 os.environ.setdefault("APP_MODE", "supervisor")
 os.environ.setdefault("APP_SHARED_SECRET", SHARED_SECRET)
+os.environ.setdefault("APP_SUPERVISOR_KEY", SUPERVISOR_KEY)
 try:
     from supervisor_project.settings import *  # noqa: F403
 finally:
@@ -16,3 +17,6 @@ finally:
     os.environ.clear()
     os.environ.update(_environ)
     os.environ["DJANGO_SETTINGS_MODULE"] = "supervisor_project.settings"
+
+# The test process writes what the supervisor and any worker would, each signed with its own key (tests/processes.py).
+APP_SIGNING_KEYS = signing_keys()

@@ -260,7 +260,7 @@ def test_an_environment_whose_registration_does_not_verify_is_shown_rejected_wit
 
     html = row(changelist(admin_client), "env_a")
 
-    assert "appsup-badge-rejected" in html and "not signed with this deployment&#x27;s APP_SHARED_SECRET" in html
+    assert "appsup-badge-rejected" in html and "does not verify: not signed" in html
     assert "attacker.example" not in html
 
 

@@ -145,7 +145,8 @@ def test_a_degraded_environment_is_alerted_with_the_reason(r):
 
     [alert] = alerts()
     assert alert.event == ENVIRONMENT_DEGRADED
-    assert alert.message == "environment env_a is degraded: the web process does not answer /healthz"
+    assert alert.message == ("environment env_a is degraded; reported by env_a: the web process does not answer "
+                             "/healthz")
 
 
 def test_a_heartbeat_older_than_the_timeout_is_alerted_as_offline_with_its_age(settings):
@@ -232,7 +233,7 @@ def test_an_application_failing_is_alerted_once_while_it_stays_in_error(r):
 
     [alert] = alerts()
     assert (alert.event, alert.environment, alert.app, alert.status) == (PLACEMENT_ERROR, "env_a", "crm", "error")
-    assert alert.message == "crm failed on env_a: migration 0002 failed: no such table"
+    assert alert.message == "crm failed on env_a; reported by env_a: migration 0002 failed: no such table"
     assert AlertState.objects.get(app="crm", environment="env_a").status == IN_ERROR
 
 
@@ -249,7 +250,8 @@ def test_an_application_failing_again_after_it_recovered_is_alerted_again(r):
     report(r, contract.ERROR, "boom again")
     look(Controller())
 
-    assert [a.message for a in alerts(PLACEMENT_ERROR)] == ["crm failed on env_a: boom", "crm failed on env_a: boom again"]
+    assert [a.message for a in alerts(PLACEMENT_ERROR)] == ["crm failed on env_a; reported by env_a: boom",
+                                                       "crm failed on env_a; reported by env_a: boom again"]
 
 
 def test_a_deleted_application_leaves_no_error_behind(r):

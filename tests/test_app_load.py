@@ -56,7 +56,7 @@ def test_forged_stale_and_unknown_reports_count_for_nothing(client, settings, r,
     load_report.write(r, "env_a", "host-1:11", {"crm": busy(1)})
     load_report.write(r, "env_a", "host-1:12", {"crm": busy(9, 9, 9)}, now=time.time() - load_report.STALE - 5)
     r.hset(contract.load_key("env_a"), "forger:1", json.dumps({"at": time.time(), "apps": {"crm": busy(50)}}))
-    r.hset(contract.load_key("env_a"), "garbled:1", signing.seal(b"{not json"))
+    r.hset(contract.load_key("env_a"), "garbled:1", signing.seal(b"{not json", signer="env_a"))
     load_report.write(r, "env_a", "host-1:13", {"nobody": busy(7, 7, 7), "wiki": busy(in_flight="lots")})
 
     found = scrape(client, settings)

@@ -156,16 +156,18 @@ def test_forged_and_malformed_entries_are_skipped_not_a_500(client, settings, r,
               "at": time.time(), "error": None}
     key = contract.app_log_key("crm")
     r.lpush(key, json.dumps(forged))  # unsigned
-    r.lpush(key, signing.seal(b"{not json"))
-    r.lpush(key, signing.dumps({**forged, "status": "two hundred"}))
-    r.lpush(key, signing.dumps({**forged, "environment": "../etc"}))
-    r.lpush(key, signing.dumps([1, 2]))
+    r.lpush(key, signing.seal(b"{not json", signer="env_a"))
+    r.lpush(key, signing.dumps({**forged, "status": "two hundred"}, signer="env_a"))
+    r.lpush(key, signing.dumps({**forged, "environment": "../etc"}, signer="env_a"))
+    r.lpush(key, signing.dumps([1, 2], signer="env_a"))
     r.lpush(key, b"\xff\xfe")
-    r.lpush(contract.app_errors_key("crm"), signing.dumps({**forged, "error": {"type": "X", "message": "no tb"}}))
+    r.lpush(key, signing.dumps(forged, signer="env_b"))  # well formed, but env_b speaking for env_a
+    r.lpush(contract.app_errors_key("crm"), signing.dumps({**forged, "error": {"type": "X", "message": "no tb"}},
+                                                          signer="env_a"))
 
     body = api(client, settings, "crm/logs").json()
     assert [e["path"] for e in body["entries"]] == ["/real/"]
-    assert body["skipped"] == 6
+    assert body["skipped"] == 7
     errors = api(client, settings, "crm/logs", errors="true").json()
     assert errors == {"app": "crm", "entries": [], "skipped": 1}
 

@@ -180,7 +180,7 @@ def _pk_from_changelist(supervisor):
 
 
 def test_a_link_is_refused_after_its_time(cluster, settings):
-    """An expired token, planted as the supervisor would sign it (same APP_SHARED_SECRET as the cluster)."""
+    """An expired token, planted as the supervisor would sign it (with the cluster's supervisor key)."""
     import base64
 
     from exchange import contract, signing

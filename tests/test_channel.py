@@ -152,23 +152,46 @@ def test_an_unsigned_command_is_refused_and_reported(agent, tmp_path):
 
     from exchange import registry
 
-    assert "not a command signed with this deployment's APP_SHARED_SECRET" in registry.read(command_redis())[
+    assert "not a command signed by the supervisor (not signed)" in registry.read(command_redis())[
         "env_a"]["refusal"]
     assert Job.fetch(job.id, connection=command_redis(), serializer=JSONSerializer).get_status() == "failed"
     assert not (tmp_path / "apps").exists()
 
 
-def test_a_command_signed_with_another_secret_is_refused(agent, settings):
+def test_a_command_signed_with_an_environments_key_is_refused_and_counted(agent, settings, r, tmp_path):
+    """env_b's key commands no one: a start for env_a signed with it is refused (and so is one env_a signed)."""
     create_application("crm", ["env_a"])
-    settings.APP_SHARED_SECRET = "somebody-elses-secret-0123456789"
+    for signer in ("env_b", "env_a"):
+        settings.APP_SIGNER = signer
+        job_id = channel.enqueue("env_a", contract.START, "crm")
+        settings.APP_SIGNER = "supervisor"
+
+        agent.process_one(timeout=1)
+
+        from exchange import registry
+
+        refusal = registry.read(command_redis())["env_a"]["refusal"]
+        assert f"not a command signed by the supervisor (signed by '{signer}', not by 'supervisor')" in refusal
+        assert CommandJob(job_id, connection=command_redis()).get_status() == "failed"
+    assert r.hget(contract.REFUSED_KEY, contract.REFUSED_COMMAND) == b"2"
+    assert not (tmp_path / "apps").exists()
+
+
+def test_a_command_signed_with_a_supervisor_key_workers_do_not_know_is_refused(agent, settings):
+    from exchange import keys
+
+    create_application("crm", ["env_a"])
+    settings.APP_SIGNING_KEYS = dict(settings.APP_SIGNING_KEYS, supervisor=keys.generate()[0])
     job_id = channel.enqueue("env_a", contract.START, "crm")
-    settings.APP_SHARED_SECRET = "test-shared-secret-0123456789abcdef"
+    from tests.processes import signing_keys
+
+    settings.APP_SIGNING_KEYS = signing_keys()
 
     agent.process_one(timeout=1)
 
     from exchange import registry
 
-    assert "not a command signed with" in registry.read(command_redis())["env_a"]["refusal"]
+    assert "not one of this deployment's" in registry.read(command_redis())["env_a"]["refusal"]
     assert CommandJob(job_id, connection=command_redis()).get_status() == "failed"
 
 

@@ -82,8 +82,16 @@ def test_every_role_configuration_validates(tmp_path):
     common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock", APP_HEARTBEAT_INTERVAL="5",
                   APP_SHARED_SECRET="0123456789abcdef0123456789abcdef")
     ports = cluster.plan_ports(14000, ["env_a"])
-    assert load(cluster.role_environ(common, "supervisor", tmp_path, ports, token="t" * 32)).heartbeat_timeout == 30
-    assert load(cluster.role_environ(common, "env_a", tmp_path, ports)).environment_name == "env_a"
+    private_keys = {"supervisor": cluster.new_private_key(), "env_a": cluster.new_private_key()}
+    supervisor = cluster.role_environ(common, "supervisor", tmp_path, ports, "t" * 32, private_keys)
+    assert load(supervisor).heartbeat_timeout == 30
+    worker = cluster.role_environ(common, "env_a", tmp_path, ports, private_keys=private_keys)
+    assert load(worker).environment_name == "env_a"
+    # A worker gets its own key and the supervisor's public key: never the supervisor's private key, nor the
+    # alert webhooks' key.
+    assert worker["APP_ENVIRONMENT_KEY"] == private_keys["env_a"] and "APP_SUPERVISOR_KEY" not in worker
+    assert worker["APP_SUPERVISOR_PUBLIC_KEYS"] == cluster.public_key_of(private_keys["supervisor"])
+    assert "APP_SHARED_SECRET" not in worker and supervisor["APP_SHARED_SECRET"]
 
 
 @pytest.mark.parametrize("option", [["--stop-timeout", "-1"], ["--stop-timeout", "nan"], ["--heartbeat-interval", "0"]])
@@ -111,8 +119,10 @@ def test_manage_runs_a_command_with_the_roles_variables(tmp_path):
     common = dict(cluster.base_environ({"PATH": os.environ["PATH"]}), APP_SHARED_SECRET="s" * 64,
                   APP_SUPERVISOR_REDIS_URL="redis://127.0.0.1:1/0")
     ports = {"supervisor": 14000, "env_a": 15000}
+    private_keys = {"supervisor": cluster.new_private_key(), "env_a": cluster.new_private_key()}
     for role in ports:
-        cluster.write_environ(tmp_path, role, cluster.role_environ(common, role, tmp_path, ports, token="t" * 40))
+        cluster.write_environ(tmp_path, role, cluster.role_environ(common, role, tmp_path, ports, "t" * 40,
+                                                                   private_keys))
     assert oct((tmp_path / "supervisor" / cluster.ENVIRON_FILE).stat().st_mode & 0o777) == "0o600"  # secrets
 
     shown = _manage(tmp_path, "env_a", "shell", "-c",

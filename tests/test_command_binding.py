@@ -15,7 +15,7 @@ from rq.timeouts import TimerDeathPenalty
 from apps import cache as app_cache
 from apps import lifecycle
 from apps.models import Application
-from exchange import channel, contract
+from exchange import channel, contract, signing
 from exchange.channel import CommandJob
 from exchange.redis_client import command_redis
 from exchange.signing import SignedJSONSerializer
@@ -210,7 +210,8 @@ def job(command, generation, payload=None, expires_in=60):
     now = time.time()
     kwargs = {"command": command, "app": "crm", "environment": "env_a", "payload": payload or {}, "job_id": "j-1",
               "issued_at": now, "expires_at": now + expires_in, "generation": generation}
-    return SimpleNamespace(id="j-1", func_name=contract.COMMAND_FUNCTION, args=(), kwargs=kwargs)
+    data = signing.dumps([contract.COMMAND_FUNCTION, None, [], kwargs], signer=signing.SUPERVISOR)
+    return SimpleNamespace(id="j-1", func_name=contract.COMMAND_FUNCTION, args=(), kwargs=kwargs, data=data)
 
 
 def placed(app):

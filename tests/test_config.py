@@ -9,10 +9,13 @@ import pytest
 
 from supervisor_project.config import BASE_DIR, ConfigError, load
 
-SECRET = {"APP_SHARED_SECRET": "0123456789abcdef0123456789abcdef"}
+from .processes import SUPERVISOR_KEY, environment_key, supervisor_public_key
+
+SECRET = {"APP_SUPERVISOR_KEY": SUPERVISOR_KEY}
+WORKER_KEYS = {"APP_ENVIRONMENT_KEY": environment_key("env_a"), "APP_SUPERVISOR_PUBLIC_KEYS": supervisor_public_key()}
 SUPERVISOR = {"APP_MODE": "supervisor", **SECRET}
 WORKER = {
-    **SECRET,
+    **WORKER_KEYS,
     "APP_MODE": "worker",
     "ENVIRONMENT_NAME": "env_a",
     "ENVIRONMENT_URL": "http://localhost:15000",
@@ -126,7 +129,7 @@ def test_all_problems_are_reported_at_once():
     [("supervisor", "local", "remote"), ("worker", "remote", "local"), ("", "remote", "local")],
 )
 def test_a_process_adapter_contradicting_the_mode_is_refused(mode, adapter, expected):
-    environ = dict(WORKER) if mode == "worker" else dict(SECRET, APP_MODE=mode)
+    environ = dict(WORKER) if mode == "worker" else dict(SECRET if mode == "supervisor" else {}, APP_MODE=mode)
     problems, _ = problems_of(dict(environ, APP_PROCESS_ADAPTER=adapter))
     assert len(problems) == 1
     assert "APP_PROCESS_ADAPTER" in problems[0] and "contradicts" in problems[0]
@@ -144,7 +147,7 @@ def test_the_alias_disagreeing_with_the_variable_is_refused():
 
 
 def test_a_worker_needs_its_environment_name_and_url():
-    problems, _ = problems_of(dict(SECRET, APP_MODE="worker"))
+    problems, _ = problems_of(dict(WORKER_KEYS, APP_MODE="worker"))
     assert len(problems) == 2
     assert any(p.startswith("ENVIRONMENT_NAME is required") for p in problems)
     assert any(p.startswith("ENVIRONMENT_URL is required") for p in problems)
@@ -353,29 +356,59 @@ def test_a_bad_supervisor_redis_url_is_reported_once():
     assert raised.value.problems[0].startswith("APP_SUPERVISOR_REDIS_URL=")
 
 
-@pytest.mark.parametrize("base", [SUPERVISOR, WORKER], ids=["supervisor", "worker"])
-def test_a_supervisor_or_worker_without_the_shared_secret_is_refused_naming_it(base):
-    environ = {k: v for k, v in base.items() if k != "APP_SHARED_SECRET"}
+@pytest.mark.parametrize("base, missing", [(SUPERVISOR, "APP_SUPERVISOR_KEY"), (WORKER, "APP_ENVIRONMENT_KEY"),
+                                           (WORKER, "APP_SUPERVISOR_PUBLIC_KEYS")])
+def test_a_supervisor_or_worker_without_its_keys_is_refused_naming_them(base, missing):
+    environ = {k: v for k, v in base.items() if k != missing}
     problems, _ = problems_of(environ)
-    assert len(problems) == 1 and problems[0].startswith(f"APP_SHARED_SECRET is required with APP_MODE={base['APP_MODE']}")
+    assert len(problems) == 1 and problems[0].startswith(f"{missing} is required with APP_MODE={base['APP_MODE']}")
 
 
-def test_a_short_shared_secret_is_refused():
+@pytest.mark.parametrize("name", ["APP_SUPERVISOR_KEY", "APP_ENVIRONMENT_KEY", "APP_SUPERVISOR_PUBLIC_KEYS"])
+def test_a_key_that_is_not_an_ed25519_key_is_refused_naming_it(name):
+    base = SUPERVISOR if name == "APP_SUPERVISOR_KEY" else WORKER
+    problems, _ = problems_of(dict(base, **{name: "not-a-key"}))
+    assert len(problems) == 1 and name in problems[0] and "Ed25519" in problems[0]
+
+
+def test_a_worker_holding_the_supervisors_private_key_is_refused():
+    problems, _ = problems_of(dict(WORKER, APP_SUPERVISOR_KEY=SUPERVISOR_KEY))
+    assert len(problems) == 1 and "never give it to a worker" in problems[0]
+
+
+def test_workers_accept_two_supervisor_public_keys_during_a_rotation_and_no_more():
+    from exchange import keys
+
+    two = f"{supervisor_public_key()},{keys.generate()[1]}"
+    assert len(load(dict(WORKER, APP_SUPERVISOR_PUBLIC_KEYS=two)).supervisor_public_keys) == 2
+    problems, _ = problems_of(dict(WORKER, APP_SUPERVISOR_PUBLIC_KEYS=f"{two},{keys.generate()[1]}"))
+    assert "at most 2" in problems[0]
+
+
+def test_the_shared_secret_is_optional_and_only_signs_alert_webhooks():
+    assert load(SUPERVISOR).shared_secret == ""
     problems, _ = problems_of(dict(SUPERVISOR, APP_SHARED_SECRET="short"))
     assert problems[0].startswith("APP_SHARED_SECRET is too short (5 characters)")
 
 
-def test_a_single_instance_needs_no_shared_secret():
-    assert load({}).shared_secret == ""
+def test_trust_on_first_use_is_off_unless_turned_on():
+    assert load(SUPERVISOR).trust_on_first_use is False
+    assert load(dict(SUPERVISOR, APP_TRUST_ON_FIRST_USE="true")).trust_on_first_use is True
+    problems, _ = problems_of(dict(SUPERVISOR, APP_TRUST_ON_FIRST_USE="maybe"))
+    assert problems[0].startswith("APP_TRUST_ON_FIRST_USE='maybe' is not a boolean")
 
 
-def test_the_web_entry_point_without_the_shared_secret_exits_2_naming_it(tmp_path):
+def test_a_single_instance_needs_no_keys():
+    assert load({}).supervisor_key == "" and load({}).environment_key == ""
+
+
+def test_the_web_entry_point_without_the_supervisor_key_exits_2_naming_it(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "DB_", "ENVIRONMENT_"))}
     env.update(APP_MODE="supervisor", APP_STORAGE_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "-c", "import supervisor_project.asgi"], cwd=BASE_DIR, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert "APP_SHARED_SECRET is required with APP_MODE=supervisor" in result.stderr
+    assert "APP_SUPERVISOR_KEY is required with APP_MODE=supervisor" in result.stderr
     assert "Traceback" not in result.stderr
 
 

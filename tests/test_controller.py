@@ -253,10 +253,10 @@ def test_malformed_or_forged_registry_and_status_entries_change_nothing(r):
     register_environment("env_a")
     create_application("crm", ["env_a"])
     r.hset(contract.ENVIRONMENTS_KEY, "env_x", signing.dumps({"name": "env_x", "url": "http://x.test",
-                                                              "heartbeat_at": "soon"}))
+                                                              "heartbeat_at": "soon"}, signer="env_x"))
     r.hset(contract.ENVIRONMENTS_KEY, "Bad Name", signing.dumps({"url": "http://x.test", "heartbeat_at": 1}))
     r.hset(contract.STATUSES_KEY, "crm/env_a", signing.dumps({"app": "crm", "environment": "env_a",
-                                                              "state": "pwned-and-much-too-long", "at": 1}))
+                                                              "state": "pwned-and-much-too-long", "at": 1}, signer="env_a"))
     controller = Controller()
     controller.mirror()
     r.hset(contract.STATUSES_KEY, "crm/env_a", '{"app": "crm", "environment": "env_a", "state": "running", "at": 9}')
@@ -277,7 +277,8 @@ def test_a_reported_state_reaches_the_database_at_the_next_pass_through_its_anno
     controller.mirror()
     status.write(r, "crm", "env_a", contract.RUNNING)  # announced on the events channel, as workers do
     r.hset(contract.STATUSES_KEY, contract.status_field("erp", "env_a"),  # written without its announcement
-           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()}))
+           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()},
+                                signer="env_a"))
 
     controller.mirror()
     assert (states("crm"), states("erp")) == ({"env_a": contract.RUNNING}, {"env_a": contract.STOPPED})
@@ -294,11 +295,12 @@ def test_an_unannounced_report_is_found_by_the_sweep_a_few_fields_a_pass(r, monk
     create_application("erp", ["env_a"])
     for i in range(300):  # other reports: a hash Redis scans in several steps
         r.hset(contract.STATUSES_KEY, f"other{i}/env_a", status.signing.dumps(
-            {"app": f"other{i}", "environment": "env_a", "state": "running", "at": time.time()}))
+            {"app": f"other{i}", "environment": "env_a", "state": "running", "at": time.time()}, signer="env_a"))
     controller = Controller()
     controller.mirror()
     r.hset(contract.STATUSES_KEY, contract.status_field("erp", "env_a"),  # written without its announcement
-           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()}))
+           status.signing.dumps({"app": "erp", "environment": "env_a", "state": "running", "at": time.time()},
+                                signer="env_a"))
     monkeypatch.setattr(status_mirror, "FULL_READ_SECONDS", 0)
     monkeypatch.setattr(status_mirror, "SWEEP_COUNT", 20)
 

@@ -191,12 +191,12 @@ def test_a_lease_planted_after_a_flush_does_not_stop_the_controller_from_rebuild
     create(cluster, "crm", ["env_a"])
     r.flushall()
     planted_until = time.monotonic() + 3
-    while time.monotonic() < planted_until:  # planted, and renewed, by someone without the shared secret
+    while time.monotonic() < planted_until:  # planted, and renewed, by someone without the supervisor's key
         r.set(contract.CONTROLLER_LEASE_KEY, "attacker", ex=3600)
         time.sleep(0.2)
 
     wait_for(lambda: r.exists(contract.CACHE_READY_KEY) and r.hexists(contract.APPS_KEY, "crm"), timeout=10,
              what="the configuration cache rebuilt")
-    wait_for(lambda: r.get(contract.CONTROLLER_LEASE_KEY).startswith(b"appsup1:"), timeout=5,
+    wait_for(lambda: r.get(contract.CONTROLLER_LEASE_KEY).startswith(b"appsup2:supervisor:"), timeout=5,
              what="the lease held by the controller again")
     assert int(r.hget(contract.FORGED_LOCKS_KEY, contract.LEASE_LOCK)) >= 1

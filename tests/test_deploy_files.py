@@ -17,6 +17,8 @@ import yaml
 from supervisor_project.config import BASE_DIR, load
 from supervisor_project.web import web_args, web_command
 
+from .processes import SUPERVISOR_KEY, environment_key, supervisor_public_key
+
 COMPOSE = yaml.safe_load((BASE_DIR / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
@@ -44,10 +46,16 @@ class RecordingEnviron(dict):
         return super().get(key, default)
 
 
+# What the operator exports for the keys (docs/deployment.md, "Keys"): keys of the test deployment.
+KEYS_FROM_THE_SHELL = {"APP_SUPERVISOR_KEY": SUPERVISOR_KEY, "APP_SUPERVISOR_PUBLIC_KEYS": supervisor_public_key(),
+                       "APP_ENV_A_KEY": environment_key("env_a"), "APP_ENV_B_KEY": environment_key("env_b")}
+
+
 def interpolate(value):
     """Compose's ${VAR:-default} with nothing set in the shell: the default; ${VAR:?message}: what the operator
     was told to export."""
-    return INTERPOLATION.sub(lambda m: FROM_THE_SHELL if m.group(2) == "?" else (m.group(3) or ""), str(value))
+    return INTERPOLATION.sub(lambda m: KEYS_FROM_THE_SHELL.get(m.group(1), FROM_THE_SHELL) if m.group(2) == "?"
+                             else (m.group(3) or ""), str(value))
 
 
 def environment(service):
@@ -177,11 +185,21 @@ def test_every_variable_of_a_service_is_read_and_valid(service):
     assert config.supervisor_redis_url and config.command_redis_url
 
 
-def test_the_shared_secret_must_come_from_the_shell_for_every_service_of_ours():
+def test_keys_must_come_from_the_shell_and_each_service_holds_only_its_own():
+    roles = by_role()
     for name in SERVICES:
-        if ours(name):
-            raw = str((SERVICES[name].get("environment") or {}).get("APP_SHARED_SECRET", ""))
-            assert raw.startswith("${APP_SHARED_SECRET:?"), f"{name}: APP_SHARED_SECRET is {raw!r}"
+        if not ours(name):
+            continue
+        env = SERVICES[name].get("environment") or {}
+        if env.get("APP_MODE") == "supervisor":
+            assert str(env["APP_SUPERVISOR_KEY"]).startswith("${APP_SUPERVISOR_KEY:?"), name
+            assert "APP_ENVIRONMENT_KEY" not in env, name
+        else:
+            assert "APP_SUPERVISOR_KEY" not in env and "APP_SHARED_SECRET" not in env, name
+            assert str(env["APP_SUPERVISOR_PUBLIC_KEYS"]).startswith("${APP_SUPERVISOR_PUBLIC_KEYS:?"), name
+    # Each environment its own key: env_b's services never hold env_a's.
+    keys_of = {environment(web)["ENVIRONMENT_NAME"]: environment(web)["APP_ENVIRONMENT_KEY"] for web in roles["web"]}
+    assert len(set(keys_of.values())) == len(keys_of) == 2
 
 
 def test_the_ports_are_the_reference_ones():

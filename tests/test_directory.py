@@ -446,7 +446,7 @@ def test_an_event_handled_while_a_lookup_looks_for_pending_ones_is_not_missed(r,
     # Written as status.write does, but the event is delivered by hand, at the worst moment.
     entry = {"app": "crm", "environment": "env_a", "state": contract.STOPPED, "error": "", "traceback": "",
              "at": time.time(), sequence.KEY: sequence.new()}
-    r.hset(contract.STATUSES_KEY, contract.status_field("crm", "env_a"), signing.dumps(entry))
+    r.hset(contract.STATUSES_KEY, contract.status_field("crm", "env_a"), signing.dumps(entry, signer="env_a"))
     checked = listening._event_pending
 
     def handled_meanwhile():  # the listener thread runs between the lookup's steps: handled, so nothing pending

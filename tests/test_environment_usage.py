@@ -87,7 +87,7 @@ def test_the_environments_page_shows_it_and_unknown_for_what_does_not_verify(adm
         register_environment(name)
     usage.write(r, "env_a", {"cpu": 1.5, "rss": 90_000_000}, {"cpu": 25.0, "rss": 120_000_000})
     r.hset(contract.USAGE_KEY, "env_b", json.dumps({"at": time.time(), "agent": {"cpu": 99, "rss": 1}}))  # unsigned
-    r.hset(contract.USAGE_KEY, "env_c", signing.dumps({"at": "soon", "agent": []}))
+    r.hset(contract.USAGE_KEY, "env_c", signing.dumps({"at": "soon", "agent": []}, signer="env_c"))
     usage.write(r, "env_d", {"cpu": 7.0, "rss": 1}, None, now=time.time() - 3600)  # older than the timeout
 
     page = admin_client.get("/admin/environments/environment/")

@@ -28,7 +28,7 @@ AUTH = "auth.0012_alter_user_first_name_max_length"
 def report(r, app, environment, migrations, version="1.0.0+abc", field=None):
     """An agent's report, as the agent signs it."""
     entry = {"app": app, "environment": environment, "pending": migrations, "version": version, "at": time.time()}
-    r.hset(contract.MIGRATIONS_KEY, field or contract.status_field(app, environment), signing.dumps(entry))
+    r.hset(contract.MIGRATIONS_KEY, field or contract.status_field(app, environment), signing.dumps(entry, signer=environment))
 
 
 def until_finished(controller, upgrade, timeout=60):
@@ -57,6 +57,9 @@ def test_reports_are_mirrored_and_forged_or_misplaced_ones_are_skipped(r):
     report(r, "crm", "env_a", [AUTH])
     report(r, "erp", "env_a", [AUTH], field="crm/env_b")  # signed, but stored where it does not belong
     r.hset(contract.MIGRATIONS_KEY, "wiki/env_a", b'{"app": "wiki", "environment": "env_a", "pending": ["x.1"]}')
+    # env_b's key speaking for env_a: whoever holds one worker's key cannot make another's applications look behind
+    r.hset(contract.MIGRATIONS_KEY, "blog/env_a", signing.dumps(
+        {"app": "blog", "environment": "env_a", "pending": ["x.1"], "version": "1", "at": time.time()}, signer="env_b"))
 
     assert pending.mirror(r) == {"crm"}
     assert list(PendingMigrations.objects.values_list("app", "environment", "migrations", "count")) == [

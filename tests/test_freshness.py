@@ -52,16 +52,16 @@ def test_statuses_and_registrations_carry_a_growing_seq_and_a_wrong_one_is_malfo
     two = registry.decode(r.hget(contract.ENVIRONMENTS_KEY, "env_a"), "env_a")
     assert two["seq"] > one["seq"]
     for seq in (-1, "1", 1.5, True, 2**63):
-        assert status.decode(signing.dumps(dict(first, seq=seq)), "crm", "env_a") is None
-        assert registry.decode(signing.dumps(dict(one, seq=seq)), "env_a") is None
+        assert status.decode(signing.dumps(dict(first, seq=seq), signer="env_a"), "crm", "env_a") is None
+        assert registry.decode(signing.dumps(dict(one, seq=seq), signer="env_a"), "env_a") is None
 
 
 def test_entries_written_without_seq_by_an_earlier_version_are_still_read(r):
     legacy_status = {"app": "crm", "environment": "env_a", "state": "running", "error": "", "traceback": "",
                      "at": time.time()}
     legacy_registration = dict(_registration(), heartbeat_at=time.time(), stopped_at=None)
-    r.hset(contract.STATUSES_KEY, FIELD, signing.dumps(legacy_status))
-    r.hset(contract.ENVIRONMENTS_KEY, "env_a", signing.dumps(legacy_registration))
+    r.hset(contract.STATUSES_KEY, FIELD, signing.dumps(legacy_status, signer="env_a"))
+    r.hset(contract.ENVIRONMENTS_KEY, "env_a", signing.dumps(legacy_registration, signer="env_a"))
     _configure(r)
 
     view = directory.Directory(ttl=0).lookup("crm")
@@ -120,7 +120,7 @@ def test_the_controllers_status_mirror_takes_no_older_seq_even_at_the_same_time(
     status_mirror.refresh_all(r, seen)
     # Same time, lower seq (an older write of that moment copied back): not taken.
     entry = json.loads(signing.unseal(newer))
-    r.hset(contract.STATUSES_KEY, FIELD, signing.dumps(dict(entry, state="running", seq=entry["seq"] - 1)))
+    r.hset(contract.STATUSES_KEY, FIELD, signing.dumps(dict(entry, state="running", seq=entry["seq"] - 1), signer="env_a"))
     Placement.objects.update(state_at=None)  # let the time alone decide: it would take it
 
     status_mirror.refresh_all(r, seen)
@@ -163,7 +163,7 @@ def test_a_replayed_registration_changes_no_environment(r, long_lived):
     # An older heartbeat of the same registration (the heartbeat-only path of a long-lived mirror) neither.
     entry = json.loads(signing.unseal(newer))
     r.hset(contract.ENVIRONMENTS_KEY, "env_a", signing.dumps(dict(entry, heartbeat_at=entry["heartbeat_at"] - 3,
-                                                                    seq=entry["seq"] - 1)))
+                                                                    seq=entry["seq"] - 1), signer="env_a"))
     registry_mirror.sync(r, seen)
     assert Environment.objects.get().last_heartbeat_at.timestamp() == entry["heartbeat_at"]
     registry.announce(r, _registration("http://new.test:8000"))  # the agent's next heartbeat is taken

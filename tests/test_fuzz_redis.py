@@ -56,7 +56,7 @@ def random_value(rng):
         return text
     if kind == 2:
         return signing.PREFIX + b"0" * 64 + b":" + text  # looks signed, is not
-    return signing.seal(text)
+    return signing.seal(text, signer=rng.choice(("supervisor", "env_a", "env_b")))
 
 
 def plant(r, rng):

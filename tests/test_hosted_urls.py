@@ -7,9 +7,9 @@ from supervisor_project.config import ConfigError, load
 from workers.hosted_urls import operator_patterns
 
 from .conftest import free_port
-from .processes import base_env, manage, web_process, worker_env
+from .processes import SUPERVISOR_KEY, base_env, manage, web_process, worker_env
 
-SECRET = {"APP_SHARED_SECRET": "0123456789abcdef0123456789abcdef"}
+SECRET = {"APP_SUPERVISOR_KEY": SUPERVISOR_KEY}
 
 
 def test_it_is_optional_and_read_without_spaces():

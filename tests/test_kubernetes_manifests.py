@@ -34,7 +34,7 @@ from supervisor_project.config import BASE_DIR, MIN_SHARED_SECRET, load
 from supervisor_project.web import web_args, web_command
 
 from .conftest import free_port
-from .processes import ROOT, Process, RedisServer, http_ready, own_postgres_databases, postgres_env, wait_for
+from .processes import ROOT, Process, RedisServer, http_ready, manage, own_postgres_databases, postgres_env, wait_for
 from .test_deploy_files import RecordingEnviron, module_defines
 
 K8S = BASE_DIR / "deploy" / "kubernetes"
@@ -77,9 +77,25 @@ def documented_secrets():
     return {key: int(length) for key, length in DOCUMENTED_SECRET.findall(text)}
 
 
+DOCUMENTED_KEY = re.compile(r"^#\s+(APP_[A-Z_]+)=<[^>]+>\s*$", re.MULTILINE)
+
+
+def documented_keys():
+    """The key variables base/kustomization.yaml tells operators to add to secrets.env (exchange.keys)."""
+    return DOCUMENTED_KEY.findall((K8S / "base" / "kustomization.yaml").read_text())
+
+
 def made_up_secrets():
-    """What an operator running the documented command gets: random values of the documented lengths."""
-    return {key: token_source.token_hex(length) for key, length in documented_secrets().items()}
+    """What an operator running the documented command gets: random values of the documented lengths, and key
+    pairs made by `python -m exchange.keys`."""
+    from exchange import keys
+
+    secrets = {key: token_source.token_hex(length) for key, length in documented_secrets().items()}
+    supervisor_private, supervisor_public = keys.generate()
+    for name in documented_keys():
+        secrets[name] = {"APP_SUPERVISOR_KEY": supervisor_private,
+                         "APP_SUPERVISOR_PUBLIC_KEYS": supervisor_public}.get(name) or keys.generate()[0]
+    return secrets
 
 
 def render(directory, secrets, accumulated=(), component=False):
@@ -358,7 +374,7 @@ def test_secrets_env_is_never_committed_and_the_documented_command_makes_every_k
         referenced = {var["valueFrom"]["secretKeyRef"]["key"]
                       for w in workloads(resources) for c in containers(w) for var in c.get("env", [])
                       if "secretKeyRef" in var.get("valueFrom", {})}
-        assert referenced == set(documented), f"{overlay}: referenced {sorted(referenced)}"
+        assert referenced == set(documented) | set(documented_keys()), f"{overlay}: referenced {sorted(referenced)}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -591,9 +607,9 @@ def test_a_kustomization_naming_a_missing_file_or_a_field_it_does_not_know_is_re
 
 
 def test_a_secret_key_missing_from_secrets_env_is_reported_naming_the_container_and_key():
-    resources = render(K8S / "overlays" / "local", {k: v for k, v in SECRETS.items() if k != "APP_SHARED_SECRET"})
+    resources = render(K8S / "overlays" / "local", {k: v for k, v in SECRETS.items() if k != "APP_ENV_A_KEY"})
     agent = next(c for c in containers(named(resources, "Deployment", "env-a")) if c["name"] == "agent")
-    with pytest.raises(ManifestError, match="container agent: APP_SHARED_SECRET reads the key APP_SHARED_SECRET"):
+    with pytest.raises(ManifestError, match="container agent: APP_ENVIRONMENT_KEY reads the key APP_ENV_A_KEY"):
         container_env(agent, resources)
 
 
@@ -698,6 +714,13 @@ def test_the_local_overlays_containers_run_the_supervisor_controller_webs_and_ag
             assert waiting.wait(30) == 0, waiting.output()
             pods["supervisor"].start()
             pods["supervisor-controller"].start()
+            # As the documented install does once the supervisor runs: each environment's public key enrolled.
+            from exchange import keys
+
+            supervisor_env = pods["supervisor"].env(pods["supervisor"].spec["containers"][0])
+            for name, key in (("env_a", "APP_ENV_A_KEY"), ("env_b", "APP_ENV_B_KEY")):
+                public = keys.public_text(keys.private_key(SECRETS[key]))
+                manage(["enrollenvironment", name, "--public-key", public], supervisor_env)
             for name in ("env-a", "env-b"):
                 pods[name].init()
                 pods[name].start()

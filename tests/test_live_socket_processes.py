@@ -169,7 +169,7 @@ def test_redis_killed_and_restarted_the_client_is_told_and_events_flow_again(sup
             entry = {"app": "crm", "environment": "env_a", "state": "stopped", "error": "", "traceback": "",
                      "at": time.time()}
             client = redis_lib.Redis.from_url(server.url)
-            client.hset(STATUSES_KEY, status_field("crm", "env_a"), signing.dumps(entry))
+            client.hset(STATUSES_KEY, status_field("crm", "env_a"), signing.dumps(entry, signer="env_a"))
             client.publish(contract.EVENTS_CHANNEL, json.dumps({"type": "placement", "app": "crm",
                                                                 "environment": "env_a", "state": "stopped"}))
             client.close()

@@ -48,8 +48,8 @@ def test_an_environment_whose_registration_never_verified_is_refused_with_400_na
 
     assert response.status_code == 400, response.content
     [message] = response.json()["errors"]["environments"]
-    assert message.startswith("Environment env_x takes no placements: its registration in Redis is not signed "
-                              "with this deployment's APP_SHARED_SECRET")
+    assert message.startswith("Environment env_x takes no placements: its registration in Redis does not verify: "
+                              "not signed")
     assert message.endswith("Verified: env_a.")
     assert not Application.objects.exists()
 

@@ -9,11 +9,12 @@ from supervisor_project import web
 from supervisor_project.config import ConfigError, load
 from supervisor_project.web import web_args, web_command
 
-from .processes import ROOT, base_env
+from .processes import ROOT, SUPERVISOR_KEY, base_env, environment_key, supervisor_public_key
 
 REDIS = "redis://127.0.0.1:6379/0"
 WORKER = {"APP_MODE": "worker", "ENVIRONMENT_NAME": "env_a", "ENVIRONMENT_URL": "http://localhost:15000",
-          "APP_SHARED_SECRET": "0123456789abcdef0123456789abcdef", "APP_SUPERVISOR_REDIS_URL": REDIS}
+          "APP_ENVIRONMENT_KEY": environment_key("env_a"), "APP_SUPERVISOR_PUBLIC_KEYS": supervisor_public_key(),
+          "APP_SUPERVISOR_REDIS_URL": REDIS}
 
 
 def problems_of(environ):
@@ -26,6 +27,7 @@ def test_one_process_unless_app_web_processes_says_otherwise():
     assert load(WORKER).web_processes == 1
     assert load({**WORKER, "APP_WEB_PROCESSES": "4"}).web_processes == 4
     assert load({**WORKER, "APP_MODE": "supervisor", "ENVIRONMENT_NAME": "", "ENVIRONMENT_URL": "",
+                 "APP_ENVIRONMENT_KEY": "", "APP_SUPERVISOR_KEY": SUPERVISOR_KEY,
                  "APP_WEB_PROCESSES": "2"}).web_processes == 2
 
 

@@ -18,19 +18,19 @@ from urllib.parse import urlsplit
 import redis
 import requests
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections
 from rq.exceptions import DequeueTimeout, NoSuchJobError
 from rq.job import JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
 
-from exchange import cache, contract, registry, status
-from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for
+from exchange import cache, contract, keys, registry, status
+from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for, worker_serializer
 from exchange.redis_client import command_redis, supervisor_redis
-from exchange.signing import SignedJSONSerializer
 
 from . import commands, resource_usage, upgrade
-from .channel import CommandWorker, sealed_failure
+from .channel import NOT_THE_SUPERVISORS, CommandWorker, sealed_failure
 from .models import HostedState
 
 log = logging.getLogger("appsup.worker")
@@ -122,6 +122,11 @@ class Agent:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
+        try:
+            # Offered for trust on first use (environments.enrollment), where the operator turned it on.
+            self.registration["public_key"] = keys.public_text(keys.signing_key(name)[1])
+        except ImproperlyConfigured:
+            pass  # no key here: nothing this agent writes verifies, and the supervisor says so
         self.registered = False
         self.written = None  # the sealed registration this agent last wrote
         self.last_heartbeat = None
@@ -240,7 +245,11 @@ class Agent:
         return True
 
     def record_refusal(self, job_id, reason):
-        """Show the last refused command in the registration, at once, so operators see it."""
+        """Show the last refused command in the registration, at once, so operators see it; one not signed by the
+        supervisor is counted (contract.REFUSED_KEY, in /metrics)."""
+        if reason.startswith(NOT_THE_SUPERVISORS):
+            with contextlib.suppress(redis.RedisError):
+                supervisor_redis().hincrby(contract.REFUSED_KEY, contract.REFUSED_COMMAND, 1)
         message = f"job {job_id}: {reason}"
         if len(message) > REFUSAL_MAX:
             message = message[: REFUSAL_MAX - 1] + "…"
@@ -260,7 +269,7 @@ class Agent:
             return True
         try:
             job, queue = CommandQueue.dequeue_any(
-                [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=SignedJSONSerializer,
+                [self.queue], max(1, int(timeout)), connection=self.queue.connection, serializer=worker_serializer(self.name),
                 job_class=DequeuedJob,
             )
         except DequeueTimeout:
@@ -326,7 +335,7 @@ class Agent:
         log.warning("environment %s: %d queued ids with no job behind them dropped (%d since start), first %r",
                     self.name, len(junk), self.junk_dropped, first)
         self.record_refusal(first, f"refused: no job behind this id (malformed, or pushed onto the queue without the "
-                                   f"shared secret); {len(junk)} such ids dropped at once, {self.junk_dropped} since "
+                                   f"supervisor's key); {len(junk)} such ids dropped at once, {self.junk_dropped} since "
                                    f"the agent started")
         return len(junk)
 
@@ -345,14 +354,14 @@ class Agent:
             pipe.zrem(started_key, *started)
         pipe.execute()
         try:
-            job = CommandJob(id=job_id, connection=conn, serializer=SignedJSONSerializer)
+            job = CommandJob(id=job_id, connection=conn, serializer=worker_serializer(self.name))
         except ValueError:
             pass  # not even a valid id: nobody can be waiting on it
         else:
             # The supervisor waits on the job's latest result: give it one rather than its whole timeout.
             with conn.pipeline() as pipe:
                 pipe.hset(job.key, "status", JobStatus.FAILED.value)
-                Result.create_failure(job, RESULT_TTL, sealed_failure(job, f"CommandRefused: {reason}"),
+                Result.create_failure(job, RESULT_TTL, sealed_failure(job, f"CommandRefused: {reason}", self.name),
                                       worker_name=self.worker.name, pipeline=pipe)
                 pipe.execute()
         self.record_refusal(job_id, reason)
@@ -395,7 +404,7 @@ class Agent:
         failed = []
         for job_id, execution_id in started.get_job_and_execution_ids(cleanup=False):
             try:
-                job = CommandJob.fetch(job_id, connection=conn, serializer=SignedJSONSerializer)
+                job = CommandJob.fetch(job_id, connection=conn, serializer=worker_serializer(self.name))
             except Exception as exc:  # gone or malformed: nothing left to answer, only the entry to drop
                 log.warning("environment %s: started job %r cannot be read (%s); dropped", self.name, job_id, exc)
                 conn.zrem(started.key, f"{job_id}:{execution_id}")
@@ -405,7 +414,7 @@ class Agent:
             message = f"interrupted: the agent of {self.name} stopped while running {_describe(job)}"
             with conn.pipeline() as pipe:
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
-                sealed = sealed_failure(job, message)
+                sealed = sealed_failure(job, message, self.name)
                 job.failed_job_registry.add(job, ttl=job.failure_ttl or RESULT_TTL, exc_string=sealed, pipeline=pipe)
                 Result.create_failure(job, job.failure_ttl or RESULT_TTL, sealed, worker_name=own, pipeline=pipe)
                 pipe.zrem(started.key, f"{job_id}:{execution_id}")

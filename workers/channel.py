@@ -1,28 +1,36 @@
 """The worker's side of the command channel (exchange.channel): a worker that refuses what it must before RQ
-imports the function a job names: anything not signed with APP_SHARED_SECRET, not a command, not for this
-environment, stale, or already run.
+imports the function a job names: anything not signed by the supervisor (exchange.keys: a job signed by an
+environment's key, whoever's, is refused), not a command, not for this environment, stale, or already run.
 """
 
 import time
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, transaction
 from rq.utils import now
 from rq.worker import SimpleWorker
 
-from exchange import contract
-from exchange.channel import CommandJob, binding, seal_failure
-from exchange.signing import SignedJSONSerializer
+from exchange import contract, signing
+from exchange.channel import CommandJob, binding, seal_failure, worker_serializer
 
 from .models import ExecutedCommand
+
+NOT_THE_SUPERVISORS = "refused: the job is not a command signed by the supervisor"
 
 
 def refusal(job, environment, is_placed, clock=time.time, generation_of=None):
     """Why this worker must not run JOB, or None when it may. IS_PLACED(app) says whether the configuration places
     the application here; GENERATION_OF(app) gives its current incarnation, None when unknown."""
     try:
+        # The job's data must be the supervisor's: the serializer would take any known signer's (results are the
+        # environments'), and an environment's key must command no one, not even itself.
+        signing.unseal(job.data, signing.SUPERVISOR)
+    except (signing.BadSignature, ImproperlyConfigured) as exc:
+        return f"{NOT_THE_SUPERVISORS} ({exc})"
+    try:
         job.func_name
-    except Exception:  # rq wraps whatever the serializer raised: a bad signature first of all
-        return "refused: the job is not a command signed with this deployment's APP_SHARED_SECRET"
+    except Exception:  # rq wraps whatever the serializer raised
+        return f"{NOT_THE_SUPERVISORS} (it does not deserialize)"
     if job.func_name != contract.COMMAND_FUNCTION:
         return f"refused: {job.func_name!r} is not a command"
     if job.args:
@@ -95,7 +103,7 @@ class CommandWorker(SimpleWorker):
     """Runs jobs in this process (no fork: the agent keeps its database connections), allowlist first."""
 
     def __init__(self, *args, environment, is_placed, generation_of=None, on_refusal=None, **kwargs):
-        kwargs.setdefault("serializer", SignedJSONSerializer)
+        kwargs.setdefault("serializer", worker_serializer(environment))
         kwargs.setdefault("job_class", CommandJob)
         super().__init__(*args, **kwargs)
         self.environment = environment
@@ -123,14 +131,16 @@ class CommandWorker(SimpleWorker):
         # Every failure RQ records through this worker (a refusal, an exception, a job timeout) is sealed with the job
         # it answers, as a result is.
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
-                                   exc_string=sealed_failure(job, exc_string), execution=execution)
+                                   exc_string=sealed_failure(job, exc_string, self.environment),
+                                   execution=execution)
 
 
-def sealed_failure(job, error):
+def sealed_failure(job, error, environment):
     """ERROR as JOB's failure (exchange.channel.seal_failure): bound to the job's id, and to its application,
     environment and command when its signed data says them (a refused job may not even verify)."""
     try:
         kwargs = job.kwargs if isinstance(job.kwargs, dict) else {}
     except Exception:  # the serializer's refusal (a bad signature), wrapped by rq
         kwargs = {}
-    return seal_failure(binding(job.id, kwargs.get("app"), kwargs.get("environment"), kwargs.get("command")), error)
+    return seal_failure(binding(job.id, kwargs.get("app"), kwargs.get("environment"), kwargs.get("command")), error,
+                        signer=environment)

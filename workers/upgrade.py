@@ -113,7 +113,7 @@ def report(app, environment, redis=None):
         if missing is None:
             redis.hdel(contract.MIGRATIONS_KEY, field)
         else:
-            redis.hset(contract.MIGRATIONS_KEY, field, signing.dumps(entry))
+            redis.hset(contract.MIGRATIONS_KEY, field, signing.dumps(entry, signer=environment))
     except RedisError as exc:  # a report is for people; the command it follows has done its work
         log.warning("%s: could not report its pending migrations (%s)", app, exc)
     return missing
