@@ -552,8 +552,10 @@ class Cluster:
         self.run_steps([("supervisor.admin", [python, MANAGE, "ensureadmin", "--username", ADMIN_USERNAME], admin_env)])
         # One after the other: each writes the supervisor's SQLite database.
         for name in self.names:
-            self.run_steps([(f"{name}.enroll", [python, MANAGE, "enrollenvironment", name, "--public-key",
-                                                public_key_of(self.private_keys[name])], env_of["supervisor"])])
+            self.run_steps([(f"{name}.enroll", [python, MANAGE, "enrollenvironment", name,
+                                                # one argument: a key may begin with "-", which argparse would
+                                                # take for an option of its own
+                                                f"--public-key={public_key_of(self.private_keys[name])}"], env_of["supervisor"])])
 
         self.start("supervisor", web_command(self.ports["supervisor"]), env_of["supervisor"])
         self.start(CONTROLLER_ROLE, [python, MANAGE, "runsupervisor"], env_of["supervisor"])

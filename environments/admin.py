@@ -74,7 +74,7 @@ def rejected_notice():
         "{} registration{} in Redis {} not verify (not signed with a key enrolled for the environment they name, "
         "or malformed) and {} ignored: no environment is created for them. Someone who can write to Redis (or "
         "another environment) wrote them, or a worker is not enrolled (manage.py enrollenvironment NAME "
-        "--public-key KEY) or runs with another key; they stay counted until removed from Redis "
+        "--public-key=KEY) or runs with another key; they stay counted until removed from Redis "
         "(HDEL appsup:environments NAME). Last seen:{}",
         f"{count:,}", "" if count == 1 else "s", "does" if count == 1 else "do", "is" if count == 1 else "are",
         format_html('<ul class="appsup-rejected">{}</ul>', format_html_join(

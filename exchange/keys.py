@@ -283,7 +283,7 @@ def main():
     yet cannot start Django)."""
     private, public = generate()
     print(f"private key (APP_ENVIRONMENT_KEY on the worker, or APP_SUPERVISOR_KEY on the supervisor): {private}")
-    print(f"public key  (enroll it: manage.py enrollenvironment NAME --public-key KEY; or APP_SUPERVISOR_PUBLIC_KEYS "
+    print(f"public key  (enroll it: manage.py enrollenvironment NAME --public-key=KEY; or APP_SUPERVISOR_PUBLIC_KEYS "
           f"on the workers): {public}")
     print(f"key id: {key_id(public)}")
 

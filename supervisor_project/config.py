@@ -270,7 +270,7 @@ def _signing_keys(env, mode, problems):
         if not environment_key:
             problems.append(f"APP_ENVIRONMENT_KEY is required with APP_MODE=worker: this environment's private key, "
                             f"which signs its registration and statuses ({KEYPAIR_HINT}; enroll its public key on the "
-                            "supervisor with `manage.py enrollenvironment NAME --public-key KEY`)")
+                            "supervisor with `manage.py enrollenvironment NAME --public-key=KEY`)")
         if not public_keys:
             problems.append("APP_SUPERVISOR_PUBLIC_KEYS is required with APP_MODE=worker: the supervisor's public key "
                             "(two, comma-separated, during a rotation), to verify its commands and configuration")

@@ -26,7 +26,7 @@ def apps(controller_running, r):
     create_application("crm", ["env_a"])
     create_application("erp", ["env_a"])
     entry = {"app": "crm", "environment": "env_a", "pending": [AUTH], "version": "1.0.0+x", "at": time.time()}
-    r.hset(contract.MIGRATIONS_KEY, "crm/env_a", signing.dumps(entry))
+    r.hset(contract.MIGRATIONS_KEY, "crm/env_a", signing.dumps(entry, signer="env_a"))
     pending.mirror(r)
 
 

@@ -46,7 +46,7 @@ def test_an_unenrolled_environment_is_rejected_with_a_visible_reason(r, supervis
 
 
 def test_enrolling_by_command_makes_its_registrations_verify(r, supervisor_only, capsys):
-    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
+    call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}")
     announce_as(r, "env_a", environment_key("env_a"))
 
     registry_mirror.sync(r, registry_mirror.Seen())
@@ -58,15 +58,15 @@ def test_enrolling_by_command_makes_its_registrations_verify(r, supervisor_only,
 
 def test_a_bad_key_or_name_is_refused_by_the_command_naming_it(r, supervisor_only):
     with pytest.raises(CommandError, match="not an Ed25519 key"):
-        call_command("enrollenvironment", "env_a", "--public-key", "nope")
+        call_command("enrollenvironment", "env_a", "--public-key=nope")
     with pytest.raises(CommandError, match="not an environment name"):
-        call_command("enrollenvironment", "Env A", "--public-key", environment_public_key("env_a"))
+        call_command("enrollenvironment", "Env A", f"--public-key={environment_public_key('env_a')}")
     assert not Environment.objects.exists()
 
 
 def test_env_bs_key_never_speaks_for_enrolled_env_a(r, supervisor_only):
-    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
-    call_command("enrollenvironment", "env_b", "--public-key", environment_public_key("env_b"))
+    call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}")
+    call_command("enrollenvironment", "env_b", f"--public-key={environment_public_key('env_b')}")
     announce_as(r, "env_a", environment_key("env_b"))  # signed as env_a, with env_b's key
 
     assert registry.read(r) == {}
@@ -77,21 +77,21 @@ def test_env_bs_key_never_speaks_for_enrolled_env_a(r, supervisor_only):
 
 def test_rotation_keeps_both_keys_valid_until_the_old_one_is_retired(r, supervisor_only):
     new_private, new_public = keys.generate()
-    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
-    call_command("enrollenvironment", "env_a", "--public-key", new_public, "--keep-current")
+    call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}")
+    call_command("enrollenvironment", "env_a", f"--public-key={new_public}", "--keep-current")
 
     announce_as(r, "env_a", environment_key("env_a"))
     assert set(registry.read(r)) == {"env_a"}
     announce_as(r, "env_a", new_private)
     assert set(registry.read(r)) == {"env_a"}
 
-    call_command("enrollenvironment", "env_a", "--retire", environment_public_key("env_a"))
+    call_command("enrollenvironment", "env_a", f"--retire={environment_public_key('env_a')}")
     announce_as(r, "env_a", environment_key("env_a"))
     assert registry.read(r) == {}
     with pytest.raises(CommandError, match="at most 2"):
         third = keys.generate()[1]
-        call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"), "--keep-current")
-        call_command("enrollenvironment", "env_a", "--public-key", third, "--keep-current")
+        call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}", "--keep-current")
+        call_command("enrollenvironment", "env_a", f"--public-key={third}", "--keep-current")
 
 
 def test_trust_on_first_use_only_when_turned_on_and_only_once(r, supervisor_only, settings):
@@ -124,7 +124,7 @@ def test_a_registration_offering_a_key_it_is_not_signed_with_is_never_trusted(r,
 
 
 def test_the_controller_publishes_enrolled_keys_again_after_redis_lost_them(r, supervisor_only):
-    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
+    call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}")
     controller = Controller()
     controller.publish_keys()
     r.flushdb()
@@ -189,7 +189,7 @@ def test_a_status_signed_by_another_environment_is_refused_and_counted(r):
 def test_the_admin_records_replaces_and_retires_an_environments_key(admin_client, r, supervisor_only):
     from django.urls import reverse
 
-    call_command("enrollenvironment", "env_a", "--public-key", environment_public_key("env_a"))
+    call_command("enrollenvironment", "env_a", f"--public-key={environment_public_key('env_a')}")
     env = Environment.objects.get(name="env_a")
     url = reverse("admin:environments_environment_keys", args=[env.pk])
     assert keys.key_id(environment_public_key("env_a")) in admin_client.get(url).content.decode()
@@ -206,3 +206,11 @@ def test_the_admin_records_replaces_and_retires_an_environments_key(admin_client
     assert registry.read(r) == {}  # published at once: the retired key is refused
     assert admin_client.post(url, {"public_key": new_public}).status_code == 302  # replaces
     assert Environment.objects.get(name="env_a").public_keys == [new_public]
+
+
+def test_a_public_key_beginning_with_a_dash_is_enrolled_as_the_cluster_and_the_docs_pass_it(r, supervisor_only):
+    """One key in 64 begins with "-" (URL-safe base64), which argparse takes for an option unless it is joined to
+    its option: the documented and the launcher's form is --public-key=KEY."""
+    public = next(public for _, public in iter(keys.generate, None) if public.startswith("-"))
+    call_command("enrollenvironment", "env_a", f"--public-key={public}")
+    assert Environment.objects.get(name="env_a").public_keys == [public]

@@ -29,7 +29,7 @@ def cluster(tmp_path, redis_url, own_databases):
         time.sleep(2)  # the agents have registered: not enrolled, so rejected
         assert c.environments() == {}
         for name in ("env_a", "env_b"):
-            manage(["enrollenvironment", name, "--public-key", environment_public_key(name)], c.supervisor_env)
+            manage(["enrollenvironment", name, f"--public-key={environment_public_key(name)}"], c.supervisor_env)
         wait_for(lambda: c.status_of("env_a") in ("online", "degraded") and c.status_of("env_b") in (
             "online", "degraded"), what="both environments enrolled and online")
         yield c

@@ -720,7 +720,7 @@ def test_the_local_overlays_containers_run_the_supervisor_controller_webs_and_ag
             supervisor_env = pods["supervisor"].env(pods["supervisor"].spec["containers"][0])
             for name, key in (("env_a", "APP_ENV_A_KEY"), ("env_b", "APP_ENV_B_KEY")):
                 public = keys.public_text(keys.private_key(SECRETS[key]))
-                manage(["enrollenvironment", name, "--public-key", public], supervisor_env)
+                manage(["enrollenvironment", name, f"--public-key={public}"], supervisor_env)
             for name in ("env-a", "env-b"):
                 pods[name].init()
                 pods[name].start()

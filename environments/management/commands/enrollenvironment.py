@@ -15,8 +15,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name", help="the environment's name (its ENVIRONMENT_NAME)")
         action = parser.add_mutually_exclusive_group(required=True)
-        action.add_argument("--public-key", help="the environment's public key (URL-safe base64)")
-        action.add_argument("--retire", metavar="KEY", help="a public key of NAME no longer to accept")
+        action.add_argument("--public-key", help="the environment's public key (URL-safe base64), as --public-key=KEY: "
+                            "a key may begin with -")
+        action.add_argument("--retire", metavar="KEY", help="a public key of NAME no longer to accept (--retire=KEY)")
         parser.add_argument("--keep-current", action="store_true",
                             help="keep the key enrolled now valid too (until it is retired)")
 
