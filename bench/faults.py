@@ -739,6 +739,49 @@ class Drill(BoundsDrills):
         from . import origins
 
         origins.drill(self.storage / "origins", self.row)
+    def permissions(self):
+        """issue 19: a token with the view permission only lists applications but starts none; a staff user with no
+        permission is refused every API write; a bootstrap token shorter than 32 characters stops start-up."""
+        env = self.cluster.django_environ()
+        made = subprocess.run([sys.executable, "manage.py", "shell", "-c", """
+from django.contrib.auth.models import Permission, User
+from apitokens.models import ApiToken
+viewer = User.objects.create_user("drill_viewer", is_staff=True)
+viewer.user_permissions.add(Permission.objects.get(codename="view_application"))
+api_token = ApiToken(user=viewer, name="drill-dashboard")
+print(api_token.issue())
+api_token.save()
+"""], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+        viewer = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+        listed = requests.get(f"{self.cluster.url}/api/apps/", headers=viewer, timeout=30)
+        started = requests.post(f"{self.cluster.url}/api/apps/shop/start", headers=viewer, timeout=30)
+        writes = {
+            "create": ("POST", "apps/", {"name": "drillperm", "environments": ["env_a"], "admin_username": "a",
+                                         "admin_password": PASSWORD}),
+            "change": ("PATCH", "apps/shop/", {"display_name": "x"}),
+            "stop": ("POST", "apps/shop/stop", None),
+            "delete": ("DELETE", "apps/shop/?drop_database=true", None),
+            "drain": ("POST", "environments/env_b/drain", None),
+            "backup": ("POST", "apps/shop/backups", None),
+        }
+        refused = {what: requests.request(method, f"{self.cluster.url}/api/{path}", headers=viewer, json=body,
+                                          timeout=30).status_code
+                   for what, (method, path, body) in writes.items()}
+        short = dict(env, SUPERVISOR_API_TOKEN="a")
+        done = subprocess.run([sys.executable, "-m", "uvicorn", *web_args(free_port())], cwd=ROOT, env=short,
+                              capture_output=True, text=True, timeout=60)
+        said = (done.stderr.strip().splitlines() or [""])[-1]
+        self.row(
+            "a per-user token with the view permission only: list, start, then every kind of write; "
+            "SUPERVISOR_API_TOKEN=a",
+            f"list {listed.status_code} ({len(listed.json().get('apps', [])) if listed.ok else 0} apps), start "
+            f"{started.status_code}; " + ", ".join(f"{what} {status}" for what, status in refused.items())
+            + f"; start-up exit {done.returncode}: {said[:80]}",
+            "list 200, start 403, every write 403; start-up refused naming it",
+            listed.status_code == 200 and started.status_code == 403 and set(refused.values()) == {403}
+            and done.returncode != 0 and "SUPERVISOR_API_TOKEN" in said,
+        )
+
     def audit_trail(self):
         """issue 19: a refused staff user, a per-user token's restart, the command line and the controller each
         appear in /api/audit/ with their actor."""
@@ -832,6 +875,7 @@ STEPS = (
     "junk_queue",
     "forged_locks",
     "origins",
+    "permissions",
     "audit_trail",
 )
 

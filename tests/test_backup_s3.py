@@ -13,12 +13,11 @@ from supervisor_project.config import load
 
 from .conftest import free_port
 from .factories import ThreadAgent, create_application
-from .processes import http_ready, wait_for
+from .processes import SUPERVISOR_KEY, http_ready, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 BUCKET = "appsup-backups"
-SECRET = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -34,7 +33,7 @@ def s3(tmp_path, monkeypatch, settings):
             monkeypatch.setenv(var, value)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
-        config = load({"APP_MODE": "supervisor", "APP_SHARED_SECRET": SECRET, "APP_BACKUP_STORAGE": "s3",
+        config = load({"APP_MODE": "supervisor", "APP_SUPERVISOR_KEY": SUPERVISOR_KEY, "APP_BACKUP_STORAGE": "s3",
                        "APP_BACKUP_S3_BUCKET": BUCKET, "APP_BACKUP_S3_ENDPOINT_URL": endpoint,
                        "APP_BACKUP_S3_REGION": "us-east-1"})
         settings.STORAGES = {**settings.STORAGES, "backups": config.backup_storage}
