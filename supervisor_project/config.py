@@ -274,7 +274,7 @@ def _signing_keys(env, mode, problems):
         if not public_keys:
             problems.append("APP_SUPERVISOR_PUBLIC_KEYS is required with APP_MODE=worker: the supervisor's public key "
                             "(two, comma-separated, during a rotation), to verify its commands and configuration")
-    if mode != "supervisor" and supervisor_key:
+    if mode == "worker" and supervisor_key:  # a single instance is the supervisor: it may hold its key
         problems.append("APP_SUPERVISOR_KEY is the supervisor's private key: never give it to a worker (it could "
                         "command every environment); set APP_SUPERVISOR_PUBLIC_KEYS there")
     for name, text, parse in (("APP_SUPERVISOR_KEY", supervisor_key, keys.private_key),

@@ -6,10 +6,14 @@ import time
 from rq.timeouts import TimerDeathPenalty
 
 from apps.forms import ApplicationCreateForm
+from environments import enrollment
 from environments import mirror as registry_mirror
+from environments.models import Environment
 from exchange import registry
 from exchange.redis_client import supervisor_redis
 from workers.agent import Agent
+
+from .processes import environment_public_key
 
 PASSWORD = "correct-horse-battery"
 
@@ -25,6 +29,14 @@ def register_environment(name, url=None, proxy_url="", heartbeat_at=None, sync=T
     )
     if sync:
         registry_mirror.sync(r)
+        enroll_test_key(name, r)
+
+
+def enroll_test_key(name, r=None):
+    """Enroll NAME's test key, as an operator would, and publish it: the supervisor processes a test starts verify
+    with the published keys only (this process holds every test key itself)."""
+    Environment.objects.filter(name=name, public_keys=[]).update(public_keys=[environment_public_key(name)])
+    enrollment.publish(r or supervisor_redis())
 
 
 def create_application(name, environments, admin_username="admin", password=PASSWORD, display_name=""):

@@ -14,12 +14,21 @@ import websockets
 from websockets.asyncio.client import connect
 
 from api.auth import WRONG_TOKEN
-from exchange import contract, signing
+from exchange import contract, keys, signing
 from exchange.contract import STATUSES_KEY, status_field
 
 from .conftest import free_port
 from .local_cluster import TOKEN, Cluster
-from .processes import RedisServer, base_env, http_ready, manage, postgres_env, wait_for, web_process
+from .processes import (
+    RedisServer,
+    base_env,
+    environment_public_key,
+    http_ready,
+    manage,
+    postgres_env,
+    wait_for,
+    web_process,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -165,10 +174,12 @@ def test_redis_killed_and_restarted_the_client_is_told_and_events_flow_again(sup
             lost = await until(ws, lambda m: m["type"] == "stream")
             await asyncio.to_thread(server.start)
             back = await until(ws, lambda m: m["type"] == "stream", timeout=15)
-            # A worker's report, signed with the shared secret the test processes share.
+            # A worker's report, signed with env_a's key, whose public key the controller publishes again into a
+            # Redis that lost it (here the test does, as no controller runs).
             entry = {"app": "crm", "environment": "env_a", "state": "stopped", "error": "", "traceback": "",
                      "at": time.time()}
             client = redis_lib.Redis.from_url(server.url)
+            keys.publish(client, {"env_a": [environment_public_key("env_a")]})
             client.hset(STATUSES_KEY, status_field("crm", "env_a"), signing.dumps(entry, signer="env_a"))
             client.publish(contract.EVENTS_CHANNEL, json.dumps({"type": "placement", "app": "crm",
                                                                 "environment": "env_a", "state": "stopped"}))

@@ -16,6 +16,7 @@ from .processes import (
     PYTHON,
     Process,
     base_env,
+    environment_key,
     http_ready,
     manage,
     own_postgres_databases,
@@ -37,6 +38,9 @@ def env_without_redis(storage, **extra):
     for name in ("APP_SUPERVISOR_REDIS_URL", "APP_COMMAND_REDIS_URL", "APP_SHARED_SECRET"):
         env.pop(name)
     env.update(extra)
+    if env.get("APP_MODE") == "worker":  # a worker holds its own key, never the supervisor's
+        env.pop("APP_SUPERVISOR_KEY", None)
+        env.setdefault("APP_ENVIRONMENT_KEY", environment_key(env["ENVIRONMENT_NAME"]))
     return env
 
 

@@ -18,7 +18,7 @@ from exchange import contract, registry
 from exchange.redis_client import supervisor_redis
 
 from .conftest import free_port
-from .factories import PASSWORD, create_application
+from .factories import PASSWORD, create_application, enroll_test_key
 from .processes import (
     http_ready,
     manage,
@@ -55,6 +55,7 @@ def _worker(tmp_path, redis_url):
         wait_for(http_ready(f"{base}/healthz"), what="the worker web")
         wait_for(lambda: "env_a" in registry.read(supervisor_redis()), what="the agent's registration")
         registry_mirror.sync(supervisor_redis())
+        enroll_test_key("env_a")
         yield base, processes
     finally:
         for process in reversed(processes):
