@@ -5,6 +5,7 @@ with in-process agents (tests.factories.ThreadAgent) doing the real dumps and lo
 import sqlite3
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.urls import reverse
 
@@ -13,6 +14,13 @@ from apps.models import Application, Backup
 
 from .factories import ThreadAgent, create_application, register_environment, staff_user
 from .pages import messages_of
+
+# These read a hosted application's SQLite file directly; on PostgreSQL the same backups, restores and clones are
+# tested with real processes (test_backup_processes.py).
+ON_SQLITE = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+SQLITE_ONLY = pytest.mark.skipif(not ON_SQLITE, reason="reads the hosted database as a SQLite file; "
+                                 "test_backup_processes.py covers PostgreSQL")
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture(autouse=True)

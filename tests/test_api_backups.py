@@ -4,6 +4,7 @@ with in-process agents (tests.factories.ThreadAgent) doing the real dumps and lo
 import sqlite3
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.hashers import check_password
 
 from apps import lifecycle
@@ -11,7 +12,12 @@ from apps.models import BACKUP_PERMISSION, Application, Backup
 
 from .factories import PASSWORD, ThreadAgent, create_application, register_environment, staff_user
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# These read a hosted application's SQLite file directly; on PostgreSQL the same backups, restores and clones are
+# tested with real processes (test_backup_processes.py).
+ON_SQLITE = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+SQLITE_ONLY = pytest.mark.skipif(not ON_SQLITE, reason="reads the hosted database as a SQLite file; "
+                                 "test_backup_processes.py covers PostgreSQL")
+pytestmark = [pytest.mark.django_db(transaction=True), SQLITE_ONLY]
 
 TOKEN = "s3cret-token-for-backup-tests-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
