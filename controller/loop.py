@@ -303,6 +303,9 @@ class Controller:
         return (
             Application.objects.drifting()
             .filter(due)
+            # An application being migrated is the upgrade's: a failed migration stops it there a moment before the
+            # upgrade reads the answer and makes it desired stopped; a start in between would migrate it again.
+            .exclude(name__in=fleet_upgrades.in_hand())
             .with_placements()
             .order_by("next_attempt_at", "name")[:CANDIDATES_PER_PASS]
         )

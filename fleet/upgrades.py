@@ -20,6 +20,7 @@ import time
 
 import redis as redis_lib
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from rq.results import Result
@@ -88,6 +89,11 @@ def create(apps=None, asked_by="", automatic=False):
     log.info("upgrade %s asked%s: %d application placements to migrate", upgrade.pk,
              f" by {asked_by}" if asked_by else "", len(targets))
     return upgrade
+
+
+def in_hand():
+    """The names of the applications an upgrade step is backing up or migrating (a queryset, for a subquery)."""
+    return UpgradeStep.objects.filter(state__in=(BACKING_UP, MIGRATING)).values("app")
 
 
 def auto_upgrade():
@@ -207,19 +213,24 @@ def _done(step, applied):
 def _fail(step, message, stop=False):
     if step.backup and step.backup not in message:
         message = f"{message} (the backup taken before it: {step.backup})"
-    if UpgradeStep.objects.filter(pk=step.pk, state__in=ACTIVE_STEP_STATES).update(
-            state=FAILED, error=message, finished_at=timezone.now()) != 1:
-        return False
+    stopped = []
+    # One transaction: the controller leaves the application alone while the step is in hand (in_hand), so it must
+    # see it desired stopped the moment the step is no longer.
+    with transaction.atomic():
+        if UpgradeStep.objects.filter(pk=step.pk, state__in=ACTIVE_STEP_STATES).update(
+                state=FAILED, error=message, finished_at=timezone.now()) != 1:
+            return False
+        if stop:
+            # The worker stopped it there; desired stopped keeps the controller from starting it again behind the
+            # operator (a start would migrate, and fail, again and again).
+            updated = Application.objects.filter(name=step.app).exclude(desired_state=contract.STOPPED)
+            stopped = list(updated.values_list("pk", flat=True))
+            Application.objects.filter(pk__in=stopped).update(
+                desired_state=contract.STOPPED, last_error=f"upgrade failed on {step.environment}: {message}",
+                last_error_at=timezone.now())
     log.warning("upgrade %s: %s on %s failed: %s", step.upgrade_id, step.app, step.environment, message)
-    if stop:
-        # The worker stopped it there; desired stopped keeps the controller from starting it again behind the
-        # operator (a start would migrate, and fail, again and again).
-        updated = Application.objects.filter(name=step.app).exclude(desired_state=contract.STOPPED)
-        for pk in list(updated.values_list("pk", flat=True)):
-            Application.objects.filter(pk=pk).update(desired_state=contract.STOPPED,
-                                                     last_error=f"upgrade failed on {step.environment}: {message}",
-                                                     last_error_at=timezone.now())
-            publish_quietly(pk)
+    for pk in stopped:
+        publish_quietly(pk)
     return True
 
 

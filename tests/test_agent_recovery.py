@@ -104,6 +104,22 @@ def test_every_report_is_kept_in_the_workers_own_database_and_remove_forgets_it(
     assert not HostedState.objects.filter(app="crm").exists()
 
 
+def test_a_stop_sent_to_an_application_stopped_by_a_failed_upgrade_keeps_the_reason(r):
+    register_environment("env_a")
+    app = create_application("crm", ["env_a"])
+    commands.start("crm", "env_a", start_payload(app))
+    # What workers.upgrade reports when a migration fails; the controller, not yet aware, sends a stop.
+    commands._report("crm", "env_a", contract.STOPPED, error="upgrade failed: RuntimeError: refused")
+    answer = commands.stop("crm", "env_a", {})
+    assert answer["state"] == contract.STOPPED and "refused" in answer["error"]
+    assert "refused" in status.read(r, "crm", "env_a")["error"]
+    assert "refused" in HostedState.objects.get(app="crm").error
+
+    # A running application's stop is clean.
+    commands.start("crm", "env_a", start_payload(app))
+    assert commands.stop("crm", "env_a", {})["error"] == ""
+
+
 def test_after_a_flushall_one_loop_step_registers_again_and_publishes_the_held_states(r, monkeypatch):
     register_environment("env_a")
     app = create_application("crm", ["env_a"])

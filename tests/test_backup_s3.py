@@ -50,7 +50,7 @@ def test_a_backup_stored_in_s3_restores_and_one_altered_there_is_refused(s3, con
         backup = backups.take(application)
         key = f"backups/{backup.file}"
         stored = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-        assert len(stored) == backup.size and stored.startswith(b"SQLite format 3\x00")
+        assert len(stored) == backup.size and stored.startswith(backups.MAGIC[backup.engine])
 
         restored = backups.restore(application, backup)
         assert restored.safety is not None and restored.environments == ["env_a"]

@@ -103,7 +103,9 @@ def test_a_slow_application_with_many_clients_leaves_its_neighbour_fast(cluster)
           f"{p99(busy) * 1000:.1f} ms, {busy_statuses.count(200)}/{len(busy_statuses)} answered 200; slow: "
           f"{sum(1 for s, _ in slow_answers if s == 200)} 200, {sum(1 for s, _ in slow_answers if s == 503)} 503")
     assert busy_statuses.count(200) == len(busy_statuses)
-    assert p99(busy) <= 2 * p99(alone)
+    # About as fast as alone: within twice its time, or 100 ms on a machine busy with other work (a runner's tests
+    # beside this one). Without a fair share it would wait behind the slow pages, 2 s each: 20 times that bound.
+    assert p99(busy) <= max(2 * p99(alone), 0.1)
     refused = [retry for status, retry in slow_answers if status == 503]
     assert refused and all(retry and retry.isdigit() for retry in refused)
     assert any(status == 200 for status, _ in slow_answers)

@@ -159,6 +159,32 @@ def test_a_failing_migration_leaves_its_application_stopped_with_the_error_and_t
     assert Application.objects.get(name="fup_ok").desired_state == contract.RUNNING
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_controller_leaves_an_application_being_migrated_alone_even_once_its_migration_stopped_it():
+    controller = Controller()
+    with ThreadAgent("env_a"):
+        started("fup_bad")
+        with connections[provisioning.connect("fup_bad")].cursor() as cursor:
+            cursor.execute("DELETE FROM django_migrations WHERE app = 'sessions'")
+        worker_upgrade.report("fup_bad", "env_a")
+        controller.mirror_migrations()
+        upgrade = upgrades.create(None, asked_by="test")
+        upgrades.advance()  # sent; the agent answers and stops it there
+        step = upgrade.steps.get()
+        wait_until = time.monotonic() + 30
+        while time.monotonic() < wait_until and Application.objects.get(name="fup_bad").placements.get().state != \
+                contract.STOPPED:
+            controller.mirror()
+            time.sleep(0.05)
+        # Stopped there, desired still running, the answer not read yet: not the controller's to start again.
+        assert Application.objects.get(name="fup_bad").desired_state == contract.RUNNING
+        assert step.app not in [a.name for a in controller.candidates(controller.now())]
+        assert not controller.reconcile_one()
+        until_finished(controller, upgrade)
+    bad = Application.objects.get(name="fup_bad")
+    assert bad.desired_state == contract.STOPPED and "upgrade failed" in bad.placements.get().error
+
+
 # -- the bound, offline environments, automatic upgrades ------------------------------------------------------
 
 

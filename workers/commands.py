@@ -134,6 +134,12 @@ def start(app, environment, payload, job_id=None):
 
 
 def stop(app, environment, payload, job_id=None):
+    held = HostedState.objects.filter(app=app).values("state", "error", "traceback").first()
+    if held and held["state"] == contract.STOPPED:
+        # Already stopped here, maybe by a failed upgrade: a stop the controller sent before it saw that keeps the
+        # reason, which the operator needs more than a clean "stopped".
+        provisioning.disconnect(app)
+        return _report(app, environment, contract.STOPPED, error=held["error"], tb=held["traceback"])
     _report(app, environment, contract.STOPPING)
     provisioning.disconnect(app)
     return _report(app, environment, contract.STOPPED)
