@@ -1152,7 +1152,8 @@ SCHEMAS.update({
             "migrations": {"type": "array", "items": {"type": "string"},
                            "description": "Pending when the upgrade was asked for."},
             "applied": {"type": "array", "items": {"type": "string"}},
-            "backup": nullable({"type": "string", "description": "The backup taken before it was migrated."}),
+            "backup": nullable({"type": "string", "description": "The id of the safety backup taken on that environment before it was migrated "
+                                               "(GET /api/apps/{name}/backups); null with APP_UPGRADE_BACKUP=false."}),
             "error": nullable({"type": "string", "description": "Why it failed; the application is then left "
                                                                  "stopped there."}),
             "started_at": nullable({"type": "string", "format": "date-time"}),

@@ -75,20 +75,27 @@ def storage():
 # -- taking one ---------------------------------------------------------------------------------------------------
 
 
-def take(application, kind=Backup.MANUAL, timeout=None, clock=time.monotonic):
-    """Back up APPLICATION's database from the first of its environments that is online; returns the Backup.
-    Raises BackupRefused (no environment to take it from), BackupFailed, lifecycle.OperationInProgress."""
+def take(application, kind=Backup.MANUAL, timeout=None, clock=time.monotonic, environment=None):
+    """Back up APPLICATION's database from ENVIRONMENT (a name), or else the first of its environments that is
+    online; returns the Backup. Raises BackupRefused (no environment to take it from), BackupFailed,
+    lifecycle.OperationInProgress."""
     _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     with lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
         lifecycle.runner.sync_environments()
         application = Application.objects.with_placements().get(pk=application.pk)
-        return _take(application, source(application), kind, clock() + timeout, clock, renew)
+        return _take(application, source(application, environment), kind, clock() + timeout, clock, renew)
 
 
-def source(application):
-    """The environment a backup of APPLICATION is taken on: its first online one, or BackupRefused."""
+def source(application, name=None):
+    """The environment a backup of APPLICATION is taken on: the one named NAME, or its first online one; or
+    BackupRefused."""
     placements = application.ordered_placements()
+    if name is not None:
+        placements = [p for p in placements if p.environment.name == name]
+        if not placements:
+            raise BackupRefused(f"{application.name} is not placed on {name}: there is no database of it there",
+                                environment=name)
     for placement in placements:
         if placement.environment.is_online():
             return placement.environment

@@ -9,7 +9,7 @@ import tempfile
 import time
 import traceback
 
-from . import commands, memory, processes, proxy, scale, share, start
+from . import commands, data, memory, processes, proxy, scale, share, start
 from .cluster import ROOT, Cluster
 
 OUTPUT = ROOT / "docs" / "benchmarks.md"
@@ -194,12 +194,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs, reduced sizes (< 2 minutes)")
     parser.add_argument("--only",
-                        help="comma-separated figures to run: proxy,processes,share,commands,start,scale,memory")
+                        help="comma-separated figures to run: proxy,processes,share,commands,start,data,scale,memory")
     parser.add_argument("--postgres", action="store_true",
                         help="also run the scale figures on PostgreSQL (127.0.0.1:5432, user postgres; the bench "
                              f"creates and drops databases named {scale.POSTGRES_DATABASE}_<size>)")
     args = parser.parse_args(argv)
-    every = {"proxy", "processes", "share", "commands", "start", "scale", "memory"}
+    every = {"proxy", "processes", "share", "commands", "start", "data", "scale", "memory"}
     only = set(args.only.split(",")) if args.only else every
     began = time.monotonic()
     rows, notes = [], []
@@ -218,6 +218,7 @@ def main(argv=None):
                 ("share", lambda: share.rows(share.measure(cluster, args.quick))),
                 ("commands", lambda: rows_commands(commands.measure(cluster, args.quick))),
                 ("start", lambda: rows_start(start.measure(cluster, args.quick))),
+                ("data", lambda: data.rows(data.measure(cluster, args.quick), args.quick)),
                 ("scale", lambda: rows_scale(scale.measure(cluster, args.quick, args.postgres), args.quick)),
                 ("memory", lambda: rows_memory(memory.measure(cluster, args.quick), args.quick)),
             ]

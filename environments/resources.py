@@ -5,6 +5,7 @@ is older than the heartbeat timeout shows as unknown."""
 import redis
 from django.conf import settings
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from exchange import usage
 from exchange.redis_client import supervisor_redis
@@ -23,6 +24,6 @@ def attach(environments):
 
 def html(report):
     if report is None:
-        return format_html('<span class="appsup-muted">unknown</span>')
+        return mark_safe('<span class="appsup-muted">unknown</span>')
     return format_html('<span class="appsup-usage">web: {}</span><br><span class="appsup-usage">agent: {}</span>',
                        usage.text(report["web"]), usage.text(report["agent"]))

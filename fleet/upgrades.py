@@ -7,9 +7,10 @@ apply; nothing is sent then (an API call answers 202 at once). ``advance`` is th
 then sends the next ones, at most APP_UPGRADE_CONCURRENCY at a time per environment, environments side by side. A
 step is claimed by a conditional UPDATE, so two processes advancing the same upgrade never send a step twice.
 
-Each step: the pre-upgrade backup (``backup_before_upgrade``, the hook a backup facility plugs into), then the
-worker's ``upgrade`` command (workers.upgrade). A failing migration leaves that application stopped there with the
-error (and the backup's name), made desired stopped so that the controller does not start it again behind the
+Each step: the pre-upgrade backup (``backup_before_upgrade``: a safety backup taken on that environment through
+apps.backups, unless APP_UPGRADE_BACKUP=false; each environment's steps are sent by a thread of their own, so
+backups run side by side across environments), then the worker's ``upgrade`` command (workers.upgrade). A failing
+migration leaves that application stopped there with the error (and the backup's id), made desired stopped so that the controller does not start it again behind the
 operator; the other steps go on. Every change is published as ``{"type": "upgrade", "id"}`` (and an ``app`` event),
 so the admin and ``/ws/events/`` show progress as it happens.
 """
@@ -17,17 +18,18 @@ so the admin and ``/ws/events/`` show progress as it happens.
 import datetime
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import redis as redis_lib
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 from rq.results import Result
 
-from apps import lifecycle
+from apps import backups, lifecycle
 from apps.forms import publish_quietly
-from apps.models import Application
+from apps.models import Application, Backup
 from environments.models import Environment
 from exchange import channel, contract, events
 from exchange.redis_client import command_redis, supervisor_redis
@@ -62,10 +64,12 @@ class UnknownApps(ValueError):
 
 
 def backup_before_upgrade(application, environment):
-    """The name of a backup of APPLICATION's database on ENVIRONMENT taken just now, before it is migrated; None
-    when no backup facility exists. THE HOOK: a backup facility (issue 20, items 1-4) returns its backup's name here,
-    or raises to keep the application from being migrated without one (the step then fails, saying why)."""
-    return None
+    """The id (as text) of a backup of APPLICATION's database on ENVIRONMENT (a name) taken just now, before it is
+    migrated there; None with APP_UPGRADE_BACKUP=false. Kept as a safety backup (never pruned by the schedule's
+    retention). Raises what apps.backups.take raises: the step then fails, not migrated without one."""
+    if not settings.APP_UPGRADE_BACKUP:
+        return None
+    return str(backups.take(application, kind=Backup.SAFETY, environment=environment).pk)
 
 
 def create(apps=None, asked_by="", automatic=False):
@@ -142,14 +146,27 @@ def advance(now=None, per_environment=None):
     for step in waiting.only("id", "environment"):
         if busy.get(step.environment, 0) + len(environments.get(step.environment, [])) < per_environment:
             environments.setdefault(step.environment, []).append(step.id)
-    for ids in environments.values():
-        for step in UpgradeStep.objects.filter(pk__in=ids):
-            if _send(step, now):
-                changed.add(step.upgrade_id)
+    batches = list(environments.values())
+    if len(batches) > 1:
+        # Each step's backup is a dump through its environment's agent: environments side by side, as promised.
+        with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="upgrade-send") as pool:
+            for sent in pool.map(lambda ids: _send_batch(ids, now, close=True), batches):
+                changed |= sent
+    elif batches:
+        changed |= _send_batch(batches[0], now)
     changed |= _finish_upgrades()
     for upgrade_id in sorted(changed):
         _announce(upgrade_id)
     return bool(changed)
+
+
+def _send_batch(ids, now, close=False):
+    """Send the steps IDS (one environment's), one after the other; the ids of the upgrades that changed."""
+    try:
+        return {step.upgrade_id for step in UpgradeStep.objects.filter(pk__in=ids).order_by("id") if _send(step, now)}
+    finally:
+        if close:  # a pool thread's own connections
+            connections.close_all()
 
 
 def _send(step, now):
@@ -166,6 +183,10 @@ def _send(step, now):
         return _fail(step, f"not migrated: {reason}")
     try:
         backup = backup_before_upgrade(application, step.environment) or ""
+    except lifecycle.OperationInProgress:
+        # An operator's command (or a move) holds it: this step waits for the next pass.
+        UpgradeStep.objects.filter(pk=step.pk).update(state=WAITING, started_at=None)
+        return False
     except Exception as exc:
         return _fail(step, f"the backup before the upgrade failed, so it was not migrated: {exc}")
     try:
@@ -211,8 +232,8 @@ def _done(step, applied):
 
 
 def _fail(step, message, stop=False):
-    if step.backup and step.backup not in message:
-        message = f"{message} (the backup taken before it: {step.backup})"
+    if step.backup and f"backup {step.backup}" not in message:
+        message = f"{message} (the backup taken before it: backup {step.backup})"
     stopped = []
     # One transaction: the controller leaves the application alone while the step is in hand (in_hand), so it must
     # see it desired stopped the moment the step is no longer.

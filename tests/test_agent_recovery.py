@@ -134,7 +134,7 @@ def test_after_a_flushall_one_loop_step_registers_again_and_publishes_the_held_s
     migrations = []
     monkeypatch.setattr("workers.provisioning.migrate", migrations.append)
 
-    r.flushall()
+    r.flushdb()  # as FLUSHALL would, on the test's own database (the quick suite shares the server)
     assert agent.ensure_registered() is True
 
     assert registry.read(r)["env_a"]["stopped_at"] is None
@@ -151,7 +151,7 @@ def test_a_heartbeat_that_finds_the_registration_gone_makes_the_loop_publish_aga
     agent = Agent("env_a", "http://a", "", 0)
     agent.register()
     commands._report("crm", "env_a", contract.STOPPED)
-    r.flushall()
+    r.flushdb()  # as FLUSHALL would, on the test's own database (the quick suite shares the server)
     agent.heartbeat_if_due()  # what the heartbeat thread does while a long command runs
     assert agent.ensure_registered() is True
     assert status.read(r, "crm", "env_a")["state"] == contract.STOPPED
@@ -177,7 +177,7 @@ def test_a_start_cut_off_is_settled_in_the_workers_own_record_too(r):
     register_environment("env_a")
     create_application("crm", ["env_a"])
     commands._report("crm", "env_a", contract.STARTING)
-    r.flushall()
+    r.flushdb()  # as FLUSHALL would, on the test's own database (the quick suite shares the server)
     Agent("env_a", "http://a", "", 60).register()
     assert HostedState.objects.get(app="crm").state == contract.ERROR
     assert status.read(r, "crm", "env_a")["state"] == contract.ERROR
@@ -357,7 +357,7 @@ def test_after_flushall_a_real_agent_publishes_its_states_again_without_starting
         pubsub = r.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(contract.EVENTS_CHANNEL)
 
-        r.flushall()
+        r.flushdb()  # as FLUSHALL would, on the test's own database (the quick suite shares the server)
         flushed_at = time.monotonic()
         back = wait_for(lambda: status.read(r, "crm", "env_a"), timeout=5, what="the status published again")
         registration = wait_for(lambda: registry.read(r).get("env_a"), timeout=5, what="registration again")

@@ -95,6 +95,7 @@ def test_supervisor_and_worker_as_the_reference_configures_them():
         ("APP_UPGRADE_CONCURRENCY", "0", SUPERVISOR),
         ("APP_UPGRADE_CONCURRENCY", "65", SUPERVISOR),
         ("APP_AUTO_UPGRADE", "sometimes", SUPERVISOR),
+        ("APP_UPGRADE_BACKUP", "maybe", SUPERVISOR),
         ("APP_BACKUP_SCHEDULE", "every day", SUPERVISOR),
         ("APP_BACKUP_SCHEDULE", "0 3 * * * *", SUPERVISOR),
         ("APP_BACKUP_SCHEDULE", "61 3 * * *", SUPERVISOR),
@@ -623,11 +624,11 @@ def test_a_concurrency_above_the_threads_says_so():
     assert "APP_APP_CONCURRENCY='5'" in problems[0] and "at most APP_WEB_THREADS" in problems[0]
 
 
-def test_fleet_upgrades_default_to_two_at_a_time_per_environment_and_no_automatic_upgrade():
+def test_fleet_upgrades_default_to_two_at_a_time_per_environment_each_after_a_backup_and_no_automatic_upgrade():
     config = load(SUPERVISOR)
-    assert (config.upgrade_concurrency, config.auto_upgrade) == (2, False)
-    config = load(dict(SUPERVISOR, APP_UPGRADE_CONCURRENCY="8", APP_AUTO_UPGRADE="true"))
-    assert (config.upgrade_concurrency, config.auto_upgrade) == (8, True)
+    assert (config.upgrade_concurrency, config.auto_upgrade, config.upgrade_backup) == (2, False, True)
+    config = load(dict(SUPERVISOR, APP_UPGRADE_CONCURRENCY="8", APP_AUTO_UPGRADE="true", APP_UPGRADE_BACKUP="false"))
+    assert (config.upgrade_concurrency, config.auto_upgrade, config.upgrade_backup) == (8, True, False)
 def test_backups_are_stored_under_the_storage_directory_unless_told_s3_and_scheduled_only_when_asked(tmp_path):
     config = load(dict(SUPERVISOR, APP_STORAGE_DIR=str(tmp_path)))
     assert config.backup_schedule == "" and config.backup_keep == 7

@@ -127,6 +127,12 @@ def test_a_worker_with_new_code_shows_the_migration_pending_and_one_upgrade_call
     assert steps["fleet_a"]["applied"] == ["fleetnotes.0002_priority"]
     assert steps["fleet_b"]["state"] == "failed"
     assert "refuses the upgrade" in steps["fleet_b"]["error"]
+    # Each migrated after a safety backup of its own on its environment, which the failure names.
+    for app, env in APPS.items():
+        listed = cluster.api("GET", f"apps/{app}/backups").json()["backups"]
+        assert [(b["id"], b["environment"]) for b in listed if str(b["id"]) == steps[app]["backup"]] == \
+            [(int(steps[app]["backup"]), env)], (app, listed)
+    assert f"backup {steps['fleet_b']['backup']}" in steps["fleet_b"]["error"]
     assert result["done"] == 2 and result["failed"] == 1 and result["finished_at"]
 
     # Migrated: nothing pending, and the new column is served through the supervisor.

@@ -12,7 +12,7 @@ from django.db import connections
 from django.utils import timezone
 
 from apps import lifecycle
-from apps.models import Application
+from apps.models import Application, Backup
 from controller.loop import Controller
 from exchange import contract, signing
 from fleet import pending, upgrades
@@ -152,6 +152,11 @@ def test_a_failing_migration_leaves_its_application_stopped_with_the_error_and_t
     assert upgrade.state == FAILED
     assert steps["fup_ok"].state == DONE and steps["fup_ok"].applied == [AUTH]
     assert steps["fup_bad"].state == FAILED and "upgrade failed" in steps["fup_bad"].error
+    # Each migrated after a safety backup of its own, which the failure names: what to restore.
+    for app, step in steps.items():
+        backup = Backup.objects.get(pk=int(step.backup))
+        assert (backup.application.name, backup.environment, backup.kind) == (app, "env_a", Backup.SAFETY)
+    assert f"(the backup taken before it: backup {steps['fup_bad'].backup})" in steps["fup_bad"].error
     bad = Application.objects.get(name="fup_bad")
     assert bad.desired_state == contract.STOPPED  # the controller does not start it again behind the operator
     placement = bad.placements.get()
@@ -185,12 +190,35 @@ def test_the_controller_leaves_an_application_being_migrated_alone_even_once_its
     assert bad.desired_state == contract.STOPPED and "upgrade failed" in bad.placements.get().error
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_step_whose_backup_fails_is_not_migrated(settings, tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    settings.STORAGES = {**settings.STORAGES, "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                                          "OPTIONS": {"location": str(blocked / "backups")}}}
+    controller = Controller()
+    with ThreadAgent("env_a"):
+        started("fup_a")
+        call_command("migrate", "auth", "0011", database=provisioning.connect("fup_a"), verbosity=0)
+        worker_upgrade.report("fup_a", "env_a")
+        controller.mirror_migrations()
+        upgrade = until_finished(controller, upgrades.create(None, asked_by="test"))
+        assert worker_upgrade.pending("fup_a") == [AUTH]  # its database as it was
+
+    step = upgrade.steps.get()
+    assert (upgrade.state, step.state, step.backup) == (FAILED, FAILED, "")
+    assert step.error.startswith("the backup before the upgrade failed, so it was not migrated")
+    assert not Backup.objects.exists()
+    assert Application.objects.get(name="fup_a").desired_state == contract.RUNNING  # not stopped: untouched
+
+
 # -- the bound, offline environments, automatic upgrades ------------------------------------------------------
 
 
 @pytest.mark.django_db(transaction=True)
 def test_at_most_the_configured_number_migrate_at_once_on_one_environment(r, settings):
     settings.APP_UPGRADE_CONCURRENCY = 2
+    settings.APP_UPGRADE_BACKUP = False  # no agent here to take them
     register_environment("env_a")
     register_environment("env_b")
     names = {"one": "env_a", "two": "env_a", "three": "env_a", "four": "env_b"}

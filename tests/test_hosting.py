@@ -359,10 +359,10 @@ def test_worker_answers_healthz_and_serves_neither_the_supervisor_admin_nor_the_
 def test_hosted_models_are_routed_to_the_requests_application_only():
     User = get_user_model()
     assert router.db_for_read(User) == "default"
-    with using("app_crm"):
+    with using(provisioning.alias("crm")):
         for model in (User, Group, LogEntry, Session):
-            assert router.db_for_read(model) == "app_crm"
-            assert router.db_for_write(model) == "app_crm"
+            assert router.db_for_read(model) == provisioning.alias("crm")
+            assert router.db_for_write(model) == provisioning.alias("crm")
         assert router.db_for_read(Application) == "default"  # the worker's own tables stay where they are
     assert router.db_for_write(User) == "default"
 

@@ -4,6 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from workers import provisioning
 from workers.routing import using
 
 pytestmark = pytest.mark.django_db
@@ -74,7 +75,7 @@ def test_code_that_authenticates_without_a_request_is_not_refused():
 def test_a_hosted_applications_logins_are_not_throttled_by_the_supervisor(settings):
     from supervisor_project import throttle
 
-    with using("app_crm"):
+    with using(provisioning.alias("crm")):
         assert throttle.hosted_request()
         assert throttle.not_the_supervisors_login(None, {}) is True
     assert not throttle.hosted_request()

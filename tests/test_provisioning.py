@@ -38,7 +38,7 @@ def test_postgres_database_is_app_name_on_the_same_server():
         pytest.skip("PostgreSQL is not configured for this run (set DB_DIALECT=postgres)")
     db = provisioning.database_settings("crm")
     default = settings.DATABASES["default"]
-    assert db["NAME"] == "app_crm"
+    assert db["NAME"] == provisioning.ALIAS_PREFIX + "crm"  # app_crm (app_gw0_crm in a run split by pytest-xdist)
     assert (db["HOST"], db["PORT"], db["USER"]) == (default["HOST"], default["PORT"], default["USER"])
 
 

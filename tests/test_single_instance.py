@@ -102,7 +102,7 @@ def test_migrate_of_the_own_database_registers_local_but_a_hosted_database_is_le
 
     Environment.objects.all().delete()
     config = django_apps.get_app_config("environments")
-    environment.after_migrate(sender=config, using="app_crm")
+    environment.after_migrate(sender=config, using=provisioning.alias("crm"))
     assert not Environment.objects.exists()
     environment.after_migrate(sender=config, using="default")
     assert list(Environment.objects.values_list("name", flat=True)) == [LOCAL]

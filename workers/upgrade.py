@@ -140,7 +140,7 @@ def upgrade(app, environment, payload, job_id=None):
         message = f"upgrade failed: {type(exc).__name__}: {exc}"
         backup = (payload or {}).get("backup")
         if backup:
-            message += f" (the backup taken before it: {backup})"
+            message += f" (the backup taken before it: backup {backup})"
         # Not served until an operator looks: a half-migrated database must not take requests.
         provisioning.disconnect(app)
         commands._report(app, environment, contract.STOPPED, error=message)

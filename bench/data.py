@@ -1,0 +1,168 @@
+"""Application data (issue 20's figures): backup and restore throughput of a big application against the engine's own
+tool run by hand, and the time of a fleet upgrade of many applications over two environments.
+
+The cluster is SQLite (``python -m cluster``): a backup is the agent's online backup (SQLite's backup API) sent
+through Redis and stored by the supervisor, checked against its SHA-256; by hand it is ``sqlite3 FILE ".backup
+COPY"``. A restore through the API takes a safety backup first, then stops, loads and starts (migrations): by hand
+it is ``sqlite3 FILE ".restore COPY"``. Both are run in turn, A B A B, on the same file."""
+
+import os
+import sqlite3
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+FILL_TABLE = "bench_fill"
+# The migration rolled back in each application of the fleet figure: re-applying it rebuilds auth_user on SQLite.
+MIGRATION = ("auth", "0012_alter_user_first_name_max_length")
+
+
+def measure(cluster, quick):
+    return {"backup": backup_restore(cluster, quick), "upgrade": fleet_upgrade(cluster, quick)}
+
+
+def database_file(cluster, name):
+    return cluster.storage / "workers" / "apps" / f"{name}.sqlite3"
+
+
+def fill(path, megabytes):
+    """Grow the application's database at PATH by MEGABYTES of incompressible rows, as a busy application's data."""
+    with sqlite3.connect(path) as db:
+        db.execute(f"CREATE TABLE IF NOT EXISTS {FILL_TABLE} (id INTEGER PRIMARY KEY, data BLOB)")
+        for _ in range(megabytes):
+            db.execute(f"INSERT INTO {FILL_TABLE} (data) VALUES (?)", [os.urandom(1024 * 1024)])
+    db.close()
+
+
+def timed(run):
+    began = time.perf_counter()
+    result = run()
+    return time.perf_counter() - began, result
+
+
+def by_hand(*args):
+    done = subprocess.run(["sqlite3", *args], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"sqlite3 {' '.join(args)}: {done.stderr.strip()}")
+
+
+def backup_restore(cluster, quick):
+    megabytes, rounds = (20, 1) if quick else (100, 3)
+    name = "bdata"
+    cluster.create_app(name, ["env_a"])
+    cluster.command(name, "start")
+    path = database_file(cluster, name)
+    fill(path, megabytes)
+    size = path.stat().st_size
+    ours_backup, hand_backup, ours_restore, hand_restore = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="bench-backup-") as scratch:
+        copy = Path(scratch) / "copy.sqlite3"
+        for _ in range(rounds):
+            seconds, answer = timed(lambda: cluster.api("POST", f"apps/{name}/backups", params={"timeout": 600}))
+            if answer.status_code != 201:
+                raise RuntimeError(f"backup of {name}: {answer.status_code} {answer.text[:300]}")
+            if answer.json()["size"] < megabytes * 1024 * 1024:
+                raise RuntimeError(f"backup of {name}: {answer.json()['size']} bytes, smaller than its data")
+            ours_backup.append(seconds)
+            backup_id = answer.json()["id"]
+
+            hand_backup.append(timed(lambda: by_hand(str(path), f".backup '{copy}'"))[0])
+
+            seconds, answer = timed(lambda: cluster.api("POST", f"apps/{name}/restore", json={"backup": backup_id},
+                                                        params={"timeout": 600}))
+            if answer.status_code != 200:
+                raise RuntimeError(f"restore of {name}: {answer.status_code} {answer.text[:300]}")
+            ours_restore.append(seconds)
+
+            hand_restore.append(timed(lambda: by_hand(str(path), f".restore '{copy}'"))[0])
+    cluster.command(name, "restart")  # after the restore by hand: served from its own file again
+    return {"megabytes": size / 1024 / 1024, "rounds": rounds,
+            "ours_backup": statistics.median(ours_backup), "hand_backup": statistics.median(hand_backup),
+            "ours_restore": statistics.median(ours_restore), "hand_restore": statistics.median(hand_restore)}
+
+
+def fleet_upgrade(cluster, quick, timeout=1800):
+    """N applications, half on env_a and half on env_b, each with one migration rolled back (as a worker started
+    with new code would find them), reported pending; then one ``POST /api/upgrade`` and its time until done."""
+    count = 20 if quick else 200
+    names = [f"bup{i:03d}" for i in range(count)]
+    for i, name in enumerate(names):
+        cluster.create_app(name, ["env_a" if i % 2 == 0 else "env_b"])
+        cluster.command(name, "start")
+    app_label, migration = MIGRATION
+    for name in names:
+        with sqlite3.connect(database_file(cluster, name)) as db:
+            db.execute("DELETE FROM django_migrations WHERE app = ? AND name = ?", [app_label, migration])
+        db.close()
+        # Any command run inside it makes its agent report what its database lacks.
+        ran = cluster.api("POST", f"apps/{name}/command", json={"command": "check"})
+        if ran.status_code != 200 or not ran.json()["ok"]:
+            raise RuntimeError(f"check in {name}: {ran.status_code} {ran.text[:300]}")
+    expected = [f"{app_label}.{migration}"]
+
+    def shown_pending(name):
+        return cluster.api("GET", f"apps/{name}/").json()["pending_migrations"] == {
+            "env_a" if names.index(name) % 2 == 0 else "env_b": expected}
+
+    deadline = time.monotonic() + 120
+    waiting = list(names)
+    while waiting:
+        waiting = [name for name in waiting if not shown_pending(name)]
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(f"the rolled-back migration was not shown pending on {', '.join(waiting[:5])} …")
+        time.sleep(0.5 if waiting else 0)
+
+    began = time.perf_counter()
+    asked = cluster.api("POST", "upgrade", json={"apps": names})
+    if asked.status_code != 202:
+        raise RuntimeError(f"upgrade: {asked.status_code} {asked.text[:300]}")
+    answered = time.perf_counter() - began
+    upgrade_id = asked.json()["id"]
+    while True:
+        shown = cluster.api("GET", f"upgrades/{upgrade_id}").json()
+        if shown["state"] != "running":
+            break
+        if time.perf_counter() - began > timeout:
+            raise RuntimeError(f"upgrade {upgrade_id} still running after {timeout} s: {shown['done']} done")
+        time.sleep(0.2)
+    seconds = time.perf_counter() - began
+    backed_up = sum(1 for step in shown["steps"] if step["backup"])
+    return {"apps": count, "total": shown["total"], "done": shown["done"], "failed": shown["failed"],
+            "seconds": seconds, "answered_ms": answered * 1000, "backed_up": backed_up}
+
+
+def rows(figures, quick):
+    b, u = figures["backup"], figures["upgrade"]
+    how = (f"one application on env_a grown to {b['megabytes']:.0f} MB of incompressible rows (SQLite); "
+           f"median of {b['rounds']} alternating rounds" + (" (reduced from 100 MB, 3 rounds, in --quick)"
+                                                             if quick else ""))
+
+    def rate(seconds):
+        return b["megabytes"] / seconds
+
+    backup_ratio = b["hand_backup"] / b["ours_backup"]
+    restore_ratio = b["hand_restore"] / b["ours_restore"]
+    fleet_ok = u["done"] == u["total"] == u["apps"] and not u["failed"]
+    return [
+        ("backup throughput ÷ `sqlite3 .backup` by hand", f"{how}: `POST /api/apps/<name>/backups` (the agent's "
+         "online backup, sent through Redis, checked and stored by the supervisor) vs `sqlite3 FILE \".backup "
+         "COPY\"`", "≥ 0.8", f"{backup_ratio:.2f} ({rate(b['ours_backup']):.0f} vs {rate(b['hand_backup']):.0f} "
+         f"MB/s; {b['ours_backup']:.2f} vs {b['hand_backup']:.2f} s)", verdict(backup_ratio >= 0.8)),
+        ("restore throughput ÷ `sqlite3 .restore` by hand", f"{how}: `POST /api/apps/<name>/restore` (a safety "
+         "backup first, then stop, load, start with migrations) vs `sqlite3 FILE \".restore COPY\"`", "≥ 0.8",
+         f"{restore_ratio:.2f} ({rate(b['ours_restore']):.0f} vs {rate(b['hand_restore']):.0f} MB/s; "
+         f"{b['ours_restore']:.2f} vs {b['hand_restore']:.2f} s)", verdict(restore_ratio >= 0.8)),
+        (f"fleet upgrade of {u['apps']} applications over 2 environments", "half on env_a, half on env_b, each "
+         "with one migration rolled back and reported pending; one `POST /api/upgrade`, polled until it ends "
+         "(each step a safety backup, then the migration; APP_UPGRADE_CONCURRENCY=2)" + (
+             " (20 applications in --quick)" if quick else ""), "(reported); every one migrated",
+         f"{u['seconds']:.1f} s ({u['seconds'] / u['apps'] * 1000:.0f} ms per application); {u['done']} of "
+         f"{u['total']} migrated, {u['failed']} failed, {u['backed_up']} after a backup; answered 202 in "
+         f"{u['answered_ms']:.0f} ms", verdict(fleet_ok)),
+    ]
+
+
+def verdict(ok):
+    return "pass" if ok else "**FAIL**"
