@@ -324,6 +324,24 @@ SCHEMAS = {
             },
         },
     },
+    "Restore": {
+        "type": "object",
+        "required": ["id", "backup", "safety_backup", "environments", "state", "step", "error", "started_at",
+                     "finished_at"],
+        "properties": {
+            "id": {"type": "integer"},
+            "backup": nullable({"type": "integer", "description": "The backup restored (null once deleted)."}),
+            "safety_backup": nullable({"type": "integer", "description": "Taken of its data before the restore."}),
+            "environments": {"type": "array", "items": {"type": "string"}},
+            "state": {"type": "string", "enum": ["active", "done", "failed"]},
+            "step": nullable({"type": "string", "enum": ["safety backup", "stop", "load", "start"],
+                              "description": "The step it is at, or reached; each change is an `app` event on "
+                                             "/ws/events/."}),
+            "error": nullable({"type": "string"}),
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": nullable({"type": "string", "format": "date-time"}),
+        },
+    },
     "Backup": {
         "type": "object",
         "required": ["id", "app", "environment", "engine", "kind", "size", "sha256", "created_at", "download"],
@@ -999,8 +1017,10 @@ DOCUMENT = {
                 "parameters": [ref("parameters", "name")],
                 "x-permission": ["apps.view_application"],
                 "responses": {
-                    "200": answer("Its backups.", {"type": "object", "required": ["backups"], "properties": {
-                        "backups": {"type": "array", "items": ref("schemas", "Backup")}}}),
+                    "200": answer("Its backups, and its last 10 restores (one under way shows its step).", {
+                        "type": "object", "required": ["backups", "restores"], "properties": {
+                            "backups": {"type": "array", "items": ref("schemas", "Backup")},
+                            "restores": {"type": "array", "items": ref("schemas", "Restore")}}}),
                     "400": answer("`timeout` is not valid.", ERROR),
                     "401": ref("responses", "Unauthorized"),
                     "403": ref("responses", "Forbidden"),
@@ -1069,12 +1089,9 @@ DOCUMENT = {
                 "responses": {
                     "200": answer("Restored: how, and the application as it is now.", {
                         "type": "object", "required": ["restore", "app"], "properties": {
-                            "restore": {"type": "object", "required": ["backup", "safety_backup", "environments",
-                                                                       "seconds"], "properties": {
-                                "backup": {"type": "integer"},
-                                "safety_backup": nullable({"type": "integer"}),
-                                "environments": {"type": "array", "items": {"type": "string"}},
-                                "seconds": {"type": "number"}}},
+                            "restore": {"allOf": [ref("schemas", "Restore"), {
+                                "type": "object", "required": ["seconds"],
+                                "properties": {"seconds": {"type": "number"}}}]},
                             "app": ref("schemas", "App")}}),
                     "400": answer("A body that is not valid (`errors` per field), a backup of another application, "
                                   "or an unknown environment.", {"oneOf": [ref("schemas", "BackupError"),

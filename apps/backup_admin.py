@@ -121,6 +121,7 @@ class BackupAdminMixin:
             "subtitle": None,
             "application": application,
             "backups": application.backups.all(),
+            "restores": application.restores.all()[:backups.RESTORES_LISTED],
             "schedule": backups.schedule_of(application) or "none",
             "keep": backups.keep(application),
             "can_backup": self.has_backup_permission(request),

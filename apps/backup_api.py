@@ -6,19 +6,24 @@ is of the stored bytes, ``kind`` manual, scheduled or safety (taken before a res
 =========================================  =====================================================================
 call                                       answers
 =========================================  =====================================================================
-``GET /api/apps/<name>/backups``           200 ``{"backups": [BACKUP, …]}``, newest first
+``GET /api/apps/<name>/backups``           200 ``{"backups": [BACKUP, …], "restores": [RESTORE, …]}``,
+                                           newest first (the last 10 restores: one under way shows its step)
 ``POST /api/apps/<name>/backups``          201 BACKUP once stored; 409 no environment of it is online, or the
                                            dump failed there (``{"error", "environment", "step"}``); 423
                                            another operation in progress; 503 Redis; 504 no answer in time
 ``GET /api/apps/<name>/backups/<id>``      200 the dump's bytes (``application/octet-stream``, attachment)
 ``POST /api/apps/<name>/restore``          body ``{"backup": id, "environment": name (optional)}``; 200
-                                           ``{"restore": {"backup", "safety_backup", "environments",
-                                           "seconds"}, "app": APP}`` once it runs on the backup's data; 400 bad
+                                           ``{"restore": RESTORE + {"seconds"}, "app": APP}`` once it runs on
+                                           the backup's data; 400 bad
                                            body, a backup of another application, an unknown environment; 404
                                            no such backup of it; 409 the backup's bytes are not the recorded ones
                                            or not a dump of its engine, an environment is offline (nothing done),
                                            or a step failed (the error names the safety backup); 423, 503, 504
 =========================================  =====================================================================
+
+RESTORE = ``{"id", "backup", "safety_backup", "environments", "state": "active"|"done"|"failed", "step": "safety
+backup"|"stop"|"load"|"start"|null, "error", "started_at", "finished_at"}``; each change of it is announced as an
+``app`` event on /ws/events/.
 
 ``environment``: restore there, and run there alone, the application's other placements dropped: how an application
 whose environment is gone for good comes back on another.
@@ -30,7 +35,7 @@ from django.http import FileResponse, HttpResponse
 from api.auth import api_view, error, iso, json_response, malformed, read_json
 
 from . import api, backups, lifecycle
-from .models import BACKUP_PERMISSION, Application, Backup
+from .models import BACKUP_PERMISSION, Application, Backup, Restore
 
 RESTORE_FIELDS = ("backup", "environment")
 
@@ -41,6 +46,14 @@ def backup_dict(backup):
         "id": backup.pk, "app": name, "environment": backup.environment, "engine": backup.engine,
         "kind": backup.kind, "size": backup.size, "sha256": backup.sha256, "created_at": iso(backup.created_at),
         "download": f"/api/apps/{name}/backups/{backup.pk}",
+    }
+
+
+def restore_dict(restore):
+    return {
+        "id": restore.pk, "backup": restore.backup_id, "safety_backup": restore.safety_id,
+        "environments": restore.environments, "state": restore.state, "step": restore.step or None,
+        "error": restore.error or None, "started_at": iso(restore.started_at), "finished_at": iso(restore.finished_at),
     }
 
 
@@ -67,7 +80,9 @@ def app_backups(request, name):
         return refusal
     if request.method == "GET":
         listed = Backup.objects.filter(application=application).select_related("application")
-        return json_response({"backups": [backup_dict(b) for b in listed]})
+        restores = Restore.objects.filter(application=application)[:backups.RESTORES_LISTED]
+        return json_response({"backups": [backup_dict(b) for b in listed],
+                              "restores": [restore_dict(r) for r in restores]})
     try:
         backup = backups.take(application, timeout=timeout)
     except FAILURES as exc:
@@ -128,7 +143,6 @@ def app_restore(request, name):
         return failure(exc, application)
     fresh = Application.objects.with_placements().get(pk=application.pk)
     return json_response({
-        "restore": {"backup": backup.pk, "safety_backup": restored.safety.pk if restored.safety else None,
-                    "environments": restored.environments, "seconds": round(restored.seconds, 3)},
+        "restore": dict(restore_dict(restored.record), seconds=round(restored.seconds, 3)),
         "app": api.app_dict(fresh),
     })

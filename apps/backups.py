@@ -34,11 +34,11 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.models import Environment
-from exchange import contract, transfer
-from exchange.redis_client import command_redis
+from exchange import contract, events, transfer
+from exchange.redis_client import command_redis, supervisor_redis
 
 from . import lifecycle, moves
-from .models import Application, Backup, BackupSlot, Placement
+from .models import Application, Backup, BackupSlot, Placement, Restore
 
 log = logging.getLogger("appsup.supervisor")
 
@@ -46,6 +46,10 @@ log = logging.getLogger("appsup.supervisor")
 MAGIC = {contract.POSTGRES_ENGINE: b"PGDMP", contract.SQLITE_ENGINE: b"SQLite format 3\x00"}
 SUFFIX = {contract.POSTGRES_ENGINE: "pgdump", contract.SQLITE_ENGINE: "sqlite3"}
 READ_CHUNK = 1024 * 1024
+# A restore's steps, in order (Restore.step).
+SAFETY_STEP, STOP_STEP, LOAD_STEP, START_STEP = "safety backup", "stop", "load", "start"
+CUT_OFF = "cut off: the process running it stopped before it ended"
+RESTORES_LISTED = 10  # the last restores the API and the admin show
 
 
 class BackupRefused(Exception):
@@ -254,12 +258,14 @@ class Restored:
     safety: Backup | None
     environments: list
     seconds: float
+    record: Restore
 
 
 def restore(application, backup, environment=None, timeout=None, progress=None, clock=time.monotonic):
     """Make APPLICATION's data BACKUP's: on each of its environments, or on ENVIRONMENT (a name) alone, where it
     then runs. Returns Restored. Raises BackupRefused (nothing done), BackupFailed (after the stop: the error
-    names the safety backup), lifecycle.OperationInProgress."""
+    names the safety backup), lifecycle.OperationInProgress. Once it has begun, its Restore row tells the step it
+    is at, each change announced as an ``app`` event (pages and /ws/events/ follow it live)."""
     _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
     began = clock()
@@ -271,18 +277,34 @@ def restore(application, backup, environment=None, timeout=None, progress=None, 
             lifecycle.runner.sync_environments()
             application = Application.objects.with_placements().get(pk=application.pk)
             targets, replace = _targets(application, environment)
-            deadline = clock() + timeout
-            safety = None
-            placed = [env for env in targets if env.name in application.environment_names()]
-            if placed:
-                _advance(progress, "safety backup")
-                safety = _take(application, placed[0], Backup.SAFETY, deadline, clock, renew)
-                if safety.engine != backup.engine:
-                    raise BackupRefused(f"backup {backup.pk} is a {backup.engine} dump and {application.name}'s "
-                                        f"database on {placed[0].name} is {safety.engine}: refused, nothing was "
-                                        "restored", environment=placed[0].name)
-            _load_everywhere(application, backup, path, targets, replace, safety, deadline, clock, renew, progress)
-    return Restored(backup, safety, [env.name for env in targets], clock() - began)
+            # One holding the lock now: any restore still shown active was cut off (its process killed).
+            Restore.objects.filter(application=application, state=Restore.ACTIVE).update(
+                state=Restore.FAILED, error=CUT_OFF, finished_at=timezone.now())
+            record = Restore.objects.create(application=application, backup=backup,
+                                            environments=[env.name for env in targets])
+
+            def advance(step):
+                _advance(record, step, progress)
+
+            try:
+                deadline = clock() + timeout
+                safety = None
+                placed = [env for env in targets if env.name in application.environment_names()]
+                if placed:
+                    advance(SAFETY_STEP)
+                    safety = _take(application, placed[0], Backup.SAFETY, deadline, clock, renew)
+                    Restore.objects.filter(pk=record.pk).update(safety=safety)
+                    if safety.engine != backup.engine:
+                        raise BackupRefused(f"backup {backup.pk} is a {backup.engine} dump and {application.name}'s "
+                                            f"database on {placed[0].name} is {safety.engine}: refused, nothing was "
+                                            "restored", environment=placed[0].name)
+                _load_everywhere(application, backup, path, targets, replace, safety, deadline, clock, renew,
+                                 advance)
+            except BaseException as exc:
+                _end(record, Restore.FAILED, str(exc) or type(exc).__name__)
+                raise
+            _end(record, Restore.DONE, "")
+    return Restored(backup, safety, [env.name for env in targets], clock() - began, record)
 
 
 def _targets(application, name):
@@ -317,17 +339,17 @@ def _load_everywhere(application, backup, path, targets, replace, safety, deadli
     try:
         sent = transfer.upload(conn, transfer_id, path)
         manifest = {"transfer": transfer_id, "engine": backup.engine, "place": None, **sent}
-        _advance(progress, "stop")
+        progress(STOP_STEP)
         for env in targets:
             if env.name in placed:
                 _run(application, env, contract.STOP, {}, contract.STOPPED, "stop", deadline, clock, renew)
         if replace:
             _replace_placements(application, targets[0])
             lifecycle.runner.publish(application)  # the new environment takes the application's commands
-        _advance(progress, "load")
+        progress(LOAD_STEP)
         for env in targets:
             _run(application, env, contract.LOAD, manifest, contract.LOADED, "load", deadline, clock, renew)
-        _advance(progress, "start")
+        progress(START_STEP)
         payload = {"admin_username": application.admin_username,
                    "admin_password_hash": application.admin_password_hash}
         for env in targets:
@@ -354,9 +376,25 @@ def _replace_placements(application, environment):
                                  state=contract.STOPPED, state_at=timezone.now())
 
 
-def _advance(progress, step):
+def _advance(record, step, progress):
+    record.step = step
+    Restore.objects.filter(pk=record.pk).update(step=step)
+    _announce(record.application.name)
     if progress:
         progress(step)
+
+
+def _end(record, state, error):
+    Restore.objects.filter(pk=record.pk).update(state=state, error=error, finished_at=timezone.now())
+    record.refresh_from_db()
+    _announce(record.application.name)
+
+
+def _announce(name):
+    try:
+        events.publish(supervisor_redis(), events.APP, name=name)
+    except redis.RedisError:  # events only wake pages early; the row is the truth
+        pass
 
 
 # -- clones -------------------------------------------------------------------------------------------------------

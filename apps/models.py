@@ -346,6 +346,30 @@ class Backup(models.Model):
         return f"{self.application.name} backup {self.pk} ({self.created_at:%Y-%m-%d %H:%M:%S})"
 
 
+class Restore(models.Model):
+    """One restore of an application's data from a backup (apps.backups.restore): the step it is at while it runs
+    (what pages and the API show live), and how it ended. Restores refused before anything was done leave none."""
+
+    ACTIVE, DONE, FAILED = "active", "done", "failed"
+    STATES = [(s, s) for s in (ACTIVE, DONE, FAILED)]
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="restores")
+    backup = models.ForeignKey(Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    safety = models.ForeignKey(Backup, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    environments = models.JSONField(default=list)
+    state = models.CharField(max_length=10, choices=STATES, default=ACTIVE)
+    step = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.application.name}: restore {self.pk} ({self.state})"
+
+
 class BackupSlot(models.Model):
     """A scheduled backup's slot (a time its cron expression names), claimed by inserting this row: whichever
     controller inserts it takes the backup, once per slot. ERROR: why it failed, "" when it did not."""

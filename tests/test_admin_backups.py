@@ -68,6 +68,11 @@ def test_back_up_now_lists_the_backup_with_its_checksum_and_it_downloads_and_res
     [(level, text)] = messages_of(restored)
     assert level == "success" and f"restored from backup {backup.pk}" in text and "safety backup" in text, text
     assert Backup.objects.filter(kind=Backup.SAFETY).count() == 1
+    # The Backups page lists the restore in a live fragment (live.js re-reads it on each step's event).
+    page = admin_client.get(reverse("admin:apps_application_backups", args=[application.pk])).content.decode()
+    assert 'data-live-fragment="restores:crm"' in page and "live/live.js" in page
+    restore = application.restores.get()
+    assert f'data-restore="{restore.pk}" data-state="done"' in page
 
 
 @pytest.mark.django_db

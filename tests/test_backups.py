@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from alerts.models import BACKUP_FAILED, Alert, Delivery
 from apps import backups
-from apps.models import Application, Backup, BackupSlot
+from apps.models import Application, Backup, BackupSlot, Restore
 from controller.loop import Controller
 
 from .factories import create_application, register_environment
@@ -123,6 +123,7 @@ def test_a_backup_that_is_not_a_dump_of_its_engine_is_refused():
     other_engine = stored_backup(application, b"PGDMP" + b"\0" * 100)
     with pytest.raises(backups.BackupRefused, match="a postgresql dump, not a sqlite one"):
         backups.restore(application, other_engine)
+    assert not Restore.objects.exists()  # refused before anything: no restore to show
 
 
 def test_another_applications_backup_is_refused_pointing_at_clones():
