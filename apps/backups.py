@@ -76,6 +76,24 @@ def storage():
     return storages["backups"]
 
 
+class _Scratch(File):
+    """A dump in a scratch file, offered to the storage as an upload's temporary file is: a file system storage on
+    the same disk renames it into place instead of copying it (of a 100 MB backup, a fifth of its time)."""
+
+    def temporary_file_path(self):
+        return self.file.name
+
+
+def _scratch_dir():
+    """Where to write a dump before storing it: beside a file system storage's files (so that storing is a rename),
+    else the system's temporary directory."""
+    location = getattr(storage(), "location", None)
+    if location is None:
+        return None
+    Path(location).mkdir(parents=True, exist_ok=True)
+    return location
+
+
 # -- taking one ---------------------------------------------------------------------------------------------------
 
 
@@ -121,7 +139,7 @@ def _take(application, environment, kind, deadline, clock, renew):
         if engine not in MAGIC:
             raise BackupFailed(f"{environment.name} answered a dump of an unknown engine {engine!r}", "dump",
                                environment.name)
-        with tempfile.TemporaryDirectory(prefix=f"appsup-backup-{application.name}-") as scratch:
+        with tempfile.TemporaryDirectory(prefix=f".scratch-{application.name}-", dir=_scratch_dir()) as scratch:
             path = Path(scratch) / "dump"
             try:
                 transfer.download(conn, transfer_id, path, dumped.get("sha256"), dumped.get("size"),
@@ -137,7 +155,7 @@ def _take(application, environment, kind, deadline, clock, renew):
             name = (f"{application.name}/{application.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}."
                     f"{SUFFIX[engine]}")
             with open(path, "rb") as dump_file:
-                stored = storage().save(name, File(dump_file))
+                stored = storage().save(name, _Scratch(dump_file))
         try:
             backup = Backup.objects.create(application=application, environment=environment.name, engine=engine,
                                            kind=kind, file=stored, size=dumped["size"], sha256=dumped["sha256"],

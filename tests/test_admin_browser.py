@@ -89,7 +89,6 @@ def live(page):
 
 def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(page, cluster, shots):
     log_in(page)
-    shots(page, "01-index")
 
     # Both environments online, as the Environments list shows them.
     page.goto("/admin/environments/environment/")
@@ -184,3 +183,26 @@ def test_an_operator_creates_starts_watches_and_opens_an_app_without_reloading(p
     app.goto("/apps/crm/no-such-page/")
     page.wait_for_selector("#appsup-logs td:text-is('/no-such-page/')", timeout=10_000)
     shots(page, "09-application-logs")
+
+    # A backup, then a restore confirmed in a second tab while the first watches the Backups page: the restore
+    # shows up there, done, without a reload (each of its steps is an event).
+    page.goto("/admin/apps/application/")
+    page.click("#result_list a:text-is('crm')")
+    page.goto(page.url.replace("/change/", "/backups/"))
+    page.click("input[value='Back up now']")
+    page.wait_for_selector("#backups td:text-is('manual')")
+    live(page)
+    assert page.locator("[data-restore]").count() == 0
+    actor = page.context.new_page()
+    actor.goto(page.url)
+    actor.click("#backups a:text-is('Restore…')")
+    actor.click("input[type=submit]")
+    page.wait_for_selector("[data-restore][data-state=done]", timeout=SETTLE)
+    page.wait_for_selector("#backups td:text-is('safety')", timeout=SETTLE)
+    shots(page, "10-backups-restored")
+    actor.close()
+
+    # The overview, now that there is something to show.
+    page.goto("/admin/")
+    live(page)
+    shots(page, "01-index")
