@@ -163,6 +163,35 @@ def rows_memory(m, quick):
              f"{m['per_app']:.2f} MB/app ({lo}→{mid}: {m['per_app_first']:.2f}); {rss}", verdict(m["per_app"] < 2))]
 
 
+def row_line(row):
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+
+
+def write_partial(rows, info, quick, notes, seconds, only):
+    """Put ROWS (the figures ONLY, measured again) into the last run's table: rows of the same figure replaced, new
+    ones added, the others and the last run's description kept; a note says which rows are from when."""
+    lines = OUTPUT.read_text().rstrip("\n").splitlines()
+    last_run = lines.index("## Last run")
+    first = next(i for i in range(last_run, len(lines)) if lines[i].startswith("| figure |")) + 2  # its rows
+    end = first
+    while end < len(lines) and lines[end].startswith("| "):
+        end += 1
+    new = {row_line(row)[2:].split(" | ", 1)[0]: row_line(row) for row in rows}
+    table = [new.pop(line[2:].split(" | ", 1)[0], line) for line in lines[first:end]] + list(new.values())
+    rest = lines[end:]
+    note = (f"- `bin/bench --only {','.join(sorted(only))}`{' --quick' if quick else ''} on {info['date']} "
+            f"({seconds:.0f} s) measured again: " + "; ".join(str(row[0]) for row in rows))
+    added = [note] + [f"- {n}" for n in notes]
+    if "## Notes" in rest:
+        at = rest.index("## Notes") + 2
+        rest = rest[:at] + added + rest[at:]
+    else:
+        rest = rest + ["", "## Notes", ""] + added
+    head = lines[:first]
+    head = ["# Benchmarks", "", ABOUT.read_text().rstrip("\n"), ""] + head[head.index("## Last run"):]
+    OUTPUT.write_text("\n".join(head + table + rest) + "\n")
+
+
 def write(rows, info, quick, notes, seconds, postgres=False):
     lines = [
         "# Benchmarks",
@@ -183,7 +212,7 @@ def write(rows, info, quick, notes, seconds, postgres=False):
         "| figure | how | target | measured | pass/fail |",
         "|---|---|---|---|---|",
     ]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += [row_line(row) for row in rows]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     OUTPUT.parent.mkdir(exist_ok=True)
@@ -194,7 +223,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="bin/bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs, reduced sizes (< 2 minutes)")
     parser.add_argument("--only",
-                        help="comma-separated figures to run: proxy,processes,share,commands,start,data,scale,memory")
+                        help="comma-separated figures to run: proxy,processes,share,commands,start,data,scale,"
+                             "memory; their rows replace or add to the last run's in docs/benchmarks.md")
     parser.add_argument("--postgres", action="store_true",
                         help="also run the scale figures on PostgreSQL (127.0.0.1:5432, user postgres; the bench "
                              f"creates and drops databases named {scale.POSTGRES_DATABASE}_<size>)")
@@ -245,7 +275,10 @@ def main(argv=None):
             else:
                 say("cluster stopped, no process left")
     seconds = time.monotonic() - began
-    write(rows, machine(), args.quick, notes, seconds, args.postgres)
+    if args.only and OUTPUT.exists():
+        write_partial(rows, machine(), args.quick, notes, seconds, only)
+    else:
+        write(rows, machine(), args.quick, notes, seconds, args.postgres)
     say(f"wrote {OUTPUT.relative_to(ROOT)} in {seconds:.0f} s")
     return 1 if any("ERROR" in r[4] for r in rows) else 0
 
