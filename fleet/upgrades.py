@@ -10,9 +10,10 @@ step is claimed by a conditional UPDATE, so two processes advancing the same upg
 Each step: the pre-upgrade backup (``backup_before_upgrade``: a safety backup taken on that environment through
 apps.backups, unless APP_UPGRADE_BACKUP=false; each environment's steps are sent by a thread of their own, so
 backups run side by side across environments), then the worker's ``upgrade`` command (workers.upgrade). A failing
-migration leaves that application stopped there with the error (and the backup's id), made desired stopped so that the controller does not start it again behind the
-operator; the other steps go on. Every change is published as ``{"type": "upgrade", "id"}`` (and an ``app`` event),
-so the admin and ``/ws/events/`` show progress as it happens.
+migration leaves that application stopped there with the error (and the backup's id), made desired stopped so that
+the controller does not start it again behind the operator; the other steps go on. While a step is in hand
+(``in_hand``) the controller leaves its application alone. Every change is published as ``{"type": "upgrade",
+"id"}`` (and an ``app`` event), so the admin and ``/ws/events/`` show progress as it happens.
 """
 
 import datetime
