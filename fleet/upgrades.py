@@ -148,13 +148,14 @@ def advance(now=None, per_environment=None):
         if busy.get(step.environment, 0) + len(environments.get(step.environment, [])) < per_environment:
             environments.setdefault(step.environment, []).append(step.id)
     batches = list(environments.values())
-    if len(batches) > 1:
+    if settings.APP_UPGRADE_BACKUP and len(batches) > 1:
         # Each step's backup is a dump through its environment's agent: environments side by side, as promised.
         with ThreadPoolExecutor(max_workers=len(batches), thread_name_prefix="upgrade-send") as pool:
             for sent in pool.map(lambda ids: _send_batch(ids, now, close=True), batches):
                 changed |= sent
-    elif batches:
-        changed |= _send_batch(batches[0], now)
+    else:
+        for ids in batches:
+            changed |= _send_batch(ids, now)
     changed |= _finish_upgrades()
     for upgrade_id in sorted(changed):
         _announce(upgrade_id)

@@ -10,11 +10,13 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 from django.utils import timezone
+from rq.results import Result
 
 from apps import lifecycle
 from apps.models import Application, Backup
 from controller.loop import Controller
 from exchange import contract, signing
+from exchange.redis_client import command_redis
 from fleet import pending, upgrades
 from fleet.models import DONE, FAILED, MIGRATING, WAITING, PendingMigrations, Upgrade, UpgradeStep
 from workers import provisioning
@@ -174,13 +176,15 @@ def test_the_controller_leaves_an_application_being_migrated_alone_even_once_its
         worker_upgrade.report("fup_bad", "env_a")
         controller.mirror_migrations()
         upgrade = upgrades.create(None, asked_by="test")
-        upgrades.advance()  # sent; the agent answers and stops it there
+        upgrades.advance()  # sent; the agent stops it there and answers
         step = upgrade.steps.get()
+        # The answer in Redis: the agent is done with the database (SQLite's shared test database would refuse
+        # this thread's writes while the agent's thread writes).
         wait_until = time.monotonic() + 30
-        while time.monotonic() < wait_until and Application.objects.get(name="fup_bad").placements.get().state != \
-                contract.STOPPED:
-            controller.mirror()
+        while not command_redis().xrange(Result.get_key(step.job_id)) and time.monotonic() < wait_until:
             time.sleep(0.05)
+        controller.mirror()
+        assert Application.objects.get(name="fup_bad").placements.get().state == contract.STOPPED
         # Stopped there, desired still running, the answer not read yet: not the controller's to start again.
         assert Application.objects.get(name="fup_bad").desired_state == contract.RUNNING
         assert step.app not in [a.name for a in controller.candidates(controller.now())]
