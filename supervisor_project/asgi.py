@@ -7,6 +7,7 @@ lifespan. Django's own ASGI handler runs the same synchronous views at half the 
 with it through this thread pool), because it hops threads and event loops several times per request.
 """
 
+import atexit
 import json
 import os
 import signal
@@ -22,12 +23,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "supervisor_project.settings")
 
 
 def _exit_normally(signum, frame):
-    sys.exit(0)
+    # Not SystemExit: raised in whatever code the signal interrupts, it can be caught there (uvicorn's websocket
+    # protocol catches BaseException from the application and logs it), and the process then never exits.
+    atexit._run_exitfuncs()  # the embedded Redis stopped, the logs flushed
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-# uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again under the handler it found at start.
-# Found here, that handler makes it a normal exit (status 0, atexit clean-up run: the embedded Redis is stopped)
-# instead of a death by signal.
+# uvicorn imports this module inside its own signal capture, so this handler replaces uvicorn's in every web process:
+# SIGTERM/SIGINT end it at once with status 0 and its atexit clean-up run, instead of a death by signal.
 if threading.current_thread() is threading.main_thread():
     for _signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(_signal, _exit_normally)
