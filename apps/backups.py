@@ -34,8 +34,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.models import Environment
-from exchange import contract, events, transfer
-from exchange.redis_client import command_redis, supervisor_redis
+from exchange import contract, transfer
+from exchange.redis_client import command_redis
 
 from . import lifecycle, moves
 from .models import Application, Backup, BackupSlot, Placement, Restore
@@ -311,7 +311,8 @@ def restore(application, backup, environment=None, timeout=None, progress=None, 
                 if placed:
                     advance(SAFETY_STEP)
                     safety = _take(application, placed[0], Backup.SAFETY, deadline, clock, renew)
-                    Restore.objects.filter(pk=record.pk).update(safety=safety)
+                    record.safety = safety
+                    record.save(update_fields=["safety"])
                     if safety.engine != backup.engine:
                         raise BackupRefused(f"backup {backup.pk} is a {backup.engine} dump and {application.name}'s "
                                             f"database on {placed[0].name} is {safety.engine}: refused, nothing was "
@@ -396,23 +397,16 @@ def _replace_placements(application, environment):
 
 def _advance(record, step, progress):
     record.step = step
-    Restore.objects.filter(pk=record.pk).update(step=step)
-    _announce(record.application.name)
+    record.save(update_fields=["step"])
+    lifecycle.runner.announce(record.application.name)  # open pages read it again; the row is the truth
     if progress:
         progress(step)
 
 
 def _end(record, state, error):
-    Restore.objects.filter(pk=record.pk).update(state=state, error=error, finished_at=timezone.now())
-    record.refresh_from_db()
-    _announce(record.application.name)
-
-
-def _announce(name):
-    try:
-        events.publish(supervisor_redis(), events.APP, name=name)
-    except redis.RedisError:  # events only wake pages early; the row is the truth
-        pass
+    record.state, record.error, record.finished_at = state, error, timezone.now()
+    record.save(update_fields=["state", "error", "finished_at"])
+    lifecycle.runner.announce(record.application.name)
 
 
 # -- clones -------------------------------------------------------------------------------------------------------
