@@ -4,19 +4,19 @@ behind ``POST /api/apps/<name>/backups``, ``…/restore``, clones (``POST /api/a
 
 A backup is the move's dump (apps.moves, workers.transfer): the agent where the application runs dumps it
 engine-native while it keeps serving (``pg_dump`` custom format; SQLite's online backup API) into a transfer in
-Redis; the supervisor reads it back, checked against the SHA-256 of the agent's signed answer, and stores it through
-Django's storage API (``STORAGES["backups"]``), off every environment. Its row is written only once the bytes are
-stored whole: an agent killed mid-dump, a Redis flushed mid-transfer or a full disk leave no backup listed.
+Redis; the supervisor reads it back as it comes, checked against the SHA-256 of the agent's signed answer, and
+stores it through Django's storage API (``STORAGES["backups"]``), off every environment. Its row is written only
+once the bytes are stored whole: an agent killed mid-dump, a Redis flushed mid-transfer or a full disk leave no
+backup listed.
 
-A restore reads the stored bytes and refuses them, before anything is done, unless their SHA-256 is the recorded
-one and they are a dump of the engine they claim; then, under the application's lifecycle lock: a safety backup,
-stop, load (the dump restored), start (migrations, the admin account) on each of its environments, or on the one
-named (``environment``: how an application whose environment is gone comes back elsewhere; it then runs there
-alone).
+A restore pushes the stored bytes into a transfer for the agents, reading them once, and refuses them before
+anything else is done unless their SHA-256 is the recorded one and they are a dump of the engine they claim; then,
+under the application's lifecycle lock: a safety backup, stop, load (the dump restored), start (migrations, the
+admin account) on each of its environments, or on the one named (``environment``: how an application whose
+environment is gone comes back elsewhere; it then runs there alone).
 """
 
 import contextlib
-import hashlib
 import logging
 import tempfile
 import time
@@ -45,7 +45,6 @@ log = logging.getLogger("appsup.supervisor")
 # What the first bytes of a dump of each engine are: a pg_dump custom-format archive, a SQLite database file.
 MAGIC = {contract.POSTGRES_ENGINE: b"PGDMP", contract.SQLITE_ENGINE: b"SQLite format 3\x00"}
 SUFFIX = {contract.POSTGRES_ENGINE: "pgdump", contract.SQLITE_ENGINE: "sqlite3"}
-READ_CHUNK = 1024 * 1024
 # A restore's steps, in order (Restore.step).
 SAFETY_STEP, STOP_STEP, LOAD_STEP, START_STEP = "safety backup", "stop", "load", "start"
 CUT_OFF = "cut off: the process running it stopped before it ended"
@@ -133,17 +132,23 @@ def _take(application, environment, kind, deadline, clock, renew):
     transfer_id = f"backup-{application.name}-{uuid.uuid4().hex[:16]}"
     conn = command_redis()
     try:
-        dumped = _run(application, environment, contract.DUMP, {"transfer": transfer_id}, contract.DUMPED, "dump",
-                      deadline, clock, renew)
-        engine = dumped.get("engine")
-        if engine not in MAGIC:
-            raise BackupFailed(f"{environment.name} answered a dump of an unknown engine {engine!r}", "dump",
-                               environment.name)
         with tempfile.TemporaryDirectory(prefix=f".scratch-{application.name}-", dir=_scratch_dir()) as scratch:
             path = Path(scratch) / "dump"
+            # Read while the agent pushes it; checked against its answer once that is in.
+            follower = transfer.Follower(conn, transfer_id, path)
             try:
-                transfer.download(conn, transfer_id, path, dumped.get("sha256"), dumped.get("size"),
-                                  dumped.get("chunks"))
+                dumped = _run(application, environment, contract.DUMP, {"transfer": transfer_id}, contract.DUMPED,
+                              "dump", deadline, clock, renew)
+            except BaseException:
+                follower.abandon()
+                raise
+            engine = dumped.get("engine")
+            if engine not in MAGIC:
+                follower.abandon()
+                raise BackupFailed(f"{environment.name} answered a dump of an unknown engine {engine!r}", "dump",
+                                   environment.name)
+            try:
+                follower.finish(dumped.get("sha256"), dumped.get("size"), dumped.get("chunks"))
             except transfer.TransferRefused as exc:
                 raise BackupFailed(f"the dump of {application.name} did not arrive whole: {exc}", "store",
                                    environment.name) from exc
@@ -176,7 +181,11 @@ def _take(application, environment, kind, deadline, clock, renew):
 def dump_problem(path, engine):
     """Why the file PATH is not a dump of ENGINE ("" when it is one)."""
     with open(path, "rb") as dump_file:
-        head = dump_file.read(16)
+        return dump_head_problem(dump_file.read(16), engine)
+
+
+def dump_head_problem(head, engine):
+    """Why a file beginning with the bytes HEAD is not a dump of ENGINE ("" when it is one)."""
     if head.startswith(MAGIC[engine]):
         return ""
     other = next((name for name, magic in MAGIC.items() if head.startswith(magic)), None)
@@ -235,32 +244,30 @@ def prune(application):
 # -- reading one back ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def checked_copy(backup):
-    """A local file holding BACKUP's stored bytes, yielded once they are known to be the recorded ones and a dump of
-    its engine; BackupRefused (409) otherwise, naming what is wrong."""
-    with tempfile.TemporaryDirectory(prefix=f"appsup-restore-{backup.application.name}-") as scratch:
-        path = Path(scratch) / "dump"
-        digest, size = hashlib.sha256(), 0
-        try:
-            with storage().open(backup.file, "rb") as stored, open(path, "wb") as local:
-                while chunk := stored.read(READ_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    local.write(chunk)
-        except Exception as exc:  # a file gone, a bucket unreachable or refusing: the storage's own errors
-            raise BackupRefused(f"backup {backup.pk} cannot be read from the backup storage ({backup.file}): {exc}; "
-                                "nothing was restored") from exc
-        if size != backup.size or digest.hexdigest() != backup.sha256:
-            raise BackupRefused(
-                f"backup {backup.pk} of {backup.application.name} is damaged: its stored bytes ({size} bytes, "
-                f"SHA-256 {digest.hexdigest()}) are not the ones recorded ({backup.size} bytes, SHA-256 "
-                f"{backup.sha256}); refused, nothing was restored")
-        problem = dump_problem(path, backup.engine)
-        if problem:
-            raise BackupRefused(f"backup {backup.pk} of {backup.application.name} is {problem}; refused, nothing "
-                                "was restored")
-        yield path
+def upload_checked(backup, conn, transfer_id):
+    """Push BACKUP's stored bytes into the transfer TRANSFER_ID, read once and checked on the way; returns the
+    transfer's ``{"sha256", "size", "chunks"}``. BackupRefused (409), naming what is wrong, unless they are a dump of
+    its engine and the recorded bytes: the caller discards the transfer and has done nothing else."""
+    try:
+        with storage().open(backup.file, "rb") as stored:
+            head = stored.read(16)
+            problem = dump_head_problem(head, backup.engine)
+            if problem:
+                raise BackupRefused(f"backup {backup.pk} of {backup.application.name} is {problem}; refused, nothing "
+                                    "was restored")
+            stored.seek(0)
+            sent = transfer.upload(conn, transfer_id, stored)
+    except (BackupRefused, redis.RedisError):
+        raise
+    except Exception as exc:  # a file gone, a bucket unreachable or refusing: the storage's own errors
+        raise BackupRefused(f"backup {backup.pk} cannot be read from the backup storage ({backup.file}): {exc}; "
+                            "nothing was restored") from exc
+    if sent["size"] != backup.size or sent["sha256"] != backup.sha256:
+        raise BackupRefused(
+            f"backup {backup.pk} of {backup.application.name} is damaged: its stored bytes ({sent['size']} bytes, "
+            f"SHA-256 {sent['sha256']}) are not the ones recorded ({backup.size} bytes, SHA-256 {backup.sha256}); "
+            "refused, nothing was restored")
+    return sent
 
 
 def open_stored(backup):
@@ -290,7 +297,7 @@ def restore(application, backup, environment=None, timeout=None, progress=None, 
     if backup.application_id != application.pk:
         raise BackupRefused(f"backup {backup.pk} is {backup.application.name}'s, not {application.name}'s: to start "
                             f"an application from it, create one with from_backup", status=400)
-    with checked_copy(backup) as path:
+    with _uploaded(backup, application, "restore") as sent:
         with lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
             lifecycle.runner.sync_environments()
             application = Application.objects.with_placements().get(pk=application.pk)
@@ -317,7 +324,7 @@ def restore(application, backup, environment=None, timeout=None, progress=None, 
                         raise BackupRefused(f"backup {backup.pk} is a {backup.engine} dump and {application.name}'s "
                                             f"database on {placed[0].name} is {safety.engine}: refused, nothing was "
                                             "restored", environment=placed[0].name)
-                _load_everywhere(application, backup, path, targets, replace, safety, deadline, clock, renew,
+                _load_everywhere(application, backup, sent, targets, replace, safety, deadline, clock, renew,
                                  advance)
             except BaseException as exc:
                 _end(record, Restore.FAILED, str(exc) or type(exc).__name__)
@@ -350,14 +357,24 @@ def _targets(application, name):
     return [target], [env.name for env in placed] != [name]
 
 
-def _load_everywhere(application, backup, path, targets, replace, safety, deadline, clock, renew, progress):
-    transfer_id = f"restore-{application.name}-{uuid.uuid4().hex[:16]}"
+@contextlib.contextmanager
+def _uploaded(backup, application, purpose):
+    """BACKUP's bytes in a transfer for APPLICATION's agents, checked (upload_checked) before anything else is
+    done; yields the load's manifest, and discards the transfer after."""
+    transfer_id = f"{purpose}-{application.name}-{uuid.uuid4().hex[:16]}"
     conn = command_redis()
+    try:
+        sent = upload_checked(backup, conn, transfer_id)
+        yield {"transfer": transfer_id, "engine": backup.engine, "place": None, **sent}
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            transfer.discard(conn, transfer_id)
+
+
+def _load_everywhere(application, backup, manifest, targets, replace, safety, deadline, clock, renew, progress):
     placed = set(application.environment_names())
     after = f" ({application.name}'s data before it is in safety backup {safety.pk})" if safety else ""
     try:
-        sent = transfer.upload(conn, transfer_id, path)
-        manifest = {"transfer": transfer_id, "engine": backup.engine, "place": None, **sent}
         progress(STOP_STEP)
         for env in targets:
             if env.name in placed:
@@ -383,9 +400,6 @@ def _load_everywhere(application, backup, path, targets, replace, safety, deadli
     except BackupFailed as exc:
         exc.args = (f"restore of backup {backup.pk} failed: {exc}{after}",)
         raise
-    finally:
-        with contextlib.suppress(redis.RedisError):
-            transfer.discard(conn, transfer_id)
 
 
 def _replace_placements(application, environment):
@@ -417,23 +431,15 @@ def seed(application, backup, timeout=None, clock=time.monotonic):
     environments; its admin account is the one APPLICATION was created with, its sessions none (workers.backups)."""
     _refuse_single_instance()
     timeout = settings.APP_COMMAND_TIMEOUT if timeout is None else timeout
-    with checked_copy(backup) as path, lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
+    with _uploaded(backup, application, "clone") as sent, \
+            lifecycle._held(application.name, wait=lifecycle._lock_wait(timeout)) as renew:
         lifecycle.runner.sync_environments()
         application = Application.objects.with_placements().get(pk=application.pk)
         deadline = clock() + timeout
-        targets = [p.environment for p in application.ordered_placements()]
-        transfer_id = f"clone-{application.name}-{uuid.uuid4().hex[:16]}"
-        conn = command_redis()
-        try:
-            sent = transfer.upload(conn, transfer_id, path)
-            manifest = {"transfer": transfer_id, "engine": backup.engine, "place": None, **sent,
-                        "admin_username": application.admin_username,
-                        "admin_password_hash": application.admin_password_hash, "fresh": True}
-            for env in targets:
-                _run(application, env, contract.LOAD, manifest, contract.LOADED, "load", deadline, clock, renew)
-        finally:
-            with contextlib.suppress(redis.RedisError):
-                transfer.discard(conn, transfer_id)
+        manifest = {**sent, "admin_username": application.admin_username,
+                    "admin_password_hash": application.admin_password_hash, "fresh": True}
+        for env in [p.environment for p in application.ordered_placements()]:
+            _run(application, env, contract.LOAD, manifest, contract.LOADED, "load", deadline, clock, renew)
 
 
 # -- schedule -----------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from alerts.models import BACKUP_FAILED, Alert, Delivery
 from apps import backups
 from apps.models import Application, Backup, BackupSlot, Restore
 from controller.loop import Controller
+from exchange import contract
+from exchange.redis_client import command_redis
 
 from .factories import create_application, register_environment
 
@@ -35,6 +37,10 @@ def _storage(settings, tmp_path):
     settings.STORAGES = {**settings.STORAGES, "backups": {
         "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "bk")}}}
     settings.APP_ALERT_WEBHOOKS = (HOOK,)
+
+
+def transfers_left():
+    return list(command_redis().scan_iter(contract.transfer_key("*")))
 
 
 def offline_app(name="crm"):
@@ -113,6 +119,7 @@ def test_a_backup_altered_by_one_byte_is_refused_before_anything_is_done():
         backups.restore(application, backup)
     assert refused.value.status == 409
     assert f"backup {backup.pk} of crm is damaged" in str(refused.value) and "nothing was restored" in str(refused.value)
+    assert not transfers_left()  # the bytes pushed while they were checked are gone with the refusal
 
 
 def test_a_backup_that_is_not_a_dump_of_its_engine_is_refused():
@@ -124,6 +131,7 @@ def test_a_backup_that_is_not_a_dump_of_its_engine_is_refused():
     with pytest.raises(backups.BackupRefused, match="a postgresql dump, not a sqlite one"):
         backups.restore(application, other_engine)
     assert not Restore.objects.exists()  # refused before anything: no restore to show
+    assert not transfers_left()
 
 
 def test_another_applications_backup_is_refused_pointing_at_clones():

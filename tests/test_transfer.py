@@ -2,6 +2,8 @@
 SHA-256 (workers.transfer, exchange.transfer): on SQLite, and on PostgreSQL when the run uses it."""
 
 import hashlib
+import threading
+import time
 
 import pytest
 from django.conf import settings
@@ -106,3 +108,84 @@ def test_chunks_hold_the_file_in_order_with_its_sha256(tmp_path, r):
     assert target.read_bytes() == data
     with pytest.raises(transfer.TransferRefused, match="bytes"):
         transfer.download(r, "t2", target, sent["sha256"], sent["size"] - 1, sent["chunks"])
+
+
+def test_an_open_file_is_pushed_as_its_path_would_be(tmp_path, r):
+    source = tmp_path / "source"
+    source.write_bytes(b"0123456789" * 3000)
+    with open(source, "rb") as opened:
+        sent = transfer.upload(r, "t2", opened, chunk_bytes=1000)
+        assert not opened.closed  # the caller's to close
+    assert sent == transfer.upload(r, "t3", source, chunk_bytes=1000)
+    assert r.lrange(contract.transfer_key("t2"), 0, -1) == r.lrange(contract.transfer_key("t3"), 0, -1)
+
+
+def push_slowly(r, name, data, chunk_bytes, pause=0.01):
+    """A source pushing DATA one chunk at a time, pausing between them, in a thread; returns the thread."""
+    key = contract.transfer_key(name)
+
+    def push():
+        for start in range(0, len(data), chunk_bytes):
+            r.rpush(key, data[start:start + chunk_bytes])
+            time.sleep(pause)
+
+    thread = threading.Thread(target=push)
+    thread.start()
+    return thread
+
+
+def test_a_follower_reads_the_chunks_while_they_are_pushed_and_checks_them_at_the_end(tmp_path, r):
+    data = bytes(range(256)) * 400  # 102,400 bytes: 11 chunks of 10,000, the last one short
+    target = tmp_path / "target"
+    follower = transfer.Follower(r, "t4", target)
+    pushing = push_slowly(r, "t4", data, 10_000)
+    time.sleep(0.06)
+    assert 0 < follower._reading.chunks < 11  # reading already, before the source is done
+    pushing.join()
+    follower.finish(hashlib.sha256(data).hexdigest(), len(data), 11)
+    assert target.read_bytes() == data
+
+
+def test_a_follower_refuses_bytes_changed_missing_or_added_in_redis(tmp_path, r):
+    data = b"x" * 50_000
+    sha = hashlib.sha256(data).hexdigest()
+    changed = transfer.Follower(r, "t5", tmp_path / "a")
+    push_slowly(r, "t5", b"y" + data[1:], 10_000, pause=0).join()
+    with pytest.raises(transfer.TransferRefused, match="SHA-256"):
+        changed.finish(sha, len(data), 5)
+
+    missing = transfer.Follower(r, "t6", tmp_path / "b")
+    push_slowly(r, "t6", data[:40_000], 10_000, pause=0).join()
+    with pytest.raises(transfer.TransferRefused, match="has 4 chunks in Redis, the source wrote 5"):
+        missing.finish(sha, len(data), 5)
+
+    added = transfer.Follower(r, "t7", tmp_path / "c")
+    push_slowly(r, "t7", data + b"z", 10_000, pause=0).join()
+    with pytest.raises(transfer.TransferRefused, match="more chunks"):
+        added.finish(sha, len(data), 5)
+
+    nonsense = transfer.Follower(r, "t8", tmp_path / "d")
+    with pytest.raises(transfer.TransferRefused, match="no count of chunks"):
+        nonsense.finish(sha, len(data), "5")
+    assert not nonsense._thread.is_alive()
+
+
+def test_an_abandoned_follower_stops_reading(tmp_path, r):
+    follower = transfer.Follower(r, "t9", tmp_path / "target")
+    follower.abandon()
+    assert not follower._thread.is_alive()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="a SQLite database file and its journal")
+def test_a_loaded_sqlite_database_replaces_the_file_and_its_stale_journal(app_with_notes, r):
+    manifest = dumps.dump(APP, "t1", r)
+    path = provisioning.sqlite_path(APP)
+    get_user_model().objects.db_manager(provisioning.connect(APP)).create(username="stale", password="!")
+    provisioning.disconnect(APP)
+    # A journal left by a writer killed mid-transaction: rolled into the loaded file, it would corrupt it.
+    journal = path.with_name(path.name + "-journal")
+    journal.write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 4096)
+    dumps.load(APP, elsewhere(manifest), r)
+    assert not journal.exists()
+    assert usernames() == [f"note{n}" for n in range(5)]
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".load-")] == []  # no scratch left

@@ -70,7 +70,8 @@ def dump_to(app, path):
 
 
 def restore_from(app, path):
-    """Make APP's database here the one in the dump file PATH (a database of that name left here is replaced)."""
+    """Make APP's database here the one in the dump file PATH (a database of that name left here is replaced); a
+    SQLite dump is moved into place, so PATH must be in scratch_dir(APP)."""
     provisioning.disconnect(app)
     if engine() == contract.POSTGRES_ENGINE:
         provisioning.drop_database(app)
@@ -78,15 +79,24 @@ def restore_from(app, path):
         _run(["pg_restore", "--no-owner", "--no-acl", "--exit-on-error", f"--dbname={provisioning.alias(app)}",
               str(path)])
         return
+    # The dump is a whole database file beside it (scratch_dir): renamed into place, where copying it page by page
+    # took longer than all the rest of the load. No connection is open to the old file across this: the application
+    # is stopped here (a restore stops it first; a move or a clone loads where it has not started), and hosted
+    # connections close at the end of each request. Its old journal goes first: it would be rolled into the new file.
     target_path = provisioning.sqlite_path(app)
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    target = sqlite3.connect(target_path, timeout=20)
-    try:
-        source.backup(target)
-    finally:
-        target.close()
-        source.close()
+    for suffix in ("-journal", "-wal", "-shm"):
+        target_path.with_name(target_path.name + suffix).unlink(missing_ok=True)
+    os.replace(path, target_path)
+
+
+def scratch_dir(app):
+    """Where a dump of APP is read to before it is restored: beside its SQLite file, so that restoring it is a rename;
+    the system's temporary directory for PostgreSQL."""
+    if engine() == contract.POSTGRES_ENGINE:
+        return None
+    directory = provisioning.sqlite_path(app).parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def database_place(app):
@@ -125,7 +135,7 @@ def load(app, manifest, redis):
     for field in ("size", "chunks"):
         if not isinstance(manifest.get(field), int):
             raise TransferError(f"the load names no {field}")
-    with tempfile.TemporaryDirectory(prefix=f"appsup-load-{app}-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f".load-{app}-", dir=scratch_dir(app)) as scratch:
         path = Path(scratch) / "dump"
         transfer.download(redis, manifest["transfer"], path, manifest["sha256"], manifest["size"],
                           manifest["chunks"])
