@@ -18,6 +18,7 @@ environment is gone comes back elsewhere; it then runs there alone).
 
 import contextlib
 import logging
+import shutil
 import tempfile
 import time
 import uuid
@@ -83,6 +84,25 @@ class _Scratch(File):
         return self.file.name
 
 
+SCRATCH = ".scratch-"  # the prefix of a backup's scratch directory
+
+
+def sweep_scratch(now):
+    """Delete the scratch directories (beside a file system backup storage) of backups cut off by a supervisor
+    process killed mid-backup: each holds up to a whole dump. Only those an hour old (NOW: a time.time()), when the
+    transfer they were read from has expired: younger ones may be a backup under way in another process. Returns
+    how many."""
+    location = getattr(storage(), "location", None)
+    if location is None or not Path(location).is_dir():
+        return 0
+    stale = [path for path in Path(location).glob(f"{SCRATCH}*")
+             if path.is_dir() and now - path.stat().st_mtime >= contract.TRANSFER_TTL]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("deleted %s, the scratch directory of a backup cut off", path)
+    return len(stale)
+
+
 def _scratch_dir():
     """Where to write a dump before storing it: beside a file system storage's files (so that storing is a rename),
     else the system's temporary directory."""
@@ -132,7 +152,7 @@ def _take(application, environment, kind, deadline, clock, renew):
     transfer_id = f"backup-{application.name}-{uuid.uuid4().hex[:16]}"
     conn = command_redis()
     try:
-        with tempfile.TemporaryDirectory(prefix=f".scratch-{application.name}-", dir=_scratch_dir()) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH}{application.name}-", dir=_scratch_dir()) as scratch:
             path = Path(scratch) / "dump"
             # Read while the agent pushes it; checked against its answer once that is in.
             follower = transfer.Follower(conn, transfer_id, path)

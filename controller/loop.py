@@ -26,7 +26,8 @@ the commands it sends, the moves and removals it performs, the alerts it sends, 
   MIGRATIONS_MIRROR_SECONDS), and the fleet upgrades under way advance one bounded step (fleet.upgrades; in a
   background thread of its own).
 - ``backup_one``: one scheduled backup whose slot has come is claimed (a unique row per application and slot, so
-  once per slot whichever controller acts) and taken; a failure is alerted (apps.backups).
+  once per slot whichever controller acts) and taken; a failure is alerted (apps.backups). Every 10 minutes it first
+  deletes the scratch directories of backups cut off an hour ago or more.
 
 ``run`` only loops: the fast steps every pass, ``reconcile_one``, ``deliver_alerts`` and ``backup_one`` each in a
 background thread of its own, so that a long start or a slow webhook never delays the cache rebuild, the mirror or the alerts.
@@ -80,6 +81,8 @@ CACHE_CHECK_SECONDS = 2.0
 # How often the pending migrations the agents report are mirrored (the whole hash is read: they change only when a
 # worker starts or runs a command, and nobody waits on them to the second).
 MIGRATIONS_MIRROR_SECONDS = 2.0
+# How often the scratch directories of backups cut off (a supervisor process killed mid-backup) are looked for.
+SCRATCH_SWEEP_SECONDS = 600.0
 
 
 def backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP):
@@ -183,6 +186,7 @@ class Controller:
         self._upgrader = Background("upgrades", self._upgrade_all)
         self._migrations_mirrored_at = None  # time.monotonic() of the last mirror of pending migrations
         self._backer = Background("backups", self._backup_all)
+        self._scratch_swept_at = None  # self.clock() of the last sweep of backups' scratch directories
 
     def now(self):
         return datetime.fromtimestamp(self.clock(), tz=dt_timezone.utc)
@@ -294,6 +298,9 @@ class Controller:
     def backup_one(self):
         """Take one scheduled backup whose slot has come, if this controller claims it first. Returns whether there
         was one."""
+        if self._scratch_swept_at is None or self.clock() - self._scratch_swept_at >= SCRATCH_SWEEP_SECONDS:
+            self._scratch_swept_at = self.clock()
+            backups.sweep_scratch(self.clock())
         return backups.run_due(self.now(), holder=self.lease.holder, timeout=self.timeout,
                                alert=alert_transitions.backup_failed)
 

@@ -82,6 +82,16 @@ def test_run_once_registers_runs_queued_commands_and_deregisters(r):
     assert registry.read(r)["env_a"]["stopped_at"] is not None
 
 
+def test_starting_deletes_the_scratch_of_loads_a_killed_agent_left_and_nothing_else(r, settings, tmp_path):
+    settings.APP_STORAGE_DIR = str(tmp_path)
+    apps = tmp_path / "apps"
+    (apps / ".load-crm-x1y2").mkdir(parents=True)
+    (apps / ".load-crm-x1y2" / "dump").write_bytes(b"SQLite format 3\x00" + b"\0" * 4096)
+    (apps / "crm.sqlite3").write_bytes(b"the application's own database")
+    Agent("env_a", "http://a", "", 120).run(once=True)
+    assert sorted(p.name for p in apps.iterdir()) == ["crm.sqlite3"]
+
+
 def test_stop_request_ends_the_loop_after_the_command_in_hand(r):
     agent = Agent("env_a", "http://a", "", 120)
     agent.process_one = lambda timeout: agent.request_stop() or True

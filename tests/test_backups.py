@@ -3,8 +3,10 @@ per slot), retention, and the checks a restore makes of the stored bytes before 
 test Redis and database and a clock. Backups taken and restored by real agents: tests/test_backup_processes.py."""
 
 import hashlib
+import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -162,3 +164,35 @@ def test_a_single_instance_refuses_backups_saying_what_to_back_up_instead(settin
     settings.APP_MODE = ""
     with pytest.raises(backups.BackupRefused, match="single instance"):
         backups.take(application)
+
+
+def test_the_scratch_of_a_backup_cut_off_an_hour_ago_is_deleted_every_ten_minutes_and_nothing_else(settings):
+    location = Path(settings.STORAGES["backups"]["OPTIONS"]["location"])
+    hour_ago = time.time() - 3600
+
+    def scratch(name, mtime):
+        path = location / name
+        path.mkdir(parents=True)
+        (path / "dump").write_bytes(SQLITE_HEAD)
+        os.utime(path, (mtime, mtime))
+        return path
+
+    cut_off = scratch(".scratch-crm-old1", hour_ago - 5)
+    under_way = scratch(".scratch-crm-new1", time.time())  # perhaps a backup another process is taking now
+    stored = location / "crm" / "crm-20260101T000000-abcd.sqlite3"
+    stored.parent.mkdir()
+    stored.write_bytes(SQLITE_HEAD)
+    os.utime(stored.parent, (hour_ago - 5, hour_ago - 5))
+    clock = Clock(time.time())
+    controller = Controller(clock=clock, holder="one")
+    controller.backup_one()
+    assert not cut_off.exists()
+    assert under_way.exists() and stored.exists()
+
+    later = scratch(".scratch-crm-old2", hour_ago - 5)
+    clock.now += 599
+    controller.backup_one()
+    assert later.exists()  # looked for every ten minutes, not every pass
+    clock.now += 1
+    controller.backup_one()
+    assert not later.exists()

@@ -29,7 +29,7 @@ from exchange import cache, contract, keys, registry, status
 from exchange.channel import RESULT_TTL, CommandJob, CommandQueue, queue_for, worker_serializer
 from exchange.redis_client import command_redis, supervisor_redis
 
-from . import commands, resource_usage, upgrade
+from . import commands, resource_usage, transfer, upgrade
 from .channel import NOT_THE_SUPERVISORS, CommandWorker, sealed_failure
 from .models import HostedState
 
@@ -543,6 +543,9 @@ class Agent:
         """Loop until stopped. ONCE: register, run what is queued, deregister."""
         backoff = MIN_BACKOFF
         failures = 0
+        swept = transfer.sweep_scratch()
+        if swept:
+            log.info("environment %s: deleted %d scratch directories of loads cut off before", self.name, swept)
         prober = self._start_prober()
         stop_heartbeats = self._start_heartbeater()
         try:

@@ -5,6 +5,7 @@ travel through Redis (exchange.transfer), checked by SHA-256 before anything is 
 """
 
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -89,6 +90,19 @@ def restore_from(app, path):
     os.replace(path, target_path)
 
 
+LOAD_SCRATCH = ".load-"  # the prefix of a load's scratch directory, beside the applications' SQLite files
+
+
+def sweep_scratch():
+    """Delete load scratch directories left by an agent killed mid-load (each holds up to a whole dump); run when the
+    agent starts, when no load of its own is under way. Returns how many."""
+    directory = Path(settings.APP_STORAGE_DIR) / "apps"
+    left = sorted(directory.glob(f"{LOAD_SCRATCH}*")) if directory.is_dir() else []
+    for path in left:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(left)
+
+
 def scratch_dir(app):
     """Where a dump of APP is read to before it is restored: beside its SQLite file, so that restoring it is a rename;
     the system's temporary directory for PostgreSQL."""
@@ -135,7 +149,7 @@ def load(app, manifest, redis):
     for field in ("size", "chunks"):
         if not isinstance(manifest.get(field), int):
             raise TransferError(f"the load names no {field}")
-    with tempfile.TemporaryDirectory(prefix=f".load-{app}-", dir=scratch_dir(app)) as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"{LOAD_SCRATCH}{app}-", dir=scratch_dir(app)) as scratch:
         path = Path(scratch) / "dump"
         transfer.download(redis, manifest["transfer"], path, manifest["sha256"], manifest["size"],
                           manifest["chunks"])
