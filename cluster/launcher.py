@@ -13,7 +13,9 @@ Starts, each as a child process in its own session with its output prefixed by i
 Each web runs APP_WEB_PROCESSES processes (default 1) when the caller sets it: ``APP_WEB_PROCESSES=2 bin/cluster``.
 
 Every role has its own SQLite database under ``STORAGE/<role>/``; the hosted applications' databases live under
-``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. The admin password, API token, secret key and
+``STORAGE/workers/apps/``, shared by the workers as one PostgreSQL server would be. With ``--postgres URL`` the
+roles' databases are PREFIX_supervisor, PREFIX_env_a, … on that server (created if missing) and the hosted
+applications' are ``app_<name>`` there, shared by the workers. The admin password, API token, secret key and
 alert webhooks' key (APP_SHARED_SECRET), the supervisor's key pair and each environment's (exchange.keys) are generated
 once and kept in the storage directory, so they survive restarts; each environment's public key is enrolled on the
 supervisor (``manage.py enrollenvironment``) before the workers start. ``STORAGE/cluster.json`` describes the
@@ -35,6 +37,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -45,6 +48,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,6 +145,55 @@ def plan_ports(base_port, names):
     return ports
 
 
+DEFAULT_POSTGRES_PREFIX = "appsup_cluster"
+
+
+def parse_postgres(url):
+    """``--postgres URL`` (``postgresql://USER[:PASSWORD]@HOST[:PORT][/PREFIX]``) as the DB_* variables of the
+    server and the prefix of the roles' databases (PREFIX_supervisor, PREFIX_env_a, …); ClusterError (exit 2)
+    naming what is wrong."""
+    parsed = urllib.parse.urlsplit(url)
+    prefix = parsed.path.strip("/") or DEFAULT_POSTGRES_PREFIX
+    try:
+        port = parsed.port or 5432
+    except ValueError:
+        port = None
+    problem = (
+        "its scheme must be postgresql://" if parsed.scheme not in ("postgres", "postgresql")
+        else "it names no host" if not parsed.hostname
+        else "its port is not a number from 1 to 65535" if port is None
+        else "it names no user" if not parsed.username
+        else "its path, the databases' prefix, must be letters, digits and _" if not PREFIX_RE.fullmatch(prefix)
+        else ""
+    )
+    if problem:
+        raise ClusterError(f"--postgres {url!r}: {problem} (postgresql://USER[:PASSWORD]@HOST[:PORT][/PREFIX])",
+                           exit_code=2)
+    server = {"DB_HOST": parsed.hostname, "DB_PORT": str(port), "DB_USER": urllib.parse.unquote(parsed.username),
+              "DB_PASSWORD": urllib.parse.unquote(parsed.password or "")}
+    return server, prefix
+
+
+PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+
+def create_postgres_databases(server, names):
+    """Create the databases NAMES on SERVER (DB_* variables) unless they exist; ClusterError if it cannot."""
+    import psycopg
+
+    try:
+        with psycopg.connect(host=server["DB_HOST"], port=server["DB_PORT"], user=server["DB_USER"],
+                             password=server["DB_PASSWORD"] or None, dbname="postgres", autocommit=True,
+                             connect_timeout=10) as conn:
+            existing = {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+            for name in names:
+                if name not in existing:
+                    conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise ClusterError(f"PostgreSQL at {server['DB_HOST']}:{server['DB_PORT']} (--postgres): "
+                           f"{str(exc).strip()}") from exc
+
+
 def port_problem(port, role):
     """A message if PORT cannot be listened on at HOST, else None."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -165,13 +218,18 @@ def hosted_code(common):
     return own or dict(SAMPLE_HOSTED_CODE)
 
 
-def role_environ(common, role, storage, ports, token="", private_keys=None):
+def role_environ(common, role, storage, ports, token="", private_keys=None, postgres=None):
     """Environment variables of one role's processes. PRIVATE_KEYS: {"supervisor" or an environment's name: its
-    private key text} (a role missing from it gets no key: it then refuses to start, saying so)."""
+    private key text} (a role missing from it gets no key: it then refuses to start, saying so). POSTGRES: (server,
+    prefix) as parse_postgres gives them, for databases on PostgreSQL instead of SQLite files."""
     private_keys = private_keys or {}
     env = dict(common)
-    env["DB_DIALECT"] = "sqlite"
-    env["DB_DATABASE"] = str(storage / role / ("supervisor.sqlite3" if role == "supervisor" else "worker.sqlite3"))
+    if postgres:
+        server, prefix = postgres
+        env.update(server, DB_DIALECT="postgres", DB_DATABASE=f"{prefix}_{role}")
+    else:
+        env["DB_DIALECT"] = "sqlite"
+        env["DB_DATABASE"] = str(storage / role / ("supervisor.sqlite3" if role == "supervisor" else "worker.sqlite3"))
     if role == "supervisor":
         env.update(
             APP_MODE="supervisor",
@@ -365,8 +423,9 @@ class Child:
 
 class Cluster:
     def __init__(self, storage, base_port=DEFAULT_BASE_PORT, envs=2, heartbeat_interval=5, stop_timeout=10.0,
-                 ready_timeout=120.0, output=None):
+                 ready_timeout=120.0, output=None, postgres=None):
         self.storage = Path(storage).resolve()
+        self.postgres = postgres  # (server, prefix) of --postgres, or None for SQLite
         self.names = environment_names(envs)
         self.ports = plan_ports(base_port, self.names)
         self.heartbeat_interval = heartbeat_interval
@@ -539,9 +598,11 @@ class Cluster:
         self.start_redis()
         common = self.common_environ()
         env_of = {
-            role: role_environ(common, role, self.storage, self.ports, self.token, self.private_keys)
+            role: role_environ(common, role, self.storage, self.ports, self.token, self.private_keys, self.postgres)
             for role in ("supervisor", *self.names)
         }
+        if self.postgres:
+            create_postgres_databases(self.postgres[0], [env["DB_DATABASE"] for env in env_of.values()])
         for role, env in env_of.items():
             write_environ(self.storage, role, env)
         python = sys.executable
@@ -806,6 +867,12 @@ def main(argv=None):
     parser.add_argument(
         "--stop-timeout", type=float, default=10.0, help="seconds each process gets to stop before SIGKILL (default: 10)"
     )
+    parser.add_argument(
+        "--postgres", metavar="URL",
+        help="the roles' databases on this PostgreSQL server instead of SQLite files: "
+        f"postgresql://USER[:PASSWORD]@HOST[:PORT][/PREFIX], databases PREFIX_supervisor, PREFIX_env_a, … "
+        f"(created if missing; PREFIX default {DEFAULT_POSTGRES_PREFIX}) and the hosted applications' app_<name>",
+    )
     args = parser.parse_args(argv)
     if args.heartbeat_interval < 1:
         parser.error("--heartbeat-interval must be at least 1")
@@ -818,6 +885,7 @@ def main(argv=None):
             envs=args.envs,
             heartbeat_interval=args.heartbeat_interval,
             stop_timeout=args.stop_timeout,
+            postgres=parse_postgres(args.postgres) if args.postgres else None,
         )
     except ClusterError as exc:
         sys.stderr.write(f"cluster: {exc}\n")

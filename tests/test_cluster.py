@@ -4,6 +4,7 @@ The slow tests start the whole cluster on free ports with its own storage direct
 cluster a developer is running on 14000.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -101,6 +102,81 @@ def test_bad_options_are_refused_naming_them(tmp_path, capsys, option):
     assert exited.value.code == 2
     assert option[0] in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing started, nothing written
+
+
+def test_postgres_puts_each_roles_database_on_the_server_and_the_workers_share_it(tmp_path):
+    from supervisor_project.config import load
+
+    server, prefix = cluster.parse_postgres("postgresql://ops:s%40cret@db.internal:6543/trial")
+    assert server == {"DB_HOST": "db.internal", "DB_PORT": "6543", "DB_USER": "ops", "DB_PASSWORD": "s@cret"}
+    assert prefix == "trial"
+    assert cluster.parse_postgres("postgres://postgres@127.0.0.1")[1] == cluster.DEFAULT_POSTGRES_PREFIX
+    common = dict(cluster.base_environ({}), APP_SUPERVISOR_REDIS_URL="unix:///tmp/r.sock")
+    ports = cluster.plan_ports(14000, ["env_a"])
+    private_keys = {"supervisor": cluster.new_private_key(), "env_a": cluster.new_private_key()}
+    for role, database in (("supervisor", "trial_supervisor"), ("env_a", "trial_env_a")):
+        env = cluster.role_environ(common, role, tmp_path, ports, "t" * 32, private_keys, postgres=(server, prefix))
+        assert env["DB_DIALECT"] == "postgres" and env["DB_DATABASE"] == database
+        assert load(env).database["ENGINE"] == "django.db.backends.postgresql"
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("mysql://root@127.0.0.1/x", "scheme must be postgresql://"),
+    ("postgresql://root@:5432", "names no host"),
+    ("postgresql://root@127.0.0.1:99999", "port is not a number"),
+    ("postgresql://127.0.0.1", "names no user"),
+    ("postgresql://root@127.0.0.1/bad-prefix", "letters, digits and _"),
+])
+def test_a_malformed_postgres_url_is_refused_naming_what_is_wrong_and_nothing_starts(tmp_path, capsys, url, problem):
+    assert cluster.main(["--storage", str(tmp_path / "s"), "--postgres", url]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def postgres_server():
+    """DB_* of the PostgreSQL server the machine runs (the test run's own when it uses one), or skip."""
+    psycopg = pytest.importorskip("psycopg")
+    server = {"DB_HOST": os.environ.get("DB_HOST") or "127.0.0.1", "DB_PORT": os.environ.get("DB_PORT") or "5432",
+              "DB_USER": os.environ.get("DB_USER") or "postgres", "DB_PASSWORD": os.environ.get("DB_PASSWORD") or ""}
+    try:
+        psycopg.connect(host=server["DB_HOST"], port=server["DB_PORT"], user=server["DB_USER"],
+                        password=server["DB_PASSWORD"] or None, dbname="postgres", connect_timeout=3).close()
+    except psycopg.Error as exc:
+        pytest.skip(f"no PostgreSQL server at {server['DB_HOST']}:{server['DB_PORT']}: {exc}")
+    return server
+
+
+def drop_postgres_databases(server, names):
+    import psycopg
+
+    with psycopg.connect(host=server["DB_HOST"], port=server["DB_PORT"], user=server["DB_USER"],
+                         password=server["DB_PASSWORD"] or None, dbname="postgres", autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_databases(server):
+    import psycopg
+
+    with psycopg.connect(host=server["DB_HOST"], port=server["DB_PORT"], user=server["DB_USER"],
+                         password=server["DB_PASSWORD"] or None, dbname="postgres") as conn:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_the_roles_postgres_databases_are_created_once_and_an_unreachable_server_is_named(tmp_path):
+    server = postgres_server()
+    names = [f"clutest{os.getpid()}_supervisor", f"clutest{os.getpid()}_env_a"]
+    try:
+        cluster.create_postgres_databases(server, names)
+        cluster.create_postgres_databases(server, names)  # there already: kept
+        assert set(names) <= postgres_databases(server)
+    finally:
+        drop_postgres_databases(server, names)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(cluster.ClusterError, match=f"PostgreSQL at 127.0.0.1:{port} \\(--postgres\\)"):
+        cluster.create_postgres_databases(dict(server, DB_HOST="127.0.0.1", DB_PORT=str(port)), names)
 
 
 def test_secrets_are_created_once(tmp_path):
@@ -414,3 +490,47 @@ def test_a_dead_agent_leaves_the_rest_running_and_sigusr1_starts_it_again(runnin
     running_cluster.proc.send_signal(signal.SIGINT)
     assert running_cluster.wait_exit() == 0, running_cluster.output()
     assert [pid for pid in pids if _alive(pid) or _group_alive(pid)] == []
+
+
+@pytest.mark.slow
+def test_a_cluster_on_postgres_hosts_its_applications_databases_there(tmp_path):
+    server = postgres_server()
+    prefix, app = f"clutest{os.getpid()}", f"pgc{os.getpid()}"
+    url = f"postgresql://{server['DB_USER']}:{server['DB_PASSWORD']}@{server['DB_HOST']}:{server['DB_PORT']}/{prefix}"
+    log_path = tmp_path / "cluster.log"
+    env = dict(cluster.base_environ(), NO_COLOR="1", PYTHONUNBUFFERED="1")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster", "--storage", str(tmp_path / "storage"), "--base-port",
+             str(free_base_port(1)), "--envs", "1", "--postgres", url],
+            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        state_file = tmp_path / "storage" / "cluster.json"
+        deadline = time.monotonic() + START_TIMEOUT
+        state = {}
+        while not state.get("ready"):
+            assert proc.poll() is None, f"the cluster exited ({proc.returncode}):\n{log_path.read_text()}"
+            assert time.monotonic() < deadline, f"not ready after {START_TIMEOUT} s:\n{log_path.read_text()}"
+            time.sleep(0.2)
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads(state_file.read_text())
+        assert {f"{prefix}_supervisor", f"{prefix}_env_a"} <= postgres_databases(server)
+        assert not list((tmp_path / "storage").rglob("*.sqlite3"))  # nothing on SQLite
+        created = _api(state, "POST", "apps/", json={
+            "name": app, "display_name": app, "environments": ["env_a"], "admin_username": "admin",
+            "admin_password": "a-long-password"})
+        assert created.status_code == 201, created.text
+        started = _api(state, "POST", f"apps/{app}/start", timeout=150)
+        assert started.status_code == 200 and started.json()["statuses"]["env_a"]["state"] == "running", started.text
+        assert f"app_{app}" in postgres_databases(server)
+        backup = _api(state, "POST", f"apps/{app}/backups", timeout=150)
+        assert backup.status_code == 201 and backup.json()["size"] > 0, backup.text  # pg_dump on the worker
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_TIMEOUT) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in (state or {}).get("processes", {}).values():
+            if _group_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        drop_postgres_databases(server, [f"{prefix}_supervisor", f"{prefix}_env_a", f"app_{app}"])
