@@ -226,8 +226,9 @@ def main(argv=None):
                         help="comma-separated figures to run: proxy,processes,share,commands,start,data,scale,"
                              "memory; their rows replace or add to the last run's in docs/benchmarks.md")
     parser.add_argument("--postgres", action="store_true",
-                        help="also run the scale figures on PostgreSQL (127.0.0.1:5432, user postgres; the bench "
-                             f"creates and drops databases named {scale.POSTGRES_DATABASE}_<size>)")
+                        help="also run the scale and data figures on PostgreSQL (127.0.0.1:5432, user postgres; "
+                             f"the bench creates and drops databases named {scale.POSTGRES_DATABASE}_<size>, "
+                             f"{data.POSTGRES_PREFIX}_<role> and app_{data.APP})")
     args = parser.parse_args(argv)
     every = {"proxy", "processes", "share", "commands", "start", "data", "scale", "memory"}
     only = set(args.only.split(",")) if args.only else every
@@ -248,7 +249,7 @@ def main(argv=None):
                 ("share", lambda: share.rows(share.measure(cluster, args.quick))),
                 ("commands", lambda: rows_commands(commands.measure(cluster, args.quick))),
                 ("start", lambda: rows_start(start.measure(cluster, args.quick))),
-                ("data", lambda: data.rows(data.measure(cluster, args.quick), args.quick)),
+                ("data", lambda: data.rows(data.measure(cluster, args.quick, args.postgres), args.quick)),
                 ("scale", lambda: rows_scale(scale.measure(cluster, args.quick, args.postgres), args.quick)),
                 ("memory", lambda: rows_memory(memory.measure(cluster, args.quick), args.quick)),
             ]

@@ -37,9 +37,10 @@ def pick_base_port(envs, start=34000):
 
 
 class Cluster:
-    def __init__(self, storage, envs=3, environ=None):
+    def __init__(self, storage, envs=3, environ=None, args=()):
         self.storage = Path(storage)
         self.environ = environ or {}
+        self.args = list(args)  # more options of python -m cluster (--postgres URL)
         self.envs = envs
         self.base_port = pick_base_port(envs)
         self.proc = None
@@ -51,7 +52,8 @@ class Cluster:
         self.log = open(self.storage / "cluster.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cluster", "--storage", str(self.storage),
-             "--base-port", str(self.base_port), "--envs", str(self.envs), "--heartbeat-interval", "2"],
+             "--base-port", str(self.base_port), "--envs", str(self.envs), "--heartbeat-interval", "2",
+             *self.args],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         state_file = self.storage / "cluster.json"
         deadline = time.monotonic() + timeout
