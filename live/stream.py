@@ -287,8 +287,10 @@ class Hub:
 
     async def run(self):
         delay = self.retry_first
+        flood = None  # a flood's state, carried across the subscriptions it makes _relay drop
         while True:
             client = None
+            dropped = False
             try:
                 url = await asyncio.to_thread(redis_client.resolve_url, settings.APP_SUPERVISOR_REDIS_URL)
                 # No retries inside redis-py: a lost connection must reach this loop, which tells the sockets.
@@ -299,29 +301,39 @@ class Hub:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     # pages show heartbeats too, and Logs pages their application's new requests
                     await pubsub.subscribe(EVENTS_CHANNEL, HEARTBEATS_CHANNEL, LOGS_CHANNEL)
-                    self.tell(live_message())
+                    if flood is None:  # within a flood, "live" waits for its end (_relay)
+                        self.tell(live_message())
                     if self.watcher is None:  # after "live": what it qualifies
                         self.watcher = asyncio.get_running_loop().create_task(
                             self.watch_supervisor(), name="appsup-live-supervisor")
                     delay = self.retry_first
-                    await self._relay(pubsub, Verifier(client))
+                    flood = await self._relay(pubsub, Verifier(client), flood)
+                    dropped = True
             except (RedisError, OSError) as exc:
                 log.warning("events socket: Redis is unavailable, retrying in %.1f s: %s", delay, exc)
                 self.tell({"type": STREAM, "status": RECONNECTING, "problem": f"Redis is unavailable: {exc}"})
             finally:
                 if client is not None:
                     await client.aclose()
+            if dropped:
+                continue
+            flood = None
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_cap)
 
-    async def _relay(self, pubsub, verifier):
+    async def _relay(self, pubsub, verifier, flood=None):
         """Relay the events, a window at a time: the first event opens a window of WINDOW seconds, and what the
         window's events point at is read at its end (Verifier.messages), so that a flood costs a few reads a
         second, never one per event. A window that overflowed is followed, once the flood is over (a window that
         did not overflow, or no event for POLL_SECONDS), or every RESYNC_SECONDS while it lasts, by a "live"
-        message: pages read everything afresh once."""
+        message: pages read everything afresh once.
+
+        A window that overflowed also ends the subscription: this returns the flood's state (FLOOD, to be given to
+        the next call) and ``run`` subscribes again at once. What Redis and the socket hold for the old one is
+        dropped with it: read, a flood of 300,000 events kept this process busy for more than 10 s after it ended,
+        for events that only say "read everything afresh"."""
         loop = asyncio.get_running_loop()
-        flood_since = last_resync = None
+        flood_since, last_resync = flood or (None, None)
         while True:
             message = await pubsub.get_message(timeout=POLL_SECONDS)
             if message is None or message.get("type") != "message":
@@ -354,6 +366,7 @@ class Hub:
                 elif now - last_resync >= RESYNC_SECONDS:
                     last_resync = now
                     self.broadcast(live_message())
+                return flood_since, last_resync
             elif flood_since is not None:
                 flood_since = None
                 self.broadcast(live_message())
