@@ -298,9 +298,10 @@ class Controller:
     def backup_one(self):
         """Take one scheduled backup whose slot has come, if this controller claims it first. Returns whether there
         was one."""
-        if self._scratch_swept_at is None or self.clock() - self._scratch_swept_at >= SCRATCH_SWEEP_SECONDS:
-            self._scratch_swept_at = self.clock()
-            backups.sweep_scratch(self.clock())
+        now = self.clock()
+        if self._scratch_swept_at is None or now - self._scratch_swept_at >= SCRATCH_SWEEP_SECONDS:
+            self._scratch_swept_at = now
+            backups.sweep_scratch(now)
         return backups.run_due(self.now(), holder=self.lease.holder, timeout=self.timeout,
                                alert=alert_transitions.backup_failed)
 

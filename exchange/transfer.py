@@ -13,14 +13,16 @@ The chunks are not signed: the SHA-256 the destination checks comes from the sou
 the signed load command, so bytes changed in Redis are refused like bytes damaged on the way.
 """
 
+import contextlib
 import hashlib
 import os
 import threading
 
 from . import contract
 
-# Chunks sent or read per round trip to Redis: one round trip per 1 MiB chunk left Redis idle half the time (a
-# 100 MB dump took 0.44 s to push one chunk at a time, 0.18 s eight at a time). Each side holds one batch in memory.
+# Chunks sent or read per round trip to Redis: one round trip per 1 MiB chunk left Redis idle between them (a 100 MB
+# dump file took 0.50-0.59 s to push one chunk at a time, 0.34-0.39 s eight at a time). Each side holds one batch in
+# memory.
 BATCH = 8
 
 
@@ -53,20 +55,7 @@ def upload(redis, transfer, source, chunk_bytes=None):
 def _opened(source):
     if isinstance(source, (str, os.PathLike)):
         return open(source, "rb")
-    return _Borrowed(source)
-
-
-class _Borrowed:
-    """A file the caller opened: read, not closed."""
-
-    def __init__(self, file):
-        self.file = file
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, *exc):
-        return False
+    return contextlib.nullcontext(source)  # the caller's file: read, not closed
 
 
 def download(redis, transfer, path, sha256, size, chunks):
