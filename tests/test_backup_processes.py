@@ -236,6 +236,39 @@ def test_an_agent_killed_mid_backup_leaves_no_backup_listed(cluster):
     assert stored(cluster) == []
 
 
+def test_a_transfer_deleted_in_redis_while_the_supervisor_reads_it_never_gives_a_damaged_backup(cluster):
+    """Someone with access to Redis (no key needed: chunks are not signed) deletes the dump's list while the agent
+    pushes it and the supervisor follows it: the backup is refused, or, deleted after the last chunk was read, is
+    the agent's bytes; never a listed backup whose stored bytes are not its checksum."""
+    import hashlib
+
+    import redis as redis_lib
+
+    fill(cluster, 40)
+    r = redis_lib.Redis.from_url(cluster.supervisor_env["APP_COMMAND_REDIS_URL"])
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(cluster.api("POST", f"apps/{APP}/backups?timeout=60")))
+    worker.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (keys := r.keys("appsup:transfer:backup-*")):
+        time.sleep(0.005)
+    assert keys, "the dump's transfer never appeared in Redis"
+    r.delete(*keys)
+    worker.join(90)
+    assert answers, "the backup call did not answer"
+    listed = cluster.api("GET", f"apps/{APP}/backups").json()["backups"]
+    if answers[0].status_code == 201:
+        [backup] = listed
+        [path] = stored(cluster)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == backup["sha256"]
+    else:
+        assert answers[0].status_code == 409 and "did not arrive whole" in answers[0].json()["error"], answers[0].text
+        assert listed == [] and stored(cluster) == []
+    assert not r.keys("appsup:transfer:backup-*")  # nothing left in Redis either way
+    again = cluster.api("POST", f"apps/{APP}/backups?timeout=60")  # and the next one is whole
+    assert again.status_code == 201, again.text
+
+
 @pytest.fixture
 def scheduled_cluster(tmp_path, redis_url, own_databases):
     with started_cluster(tmp_path, redis_url, APP_BACKUP_SCHEDULE="* * * * *") as c:
