@@ -295,11 +295,7 @@ def _wait(job_id, env_name, deadline, clock, renew=lambda: None, *, command, app
         renew()
         remaining = deadline - clock()
         if remaining <= 0:
-            failure = _timed_out(job, env_name)
-            if refused is not None:
-                failure = Failure(FAILED, f"refused an answer from environment {env_name} that was not for this "
-                                          f"command ({refused}); {failure.message}")
-            return failure
+            return _noting_refusal(_timed_out(job, env_name), refused, env_name)
         answers = conn.xread({Result.get_key(job_id): seen}, block=max(1, min(int(remaining), 2)) * 1000)
         for answer_id, fields in (answers[0][1] if answers else []):
             seen = answer_id
@@ -312,7 +308,17 @@ def _wait(job_id, env_name, deadline, clock, renew=lambda: None, *, command, app
             continue
         entry = registry.read(supervisor_redis()).get(env_name)
         if entry is None or entry.get("stopped_at") or not registry.is_alive(entry):
-            return Failure(LOST, f"environment {env_name} went offline while running the command")
+            return _noting_refusal(Failure(LOST, f"environment {env_name} went offline while running the command"),
+                                   refused, env_name)
+
+
+def _noting_refusal(failure, refused, env_name):
+    """FAILURE, saying first that an answer was refused (REFUSED: why, or None): whichever way the wait ends, the
+    operator learns that someone answered in that environment's place."""
+    if refused is None:
+        return failure
+    return Failure(FAILED, f"refused an answer from environment {env_name} that was not for this command "
+                           f"({refused}); {failure.message}")
 
 
 def _answer(job_id, answer_id, fields, conn, expected, env_name):

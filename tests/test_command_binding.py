@@ -114,6 +114,22 @@ def test_another_applications_stopped_result_copied_to_a_stop_job_is_not_success
     assert "not for this command" in result.failure.error and genuine in result.failure.error
 
 
+def test_an_environment_that_goes_offline_after_a_copied_answer_is_refused_still_names_the_refusal(agent, r):
+    create_application("other", ["env_a"])
+    crm = create_application("crm", ["env_a"])
+    genuine = answered(agent, "other", contract.STOP)
+    copied = r.xrange(Result.get_key(genuine))[-1][1]
+    # Then the environment is gone (its agent stopped before its heartbeat timeout ran out, say).
+    planter = planting(r, "stop-crm-", copied, then=lambda: r.hdel(contract.ENVIRONMENTS_KEY, "env_a"))
+
+    result = lifecycle.run(crm, contract.STOP, timeout=5)
+
+    planter.join()
+    assert not result.ok
+    assert "went offline" in result.failure.error
+    assert "not for this command" in result.failure.error and genuine in result.failure.error
+
+
 def test_the_api_answers_a_copied_stopped_result_with_a_failure_naming_it(agent, r, client, settings):
     settings.SUPERVISOR_API_TOKEN = "binding-token-0123456789abcdef0123"
     create_application("other", ["env_a"])
