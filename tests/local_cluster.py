@@ -9,9 +9,10 @@ from .processes import (
     Process,
     base_env,
     http_ready,
-    manage,
+    manage_each,
     postgres_env,
     runworker,
+    stop_all,
     wait_for,
     web_process,
     worker_env,
@@ -51,9 +52,7 @@ class Cluster:
         self.webs = {}
 
     def start(self):
-        manage(["migrate", "-v0"], self.supervisor_env)
-        for env in self.worker_envs.values():
-            manage(["migrate", "-v0"], env)
+        manage_each(["migrate", "-v0"], [self.supervisor_env, *self.worker_envs.values()])
         self.supervisor = self._track(web_process(self.supervisor_env, self.port, self.tmp / "supervisor.log"))
         self.start_controller()
         for name in self.worker_envs:
@@ -80,8 +79,7 @@ class Cluster:
         return process
 
     def stop(self):
-        for process in reversed(self.processes):
-            process.stop()
+        stop_all(self.processes)
 
     def api(self, method, path, **kwargs):
         headers = {"Authorization": f"Bearer {TOKEN}"}
