@@ -107,8 +107,10 @@ class Follower:
     Redis and the file are touched in its thread. ``finish`` with the source's answer checks them as ``download``
     does; ``abandon`` when there is no answer to check them against."""
 
-    # Seconds between looks at a list with no new chunk: short while chunks come, longer while a big dump is made.
-    POLL, POLL_MAX = 0.005, 0.1
+    # Seconds between looks at a list with no new chunk: short while chunks come, longer while a big dump is made,
+    # but not much longer: backing off to 100 ms, the reader woke late to a push of 100 MB (0.2 s) and ended
+    # 0.12-0.19 s after it, where at 20 ms it ends 0.03 s after (a backup's median 0.71 s -> 0.61 s).
+    POLL, POLL_MAX = 0.005, 0.02
 
     def __init__(self, redis, transfer, path):
         self.redis, self.transfer, self.path = redis, transfer, path
