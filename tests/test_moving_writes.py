@@ -36,3 +36,21 @@ def test_both_ends_of_a_move_take_its_commands():
     assert set(agent._moving(entry)) == {"env_a", "env_b"}
     assert agent._moving({"environments": ["env_a"]}) == []
     assert agent._moving({"moving": "garbage"}) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_source_answers_a_request_routed_before_the_switch_as_moving_not_unknown_here(method):
+    # Switched to env_b and not yet removed from env_a: a request the proxy sent to env_a a moment before the switch
+    # arrives after it.
+    switched = SimpleNamespace(name="crm", environment_names=["env_b"], statuses={},
+                               config={"display_name": "CRM", "moving": {"from": "env_a", "to": "env_b"}})
+    refused = hosting.availability("crm", switched, "env_a") or hosting.moving_refusal("crm", switched, "env_a",
+                                                                                       method)
+    assert (refused.status, refused.code, refused.retry_after) == (503, "moving", hosting.MOVING_RETRY_AFTER)
+
+
+def test_an_application_placed_elsewhere_and_not_moving_from_here_is_not_hosted_here():
+    elsewhere = SimpleNamespace(name="crm", environment_names=["env_b"], statuses={},
+                                config={"display_name": "CRM", "moving": {"from": "env_c", "to": "env_b"}})
+    refused = hosting.availability("crm", elsewhere, "env_a")
+    assert (refused.status, refused.code) == (404, "not_on_this_environment")

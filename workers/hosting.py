@@ -79,6 +79,10 @@ def availability(name, view, environment):
         return Unavailable(404, "unknown_app", "Unknown application", f"There is no application named “{name}”.",
                            advice="Check the address: applications are reached at /apps/<name>/.")
     title = view.config.get("display_name") or name
+    if environment not in view.environment_names and _moving_from(view, environment):
+        # Switched to the destination, not yet removed here: a request the proxy routed a moment before the switch
+        # still reaches this source, and is refused the way it was a moment before, to be sent again.
+        return _moving(name, view, environment)
     if environment not in view.environment_names:
         where = ", ".join(view.environment_names) or "no environment"
         return Unavailable(
@@ -131,9 +135,18 @@ MOVING_RETRY_AFTER = 2
 def moving_refusal(name, view, environment, method):
     """Why a request that may write is refused here while NAME moves away from ENVIRONMENT (its database is being
     copied to the destination: a write now would be lost), else None. Reads are served until the switch."""
-    moving = view.config.get("moving")
-    if not isinstance(moving, dict) or moving.get("from") != environment or method in READ_METHODS:
+    if not _moving_from(view, environment) or method in READ_METHODS:
         return None
+    return _moving(name, view, environment)
+
+
+def _moving_from(view, environment):
+    moving = view.config.get("moving")
+    return isinstance(moving, dict) and moving.get("from") == environment
+
+
+def _moving(name, view, environment):
+    moving = view.config["moving"]
     title = view.config.get("display_name") or name
     return Unavailable(
         503, "moving", f"{title} is moving", f"{title} is moving from environment {environment} to "
