@@ -3,10 +3,10 @@
 
 Environments share no filesystem, and may not reach each other: the dump goes through Redis, the one thing both
 sides reach. The source worker pushes the dump file onto a list (contract.transfer_key) in chunks
-(contract.TRANSFER_CHUNK_BYTES), a batch of them per round trip, while it hashes it; the destination reads it back
-into a file while it hashes it (a backup's supervisor already while it is pushed: Follower), and refuses it unless
-count, size and SHA-256 are the ones the source reported. Neither side holds more than a batch (BATCH chunks) in
-memory. The list expires (contract.TRANSFER_TTL) and the supervisor deletes it once the move
+(contract.TRANSFER_CHUNK_BYTES), a batch of them per round trip, while a thread reads and hashes the next batch; the
+destination reads it back into a file while it hashes it (a backup's supervisor already while it is pushed:
+Follower), and refuses it unless count, size and SHA-256 are the ones the source reported. The source holds two
+batches (BATCH chunks each) in memory at most, the destination one. The list expires (contract.TRANSFER_TTL) and the supervisor deletes it once the move
 ends, so a dump does not outlive its move.
 
 The chunks are not signed: the SHA-256 the destination checks comes from the source's signed answer, carried in
@@ -16,13 +16,13 @@ the signed load command, so bytes changed in Redis are refused like bytes damage
 import contextlib
 import hashlib
 import os
+import queue
 import threading
 
 from . import contract
 
 # Chunks sent or read per round trip to Redis: one round trip per 1 MiB chunk left Redis idle between them (a 100 MB
-# dump file took 0.50-0.59 s to push one chunk at a time, 0.34-0.39 s eight at a time). Each side holds one batch in
-# memory.
+# dump file took 0.50-0.59 s to push one chunk at a time, 0.34-0.39 s eight at a time).
 BATCH = 8
 
 
@@ -37,10 +37,9 @@ def upload(redis, transfer, source, chunk_bytes=None):
     key = contract.transfer_key(transfer)
     digest, size, chunks = hashlib.sha256(), 0, 0
     redis.delete(key)
-    with _opened(source) as readable:
+    with _opened(source) as readable, _read_ahead(readable, chunk_bytes, digest) as read:
         pipe = redis.pipeline(transaction=False)
-        while chunk := readable.read(chunk_bytes):
-            digest.update(chunk)
+        for chunk in read:
             size += len(chunk)
             chunks += 1
             pipe.rpush(key, chunk)
@@ -50,6 +49,46 @@ def upload(redis, transfer, source, chunk_bytes=None):
         pipe.expire(key, contract.TRANSFER_TTL)
         pipe.execute()
     return {"sha256": digest.hexdigest(), "size": size, "chunks": chunks}
+
+
+@contextlib.contextmanager
+def _read_ahead(readable, chunk_bytes, digest):
+    """READABLE's chunks, read and hashed into DIGEST by a thread of their own while the caller sends the ones before
+    (hashlib and file reads let go of the GIL): one after the other, reading, hashing and sending 100 MB took
+    0.25-0.28 s, side by side 0.16-0.20 s. A batch is read ahead at most. The reader's error is raised in the
+    caller's thread; DIGEST is whole once the chunks are."""
+    ahead, stop = queue.Queue(maxsize=BATCH), threading.Event()
+
+    def put(item):
+        while not stop.is_set():  # the caller may stop taking (a Redis error): then give up
+            try:
+                ahead.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
+    def read():
+        try:
+            while not stop.is_set() and (chunk := readable.read(chunk_bytes)):
+                digest.update(chunk)
+                put(chunk)
+            put(None)
+        except BaseException as exc:
+            put(exc)
+
+    def chunks():
+        while (item := ahead.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    reader = threading.Thread(target=read, name="read-ahead", daemon=True)
+    reader.start()
+    try:
+        yield chunks()
+    finally:
+        stop.set()
+        reader.join()
 
 
 def _opened(source):

@@ -120,6 +120,46 @@ def test_an_open_file_is_pushed_as_its_path_would_be(tmp_path, r):
     assert r.lrange(contract.transfer_key("t2"), 0, -1) == r.lrange(contract.transfer_key("t3"), 0, -1)
 
 
+class Failing:
+    """A file whose read fails after it gave CHUNKS chunks of SIZE bytes, or that does what BEFORE_FIRST says on its
+    first read."""
+
+    def __init__(self, chunks=None, before_first=None):
+        self.left, self.before_first = chunks, before_first
+
+    def read(self, size):
+        if self.before_first is not None:
+            first, self.before_first = self.before_first, None
+            first()
+        if self.left == 0:
+            raise OSError("the storage went away mid-read")
+        if self.left is not None:
+            self.left -= 1
+        return b"x" * size
+
+
+def readers_left():
+    return [t for t in threading.enumerate() if t.name == "read-ahead"]
+
+
+def test_a_source_that_fails_mid_read_fails_the_upload_and_leaves_no_reader(r):
+    with pytest.raises(OSError, match="went away"):
+        transfer.upload(r, "t2", Failing(chunks=20), chunk_bytes=1000)
+    assert not readers_left()
+
+
+def test_a_redis_error_while_pushing_stops_the_reader_ahead(r):
+    import redis as redis_lib
+
+    # Someone else's value under the transfer's name once the upload has begun: every push is refused.
+    plant = Failing(before_first=lambda: r.set(contract.transfer_key("t2"), "not a list"))
+    began = time.monotonic()
+    with pytest.raises(redis_lib.ResponseError, match="WRONGTYPE"):
+        transfer.upload(r, "t2", plant, chunk_bytes=1000)  # an endless file: the reader would read on forever
+    assert not readers_left()
+    assert time.monotonic() - began < 5
+
+
 def push_slowly(r, name, data, chunk_bytes, pause=0.01, halfway=None):
     """A source pushing DATA one chunk at a time, pausing between them, in a thread; returns the thread. HALFWAY: an
     event it waits for after half the chunks."""
