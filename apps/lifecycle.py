@@ -143,6 +143,9 @@ def converge(application, environments, timeout=None, clock=time.monotonic):
         if not environments:
             return None
         command = contract.START if desired == contract.RUNNING else contract.STOP
+        # Said here, under the lock: before it, a restore holding the lock had "start on …" logged at every pass.
+        log.info("%s: %s on %s (desired %s), by the controller", application.name, command, ", ".join(environments),
+                 desired)
         return _run_locked(application, command, timeout, None, False, clock, renew, only=environments,
                            restart=restart)
 

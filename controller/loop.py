@@ -327,8 +327,6 @@ class Controller:
             self._note_waiting(application, waiting)
             if not act:
                 continue
-            log.info("%s: %s on %s (desired %s)", application.name, command, ", ".join(act),
-                     application.desired_state)
             try:
                 outcome = lifecycle.converge(application, act, timeout=self.timeout)
             except lifecycle.OperationInProgress:

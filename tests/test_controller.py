@@ -504,14 +504,25 @@ def test_what_an_operator_did_since_the_controller_planned_is_not_sent_again(r):
     assert states("crm") == {"env_a": contract.RUNNING}
 
 
-def test_an_operation_in_progress_is_left_alone(r):
+def test_an_operation_in_progress_is_left_alone_and_no_command_is_logged(r, caplog):
     register_environment("env_a")
     create_application("crm", ["env_a"])
     desire("crm", contract.RUNNING)
     hold_lock("crm")
 
-    assert Controller().reconcile_one() is False
+    with caplog.at_level("INFO"):
+        assert Controller().reconcile_one() is False
     assert queue_for("env_a").count == 0 and Application.objects.get(name="crm").attempts == 0
+    assert "start on" not in caplog.text  # nothing was sent: a restore holds the lock, say
+
+
+def test_a_command_the_controller_sends_is_logged(r, caplog):
+    with ThreadAgent("env_a"):
+        create_application("crm", ["env_a"])
+        desire("crm", contract.RUNNING)
+        with caplog.at_level("INFO"):
+            assert Controller().reconcile_one() is True
+    assert "crm: start on env_a (desired running), by the controller" in caplog.text
 
 
 def test_run_once_converges_everything_that_drifted():
