@@ -6,8 +6,8 @@ sides reach. The source worker pushes the dump file onto a list (contract.transf
 (contract.TRANSFER_CHUNK_BYTES), a batch of them per round trip, while a thread reads and hashes the next batch; the
 destination reads it back into a file while it hashes it (a backup's supervisor already while it is pushed:
 Follower), and refuses it unless count, size and SHA-256 are the ones the source reported. The source holds two
-batches (BATCH chunks each) in memory at most, the destination one. The list expires (contract.TRANSFER_TTL) and the supervisor deletes it once the move
-ends, so a dump does not outlive its move.
+batches (BATCH chunks each) in memory at most, the destination one. The list expires (contract.TRANSFER_TTL) and the
+supervisor deletes it once the move ends, so a dump does not outlive its move.
 
 The chunks are not signed: the SHA-256 the destination checks comes from the source's signed answer, carried in
 the signed load command, so bytes changed in Redis are refused like bytes damaged on the way.

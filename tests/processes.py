@@ -174,9 +174,7 @@ class Process:
         return self.proc.wait(timeout)
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self._reap()
+        stop_all([self])
 
     def _reap(self):
         if self.proc.poll() is None:

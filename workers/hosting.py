@@ -79,11 +79,11 @@ def availability(name, view, environment):
         return Unavailable(404, "unknown_app", "Unknown application", f"There is no application named “{name}”.",
                            advice="Check the address: applications are reached at /apps/<name>/.")
     title = view.config.get("display_name") or name
-    if environment not in view.environment_names and _moving_from(view, environment):
-        # Switched to the destination, not yet removed here: a request the proxy routed a moment before the switch
-        # still reaches this source, and is refused the way it was a moment before, to be sent again.
-        return _moving(name, view, environment)
     if environment not in view.environment_names:
+        if _moving_from(view, environment):
+            # Switched to the destination, not yet removed here: a request the proxy routed a moment before the
+            # switch still reaches this source, and is refused the way it was a moment before, to be sent again.
+            return _moving(name, view, environment)
         where = ", ".join(view.environment_names) or "no environment"
         return Unavailable(
             404, "not_on_this_environment", f"{title} is not hosted here",
